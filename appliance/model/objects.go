@@ -1,0 +1,267 @@
+package model
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// DefaultBackupRetention is how many scheduled backups an account keeps per VM
+// unless its entitlements say otherwise.
+const DefaultBackupRetention = 5
+
+// MaxBackupRetention bounds the retention entitlement.
+const MaxBackupRetention = 365
+
+// DefaultVMLimit is how many live VMs an account may hold unless its
+// entitlements say otherwise.
+const DefaultVMLimit = 10
+
+// Account is a paying party: a family member, a customer, a tenant.
+type Account struct {
+	ID           string       `json:"id"`
+	Name         string       `json:"name"`
+	Balance      Micro        `json:"balance"` // micro-credits; may go below zero by at most one billing period
+	Entitlements Entitlements `json:"entitlements"`
+	CreatedAt    time.Time    `json:"created_at"`
+}
+
+// Entitlements are what an account is allowed.
+type Entitlements struct {
+	BackupRetention int `json:"backup_retention"` // scheduled backups kept per VM
+	VMLimit         int `json:"vm_limit"`         // live (running or stopped) VMs at once
+}
+
+// DefaultEntitlements are a new account's entitlements.
+func DefaultEntitlements() Entitlements {
+	return Entitlements{BackupRetention: DefaultBackupRetention, VMLimit: DefaultVMLimit}
+}
+
+// Validate checks the entitlements' bounds.
+func (e Entitlements) Validate() error {
+	if e.BackupRetention < 1 || e.BackupRetention > MaxBackupRetention {
+		return invalidf("backup retention %d is out of range: keep between 1 and %d scheduled backups", e.BackupRetention, MaxBackupRetention)
+	}
+	if e.VMLimit < 0 || e.VMLimit > 10_000 {
+		return invalidf("VM limit %d is out of range: 0 to 10000", e.VMLimit)
+	}
+	return nil
+}
+
+// Tier is a size of VM and its price.
+type Tier struct {
+	Name        string `json:"name"`
+	VCPUs       int    `json:"vcpus"`
+	MemoryMiB   int    `json:"memory_mib"`
+	DiskGiB     int    `json:"disk_gib"`
+	RatePerHour Micro  `json:"rate_per_hour"` // micro-credits per hour
+}
+
+// DefaultTiers exist from the first start.
+func DefaultTiers() []Tier {
+	return []Tier{
+		{Name: "nano", VCPUs: 1, MemoryMiB: 256, DiskGiB: 2, RatePerHour: 5_000},
+		{Name: "small", VCPUs: 1, MemoryMiB: 512, DiskGiB: 10, RatePerHour: 10_000},
+		{Name: "medium", VCPUs: 2, MemoryMiB: 2048, DiskGiB: 40, RatePerHour: 40_000},
+		{Name: "large", VCPUs: 4, MemoryMiB: 8192, DiskGiB: 80, RatePerHour: 160_000},
+	}
+}
+
+// Image is a bootable image a VM is made from: a read-only subvolume holding
+// rootfs.img, vmlinuz and initrd.
+type Image struct {
+	Name      string    `json:"name"`
+	Builtin   bool      `json:"builtin"`
+	SizeBytes int64     `json:"size_bytes"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// VMState is where a VM is in its lifecycle. The set is closed.
+type VMState string
+
+const (
+	// StateCreating: the VM's disk and row exist, its first boot is under way.
+	StateCreating VMState = "creating"
+	StateRunning  VMState = "running"
+	StateStopped  VMState = "stopped"
+	// StateGraveyard: destroyed; kept until ReclaimAt, then reclaimed.
+	StateGraveyard VMState = "graveyard"
+	// StateArchived: its account ran out of money; kept until ReclaimAt.
+	StateArchived VMState = "archived"
+)
+
+var vmStates = []VMState{StateCreating, StateRunning, StateStopped, StateGraveyard, StateArchived}
+
+// ParseVMState parses a state name as users type it.
+func ParseVMState(s string) (VMState, error) {
+	if slices.Contains(vmStates, VMState(s)) {
+		return VMState(s), nil
+	}
+	return "", invalidf("unknown VM state %q: use one of %v", clip(s), vmStates)
+}
+
+// Bills reports whether a VM in this state accrues charges.
+func (s VMState) Bills() bool { return s == StateRunning || s == StateStopped || s == StateCreating }
+
+// Live reports whether the VM holds an IP and a RAM reservation.
+func (s VMState) Live() bool { return s == StateRunning || s == StateStopped || s == StateCreating }
+
+// Port is a port of the VM opened to the outside.
+type Port struct {
+	Proto  string `json:"proto"` // "tcp" or "udp"
+	Number uint16 `json:"number"`
+}
+
+func (p Port) String() string { return fmt.Sprintf("%d/%s", p.Number, p.Proto) }
+
+// ValidatePort checks a port.
+func ValidatePort(p Port) error {
+	if p.Proto != "tcp" && p.Proto != "udp" {
+		return invalidf("port protocol %q: use tcp or udp", clip(p.Proto))
+	}
+	if p.Number == 0 {
+		return invalidf("port 0 is not a port: use 1-65535")
+	}
+	return nil
+}
+
+// VM is a microVM and everything that makes it the same VM across stop, start,
+// restore and resume.
+type VM struct {
+	ID        string     `json:"id"`
+	AccountID string     `json:"account_id"`
+	Name      string     `json:"name"`
+	Tier      string     `json:"tier"`
+	Image     string     `json:"image"`
+	State     VMState    `json:"state"`
+	IP        netip.Addr `json:"ip,omitzero"` // held while live; remembered (LastIP) while not
+	LastIP    netip.Addr `json:"last_ip,omitzero"`
+	Ports     []Port     `json:"ports"`
+	Domains   []string   `json:"domains"`
+	BootID    string     `json:"boot_id,omitempty"` // of the running guest, as its agent reported
+
+	CreatedAt   time.Time `json:"created_at"`
+	StoppedAt   time.Time `json:"stopped_at,omitzero"`
+	DestroyedAt time.Time `json:"destroyed_at,omitzero"`
+	ArchivedAt  time.Time `json:"archived_at,omitzero"`
+	ReclaimAt   time.Time `json:"reclaim_at,omitzero"` // set in graveyard and archived
+
+	// WantRunning is the state to return to on resume or daemon start.
+	WantRunning bool `json:"want_running"`
+	// BilledUntil is the end of the last period booked to the ledger.
+	BilledUntil time.Time `json:"billed_until"`
+	// NextBackupAt is when the scheduler takes this VM's next daily backup.
+	NextBackupAt time.Time `json:"next_backup_at,omitzero"`
+}
+
+// BackupKind says why a backup exists and who may delete it.
+type BackupKind string
+
+const (
+	// Scheduled: daily, rolled by the account's retention; not deletable by hand.
+	Scheduled BackupKind = "scheduled"
+	// OnDemand: taken by create_backup; kept until delete_backup.
+	OnDemand BackupKind = "on_demand"
+)
+
+// Consistency says how consistent a backup's disk image is.
+type Consistency string
+
+const (
+	// Frozen: the guest agent flushed and froze every writable filesystem.
+	Frozen Consistency = "frozen"
+	// Crash: the agent could not be reached: as if the power was cut.
+	Crash Consistency = "crash"
+	// Offline: the VM was not running.
+	Offline Consistency = "offline"
+)
+
+// Backup is a read-only snapshot of a VM's disk.
+type Backup struct {
+	ID          string      `json:"id"`
+	VMID        string      `json:"vm_id"`
+	Kind        BackupKind  `json:"kind"`
+	TakenAt     time.Time   `json:"taken_at"`
+	SizeBytes   int64       `json:"size_bytes"` // bytes that deleting it would free (btrfs exclusive)
+	Consistency Consistency `json:"consistency"`
+}
+
+// EntryKind is the kind of a ledger entry.
+type EntryKind string
+
+const (
+	Charge EntryKind = "charge"
+	TopUp  EntryKind = "topup"
+)
+
+// LedgerEntry is one movement of an account's balance. Charges are negative.
+type LedgerEntry struct {
+	AccountID    string    `json:"account_id"`
+	Seq          uint64    `json:"seq"`
+	At           time.Time `json:"at"`
+	Amount       Micro     `json:"amount"`
+	Kind         EntryKind `json:"kind"`
+	VMID         string    `json:"vm_id,omitempty"`
+	PeriodStart  time.Time `json:"period_start,omitzero"`
+	PeriodEnd    time.Time `json:"period_end,omitzero"`
+	BalanceAfter Micro     `json:"balance_after"`
+}
+
+// OpKind is the kind of a long operation.
+type OpKind string
+
+const (
+	OpCreate  OpKind = "create"
+	OpBackup  OpKind = "backup"
+	OpRestore OpKind = "restore"
+	OpDestroy OpKind = "destroy"
+	OpReclaim OpKind = "reclaim"
+	OpArchive OpKind = "archive"
+	OpResume  OpKind = "resume"
+	OpStart   OpKind = "start"
+	OpStop    OpKind = "stop"
+)
+
+// OpState is where an operation is.
+type OpState string
+
+const (
+	OpRunning    OpState = "running"
+	OpDone       OpState = "done"
+	OpFailed     OpState = "failed"      // stopped with an error; its effects were rolled back
+	OpRolledBack OpState = "rolled_back" // found unfinished at start and undone
+)
+
+// Finished reports whether the operation is over.
+func (s OpState) Finished() bool { return s != OpRunning }
+
+// Operation is a long task with progress, a result, and the intent record that
+// lets a daemon that crashed half-way finish or roll it back at the next start.
+type Operation struct {
+	ID         string    `json:"id"`
+	Kind       OpKind    `json:"kind"`
+	VMID       string    `json:"vm_id,omitempty"`
+	BackupID   string    `json:"backup_id,omitempty"`
+	State      OpState   `json:"state"`
+	Step       string    `json:"step"` // the step under way, or the last one done
+	Progress   int       `json:"progress"`
+	Error      string    `json:"error,omitempty"`
+	ErrorCode  string    `json:"error_code,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	// Intent is the operation's own record of what it set out to do and what
+	// it already did, opaque to everyone but the code that runs it.
+	Intent json.RawMessage `json:"intent,omitempty"`
+}
+
+// Event is something that happened, for `superjolt events` and the TUI.
+type Event struct {
+	Seq     uint64    `json:"seq"`
+	At      time.Time `json:"at"`
+	Type    string    `json:"type"`             // e.g. "vm.created", "backup.taken"
+	Object  string    `json:"object,omitempty"` // the id it is about
+	Account string    `json:"account,omitempty"`
+	Message string    `json:"message"`
+}
