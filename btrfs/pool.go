@@ -1,0 +1,393 @@
+//go:build linux && cgo
+
+package btrfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/containerd/btrfs/v2"
+	"golang.org/x/sys/unix"
+)
+
+// Pool is a storage pool: a directory on a Btrfs filesystem laid out as the
+// package documentation shows. Its methods are safe for concurrent use; two
+// operations on the same VM or backup at once are the caller's to prevent.
+type Pool struct {
+	layout
+	log *slog.Logger
+
+	// img is the loop device and mount OpenImage made, undone by Close;
+	// nil for a pool opened with Open or on a mount that already existed.
+	img *imageMount
+
+	mu sync.Mutex
+	// busy holds trash entries that an operation of this process is using
+	// (a staged image, a delete in progress); Purge leaves them alone.
+	busy map[string]bool
+}
+
+// Open opens the pool in dir, a directory on a mounted Btrfs filesystem (the
+// root of the filesystem or any directory on it). It creates the pool's
+// top-level directories when missing, turns Btrfs quotas on when they are off
+// (space figures come from quota groups), and purges whatever an earlier run
+// left in trash/.
+//
+// A dir that is not on Btrfs is refused with an error wrapping [ErrNotBtrfs].
+func Open(ctx context.Context, dir string) (*Pool, error) {
+	return open(ctx, dir, slog.Default())
+}
+
+func open(ctx context.Context, dir string, log *slog.Logger) (*Pool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open pool %s: %w", dir, err)
+	}
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return nil, fmt.Errorf("open pool %s: %w: create the directory on a Btrfs filesystem first", dir, notFound(err))
+	}
+	if err := checkBtrfs(abs); err != nil {
+		return nil, err
+	}
+	p := &Pool{layout: layout{root: abs}, log: log, busy: map[string]bool{}}
+	for _, d := range []string{imagesDir, vmsDir, backupsDir, trashDir} {
+		if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
+			return nil, fmt.Errorf("open pool %s: %w", abs, err)
+		}
+	}
+	if err := p.ensureQuota(); err != nil {
+		return nil, err
+	}
+	if err := p.Purge(ctx); err != nil {
+		// Leftovers in trash cost space but hurt nothing else; the next Purge
+		// tries again.
+		p.log.Warn("btrfs: cannot empty the trash of the pool", "subvolume", p.trash(), "err", err)
+	}
+	return p, nil
+}
+
+// checkBtrfs returns an error wrapping ErrNotBtrfs unless dir is on Btrfs.
+func checkBtrfs(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("open pool %s: %w", dir, err)
+	}
+	if st.Type != unix.BTRFS_SUPER_MAGIC {
+		return fmt.Errorf("open pool %s: %w (filesystem magic %#x): mount a Btrfs filesystem there, "+
+			"or leave the pool setting empty to use a loop-backed image file", dir, ErrNotBtrfs, st.Type)
+	}
+	return nil
+}
+
+// ensureQuota turns quotas on unless they are.
+func (p *Pool) ensureQuota() error {
+	f, err := os.Open(p.root)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, on, err := quotaStatus(f)
+	if err != nil {
+		return fmt.Errorf("open pool %s: read quota status: %w", p.root, err)
+	}
+	if on {
+		return nil
+	}
+	p.log.Info("btrfs: enabling quotas for space accounting", "subvolume", p.root)
+	if err := enableQuota(f); err != nil {
+		return fmt.Errorf("open pool %s: %w: run `btrfs quota enable %s` by hand to see why", p.root, err, p.root)
+	}
+	return nil
+}
+
+// Root returns the absolute path of the pool directory.
+func (p *Pool) Root() string { return p.root }
+
+// ImagePath returns the path of images/<name>. It does not check that the
+// image exists.
+func (p *Pool) ImagePath(name string) (string, error) { return p.image(name) }
+
+// VMPath returns the path of vms/<vmID>, the VM's subvolume; its disk is
+// [RootfsFile] inside it. It does not check that the VM exists.
+func (p *Pool) VMPath(vmID string) (string, error) { return p.vm(vmID) }
+
+// BackupPath returns the path of backups/<vmID>/<bkID>. It does not check
+// that the backup exists.
+func (p *Pool) BackupPath(vmID, bkID string) (string, error) { return p.backup(vmID, bkID) }
+
+// CreateImage makes the read-only image subvolume images/<name>. fill is
+// called with the path of a fresh writable subvolume and puts the image's
+// files there (rootfs.img, vmlinuz, initrd); once it returns nil the
+// subvolume appears under its name as a read-only snapshot, in one step. If
+// fill or any later step fails nothing is left behind and the first error is
+// returned. An existing image is never replaced (ErrExists).
+func (p *Pool) CreateImage(ctx context.Context, name string, fill func(dir string) error) (err error) {
+	dst, err := p.image(name)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		return fmt.Errorf("create image %s: %w: delete it first or pick another name", name, ErrExists)
+	}
+	// Stage in trash/: a crash half-way leaves the staging subvolume where
+	// the next Open purges it.
+	stage, release := p.trashName("new-image." + name)
+	defer release()
+	if err := btrfs.SubvolCreate(stage); err != nil {
+		return fmt.Errorf("create image %s: %w", name, err)
+	}
+	defer p.deleteLogged(context.WithoutCancel(ctx), stage)
+	if err := fill(stage); err != nil {
+		return fmt.Errorf("create image %s: fill: %w", name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// The snapshot flushes the staged data and commits the transaction.
+	if err := btrfs.SubvolSnapshot(dst, stage, true); err != nil {
+		return fmt.Errorf("create image %s: %w", name, existsErr(err))
+	}
+	p.log.Info("btrfs: image created", "subvolume", dst)
+	return nil
+}
+
+// CreateVM makes vms/<vmID>, a writable snapshot of images/<image>, and
+// returns its path. The VM's disk is the image's [RootfsFile], shared with
+// the image until written.
+func (p *Pool) CreateVM(ctx context.Context, vmID, image string) (string, error) {
+	dst, err := p.vm(vmID)
+	if err != nil {
+		return "", err
+	}
+	src, err := p.image(image)
+	if err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if err := btrfs.IsSubvolume(src); err != nil {
+		return "", fmt.Errorf("create %s from image %s: %w: %w", vmID, image, ErrNotFound, err)
+	}
+	if err := btrfs.SubvolSnapshot(dst, src, false); err != nil {
+		return "", fmt.Errorf("create %s from image %s: %w", vmID, image, existsErr(err))
+	}
+	p.log.Info("btrfs: vm subvolume created", "subvolume", dst, "vm", vmID, "image", image)
+	return dst, nil
+}
+
+// Backup takes a read-only snapshot of vms/<vmID> as backups/<vmID>/<bkID>
+// and returns its path. The snapshot is atomic and committed when Backup
+// returns; for a consistent backup of a running guest, freeze its
+// filesystems around the call.
+func (p *Pool) Backup(ctx context.Context, vmID, bkID string) (string, error) {
+	src, err := p.vm(vmID)
+	if err != nil {
+		return "", err
+	}
+	dst, err := p.backup(vmID, bkID)
+	if err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if err := btrfs.IsSubvolume(src); err != nil {
+		return "", fmt.Errorf("back up %s: %w: %w", vmID, ErrNotFound, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return "", fmt.Errorf("back up %s: %w", vmID, err)
+	}
+	if err := btrfs.SubvolSnapshot(dst, src, true); err != nil {
+		return "", fmt.Errorf("back up %s as %s: %w", vmID, bkID, existsErr(err))
+	}
+	p.log.Info("btrfs: backup taken", "subvolume", dst, "vm", vmID, "backup", bkID)
+	return dst, nil
+}
+
+// RestoreFile puts file (normally [RootfsFile]) of backup bkID back into
+// vms/<vmID>, replacing the VM's copy atomically: a reflink of the backup's
+// file is made under a temporary name in the VM's subvolume, fsynced, and
+// renamed over the file. A reader of the VM's file sees the old contents or
+// the new, never a mix. Stop the VM first: an open file descriptor keeps
+// pointing at the old contents.
+func (p *Pool) RestoreFile(ctx context.Context, vmID, bkID, file string) error {
+	bk, err := p.backup(vmID, bkID)
+	if err != nil {
+		return err
+	}
+	vm, err := p.vm(vmID)
+	if err != nil {
+		return err
+	}
+	src, err := p.file(bk, file)
+	if err != nil {
+		return err
+	}
+	dst, err := p.file(vm, file)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := btrfs.IsSubvolume(vm); err != nil {
+		return fmt.Errorf("restore %s of %s: %w: %w", file, vmID, ErrNotFound, err)
+	}
+	tmp := filepath.Join(vm, "."+file+".restore-"+randomHex())
+	if err := Reflink(ctx, tmp, src); err != nil {
+		return fmt.Errorf("restore %s of %s from %s: %w", file, vmID, bkID, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		removeLogged(tmp)
+		return fmt.Errorf("restore %s of %s from %s: %w", file, vmID, bkID, err)
+	}
+	if err := syncDir(vm); err != nil {
+		return fmt.Errorf("restore %s of %s from %s: %w", file, vmID, bkID, err)
+	}
+	p.log.Info("btrfs: file restored from backup", "subvolume", vm, "vm", vmID, "backup", bkID, "file", file)
+	return nil
+}
+
+// Images returns the names of the images, sorted.
+func (p *Pool) Images(ctx context.Context) ([]string, error) {
+	return p.list(ctx, filepath.Join(p.root, imagesDir))
+}
+
+// VMs returns the ids of the VMs that have a subvolume, sorted.
+func (p *Pool) VMs(ctx context.Context) ([]string, error) {
+	return p.list(ctx, filepath.Join(p.root, vmsDir))
+}
+
+// Backups returns the ids of vmID's backups, sorted by id (the appliance's
+// store knows when each was taken). A VM without backups has none: no error.
+func (p *Pool) Backups(ctx context.Context, vmID string) ([]string, error) {
+	dir, err := p.vmBackups(vmID)
+	if err != nil {
+		return nil, err
+	}
+	return p.list(ctx, dir)
+}
+
+// BackupVMs returns the ids of the VMs that have a backups/ directory, sorted;
+// it may name VMs whose own subvolume is gone.
+func (p *Pool) BackupVMs(ctx context.Context) ([]string, error) {
+	return p.list(ctx, filepath.Join(p.root, backupsDir))
+}
+
+// list returns the names in dir that are valid pool names, sorted; anything
+// else there (an operator's stray file) is skipped.
+func (p *Pool) list(ctx context.Context, dir string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if e.IsDir() && checkName(fileName, "", e.Name()) == nil {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// DeleteImage deletes images/<name>. VMs made from it are independent copies
+// and keep working.
+func (p *Pool) DeleteImage(ctx context.Context, name string) error {
+	path, err := p.image(name)
+	if err != nil {
+		return err
+	}
+	return p.delete(ctx, path, "image."+name)
+}
+
+// DeleteVM deletes vms/<vmID>, the VM's disk. Its backups stay; see
+// DeleteBackups.
+func (p *Pool) DeleteVM(ctx context.Context, vmID string) error {
+	path, err := p.vm(vmID)
+	if err != nil {
+		return err
+	}
+	return p.delete(ctx, path, "vm."+vmID)
+}
+
+// DeleteBackup deletes backups/<vmID>/<bkID>.
+func (p *Pool) DeleteBackup(ctx context.Context, vmID, bkID string) error {
+	path, err := p.backup(vmID, bkID)
+	if err != nil {
+		return err
+	}
+	return p.delete(ctx, path, "backup."+vmID+"."+bkID)
+}
+
+// DeleteBackups deletes backups/<vmID> with every backup in it, as when a VM
+// is reclaimed.
+func (p *Pool) DeleteBackups(ctx context.Context, vmID string) error {
+	path, err := p.vmBackups(vmID)
+	if err != nil {
+		return err
+	}
+	return p.delete(ctx, path, "backups."+vmID)
+}
+
+// delete moves path into trash/ (one rename: from then on it is gone under
+// its name, whatever happens next) and deletes it there. A failure of the
+// second step is logged and left for Purge: the caller's delete has happened.
+func (p *Pool) delete(ctx context.Context, path, label string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(path); err != nil {
+		return fmt.Errorf("delete %s: %w", path, notFound(err))
+	}
+	dst, release := p.trashName(label)
+	defer release()
+	if err := os.Rename(path, dst); err != nil {
+		return fmt.Errorf("delete %s: move to trash: %w", path, notFound(err))
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		p.log.Warn("btrfs: cannot fsync after moving to trash", "subvolume", path, "err", err)
+	}
+	p.log.Info("btrfs: deleting", "subvolume", path, "trash", dst)
+	p.deleteLogged(context.WithoutCancel(ctx), dst)
+	return nil
+}
+
+// existsErr adds ErrExists to an EEXIST from the btrfs library.
+func existsErr(err error) error {
+	if errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("%w: %w", ErrExists, err)
+	}
+	return notFound(err)
+}
+
+// Close releases the pool. For a pool that OpenImage mounted, it unmounts the
+// filesystem and detaches the loop device; a pool opened with Open, or on a
+// mount that OpenImage found already there, is left mounted.
+func (p *Pool) Close() error {
+	if p.img == nil {
+		return nil
+	}
+	err := p.img.close()
+	p.img = nil
+	return err
+}
