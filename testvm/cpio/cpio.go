@@ -14,6 +14,7 @@ const (
 	typeDir     = 0o040000
 	typeRegular = 0o100000
 	typeSymlink = 0o120000
+	typeChar    = 0o020000
 )
 
 const (
@@ -28,6 +29,8 @@ type Writer struct {
 	names  map[string]bool
 	err    error
 	closed bool
+
+	rdevMajor, rdevMinor uint32 // for the record being added by CharDev
 }
 
 // NewWriter returns a Writer that writes to w.
@@ -51,6 +54,14 @@ func (w *Writer) Symlink(name, target string) error {
 		return fmt.Errorf("cpio: symlink %s has an empty target", name)
 	}
 	return w.add(name, typeSymlink, []byte(target), 0o777)
+}
+
+// CharDev adds a character device node (such as dev/console, 5:1, which the kernel opens for init's
+// standard streams before any devtmpfs is mounted).
+func (w *Writer) CharDev(name string, perm fs.FileMode, major, minor uint32) error {
+	w.rdevMajor, w.rdevMinor = major, minor
+	defer func() { w.rdevMajor, w.rdevMinor = 0, 0 }()
+	return w.add(name, typeChar, nil, perm)
 }
 
 // modeBits turns Go's permission and special bits into the Unix mode bits.
@@ -88,7 +99,7 @@ func (w *Writer) add(name string, typ uint32, data []byte, perm fs.FileMode) err
 		nlink = 2
 	}
 	w.ino++
-	w.err = w.record(clean, w.ino, typ|modeBits(perm), nlink, data)
+	w.err = w.record(clean, w.ino, typ|modeBits(perm), nlink, data, w.rdevMajor, w.rdevMinor)
 	return w.err
 }
 
@@ -110,11 +121,11 @@ func cleanName(name string) (string, error) {
 	return clean, nil
 }
 
-func (w *Writer) record(name string, ino, mode, nlink uint32, data []byte) error {
+func (w *Writer) record(name string, ino, mode, nlink uint32, data []byte, rdevMajor, rdevMinor uint32) error {
 	// Header: magic and 13 eight-digit hex fields: ino, mode, uid, gid, nlink, mtime, filesize,
 	// devmajor, devminor, rdevmajor, rdevminor, namesize (with its NUL), check (0 without CRC).
 	hdr := fmt.Sprintf("%s%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x",
-		magic, ino, mode, 0, 0, nlink, 0, len(data), 0, 0, 0, 0, len(name)+1, 0)
+		magic, ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdevMajor, rdevMinor, len(name)+1, 0)
 	buf := make([]byte, 0, len(hdr)+len(name)+4+len(data)+3)
 	buf = append(buf, hdr...)
 	buf = append(buf, name...)
@@ -144,6 +155,6 @@ func (w *Writer) Close() error {
 		return nil
 	}
 	w.closed = true
-	w.err = w.record(trailer, 0, 0, 1, nil)
+	w.err = w.record(trailer, 0, 0, 1, nil, 0, 0)
 	return w.err
 }

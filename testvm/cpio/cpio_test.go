@@ -17,6 +17,7 @@ type entry struct {
 	mode  uint32
 	nlink uint32
 	data  string
+	rdev  [2]uint32
 }
 
 // parse reads a newc archive independently of the writer, checking alignment as it goes.
@@ -39,6 +40,7 @@ func parse(t *testing.T, b []byte) []entry {
 			t.Fatalf("bad magic %q at %d", b[off:off+6], off)
 		}
 		mode, nlink, size, namesize := field(1), field(4), int(field(6)), int(field(11))
+		rdev := [2]uint32{field(9), field(10)}
 		if uid, gid, mtime := field(2), field(3), field(5); uid != 0 || gid != 0 || mtime != 0 {
 			t.Errorf("uid/gid/mtime = %d/%d/%d, want 0", uid, gid, mtime)
 		}
@@ -56,7 +58,7 @@ func parse(t *testing.T, b []byte) []entry {
 			}
 			return out
 		}
-		out = append(out, entry{name, mode, nlink, data})
+		out = append(out, entry{name, mode, nlink, data, rdev})
 	}
 }
 
@@ -71,6 +73,8 @@ func build(t *testing.T) []byte {
 		w.File("lib/modules/superjolt/order", 0o644, []byte("a.ko\nbc.ko\n")),
 		w.File("empty", 0o600, nil),
 		w.Symlink("bin/sh", "busybox"),
+		w.CharDev("dev/console", 0o600, 5, 1),
+		w.File("after-dev", 0o644, []byte("x")),
 		w.Close(),
 	}
 	for i, err := range steps {
@@ -84,12 +88,14 @@ func build(t *testing.T) []byte {
 func TestWriterRecords(t *testing.T) {
 	got := parse(t, build(t))
 	want := []entry{
-		{"dev", 0o040755, 2, ""},
-		{"tmp", 0o041777, 2, ""},
-		{"init", 0o100755, 1, "#!/bin/sh\n"},
-		{"lib/modules/superjolt/order", 0o100644, 1, "a.ko\nbc.ko\n"},
-		{"empty", 0o100600, 1, ""},
-		{"bin/sh", 0o120777, 1, "busybox"},
+		{"dev", 0o040755, 2, "", [2]uint32{}},
+		{"tmp", 0o041777, 2, "", [2]uint32{}},
+		{"init", 0o100755, 1, "#!/bin/sh\n", [2]uint32{}},
+		{"lib/modules/superjolt/order", 0o100644, 1, "a.ko\nbc.ko\n", [2]uint32{}},
+		{"empty", 0o100600, 1, "", [2]uint32{}},
+		{"bin/sh", 0o120777, 1, "busybox", [2]uint32{}},
+		{"dev/console", 0o020600, 1, "", [2]uint32{5, 1}},
+		{"after-dev", 0o100644, 1, "x", [2]uint32{}},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d records, want %d: %+v", len(got), len(want), got)
@@ -147,7 +153,7 @@ func TestGNUCpioReadsIt(t *testing.T) {
 	if err != nil {
 		t.Fatalf("cpio -t: %v: %s", err, out)
 	}
-	want := "dev\ntmp\ninit\nlib/modules/superjolt/order\nempty\nbin/sh\n"
+	want := "dev\ntmp\ninit\nlib/modules/superjolt/order\nempty\nbin/sh\ndev/console\nafter-dev\n"
 	if got := string(out); got != want {
 		t.Errorf("cpio -t listed\n%s\nwant\n%s", got, strings.TrimSpace(want))
 	}
