@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -309,11 +310,8 @@ func loopBacking(bf string, want os.FileInfo) string {
 }
 
 func inode(fi os.FileInfo) uint64 {
-	if st, ok := fi.Sys().(*unix.Stat_t); ok {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		return st.Ino
-	}
-	if st, ok := fi.Sys().(interface{ Ino() uint64 }); ok {
-		return st.Ino()
 	}
 	return 0
 }
@@ -346,15 +344,11 @@ func mountedImage(image, mnt string) (bool, error) {
 	if fstype == "" {
 		return false, nil
 	}
-	want, err := os.Stat(image)
-	if err != nil {
-		return false, fmt.Errorf("%s is mounted (%s from %s) but the pool image %s is missing: %w: unmount it or fix the image path", mnt, fstype, source, image, err)
-	}
-	if fstype == "btrfs" && strings.HasPrefix(source, "/dev/loop") &&
+	if want, err := os.Stat(image); err == nil && fstype == "btrfs" && strings.HasPrefix(source, "/dev/loop") &&
 		loopBacking(filepath.Join("/sys/block", filepath.Base(source), "loop/backing_file"), want) != "" {
 		return true, nil
 	}
-	return false, fmt.Errorf("open pool image: %s already has %s from %s mounted on it: unmount it or choose another mount point", mnt, fstype, source)
+	return false, fmt.Errorf("open pool image %s: %s already has %s from %s mounted on it: unmount it or choose another mount point", image, mnt, fstype, source)
 }
 
 // unescapeMountinfo undoes the octal escapes (\040 for a space) of mountinfo.

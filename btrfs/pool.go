@@ -352,12 +352,39 @@ func (p *Pool) DeleteBackups(ctx context.Context, vmID string) error {
 // delete moves path into trash/ (one rename: from then on it is gone under
 // its name, whatever happens next) and deletes it there. A failure of the
 // second step is logged and left for Purge: the caller's delete has happened.
+//
+// A read-only subvolume (an image, a backup) cannot be renamed into another
+// directory: that rewrites its "..", and Btrfs refuses any write to it
+// (EROFS). It needs no rename either: deleting a subvolume is one atomic step
+// in the kernel (the name goes and the tree is queued for the cleaner in the
+// same transaction, and a crash resumes the cleanup at mount), so it is
+// deleted in place and the transaction committed. Only a read-only subvolume
+// with subvolumes nested in it, which takes several steps and which this
+// package never makes, has its flag cleared and goes through trash/.
 func (p *Pool) delete(ctx context.Context, path, label string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if _, err := os.Lstat(path); err != nil {
 		return fmt.Errorf("delete %s: %w", path, notFound(err))
+	}
+	if btrfs.IsSubvolume(path) == nil {
+		ro, err := readOnly(path)
+		if err != nil {
+			return fmt.Errorf("delete %s: %w", path, err)
+		}
+		if ro {
+			nested, err := nestedSubvolumes(path)
+			if err != nil {
+				return fmt.Errorf("delete %s: %w", path, err)
+			}
+			if len(nested) == 0 {
+				return p.deleteInPlace(path)
+			}
+			if err := setReadOnly(path, false); err != nil {
+				return fmt.Errorf("delete %s: %w", path, err)
+			}
+		}
 	}
 	dst, release := p.trashName(label)
 	defer release()
@@ -369,6 +396,24 @@ func (p *Pool) delete(ctx context.Context, path, label string) error {
 	}
 	p.log.Info("btrfs: deleting", "subvolume", path, "trash", dst)
 	p.deleteLogged(context.WithoutCancel(ctx), dst)
+	return nil
+}
+
+// deleteInPlace deletes the subvolume at path, which has no nested
+// subvolumes, and commits the transaction so that the delete is durable.
+func (p *Pool) deleteInPlace(path string) error {
+	if err := btrfs.SubvolDelete(path); err != nil {
+		return fmt.Errorf("delete subvolume %s: %w", path, err)
+	}
+	f, err := os.Open(p.root)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := syncFS(f); err != nil {
+		return fmt.Errorf("delete subvolume %s: %w", path, err)
+	}
+	p.log.Info("btrfs: deleted", "subvolume", path)
 	return nil
 }
 
