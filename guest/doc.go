@@ -1,0 +1,45 @@
+// Package guest holds the superjolt guest agent: its wire protocol, the
+// host-side Client, the agent's server (Agent) and the transports that carry
+// them, vsock and virtio-serial.
+//
+// # Protocol
+//
+// One JSON object per line in each direction. A request
+//
+//	{"v":1,"id":7,"op":"freeze","deadline_ms":30000}
+//
+// is answered, in any order relative to other requests, by
+//
+//	{"v":1,"id":7,"ok":true,"filesystems":["/"]}
+//
+// or, on failure, by
+//
+//	{"v":1,"id":7,"ok":false,"error":{"code":"frozen","message":"..."}}
+//
+// The operations are ping, freeze, thaw, exec, shutdown and reboot. The agent
+// serves every request of a stream concurrently, so a request stuck on a
+// frozen filesystem never delays thaw. See [Request] and [Response] for the
+// fields, and [ErrFrozen] and its siblings for the error codes.
+//
+// # Types and the net interfaces they satisfy
+//
+//   - [Client] owns one net.Conn (any stream: a UNIX socket from [DialSerial],
+//     a *vsock.Conn from [DialVsock], one end of net.Pipe) and multiplexes
+//     concurrent calls over it by request id. It satisfies io.Closer.
+//   - [DialSerial] returns a *net.UnixConn as a net.Conn; [DialVsock] and
+//     [ListenVsock] return *vsock.Conn and *vsock.Listener as net.Conn and
+//     net.Listener.
+//   - [Agent] serves any io.ReadWriter with [Agent.ServeConn] (a net.Conn, a
+//     virtio-serial *os.File) and any net.Listener with [Agent.Serve].
+//   - [Freezer] is the small interface the agent freezes filesystems through;
+//     [FSFreezer] is the real one (FIFREEZE/FITHAW). [Runner] runs exec
+//     requests; [ProcessRunner] is the real one.
+//   - [Clock] and [Timer] inject time; [SystemClock] is the real clock.
+//
+// # PID 1
+//
+// In the test image the agent binary is also the init: [Init] switches from
+// the initramfs to the root disk and execs the agent again, which then runs
+// [StartInitServices] (tmpfs mounts, a [Reaper] for orphans) and serves, with
+// [InitPower] powering the machine off or restarting it.
+package guest

@@ -1,0 +1,88 @@
+package guest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultPower is the PowerFunc of an agent left without one: InitPower
+// when the agent is PID 1, CommandPower otherwise.
+func DefaultPower(ctx context.Context, action PowerAction) (func(), error) {
+	if os.Getpid() == 1 {
+		return InitPower(slog.Default())(ctx, action)
+	}
+	return CommandPower(ctx, action)
+}
+
+// CommandPower asks the guest's own init to power off or reboot, through
+// `systemctl poweroff|reboot` or else the `poweroff`/`reboot` command. An
+// agent that is not PID 1 never calls the reboot syscall itself: that would
+// skip the init's orderly shutdown.
+func CommandPower(ctx context.Context, action PowerAction) (func(), error) {
+	unix.Sync()
+	var argv []string
+	if p, err := exec.LookPath("systemctl"); err == nil {
+		argv = []string{p, action.String()}
+	} else if p, err := exec.LookPath(action.String()); err == nil {
+		argv = []string{p}
+	} else {
+		return nil, fmt.Errorf("%w: the agent is not PID 1 and the guest has neither systemctl nor %s", ErrUnsupported, action)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v: %s", ErrInternal, strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil, nil
+}
+
+// InitPower is the PowerFunc of an agent that is PID 1: after the answer
+// went out it stops every other process (SIGTERM, then SIGKILL after two
+// seconds), syncs, remounts the root read-only and calls reboot(2).
+func InitPower(log *slog.Logger) PowerFunc {
+	return func(ctx context.Context, action PowerAction) (func(), error) {
+		if os.Getpid() != 1 {
+			return nil, fmt.Errorf("%w: InitPower needs the agent to be PID 1", ErrUnsupported)
+		}
+		return func() { haltSystem(log, action) }, nil
+	}
+}
+
+// haltSystem ends the machine as PID 1. It returns only if reboot(2)
+// fails.
+func haltSystem(log *slog.Logger, action PowerAction) {
+	log.Info("stopping all processes", "action", action.String())
+	_ = unix.Kill(-1, unix.SIGTERM)
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		// kill(-1, 0) fails with ESRCH once no other process is left.
+		if unix.Kill(-1, 0) == unix.ESRCH {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = unix.Kill(-1, unix.SIGKILL)
+	unix.Sync()
+	for _, mp := range []string{"/tmp", "/run"} {
+		_ = unix.Unmount(mp, unix.MNT_DETACH)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		log.Warn("remount / read-only", "err", err)
+	}
+	unix.Sync()
+	cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
+	if action == Restart {
+		cmd = unix.LINUX_REBOOT_CMD_RESTART
+	}
+	log.Info("goodbye", "action", action.String())
+	if err := unix.Reboot(cmd); err != nil {
+		log.Error("reboot(2)", "err", err)
+	}
+}
