@@ -1,0 +1,245 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Accel selects QEMU's accelerator.
+type Accel string
+
+const (
+	AccelAuto Accel = ""    // KVM when /dev/kvm works (see [ProbeHost]), TCG otherwise
+	AccelKVM  Accel = "kvm" // hardware virtualization
+	AccelTCG  Accel = "tcg" // software emulation
+)
+
+// Transport selects how the host reaches the guest agent.
+type Transport string
+
+const (
+	TransportAuto   Transport = ""       // vsock when /dev/vhost-vsock exists, virtio-serial otherwise
+	TransportVsock  Transport = "vsock"  // vhost-vsock-device with the machine's guest CID
+	TransportSerial Transport = "serial" // virtio-serial port backed by a UNIX socket in the run directory
+)
+
+// Defaults used when a [Config] field is zero.
+const (
+	DefaultVCPUs        = 1
+	DefaultMemoryMiB    = 256
+	DefaultBootTimeout  = 60 * time.Second
+	DefaultBootAttempts = 2
+	DefaultRunRoot      = "/run/superjolt/vm"
+	// AgentPortName is the virtio-serial port name the agent looks for (guest.SerialPortName).
+	AgentPortName = "org.superjolt.agent"
+)
+
+// maxSocketPath is the longest UNIX socket path the kernel takes (sun_path is 108 bytes with the NUL).
+const maxSocketPath = 107
+
+// Config describes one machine. Zero fields take the defaults named beside them.
+type Config struct {
+	// Name is the VM id (vm-xxxxxx). It names the QEMU process, the default run directory and log lines.
+	Name string
+	// VCPUs and MemoryMiB come from the VM's tier. Defaults: 1 vCPU, 256 MiB.
+	VCPUs     int
+	MemoryMiB int
+	// Kernel, Initrd and Rootfs are the image's vmlinuz and initrd and the VM's own rootfs.img (raw),
+	// which becomes /dev/vda in the guest.
+	Kernel, Initrd, Rootfs string
+	// KernelArgs are appended to the kernel command line.
+	KernelArgs string
+	// RunDir holds the runtime files: qmp.sock, agent.sock, console.log, qemu.log, qemu.pid.
+	// Default: /run/superjolt/vm/<Name>. When socket paths under it would be longer than a UNIX socket
+	// address allows, the sockets go to a short directory under /run/superjolt/s (or the temp dir).
+	RunDir string
+	// QEMU is the qemu-system-x86_64 binary. Default: found in PATH.
+	QEMU string
+	// Accel and Transport: see their types. Default: chosen from what the host has.
+	Accel     Accel
+	Transport Transport
+	// GuestCID is the guest's vsock context id (>= 3), unique on the host; used with TransportVsock.
+	// Default: derived from Name (the appliance should assign unique ones).
+	GuestCID uint32
+	// BootTimeout bounds each boot attempt, from QEMU's start to the agent's first boot id.
+	BootTimeout time.Duration
+	// BootAttempts is how many times Start boots before giving up (a stuck attempt is killed first).
+	BootAttempts int
+	// Paused starts QEMU with its vCPUs stopped (-S); Start then returns once QMP answers, without
+	// waiting for the agent. For tests of an unresponsive guest.
+	Paused bool
+	// Logger receives the driver's logs, with a "vm" attribute added. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Name == "" {
+		return c, errors.New("vmm: config needs a Name")
+	}
+	if strings.ContainsAny(c.Name, "/,= \t\n") || c.Name == "." || c.Name == ".." {
+		return c, fmt.Errorf("vmm: bad machine name %q", c.Name)
+	}
+	for _, f := range []struct{ what, path string }{{"Kernel", c.Kernel}, {"Initrd", c.Initrd}, {"Rootfs", c.Rootfs}} {
+		if f.path == "" {
+			return c, fmt.Errorf("vmm: config needs %s", f.what)
+		}
+		// QEMU's -drive and -chardev option syntax uses commas as separators.
+		if strings.Contains(f.path, ",") {
+			return c, fmt.Errorf("vmm: %s path %q contains a comma", f.what, f.path)
+		}
+	}
+	if c.VCPUs == 0 {
+		c.VCPUs = DefaultVCPUs
+	}
+	if c.MemoryMiB == 0 {
+		c.MemoryMiB = DefaultMemoryMiB
+	}
+	if c.VCPUs < 0 || c.MemoryMiB < 0 {
+		return c, errors.New("vmm: negative VCPUs or MemoryMiB")
+	}
+	if c.RunDir == "" {
+		c.RunDir = filepath.Join(DefaultRunRoot, c.Name)
+	}
+	if strings.Contains(c.RunDir, ",") {
+		return c, fmt.Errorf("vmm: run directory %q contains a comma", c.RunDir)
+	}
+	if c.BootTimeout == 0 {
+		c.BootTimeout = DefaultBootTimeout
+	}
+	if c.BootAttempts == 0 {
+		c.BootAttempts = DefaultBootAttempts
+	}
+	if c.GuestCID == 0 {
+		h := fnv.New32a()
+		h.Write([]byte(c.Name))
+		c.GuestCID = 3 + h.Sum32()%(1<<30)
+	}
+	if c.GuestCID < 3 {
+		return c, fmt.Errorf("vmm: guest CID %d is reserved", c.GuestCID)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// paths are a machine's runtime files.
+type paths struct {
+	runDir, sockDir          string
+	qmpSock, agentSock       string
+	consoleLog, qemuLog, pid string
+	ownSockDir               bool // sockDir was made for this run and is removed afterwards
+}
+
+// makePaths creates the run directory and picks where the sockets go. A socket path must fit in
+// sun_path (108 bytes); a run directory deep inside a test's temp dir easily does not, so then the
+// sockets get a fresh short directory of their own.
+func makePaths(runDir, name string) (paths, error) {
+	p := paths{runDir: runDir}
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return p, fmt.Errorf("vmm: run directory: %w", err)
+	}
+	p.consoleLog = filepath.Join(runDir, "console.log")
+	p.qemuLog = filepath.Join(runDir, "qemu.log")
+	p.pid = filepath.Join(runDir, "qemu.pid")
+	p.sockDir = runDir
+	if len(filepath.Join(runDir, "agent.sock")) > maxSocketPath {
+		dir, err := shortDir(name)
+		if err != nil {
+			return p, err
+		}
+		p.sockDir, p.ownSockDir = dir, true
+	}
+	p.qmpSock = filepath.Join(p.sockDir, "qmp.sock")
+	p.agentSock = filepath.Join(p.sockDir, "agent.sock")
+	// Stale sockets from a previous run would make QEMU fail to bind.
+	os.Remove(p.qmpSock)
+	os.Remove(p.agentSock)
+	return p, nil
+}
+
+func shortDir(name string) (string, error) {
+	var errs []error
+	for _, root := range []string{"/run/superjolt/s", os.TempDir()} {
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		pattern := name
+		if len(pattern) > 16 {
+			pattern = pattern[:16]
+		}
+		dir, err := os.MkdirTemp(root, pattern+"-")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if len(filepath.Join(dir, "agent.sock")) <= maxSocketPath {
+			return dir, nil
+		}
+		os.Remove(dir)
+		errs = append(errs, fmt.Errorf("%s is too long for a socket path", dir))
+	}
+	return "", fmt.Errorf("vmm: no short directory for sockets: %w", errors.Join(errs...))
+}
+
+// kernelCmdline is the guest kernel command line.
+func kernelCmdline(accel Accel, tscKHz uint64, extra string) string {
+	// console on the first UART (to console.log); reboot at once on panic (QEMU then exits or resets);
+	// no PCI on microvm. microvm needs ACPI on (the default) or its virtio-mmio devices vanish.
+	args := []string{"console=ttyS0", "panic=-1", "quiet", "pci=off"}
+	if accel == AccelTCG && tscKHz > 0 {
+		// Under TCG, PIT calibration fails under host CPU contention and the boot hangs.
+		args = append(args, "tsc_early_khz="+strconv.FormatUint(tscKHz, 10))
+	}
+	if extra != "" {
+		args = append(args, extra)
+	}
+	return strings.Join(args, " ")
+}
+
+// argv returns QEMU's arguments (without the binary) for one boot.
+func argv(c Config, p paths, accel Accel, transport Transport, tscKHz uint64) []string {
+	a := []string{
+		"-name", "superjolt-" + c.Name + ",debug-threads=on",
+		"-M", "microvm",
+		"-accel", string(accel),
+	}
+	if accel == AccelKVM {
+		a = append(a, "-cpu", "host")
+	}
+	a = append(a,
+		"-smp", strconv.Itoa(c.VCPUs),
+		"-m", strconv.Itoa(c.MemoryMiB),
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-kernel", c.Kernel,
+		"-initrd", c.Initrd,
+		"-append", kernelCmdline(accel, tscKHz, c.KernelArgs),
+		"-serial", "file:"+p.consoleLog,
+		"-drive", "id=root,file="+c.Rootfs+",format=raw,if=none,discard=unmap",
+		"-device", "virtio-blk-device,drive=root",
+		"-qmp", "unix:"+p.qmpSock+",server=on,wait=off",
+		"-pidfile", p.pid,
+	)
+	switch transport {
+	case TransportVsock:
+		a = append(a, "-device", "vhost-vsock-device,guest-cid="+strconv.FormatUint(uint64(c.GuestCID), 10))
+	default:
+		a = append(a,
+			"-chardev", "socket,id=agent,path="+p.agentSock+",server=on,wait=off",
+			"-device", "virtio-serial-device",
+			"-device", "virtserialport,id=agentport,chardev=agent,name="+AgentPortName,
+		)
+	}
+	if c.Paused {
+		a = append(a, "-S")
+	}
+	return a
+}

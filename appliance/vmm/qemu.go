@@ -1,0 +1,545 @@
+package vmm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/vmm/qmp"
+	"github.com/superjolt/superjolt/guest"
+)
+
+// Timeouts of the shutdown ladder and of the agent's readiness pings.
+const (
+	agentShutdownWait = 20 * time.Second // agent asked to power off -> QEMU gone
+	powerdownWait     = 5 * time.Second  // ACPI power button -> QEMU gone
+	killWait          = 10 * time.Second // SIGKILL -> process reaped
+	readyPingTimeout  = 2 * time.Second  // one readiness ping
+	readyPingInterval = 100 * time.Millisecond
+)
+
+// QEMU is a [Machine] run by qemu-system-x86_64 on the microvm machine type.
+type QEMU struct {
+	cfg  Config
+	life context.Context
+	log  *slog.Logger
+
+	startMu sync.Mutex // serialises Start, Shutdown and Kill
+
+	mu        sync.Mutex
+	status    Status
+	proc      *process
+	accel     Accel
+	transport Transport
+	bootID    string
+}
+
+// process is one run of the QEMU binary.
+type process struct {
+	cmd    *exec.Cmd
+	paths  paths
+	qmp    *qmp.Conn
+	agent  *guest.Client
+	exited chan struct{}
+	err    error // how it exited; read after exited is closed
+}
+
+func (p *process) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// New returns a machine for cfg. Its QEMU process, once started, lives until it exits, is shut down or
+// killed, or until life ends (then it is killed): pass the daemon's long-lived context, never a request's.
+func New(life context.Context, cfg Config) (*QEMU, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &QEMU{cfg: cfg, life: life, log: cfg.Logger.With("vm", cfg.Name)}, nil
+}
+
+// Config returns the machine's configuration with defaults filled in.
+func (m *QEMU) Config() Config { return m.cfg }
+
+// Status says where the machine is in its life.
+func (m *QEMU) Status() Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.status
+}
+
+// Accel and Transport return what the last boot used.
+func (m *QEMU) Accel() Accel {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.accel
+}
+
+// Transport returns how the host reaches the agent of the last boot.
+func (m *QEMU) Transport() Transport {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.transport
+}
+
+// BootID returns the boot id the agent reported when the machine came up ("" before that).
+func (m *QEMU) BootID() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bootID
+}
+
+// Agent returns the client connected to the guest agent, or nil when the machine is not running or was
+// started paused. The machine owns it: do not Close it. Over virtio-serial only one host connection can
+// exist, so every caller shares this one (the client multiplexes requests).
+func (m *QEMU) Agent() *guest.Client {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil {
+		return nil
+	}
+	return m.proc.agent
+}
+
+// QMP returns the QMP connection of the running QEMU, or nil.
+func (m *QEMU) QMP() *qmp.Conn {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil {
+		return nil
+	}
+	return m.proc.qmp
+}
+
+// PID returns the QEMU process id, or 0.
+func (m *QEMU) PID() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil || m.proc.cmd.Process == nil {
+		return 0
+	}
+	return m.proc.cmd.Process.Pid
+}
+
+// ConsoleLog is the path of the guest's serial console log.
+func (m *QEMU) ConsoleLog() string { return m.cfg.RunDir + "/console.log" }
+
+// Start boots the machine. It returns once the guest agent has reported a boot id, or (Config.Paused)
+// once QMP answers. A boot that misses Config.BootTimeout is killed and tried again, up to
+// Config.BootAttempts times; a KVM boot that fails is retried under TCG. ctx bounds the whole boot;
+// the process itself lives under the context given to [New].
+func (m *QEMU) Start(ctx context.Context) error {
+	m.startMu.Lock()
+	defer m.startMu.Unlock()
+
+	m.mu.Lock()
+	if m.proc != nil && !m.proc.hasExited() {
+		m.mu.Unlock()
+		return ErrAlreadyStarted
+	}
+	m.status = StatusStarting
+	m.bootID = ""
+	m.mu.Unlock()
+
+	bin := m.cfg.QEMU
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("qemu-system-x86_64"); err != nil {
+			m.setStatus(StatusStopped)
+			return fmt.Errorf("vmm: %w (install qemu-system-x86)", err)
+		}
+	}
+
+	h := ProbeHost()
+	accel := m.cfg.Accel
+	if accel == AccelAuto {
+		accel = AccelTCG
+		if h.KVM {
+			accel = AccelKVM
+		}
+	}
+	transport := m.cfg.Transport
+	if transport == TransportAuto {
+		transport = TransportSerial
+		if h.VhostVsock {
+			transport = TransportVsock
+		}
+	}
+	if accel == AccelTCG && h.TSCKHz == 0 {
+		m.log.Warn("host TSC frequency unknown; the guest calibrates its own (may hang under load)",
+			"why", h.TSCSource)
+	}
+
+	var errs []error
+	for attempt := 1; attempt <= m.cfg.BootAttempts; attempt++ {
+		err := m.boot(ctx, bin, accel, transport, h.TSCKHz)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("attempt %d (%s): %w", attempt, accel, err))
+		if ctx.Err() != nil || m.life.Err() != nil {
+			break
+		}
+		m.log.Warn("boot failed; killing and retrying", "attempt", attempt, "accel", accel, "err", err)
+		if accel == AccelKVM && m.cfg.Accel == AccelAuto {
+			accel = AccelTCG // a nested or half-working KVM: fall back to emulation
+		}
+	}
+	m.setStatus(StatusStopped)
+	err := errors.Join(errs...)
+	if ctx.Err() == nil && m.life.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("%w: %w", ErrBootTimeout, err)
+	}
+	return fmt.Errorf("vmm: %s: start: %w", m.cfg.Name, err)
+}
+
+func (m *QEMU) setStatus(s Status) {
+	m.mu.Lock()
+	m.status = s
+	m.mu.Unlock()
+}
+
+// boot runs one boot attempt. On failure the process is gone when it returns.
+func (m *QEMU) boot(ctx context.Context, bin string, accel Accel, transport Transport, tscKHz uint64) error {
+	started := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.BootTimeout)
+	defer cancel()
+
+	p, err := m.launch(bin, accel, transport, tscKHz)
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		m.killProcess(p)
+		if tail := tailFile(p.paths.qemuLog, 2048); tail != "" {
+			err = fmt.Errorf("%w; qemu said: %s", err, tail)
+		}
+		if tail := tailFile(p.paths.consoleLog, 2048); tail != "" {
+			m.log.Info("guest console at failure", "console", tail)
+		}
+		return err
+	}
+
+	q, err := dialQMP(ctx, p)
+	if err != nil {
+		return fail(err)
+	}
+	m.mu.Lock()
+	p.qmp = q
+	if p.hasExited() {
+		q.Close() // the reaper has already run
+	}
+	m.mu.Unlock()
+	// With -no-reboot a guest reboot would end QEMU; reset the machine instead. -no-reboot still covers
+	// a panic before this point.
+	if _, err := q.Execute(ctx, "set-action", map[string]string{"reboot": "reset"}); err != nil {
+		return fail(err)
+	}
+	go m.watchEvents(p)
+
+	m.mu.Lock()
+	m.proc, m.accel, m.transport = p, accel, transport
+	m.mu.Unlock()
+
+	if m.cfg.Paused {
+		m.setStatus(StatusRunning)
+		m.log.Info("started paused", "accel", accel, "transport", transport, "pid", p.cmd.Process.Pid)
+		return nil
+	}
+
+	c, ping, err := m.waitAgent(ctx, p, transport)
+	if err != nil {
+		return fail(err)
+	}
+	m.mu.Lock()
+	p.agent = c
+	if p.hasExited() {
+		c.Close()
+	}
+	m.bootID = ping.BootID
+	if !p.hasExited() {
+		m.status = StatusRunning
+	}
+	m.mu.Unlock()
+	m.log.Info("booted", "accel", accel, "transport", transport, "pid", p.cmd.Process.Pid,
+		"boot_id", ping.BootID, "guest_uptime", ping.Uptime, "took", time.Since(started).Round(time.Millisecond))
+	return nil
+}
+
+// launch starts the QEMU process and a goroutine that reaps it.
+func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint64) (*process, error) {
+	pp, err := makePaths(m.cfg.RunDir, m.cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(pp.qemuLog)
+	if err != nil {
+		return nil, fmt.Errorf("vmm: %w", err)
+	}
+	defer logf.Close()
+	os.Remove(pp.consoleLog)
+
+	args := argv(m.cfg, pp, accel, transport, tscKHz)
+	cmd := exec.CommandContext(m.life, bin, args...)
+	cmd.Stdin = nil
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.WaitDelay = killWait
+	// Without systemd the daemon supervises its VMs: they must not outlive it. Setpgid keeps a
+	// terminal's Ctrl-C (meant for the daemon) away from QEMU, which then stops only through us.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	m.log.Debug("starting qemu", "argv", append([]string{bin}, args...))
+	if err := cmd.Start(); err != nil {
+		m.removeSockDir(pp)
+		return nil, fmt.Errorf("vmm: start qemu: %w", err)
+	}
+	p := &process{cmd: cmd, paths: pp, exited: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		// Sockets go before exited is closed, so that a new boot in the same run directory never has
+		// its fresh sockets removed by this one.
+		m.removeSockDir(pp)
+		m.mu.Lock()
+		p.err = err
+		close(p.exited)
+		if m.proc == p {
+			m.status = StatusStopped
+		}
+		agent, q := p.agent, p.qmp
+		m.mu.Unlock()
+		if agent != nil {
+			agent.Close()
+		}
+		if q != nil {
+			q.Close()
+		}
+		m.log.Info("qemu exited", "pid", cmd.Process.Pid, "err", err)
+	}()
+	return p, nil
+}
+
+// dialQMP connects to QMP as soon as QEMU has made its socket.
+func dialQMP(ctx context.Context, p *process) (*qmp.Conn, error) {
+	for {
+		c, err := qmp.Dial(ctx, p.paths.qmpSock)
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-p.exited:
+			return nil, fmt.Errorf("%w before QMP answered: %v", ErrExited, p.err)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("vmm: connect to QMP: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// watchEvents logs QMP events until the connection ends.
+func (m *QEMU) watchEvents(p *process) {
+	for ev := range p.qmp.Events() {
+		switch ev.Name {
+		case "RESET", "SHUTDOWN", "POWERDOWN", "GUEST_PANICKED":
+			m.log.Info("qemu event", "event", ev.Name, "data", string(ev.Data))
+		default:
+			m.log.Debug("qemu event", "event", ev.Name, "data", string(ev.Data))
+		}
+	}
+}
+
+// waitAgent connects to the agent and pings it until it reports a boot id.
+func (m *QEMU) waitAgent(ctx context.Context, p *process, transport Transport) (*guest.Client, guest.PingResult, error) {
+	var c *guest.Client
+	var last error
+	for {
+		if c == nil {
+			var conn, err = m.dialAgent(ctx, p, transport)
+			if err == nil {
+				c = guest.NewClient(conn, guest.WithLogger(m.log))
+			} else {
+				last = err
+			}
+		}
+		if c != nil {
+			pctx, cancel := context.WithTimeout(ctx, readyPingTimeout)
+			res, err := c.Ping(pctx)
+			cancel()
+			if err == nil && res.BootID != "" {
+				return c, res, nil
+			}
+			if err == nil {
+				err = errors.New("agent answered a ping without boot id")
+			}
+			last = err
+			// Over virtio-serial, pings written before the guest opened its port are answered late and
+			// dropped by the client (unknown ids), so the connection is kept. A broken one is redialled.
+			select {
+			case <-c.Done():
+				c = nil
+			default:
+			}
+		}
+		select {
+		case <-p.exited:
+			if c != nil {
+				c.Close()
+			}
+			return nil, guest.PingResult{}, fmt.Errorf("%w while waiting for the agent: %v", ErrExited, p.err)
+		case <-ctx.Done():
+			if c != nil {
+				c.Close()
+			}
+			return nil, guest.PingResult{}, fmt.Errorf("wait for agent: %w (last: %v)", ctx.Err(), last)
+		case <-time.After(readyPingInterval):
+		}
+	}
+}
+
+func (m *QEMU) dialAgent(ctx context.Context, p *process, transport Transport) (net.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, readyPingTimeout)
+	defer cancel()
+	if transport == TransportVsock {
+		return guest.DialVsock(dctx, m.cfg.GuestCID, guest.VsockPort)
+	}
+	return guest.DialSerial(dctx, p.paths.agentSock)
+}
+
+// Wait blocks until the QEMU process exits and returns how it exited (nil for exit status 0), or
+// until ctx ends. It returns [ErrNotRunning] when no process was started.
+func (m *QEMU) Wait(ctx context.Context) error {
+	m.mu.Lock()
+	p := m.proc
+	m.mu.Unlock()
+	if p == nil {
+		return ErrNotRunning
+	}
+	select {
+	case <-p.exited:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Shutdown powers the guest off and returns once QEMU has exited: it asks the agent (which syncs and
+// powers off), then presses the ACPI power button through QMP, then kills QEMU. ctx bounds the polite
+// steps; the kill always happens. It returns nil when the machine is down, however it got there.
+func (m *QEMU) Shutdown(ctx context.Context) error {
+	m.startMu.Lock()
+	defer m.startMu.Unlock()
+	m.mu.Lock()
+	p := m.proc
+	if p == nil || p.hasExited() {
+		m.mu.Unlock()
+		return nil
+	}
+	m.status = StatusStopping
+	m.mu.Unlock()
+	start := time.Now()
+
+	waitExit := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-p.exited:
+			return true
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		return false
+	}
+
+	if p.agent != nil && ctx.Err() == nil {
+		actx, cancel := context.WithTimeout(ctx, readyPingTimeout)
+		err := p.agent.Shutdown(actx)
+		cancel()
+		// The agent may power off before its answer leaves: a closed connection is not a failure.
+		if err != nil && !errors.Is(err, guest.ErrClosed) {
+			m.log.Warn("agent shutdown failed; trying ACPI", "err", err)
+		} else if waitExit(agentShutdownWait) {
+			m.log.Info("shut down by agent", "took", time.Since(start).Round(time.Millisecond))
+			return nil
+		}
+	}
+	if p.qmp != nil && ctx.Err() == nil {
+		qctx, cancel := context.WithTimeout(ctx, readyPingTimeout)
+		_, err := p.qmp.Execute(qctx, "system_powerdown", nil)
+		cancel()
+		if err == nil && waitExit(powerdownWait) {
+			m.log.Info("shut down by ACPI power button", "took", time.Since(start).Round(time.Millisecond))
+			return nil
+		}
+		if p.hasExited() {
+			return nil
+		}
+		m.log.Warn("guest ignored the ACPI power button; killing", "err", err)
+	}
+	if err := m.killProcess(p); err != nil {
+		return err
+	}
+	m.log.Info("killed", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Kill ends QEMU with SIGKILL and waits until it is reaped. Killing a machine that is not running is
+// not an error.
+func (m *QEMU) Kill() error {
+	m.mu.Lock()
+	p := m.proc
+	m.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return m.killProcess(p)
+}
+
+func (m *QEMU) killProcess(p *process) error {
+	if p.hasExited() {
+		return nil
+	}
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("vmm: kill qemu: %w", err)
+	}
+	select {
+	case <-p.exited:
+		return nil
+	case <-time.After(killWait):
+		return fmt.Errorf("vmm: qemu pid %d still there %v after SIGKILL", p.cmd.Process.Pid, killWait)
+	}
+}
+
+func (m *QEMU) removeSockDir(pp paths) {
+	os.Remove(pp.qmpSock)
+	os.Remove(pp.agentSock)
+	if pp.ownSockDir {
+		os.Remove(pp.sockDir)
+	}
+}
+
+// tailFile returns up to the last n bytes of a file, trimmed, for error messages.
+func tailFile(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > n {
+		f.Seek(st.Size()-n, 0)
+	}
+	b := make([]byte, n)
+	k, _ := f.Read(b)
+	return string(bytes.TrimSpace(b[:k]))
+}
