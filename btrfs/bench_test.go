@@ -1,0 +1,257 @@
+//go:build linux && cgo
+
+package btrfs_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/superjolt/superjolt/btrfs"
+	"github.com/superjolt/superjolt/btrfs/btrfstest"
+	"golang.org/x/sys/unix"
+)
+
+// The benchmarks share one loop-backed pool, big enough for a 4 GiB disk, its
+// backup and a full copy of it; TestMain removes it.
+const benchPoolSize = 12 << 30
+
+var bench struct {
+	once sync.Once
+	dir  string
+	pool *btrfs.Pool
+	err  error
+	vms  map[string]bool // vm ids whose disk is written and backed up as bk-0
+}
+
+func TestMain(m *testing.M) {
+	// The pool logs every subvolume it makes at info level; in tests only
+	// warnings are worth reading (and info lines would break benchmark output).
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	code := m.Run()
+	if bench.pool != nil {
+		if err := bench.pool.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "close benchmark pool:", err)
+			code = 1
+		}
+	}
+	if bench.dir != "" {
+		os.RemoveAll(bench.dir)
+	}
+	os.Exit(code)
+}
+
+func benchPool(b *testing.B) *btrfs.Pool {
+	b.Helper()
+	btrfstest.Skip(b)
+	bench.once.Do(func() {
+		ctx := context.Background()
+		if bench.dir, bench.err = os.MkdirTemp("", "superjolt-bench-"); bench.err != nil {
+			return
+		}
+		bench.pool, bench.err = btrfs.OpenImage(ctx, btrfs.OpenImageOptions{
+			Image:      filepath.Join(bench.dir, "pool.img"),
+			MountPoint: filepath.Join(bench.dir, "pool"),
+			Size:       benchPoolSize,
+		})
+		if bench.err != nil {
+			return
+		}
+		bench.err = bench.pool.CreateImage(ctx, "bench", func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, btrfs.RootfsFile), nil, 0o600)
+		})
+		bench.vms = map[string]bool{}
+	})
+	if bench.err != nil {
+		b.Fatal(bench.err)
+	}
+	return bench.pool
+}
+
+// benchVM returns a VM whose rootfs.img holds size bytes of non-zero data,
+// with a backup bk-0 taken of it, made on first use.
+func benchVM(b *testing.B, p *btrfs.Pool, label string, size int64) (vmID string) {
+	b.Helper()
+	ctx := context.Background()
+	vmID = "vm-" + strings.ToLower(label)
+	if bench.vms[vmID] {
+		return vmID
+	}
+	vm, err := p.CreateVM(ctx, vmID, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	fillFile(b, filepath.Join(vm, btrfs.RootfsFile), size)
+	if _, err := p.Backup(ctx, vmID, "bk-0"); err != nil {
+		b.Fatal(err)
+	}
+	bench.vms[vmID] = true
+	return vmID
+}
+
+// fillFile writes size bytes to path: a 1 MiB block of random data, each copy
+// stamped with its offset so that no two blocks are alike; then fsyncs.
+func fillFile(b *testing.B, path string, size int64) {
+	b.Helper()
+	buf := make([]byte, 1<<20)
+	rand.NewChaCha8([32]byte{42}).Read(buf)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		binary.LittleEndian.PutUint64(buf, uint64(off))
+		if _, err := f.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// evict drops path's pages from the page cache (fadvise DONTNEED on that one
+// file, rather than drop_caches for the whole machine), so that the next read
+// comes from the disk. The pool's loop device uses direct I/O, so the image
+// file is not cached by the host filesystem either.
+func evict(b *testing.B, path string) {
+	b.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// plainCopy copies src to a new file dst with a read/write loop (no
+// copy_file_range, no reflink: every byte is read and written) and fsyncs
+// dst, as a backup or restore without Btrfs would have to.
+func plainCopy(dst, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	buf := make([]byte, 1<<20)
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			if _, werr := out.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := out.Sync(); err != nil {
+		return err
+	}
+	return out.Close()
+}
+
+// syncPool commits the pool's transaction, so freed space is free again.
+func syncPool(b *testing.B, p *btrfs.Pool) {
+	b.Helper()
+	f, err := os.Open(p.Root())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkPool compares, for a VM disk of each size, taking a backup
+// (read-only snapshot) and restoring the disk from a backup (reflink and
+// rename), each with a plain full copy of the same file. Only the operation
+// is timed; cache eviction before it and deleting what it made after it are
+// not. Run the 4 GiB case where the temp dir has ~10 GiB free.
+func BenchmarkPool(b *testing.B) {
+	ctx := context.Background()
+	sizes := []struct {
+		label string
+		size  int64
+	}{
+		{"64MiB", 64 << 20},
+		{"1GiB", 1 << 30},
+		{"4GiB", 4 << 30},
+	}
+	for _, s := range sizes {
+		b.Run("size="+s.label, func(b *testing.B) {
+			p := benchPool(b)
+			vmID := benchVM(b, p, s.label, s.size)
+			vm, _ := p.VMPath(vmID)
+			bk, _ := p.BackupPath(vmID, "bk-0")
+			disk := filepath.Join(vm, btrfs.RootfsFile)
+			bkDisk := filepath.Join(bk, btrfs.RootfsFile)
+
+			b.Run("snapshot", func(b *testing.B) {
+				b.SetBytes(s.size)
+				b.StopTimer()
+				for i := range b.N {
+					evict(b, disk)
+					id := fmt.Sprintf("bk-s%d", i)
+					b.StartTimer()
+					if _, err := p.Backup(ctx, vmID, id); err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					if err := p.DeleteBackup(ctx, vmID, id); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("reflink-restore", func(b *testing.B) {
+				b.SetBytes(s.size)
+				b.StopTimer()
+				for range b.N {
+					evict(b, bkDisk)
+					b.StartTimer()
+					if err := p.RestoreFile(ctx, vmID, "bk-0", btrfs.RootfsFile); err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+				}
+			})
+			b.Run("full-copy", func(b *testing.B) {
+				b.SetBytes(s.size)
+				b.StopTimer()
+				dst := filepath.Join(vm, "copy.img")
+				for range b.N {
+					evict(b, bkDisk)
+					b.StartTimer()
+					if err := plainCopy(dst, bkDisk); err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					if err := os.Remove(dst); err != nil {
+						b.Fatal(err)
+					}
+					syncPool(b, p)
+				}
+			})
+		})
+	}
+}
