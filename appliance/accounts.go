@@ -1,0 +1,192 @@
+package appliance
+
+import (
+	"context"
+	"sort"
+
+	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/appliance/store"
+)
+
+// MaxBalance bounds an account's balance, so that sums of money stay far
+// from overflowing an int64.
+const MaxBalance = 1000 * model.MaxAmount
+
+// MaxLedgerLimit bounds how many ledger entries or events one call returns.
+const MaxLedgerLimit = 10_000
+
+// CreateAccountRequest is what CreateAccount needs.
+type CreateAccountRequest struct {
+	Name string `json:"name"`
+	// Balance is the opening balance in micro-credits (0 or more).
+	Balance model.Micro `json:"balance"`
+	// BackupRetention is how many scheduled backups each VM keeps; 0 means
+	// model.DefaultBackupRetention.
+	BackupRetention int `json:"backup_retention"`
+}
+
+// CreateAccount opens an account. A positive opening balance is booked as a
+// top-up.
+func (a *Appliance) CreateAccount(ctx context.Context, req CreateAccountRequest) (model.Account, error) {
+	if err := model.ValidateAccountName(req.Name); err != nil {
+		return model.Account{}, err
+	}
+	if req.Balance != 0 {
+		if err := model.ValidateAmount(req.Balance); err != nil {
+			return model.Account{}, err
+		}
+	}
+	ent := model.DefaultEntitlements()
+	if req.BackupRetention != 0 {
+		ent.BackupRetention = req.BackupRetention
+	}
+	if err := ent.Validate(); err != nil {
+		return model.Account{}, err
+	}
+	var acct model.Account
+	err := a.update(ctx, func(tx *store.Tx) error {
+		id, err := tx.NewID(model.KindAccount)
+		if err != nil {
+			return err
+		}
+		now := a.clock.Now()
+		acct = model.Account{ID: id, Name: req.Name, Balance: req.Balance, Entitlements: ent, CreatedAt: now}
+		if err := tx.PutAccount(acct); err != nil {
+			return err
+		}
+		if req.Balance > 0 {
+			if _, err := tx.AppendLedger(model.LedgerEntry{AccountID: id, At: now, Amount: req.Balance, Kind: model.TopUp, BalanceAfter: req.Balance}); err != nil {
+				return err
+			}
+		}
+		return event(tx, now, "account.created", id, id, "account %s (%s) opened with %s credits, keeping %d scheduled backups per VM", id, req.Name, req.Balance, ent.BackupRetention)
+	})
+	if err != nil {
+		return model.Account{}, categorised(err, "create the account")
+	}
+	a.log.Info("account created", "account", acct.ID)
+	return acct, nil
+}
+
+// Accounts lists the accounts by id.
+func (a *Appliance) Accounts(ctx context.Context) ([]model.Account, error) {
+	var out []model.Account
+	err := a.view(ctx, func(tx *store.Tx) error {
+		var err error
+		out, err = tx.Accounts()
+		return err
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, categorised(err, "list accounts")
+}
+
+// Account returns one account.
+func (a *Appliance) Account(ctx context.Context, id string) (model.Account, error) {
+	if err := model.ValidateID(model.KindAccount, id); err != nil {
+		return model.Account{}, err
+	}
+	var acct model.Account
+	err := a.view(ctx, func(tx *store.Tx) error {
+		var err error
+		acct, err = getAccount(tx, id)
+		return err
+	})
+	return acct, categorised(err, "read the account")
+}
+
+func getAccount(tx *store.Tx, id string) (model.Account, error) {
+	acct, err := tx.Account(id)
+	return acct, notFoundIs(err, "account %s does not exist; `superjolt account list` shows the accounts", id)
+}
+
+// TopUp adds amount (micro-credits, positive, at most model.MaxAmount) to
+// an account's balance. It does not resume archived VMs: that is
+// ResumeVM's job, once the balance is positive.
+func (a *Appliance) TopUp(ctx context.Context, id string, amount model.Micro) (model.Account, error) {
+	if err := model.ValidateID(model.KindAccount, id); err != nil {
+		return model.Account{}, err
+	}
+	if err := model.ValidateAmount(amount); err != nil {
+		return model.Account{}, err
+	}
+	var acct model.Account
+	err := a.update(ctx, func(tx *store.Tx) error {
+		var err error
+		if acct, err = getAccount(tx, id); err != nil {
+			return err
+		}
+		if acct.Balance > MaxBalance-amount {
+			return invalidf("a top-up of %s would take %s past the largest balance allowed, %s", amount, id, MaxBalance)
+		}
+		acct.Balance += amount
+		now := a.clock.Now()
+		if err := tx.PutAccount(acct); err != nil {
+			return err
+		}
+		if _, err := tx.AppendLedger(model.LedgerEntry{AccountID: id, At: now, Amount: amount, Kind: model.TopUp, BalanceAfter: acct.Balance}); err != nil {
+			return err
+		}
+		return event(tx, now, "account.topup", id, id, "%s topped up by %s; balance %s", id, amount, acct.Balance)
+	})
+	if err != nil {
+		return model.Account{}, categorised(err, "top up")
+	}
+	a.log.Info("account topped up", "account", id, "amount", int64(amount), "balance", int64(acct.Balance))
+	return acct, nil
+}
+
+// Ledger returns an account's ledger entries, newest first, at most limit
+// (0 or less: 100; capped at MaxLedgerLimit).
+func (a *Appliance) Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error) {
+	if err := model.ValidateID(model.KindAccount, accountID); err != nil {
+		return nil, err
+	}
+	limit = clampLimit(limit)
+	var out []model.LedgerEntry
+	err := a.view(ctx, func(tx *store.Tx) error {
+		if _, err := getAccount(tx, accountID); err != nil {
+			return err
+		}
+		var err error
+		out, err = tx.Ledger(accountID, limit)
+		return err
+	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Seq > out[j].Seq })
+	return out, categorised(err, "read the ledger")
+}
+
+func clampLimit(limit int) int {
+	if limit <= 0 {
+		return 100
+	}
+	return min(limit, MaxLedgerLimit)
+}
+
+// Tiers lists the tiers, cheapest first.
+func (a *Appliance) Tiers(ctx context.Context) ([]model.Tier, error) {
+	var out []model.Tier
+	err := a.view(ctx, func(tx *store.Tx) error {
+		var err error
+		out, err = tx.Tiers()
+		return err
+	})
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].RatePerHour != out[j].RatePerHour {
+			return out[i].RatePerHour < out[j].RatePerHour
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, categorised(err, "list tiers")
+}
+
+// Images lists the images by name.
+func (a *Appliance) Images(ctx context.Context) ([]model.Image, error) {
+	var out []model.Image
+	err := a.view(ctx, func(tx *store.Tx) error {
+		var err error
+		out, err = tx.Images()
+		return err
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, categorised(err, "list images")
+}

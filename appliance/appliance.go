@@ -1,0 +1,339 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/clock"
+	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/appliance/store"
+)
+
+// Defaults of [Options].
+const (
+	// DefaultRunDir holds one run directory per VM process.
+	DefaultRunDir = "/run/superjolt/vm"
+	// DefaultImage is the name of the built-in image, there from the first start.
+	DefaultImage = "superjolt-test"
+	// DefaultBootTimeout bounds one boot, from launch to the agent's boot id.
+	DefaultBootTimeout = 2 * time.Minute
+)
+
+// DefaultSubnet is where VM addresses come from unless Options.Subnet says otherwise.
+var DefaultSubnet = netip.MustParsePrefix("10.42.0.0/16")
+
+// Time windows of the rules.
+const (
+	// GraveyardAge is the age from which a destroyed VM goes to the graveyard
+	// rather than being reclaimed at once.
+	GraveyardAge = time.Hour
+	// RecoveryWindow is how long graveyard and archived VMs are kept.
+	RecoveryWindow = 24 * time.Hour
+	// BillingPeriod is how often live VMs are charged.
+	BillingPeriod = 10 * time.Minute
+	// FreezeDeadline is the deadline given to the agent for a freeze: it
+	// thaws by itself then if the host never asks.
+	FreezeDeadline = 30 * time.Second
+)
+
+// Options configure an [Appliance]. Nil or zero fields take the defaults
+// named beside them.
+type Options struct {
+	// Store holds every object. Required. The Appliance does not close it.
+	Store *store.Store
+	// Pool holds images, VM disks and backups (a *btrfs.Pool). Required. The
+	// Appliance does not close it.
+	Pool Pool
+	// Hypervisor runs VM processes. Default: [QEMU] with vmm's defaults.
+	Hypervisor Hypervisor
+	// Clock is the source of time. Default: clock.Real{}. With a
+	// *clock.Manual, AdvanceClock is allowed.
+	Clock clock.Clock
+	// Subnet is where VM addresses come from; the first address after the
+	// network address is the host's (the VMs' gateway) and is never given
+	// to a VM. Default: DefaultSubnet.
+	Subnet netip.Prefix
+	// RunDir holds one directory per running VM (sockets, logs, pid file).
+	// Default: DefaultRunDir.
+	RunDir string
+	// Logger receives structured logs with vm, backup, op fields. Default:
+	// slog.Default().
+	Logger *slog.Logger
+	// BuiltinImage names the built-in image. Default: DefaultImage.
+	BuiltinImage string
+	// BuildImage, when set, fills a directory with the built-in image's files
+	// (vmlinuz, initrd, rootfs.img); New calls it when the pool has no such
+	// image yet. Nil: the image must already be in the pool.
+	BuildImage func(ctx context.Context, dir string) error
+	// BootTimeout bounds a boot. Default: DefaultBootTimeout.
+	BootTimeout time.Duration
+}
+
+// Appliance is the domain core. Its methods are safe for concurrent use.
+type Appliance struct {
+	store   *store.Store
+	pool    Pool
+	hv      Hypervisor
+	clock   clock.Clock
+	subnet  netip.Prefix
+	runDir  string
+	log     *slog.Logger
+	image   string
+	bootMax time.Duration
+
+	// life is the context VM processes and background work live under; it
+	// ends with Close.
+	life context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+
+	// crashAt, when set (tests), is called with "kind:step" at every step
+	// of an operation, before the step is recorded; see crash.go.
+	crashAt func(step string)
+
+	mu       sync.Mutex
+	machines map[string]*machine // running VM processes by VM id
+	locks    map[string]string   // VM id -> id of the operation holding it
+	closing  bool
+
+	evMu   sync.Mutex
+	evWake chan struct{} // closed and replaced whenever events are appended
+
+	bgMu        sync.Mutex // one background pass at a time
+	nextBilling time.Time  // when the next billing pass is due
+}
+
+// machine is a running VM process and its supervisor.
+type machine struct {
+	m      Machine
+	bootID string
+	done   chan struct{} // closed when the supervisor saw the process exit
+}
+
+// New opens the appliance: it checks the options, seeds the default tiers
+// and the built-in image when missing, finishes or rolls back the
+// operations a crashed daemon left unfinished, and boots every VM that
+// should be running. Background work starts with Run.
+func New(ctx context.Context, opts Options) (*Appliance, error) {
+	if opts.Store == nil || opts.Pool == nil {
+		return nil, fmt.Errorf("appliance: %w: Options.Store and Options.Pool are required", model.ErrInvalid)
+	}
+	a := &Appliance{
+		store:    opts.Store,
+		pool:     opts.Pool,
+		hv:       opts.Hypervisor,
+		clock:    opts.Clock,
+		subnet:   opts.Subnet,
+		runDir:   opts.RunDir,
+		log:      opts.Logger,
+		image:    opts.BuiltinImage,
+		bootMax:  opts.BootTimeout,
+		machines: map[string]*machine{},
+		locks:    map[string]string{},
+		evWake:   make(chan struct{}),
+	}
+	if a.clock == nil {
+		a.clock = clock.Real{}
+	}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	if a.hv == nil {
+		a.hv = &QEMU{Logger: a.log}
+	}
+	if !a.subnet.IsValid() {
+		a.subnet = DefaultSubnet
+	}
+	a.subnet = a.subnet.Masked()
+	if !a.subnet.Addr().Is4() || a.subnet.Bits() > 30 {
+		return nil, fmt.Errorf("appliance: %w: subnet %s: use an IPv4 prefix of /30 or larger, like 10.42.0.0/16", model.ErrInvalid, a.subnet)
+	}
+	if a.runDir == "" {
+		a.runDir = DefaultRunDir
+	}
+	if a.image == "" {
+		a.image = DefaultImage
+	}
+	if a.bootMax <= 0 {
+		a.bootMax = DefaultBootTimeout
+	}
+	a.crashAt = envCrashHook()
+	a.life, a.stop = context.WithCancel(context.WithoutCancel(ctx))
+	if err := os.MkdirAll(a.runDir, 0o700); err != nil {
+		return nil, fmt.Errorf("appliance: run directory: %w", err)
+	}
+	if err := a.seed(ctx, opts.BuildImage); err != nil {
+		a.stop()
+		return nil, err
+	}
+	if err := a.recover(ctx); err != nil {
+		a.stop()
+		return nil, err
+	}
+	a.nextBilling = a.clock.Now().Add(BillingPeriod)
+	a.bootWanted(ctx)
+	return a, nil
+}
+
+// seed puts the default tiers and the image rows in the store when missing,
+// making the built-in image in the pool first when BuildImage is given.
+func (a *Appliance) seed(ctx context.Context, build func(context.Context, string) error) error {
+	names, err := a.pool.Images(ctx)
+	if err != nil {
+		return fmt.Errorf("appliance: list images: %w", err)
+	}
+	have := map[string]bool{}
+	for _, n := range names {
+		have[n] = true
+	}
+	if !have[a.image] && build != nil {
+		a.log.Info("building the built-in image", "image", a.image)
+		if err := a.pool.CreateImage(ctx, a.image, func(dir string) error { return build(ctx, dir) }); err != nil {
+			return fmt.Errorf("appliance: build the built-in image %s: %w", a.image, err)
+		}
+		have[a.image] = true
+		names = append(names, a.image)
+	}
+	sizes := map[string]int64{}
+	for _, n := range names {
+		if p, err := a.pool.ImagePath(n); err == nil {
+			if u, err := a.pool.Usage(ctx, p); err == nil {
+				sizes[n] = u.Referenced
+			}
+		}
+	}
+	now := a.clock.Now()
+	return a.update(ctx, func(tx *store.Tx) error {
+		tiers, err := tx.Tiers()
+		if err != nil {
+			return err
+		}
+		if len(tiers) == 0 {
+			for _, t := range model.DefaultTiers() {
+				if err := tx.PutTier(t); err != nil {
+					return err
+				}
+			}
+		}
+		for _, n := range names {
+			if model.ValidateImageName(n) != nil {
+				continue
+			}
+			if _, err := tx.Image(n); err == nil {
+				continue
+			} else if !errors.Is(err, model.ErrNotFound) {
+				return err
+			}
+			if err := tx.PutImage(model.Image{Name: n, Builtin: n == a.image, SizeBytes: sizes[n], CreatedAt: now}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Clock returns the appliance's clock.
+func (a *Appliance) Clock() clock.Clock { return a.clock }
+
+// Close shuts every VM process down cleanly and stops background work. The
+// VMs keep their state (running, WantRunning), so the next New boots them
+// again. It does not close the store or the pool.
+func (a *Appliance) Close() error {
+	a.mu.Lock()
+	if a.closing {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closing = true
+	ms := make(map[string]*machine, len(a.machines))
+	for id, m := range a.machines {
+		ms[id] = m
+	}
+	a.mu.Unlock()
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for id, m := range ms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := m.m.Shutdown(ctx); err != nil {
+				a.log.Warn("VM did not shut down cleanly; killing it", "vm", id, "err", err)
+				if err := m.m.Kill(); err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("%s: %w", id, err))
+					mu.Unlock()
+				}
+			}
+			<-m.done
+		}()
+	}
+	wg.Wait()
+	a.stop()
+	a.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// update runs fn in a read-write transaction and wakes event waiters. fn may
+// run more than once (the store retries on conflict): no side effects in it.
+func (a *Appliance) update(ctx context.Context, fn func(tx *store.Tx) error) error {
+	err := a.store.Update(ctx, fn)
+	a.wakeEvents()
+	return err
+}
+
+func (a *Appliance) view(ctx context.Context, fn func(tx *store.Tx) error) error {
+	return a.store.View(ctx, fn)
+}
+
+func (a *Appliance) vmRunDir(id string) string { return filepath.Join(a.runDir, id) }
+
+// event appends an event in tx.
+func event(tx *store.Tx, at time.Time, typ, object, account, format string, args ...any) error {
+	_, err := tx.AppendEvent(model.Event{At: at, Type: typ, Object: object, Account: account, Message: fmt.Sprintf(format, args...)})
+	return err
+}
+
+// Errors with a category and what to do next.
+
+func notFoundf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", model.ErrNotFound, fmt.Sprintf(format, args...))
+}
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", model.ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+func conflictf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", model.ErrConflict, fmt.Sprintf(format, args...))
+}
+
+func unavailablef(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", model.ErrUnavailable, fmt.Sprintf(format, args...))
+}
+
+func fundsf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", model.ErrInsufficientFunds, fmt.Sprintf(format, args...))
+}
+
+// categorised returns err unchanged when it already wraps a model category,
+// and otherwise wraps it in ErrUnavailable with what failed.
+func categorised(err error, what string) error {
+	if err == nil || model.Code(err) != "internal" {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %s: %v; try again", model.ErrUnavailable, what, err)
+	}
+	return fmt.Errorf("%w: %s: %v", model.ErrUnavailable, what, err)
+}

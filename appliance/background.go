@@ -1,0 +1,281 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/clock"
+	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/appliance/store"
+)
+
+// runTick is how often Run looks for due work on a real clock.
+const runTick = time.Minute
+
+// MaxAdvance bounds one AdvanceClock.
+const MaxAdvance = 366 * 24 * time.Hour
+
+// Run does the background work until ctx ends (or Close): billing every
+// BillingPeriod, reclaiming graveyard and archived VMs whose time is up, and
+// taking each live VM's daily scheduled backup. Missed work (the box was
+// off) is done at the first pass: one backup per VM, not one per missed day.
+func (a *Appliance) Run(ctx context.Context) error {
+	for {
+		if err := a.runDue(ctx, a.clock.Now()); err != nil && ctx.Err() == nil {
+			a.log.Warn("background pass failed; retrying at the next tick", "err", err)
+		}
+		t := a.clock.NewTimer(runTick)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-a.life.Done():
+			t.Stop()
+			return nil
+		case <-t.C():
+		}
+	}
+}
+
+// runDue does the work due at now: billing, then the reaper, then the
+// scheduler. One pass at a time.
+func (a *Appliance) runDue(ctx context.Context, now time.Time) error {
+	a.bgMu.Lock()
+	defer a.bgMu.Unlock()
+	var errs []error
+	if !now.Before(a.nextBilling) {
+		if err := a.billingPass(ctx, now); err != nil {
+			errs = append(errs, err)
+		}
+		for !now.Before(a.nextBilling) {
+			a.nextBilling = a.nextBilling.Add(BillingPeriod)
+		}
+	}
+	if err := a.reaperPass(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.schedulerPass(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// AdvanceClock moves a manual clock forward by d and, step by step, runs
+// the background work that falls due on the way (billing periods, backups,
+// reclaims), each at its own time, before returning the new time. It is
+// refused (ErrConflict) unless the appliance runs on a *clock.Manual
+// (`superjoltd --clock=manual`).
+func (a *Appliance) AdvanceClock(ctx context.Context, d time.Duration) (time.Time, error) {
+	m, ok := a.clock.(*clock.Manual)
+	if !ok {
+		return time.Time{}, conflictf("the clock is the real one; start the daemon with `superjoltd --clock=manual` to move time by hand")
+	}
+	if d <= 0 || d > MaxAdvance {
+		return time.Time{}, invalidf("cannot advance the clock by %s: give a positive duration of at most %s, like 24h", d, MaxAdvance)
+	}
+	start := m.Now()
+	target := start.Add(d)
+	for {
+		now := m.Now()
+		if !now.Before(target) {
+			break
+		}
+		next, err := a.nextDue(ctx, now)
+		if err != nil {
+			return now, categorised(err, "plan the background work")
+		}
+		if next.After(target) || !next.After(now) {
+			next = target
+		}
+		m.Advance(next.Sub(now))
+		if err := a.runDue(ctx, next); err != nil {
+			a.log.Warn("background work failed while advancing the clock", "at", next, "err", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return m.Now(), categorised(err, "advance the clock")
+		}
+	}
+	now := m.Now()
+	_ = a.update(ctx, func(tx *store.Tx) error {
+		return event(tx, now, "clock.advanced", "", "", "clock advanced by %s to %s", d, now.UTC().Format(time.RFC3339))
+	})
+	return now, nil
+}
+
+// nextDue returns the earliest time after now at which background work is
+// due.
+func (a *Appliance) nextDue(ctx context.Context, now time.Time) (time.Time, error) {
+	a.bgMu.Lock()
+	next := a.nextBilling
+	a.bgMu.Unlock()
+	err := a.view(ctx, func(tx *store.Tx) error {
+		return tx.ForEachVM(func(vm model.VM) error {
+			var t time.Time
+			switch vm.State {
+			case model.StateRunning, model.StateStopped:
+				t = vm.NextBackupAt
+			case model.StateGraveyard, model.StateArchived:
+				t = vm.ReclaimAt
+			}
+			if t.After(now) && t.Before(next) {
+				next = t
+			}
+			return nil
+		})
+	})
+	return next, err
+}
+
+// backupOffset is where in the UTC day a VM's scheduled backup falls: a
+// hash of its id, so that backups spread across the day.
+func backupOffset(id string) time.Duration {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return time.Duration(h.Sum32()%86400) * time.Second
+}
+
+// nextBackupAt is the first time strictly after t at the VM's daily offset.
+func nextBackupAt(id string, t time.Time) time.Time {
+	day := t.UTC().Truncate(24 * time.Hour)
+	next := day.Add(backupOffset(id))
+	for !next.After(t) {
+		next = next.Add(24 * time.Hour)
+	}
+	return next
+}
+
+// schedulerPass takes the scheduled backup of every live VM whose
+// NextBackupAt has come. A VM busy with another operation is tried at the
+// next pass; a failed backup an hour later.
+func (a *Appliance) schedulerPass(ctx context.Context, now time.Time) error {
+	var due []string
+	if err := a.view(ctx, func(tx *store.Tx) error {
+		return tx.ForEachVM(func(vm model.VM) error {
+			if (vm.State == model.StateRunning || vm.State == model.StateStopped) && !vm.NextBackupAt.After(now) {
+				due = append(due, vm.ID)
+			}
+			return nil
+		})
+	}); err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range due {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		_, _, err := a.takeBackup(ctx, id, model.Scheduled)
+		switch {
+		case err == nil:
+		case errors.Is(err, model.ErrConflict):
+			// busy, or no longer live: the next pass sees
+		default:
+			a.log.Warn("scheduled backup failed; retrying in an hour", "vm", id, "err", err)
+			errs = append(errs, err)
+			_ = a.update(ctx, func(tx *store.Tx) error {
+				vm, err := getVM(tx, id)
+				if err != nil {
+					return err
+				}
+				vm.NextBackupAt = now.Add(time.Hour)
+				if err := tx.PutVM(vm); err != nil {
+					return err
+				}
+				return event(tx, now, "backup.failed", id, vm.AccountID, "scheduled backup of %s failed (%v); retrying in an hour", id, err)
+			})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// reaperPass reclaims every graveyard or archived VM whose ReclaimAt has come.
+func (a *Appliance) reaperPass(ctx context.Context, now time.Time) error {
+	var due []string
+	if err := a.view(ctx, func(tx *store.Tx) error {
+		return tx.ForEachVM(func(vm model.VM) error {
+			if (vm.State == model.StateGraveyard || vm.State == model.StateArchived) && !vm.ReclaimAt.After(now) {
+				due = append(due, vm.ID)
+			}
+			return nil
+		})
+	}); err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range due {
+		if err := a.reclaim(ctx, id); err != nil && !errors.Is(err, model.ErrConflict) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// reclaim removes a graveyard or archived VM for good: its disk, its
+// backups, its rows, its address, ports and domains.
+func (a *Appliance) reclaim(ctx context.Context, id string) error {
+	o, err := a.begin(ctx, model.OpReclaim, id, intent{}, func(tx *store.Tx, _ *model.Operation, _ *intent) error {
+		vm, err := getVM(tx, id)
+		if err != nil {
+			return err
+		}
+		if vm.State != model.StateGraveyard && vm.State != model.StateArchived {
+			return conflictf("%s is %s: only graveyard and archived VMs are reclaimed", id, vm.State)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	a.halt(ctx, id) // none expected
+	if err := a.reclaimDisks(ctx, o); err != nil {
+		return o.finish(ctx, err, nil)
+	}
+	return o.finish(ctx, nil, func(tx *store.Tx) error { return a.dropVM(tx, id) })
+}
+
+// reclaimDisks deletes a VM's subvolume and backups, recording each step.
+func (a *Appliance) reclaimDisks(ctx context.Context, o *op) error {
+	id := o.rec.VMID
+	ctx = context.WithoutCancel(ctx)
+	if err := a.pool.DeleteVM(ctx, id); err != nil && !isPoolNotFound(err) {
+		return unavailablef("cannot delete the disk of %s: %v; the reaper tries again", id, err)
+	}
+	if err := o.step(ctx, "vm-deleted", 40, nil); err != nil {
+		return err
+	}
+	if err := a.pool.DeleteBackups(ctx, id); err != nil && !isPoolNotFound(err) {
+		return unavailablef("cannot delete the backups of %s: %v; the reaper tries again", id, err)
+	}
+	return o.step(ctx, "backups-deleted", 80, nil)
+}
+
+// dropVM deletes a reclaimed VM's rows: its backups, itself, its address.
+func (a *Appliance) dropVM(tx *store.Tx, id string) error {
+	vm, err := tx.VM(id)
+	if errors.Is(err, model.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	bks, err := tx.Backups(id)
+	if err != nil {
+		return err
+	}
+	for _, b := range bks {
+		if err := tx.DeleteBackup(b.ID); err != nil {
+			return err
+		}
+	}
+	if vm.IP.IsValid() {
+		if err := releaseIP(tx, vm.IP, id); err != nil {
+			return err
+		}
+	}
+	if err := tx.DeleteVM(id); err != nil {
+		return err
+	}
+	return event(tx, a.clock.Now(), "vm.reclaimed", id, vm.AccountID, "%s reclaimed: its disk, %d backups, address, ports and domains are gone", id, len(bks))
+}

@@ -1,0 +1,534 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/appliance/store"
+	"github.com/superjolt/superjolt/btrfs"
+)
+
+// backupStats are measurements of one backup, for logs and benchmarks.
+type backupStats struct {
+	Frozen time.Duration // from the freeze's answer to the thaw's
+	Total  time.Duration
+}
+
+// CreateBackup takes an on-demand backup of a running or stopped VM: for a
+// running VM the agent freezes its filesystems around a read-only snapshot
+// (consistency frozen; crash when the agent does not answer); a stopped VM
+// is backed up as it is (offline). On-demand backups are kept until
+// DeleteBackup.
+func (a *Appliance) CreateBackup(ctx context.Context, vmID string) (model.Backup, error) {
+	if err := model.ValidateID(model.KindVM, vmID); err != nil {
+		return model.Backup{}, err
+	}
+	bk, _, err := a.takeBackup(ctx, vmID, model.OnDemand)
+	return bk, err
+}
+
+// takeBackup runs a backup operation of kind on vmID, pruning scheduled
+// backups beyond the account's retention after a scheduled one.
+func (a *Appliance) takeBackup(ctx context.Context, vmID string, kind model.BackupKind) (model.Backup, backupStats, error) {
+	var st backupStats
+	t0 := time.Now()
+	vm, err := a.readVM(ctx, vmID)
+	if err != nil {
+		return model.Backup{}, st, err
+	}
+	if vm.State != model.StateRunning && vm.State != model.StateStopped {
+		return model.Backup{}, st, stateError(vm, "back up")
+	}
+	o, err := a.begin(ctx, model.OpBackup, vmID, intent{BackupKind: kind}, func(tx *store.Tx, rec *model.Operation, in *intent) error {
+		cur, err := getVM(tx, vmID)
+		if err != nil {
+			return err
+		}
+		if cur.State != model.StateRunning && cur.State != model.StateStopped {
+			return stateError(cur, "back up")
+		}
+		if rec.BackupID, err = tx.NewID(model.KindBackup); err != nil {
+			return err
+		}
+		in.Consistency = model.Offline
+		if cur.State == model.StateRunning {
+			in.Consistency = model.Frozen
+		}
+		return nil
+	})
+	if err != nil {
+		return model.Backup{}, st, err
+	}
+	bkID := o.rec.BackupID
+	log := o.log.With("backup", bkID)
+
+	var ag Agent
+	if o.in.Consistency == model.Frozen {
+		ag = a.agent(vmID)
+	}
+	frozen := false
+	var frozenAt time.Time
+	if ag != nil {
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, ferr := ag.Freeze(fctx, FreezeDeadline)
+		cancel()
+		if ferr == nil {
+			frozen, frozenAt = true, time.Now()
+		} else {
+			log.Warn("agent did not freeze; taking a crash-consistent backup", "err", ferr)
+		}
+	}
+	thaw := func() {
+		if !frozen {
+			return
+		}
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := ag.Thaw(tctx); err != nil {
+			log.Warn("agent did not thaw; it thaws by itself at its deadline", "err", err, "deadline", FreezeDeadline)
+		}
+		st.Frozen = time.Since(frozenAt)
+		frozen = false
+	}
+	if o.in.Consistency == model.Frozen && !frozenAt.IsZero() {
+		if err := o.step(ctx, "frozen", 20, nil); err != nil {
+			thaw()
+			return model.Backup{}, st, o.finish(ctx, err, nil)
+		}
+	} else if o.in.Consistency == model.Frozen {
+		o.in.Consistency = model.Crash
+	}
+
+	if _, err := a.pool.Backup(context.WithoutCancel(ctx), vmID, bkID); err != nil {
+		thaw()
+		return model.Backup{}, st, o.finish(ctx, unavailablef("cannot snapshot the disk of %s: %v", vmID, err), nil)
+	}
+	if err := o.step(ctx, "snapshot", 50, nil); err != nil {
+		thaw()
+		return model.Backup{}, st, o.finish(ctx, err, nil)
+	}
+	if frozenAt.IsZero() {
+		// nothing to thaw
+	} else {
+		thaw()
+		if err := o.step(ctx, "thawed", 60, nil); err != nil {
+			return model.Backup{}, st, o.finish(ctx, err, nil)
+		}
+	}
+
+	bk, err := a.saveBackup(ctx, o, vmID, bkID, kind, o.in.Consistency)
+	if err != nil {
+		return model.Backup{}, st, o.finish(ctx, err, nil)
+	}
+	if kind == model.Scheduled {
+		if err := a.prune(ctx, o); err != nil {
+			log.Warn("pruning scheduled backups failed; the next backup tries again", "err", err)
+		}
+	}
+	st.Total = time.Since(t0)
+	if err := o.finish(ctx, nil, nil); err != nil {
+		return bk, st, err
+	}
+	log.Info("backup taken", "consistency", bk.Consistency, "size_bytes", bk.SizeBytes, "frozen_for", st.Frozen, "took", st.Total)
+	return bk, st, nil
+}
+
+// saveBackup records the backup row of a snapshot that exists, and (for a
+// scheduled one) plans which older scheduled backups retention drops, in
+// the step "saved".
+func (a *Appliance) saveBackup(ctx context.Context, o *op, vmID, bkID string, kind model.BackupKind, cons model.Consistency) (model.Backup, error) {
+	bk := model.Backup{ID: bkID, VMID: vmID, Kind: kind, TakenAt: a.clock.Now(), Consistency: cons}
+	if p, err := a.pool.BackupPath(vmID, bkID); err == nil {
+		if u, err := a.pool.Usage(context.WithoutCancel(ctx), p); err == nil {
+			bk.SizeBytes = u.Exclusive
+		} else {
+			a.log.Warn("cannot read the size of a backup", "vm", vmID, "backup", bkID, "err", err)
+		}
+	}
+	if kind == model.Scheduled {
+		var prune []string
+		if err := a.view(ctx, func(tx *store.Tx) error {
+			vm, err := getVM(tx, vmID)
+			if err != nil {
+				return err
+			}
+			acct, err := getAccount(tx, vm.AccountID)
+			if err != nil {
+				return err
+			}
+			bks, err := tx.Backups(vmID)
+			if err != nil {
+				return err
+			}
+			keep := acct.Entitlements.BackupRetention - 1 // the new one counts
+			for _, b := range sortNewestFirst(bks) {
+				if b.Kind != model.Scheduled || b.ID == bkID {
+					continue
+				}
+				if keep > 0 {
+					keep--
+					continue
+				}
+				prune = append(prune, b.ID)
+			}
+			return nil
+		}); err != nil {
+			return bk, categorised(err, "plan retention")
+		}
+		o.in.Prune = prune
+	}
+	err := o.step(ctx, "saved", 80, func(tx *store.Tx) error {
+		vm, err := getVM(tx, vmID)
+		if err != nil {
+			return err
+		}
+		if err := tx.PutBackup(bk); err != nil {
+			return err
+		}
+		if kind == model.Scheduled {
+			vm.NextBackupAt = nextBackupAt(vmID, bk.TakenAt)
+			if err := tx.PutVM(vm); err != nil {
+				return err
+			}
+		}
+		return event(tx, bk.TakenAt, "backup.taken", bkID, vm.AccountID, "%s backup %s of %s taken (%s)", kind, bkID, vmID, cons)
+	})
+	return bk, err
+}
+
+// prune deletes the scheduled backups the operation planned to drop: their
+// subvolumes, then (step "pruned") their rows.
+func (a *Appliance) prune(ctx context.Context, o *op) error {
+	if len(o.in.Prune) == 0 {
+		return nil
+	}
+	vmID := o.rec.VMID
+	var errs []error
+	for _, id := range o.in.Prune {
+		if err := a.pool.DeleteBackup(context.WithoutCancel(ctx), vmID, id); err != nil && !isPoolNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return o.step(ctx, "pruned", 95, func(tx *store.Tx) error { return a.dropBackupRows(tx, vmID, o.in.Prune) })
+}
+
+// dropBackupRows deletes pruned backups' rows, with an event each.
+func (a *Appliance) dropBackupRows(tx *store.Tx, vmID string, ids []string) error {
+	now := a.clock.Now()
+	for _, id := range ids {
+		b, err := tx.Backup(id)
+		if errors.Is(err, model.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := tx.DeleteBackup(id); err != nil {
+			return err
+		}
+		acct := ""
+		if vm, err := tx.VM(vmID); err == nil {
+			acct = vm.AccountID
+		}
+		if err := event(tx, now, "backup.pruned", id, acct, "scheduled backup %s of %s (taken %s) rolled off by retention", id, vmID, b.TakenAt.UTC().Format(time.RFC3339)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sortNewestFirst(bks []model.Backup) []model.Backup {
+	out := append([]model.Backup(nil), bks...)
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && newer(out[j], out[j-1]); j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+func newer(x, y model.Backup) bool {
+	if !x.TakenAt.Equal(y.TakenAt) {
+		return x.TakenAt.After(y.TakenAt)
+	}
+	return x.ID > y.ID
+}
+
+// Backups lists a VM's backups, newest first. SizeBytes is what deleting
+// each would free now (btrfs exclusive bytes), read fresh from the pool.
+func (a *Appliance) Backups(ctx context.Context, vmID string) ([]model.Backup, error) {
+	if err := model.ValidateID(model.KindVM, vmID); err != nil {
+		return nil, err
+	}
+	var out []model.Backup
+	err := a.view(ctx, func(tx *store.Tx) error {
+		if _, err := getVM(tx, vmID); err != nil {
+			return err
+		}
+		var err error
+		out, err = tx.Backups(vmID)
+		return err
+	})
+	if err != nil {
+		return nil, categorised(err, "list backups")
+	}
+	out = sortNewestFirst(out)
+	for i := range out {
+		if p, err := a.pool.BackupPath(vmID, out[i].ID); err == nil {
+			if u, err := a.pool.Usage(ctx, p); err == nil {
+				out[i].SizeBytes = u.Exclusive
+			}
+		}
+	}
+	return out, nil
+}
+
+// getBackup reads a backup with a helpful not-found error.
+func getBackup(tx *store.Tx, id string) (model.Backup, error) {
+	b, err := tx.Backup(id)
+	return b, notFoundIs(err, "backup %s does not exist; `superjolt backup list VM` shows a VM's backups", id)
+}
+
+// DeleteBackup deletes an on-demand backup. Scheduled backups are refused:
+// retention rolls them off.
+func (a *Appliance) DeleteBackup(ctx context.Context, backupID string) error {
+	if err := model.ValidateID(model.KindBackup, backupID); err != nil {
+		return err
+	}
+	var bk model.Backup
+	var retention int
+	if err := a.view(ctx, func(tx *store.Tx) error {
+		var err error
+		if bk, err = getBackup(tx, backupID); err != nil {
+			return err
+		}
+		if vm, err := tx.VM(bk.VMID); err == nil {
+			if acct, err := tx.Account(vm.AccountID); err == nil {
+				retention = acct.Entitlements.BackupRetention
+			}
+		}
+		return nil
+	}); err != nil {
+		return categorised(err, "read the backup")
+	}
+	if bk.Kind == model.Scheduled {
+		return conflictf("%s is a scheduled backup: scheduled backups cannot be deleted by hand, the account's retention (the newest %d per VM) rolls them off; only on-demand backups can be deleted", backupID, retention)
+	}
+	holder := "deletion of " + backupID
+	if err := a.lock(bk.VMID, holder); err != nil {
+		return err
+	}
+	defer a.unlock(bk.VMID, holder)
+	// The row goes first: a crash before the subvolume follows leaves an
+	// orphan subvolume, which the next start deletes, never a row without
+	// its disk.
+	err := a.update(ctx, func(tx *store.Tx) error {
+		b, err := getBackup(tx, backupID)
+		if err != nil {
+			return err
+		}
+		if err := tx.DeleteBackup(backupID); err != nil {
+			return err
+		}
+		acct := ""
+		if vm, err := tx.VM(b.VMID); err == nil {
+			acct = vm.AccountID
+		}
+		return event(tx, a.clock.Now(), "backup.deleted", backupID, acct, "on-demand backup %s of %s deleted", backupID, b.VMID)
+	})
+	if err != nil {
+		return categorised(err, "delete the backup")
+	}
+	if err := a.pool.DeleteBackup(context.WithoutCancel(ctx), bk.VMID, backupID); err != nil && !isPoolNotFound(err) {
+		a.log.Warn("backup row deleted but its subvolume not; the next start deletes it", "vm", bk.VMID, "backup", backupID, "err", err)
+	}
+	a.log.Info("backup deleted", "vm", bk.VMID, "backup", backupID)
+	return nil
+}
+
+// ResolveBackup picks a backup of vmID: from is "latest", "yesterday" (the
+// newest backup taken on the previous UTC day), a date "YYYY-MM-DD" (the
+// newest taken that UTC day) or a backup id of this VM. Days are UTC days of
+// the appliance's clock.
+func (a *Appliance) ResolveBackup(ctx context.Context, vmID, from string) (model.Backup, error) {
+	if err := model.ValidateID(model.KindVM, vmID); err != nil {
+		return model.Backup{}, err
+	}
+	var day time.Time
+	switch {
+	case from == "latest":
+	case from == "yesterday":
+		day = a.clock.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
+	case model.KindOf(from) == model.KindBackup:
+	default:
+		d, err := time.Parse("2006-01-02", from)
+		if err != nil {
+			return model.Backup{}, invalidf("%q is not a backup to restore from: use latest, yesterday, a UTC date like 2026-01-31, or a backup id", clipStr(from))
+		}
+		day = d.UTC()
+	}
+	var bks []model.Backup
+	if err := a.view(ctx, func(tx *store.Tx) error {
+		if _, err := getVM(tx, vmID); err != nil {
+			return err
+		}
+		var err error
+		bks, err = tx.Backups(vmID)
+		return err
+	}); err != nil {
+		return model.Backup{}, categorised(err, "list backups")
+	}
+	for _, b := range sortNewestFirst(bks) {
+		switch {
+		case from == "latest":
+			return b, nil
+		case model.KindOf(from) == model.KindBackup:
+			if b.ID == from {
+				return b, nil
+			}
+		default:
+			t := b.TakenAt.UTC()
+			if !t.Before(day) && t.Before(day.Add(24*time.Hour)) {
+				return b, nil
+			}
+		}
+	}
+	if model.KindOf(from) == model.KindBackup {
+		return model.Backup{}, notFoundf("%s has no backup %s; `superjolt backup list %s` shows its backups", vmID, from, vmID)
+	}
+	what := "any backup"
+	if !day.IsZero() {
+		what = "a backup taken on " + day.Format("2006-01-02") + " (UTC)"
+	}
+	return model.Backup{}, notFoundf("%s has no %s; `superjolt backup list %s` shows its backups", vmID, what, vmID)
+}
+
+func clipStr(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
+
+// RestoreVM rewinds a VM's disk to one of its backups, in place: it stops
+// the VM's process, replaces rootfs.img with a reflink of the backup's (an
+// atomic rename), and boots it again if it was running, returning once the
+// agent reports a new boot id. Id, address, ports and domains stay.
+func (a *Appliance) RestoreVM(ctx context.Context, vmID, backupID string) (model.VM, error) {
+	if err := model.ValidateID(model.KindVM, vmID); err != nil {
+		return model.VM{}, err
+	}
+	if err := model.ValidateID(model.KindBackup, backupID); err != nil {
+		return model.VM{}, err
+	}
+	vm, err := a.readVM(ctx, vmID)
+	if err != nil {
+		return vm, err
+	}
+	check := func(tx *store.Tx) (model.VM, error) {
+		cur, err := getVM(tx, vmID)
+		if err != nil {
+			return cur, err
+		}
+		b, err := getBackup(tx, backupID)
+		if err != nil {
+			return cur, err
+		}
+		if b.VMID != vmID {
+			return cur, invalidf("%s is a backup of %s, not of %s: a VM can only be restored from its own backups (`superjolt backup list %s`)", backupID, b.VMID, vmID, vmID)
+		}
+		if cur.State != model.StateRunning && cur.State != model.StateStopped {
+			return cur, stateError(cur, "restore")
+		}
+		return cur, nil
+	}
+	if err := a.view(ctx, func(tx *store.Tx) error { _, err := check(tx); return err }); err != nil {
+		return vm, categorised(err, "check the restore")
+	}
+	wasRunning := false
+	o, err := a.begin(ctx, model.OpRestore, vmID, intent{}, func(tx *store.Tx, rec *model.Operation, in *intent) error {
+		cur, err := check(tx)
+		if err != nil {
+			return err
+		}
+		rec.BackupID = backupID
+		in.OldBootID = cur.BootID
+		wasRunning = cur.State == model.StateRunning
+		return nil
+	})
+	if err != nil {
+		return vm, err
+	}
+	log := o.log.With("backup", backupID)
+	a.halt(ctx, vmID)
+	if err := o.step(ctx, "stopped", 20, func(tx *store.Tx) error {
+		cur, err := getVM(tx, vmID)
+		if err != nil {
+			return err
+		}
+		cur.BootID = ""
+		return tx.PutVM(cur)
+	}); err != nil {
+		return vm, o.finish(ctx, err, nil)
+	}
+	if err := a.pool.RestoreFile(context.WithoutCancel(ctx), vmID, backupID, RootfsFile); err != nil {
+		err = unavailablef("cannot put back the disk of %s from %s: %v; the disk is unchanged", vmID, backupID, err)
+		if wasRunning {
+			if _, berr := a.boot(ctx, vm); berr != nil {
+				log.Warn("cannot boot the VM again after a failed restore", "err", berr)
+			}
+		}
+		return vm, o.finish(ctx, err, nil)
+	}
+	if err := o.step(ctx, "replaced", 60, nil); err != nil {
+		return vm, o.finish(ctx, err, nil)
+	}
+	bootID := ""
+	if wasRunning {
+		bootID, err = a.boot(ctx, vm)
+		if err == nil && bootID == o.in.OldBootID {
+			a.halt(ctx, vmID)
+			err = unavailablef("%s came back with its old boot id %s: it did not reboot", vmID, bootID)
+		}
+		if err != nil {
+			return vm, o.finish(ctx, err, func(tx *store.Tx) error {
+				_, err := a.setStopped(tx, vmID, "vm.boot_failed", "%s was restored from %s but did not boot; try `superjolt vm start %s`", vmID, backupID, vmID)
+				return err
+			})
+		}
+		a.crash("restore:booted")
+	}
+	err = o.finish(ctx, nil, func(tx *store.Tx) error {
+		cur, err := getVM(tx, vmID)
+		if err != nil {
+			return err
+		}
+		if wasRunning {
+			cur.State, cur.BootID = model.StateRunning, bootID
+		}
+		vm = cur
+		if err := tx.PutVM(cur); err != nil {
+			return err
+		}
+		return event(tx, a.clock.Now(), "vm.restored", vmID, cur.AccountID, "%s restored from backup %s%s", vmID, backupID, bootMsg(bootID))
+	})
+	return vm, err
+}
+
+func bootMsg(bootID string) string {
+	if bootID == "" {
+		return " (stopped: the new disk is used at the next start)"
+	}
+	return fmt.Sprintf("; running again with boot id %s", bootID)
+}
+
+// isPoolNotFound reports whether a pool error says the thing is not there.
+func isPoolNotFound(err error) bool {
+	return errors.Is(err, btrfs.ErrNotFound)
+}

@@ -1,0 +1,304 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"math/bits"
+	"net/netip"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/appliance/store"
+)
+
+// How charges stay exact
+//
+// A VM is billed over spans: from its creation (or resume) until it stops
+// billing (destroy, archive). Over a span of S whole seconds at rate R
+// micro-credits per hour it must be charged exactly floor(R*S/3600), however
+// many periods the span was booked in, so that nothing is lost or invented.
+//
+// A period booking (every BillingPeriod, and at stop/start) charges only a
+// whole number of "granules": g = 3600/gcd(R, 3600) seconds, the shortest
+// stretch whose price R*g/3600 is an integer. It advances BilledUntil by
+// exactly the seconds it charged, so the unbilled remainder (less than g
+// seconds, plus any fraction of a second) simply stays ahead of BilledUntil
+// and is charged by a later booking. The final booking of a span charges
+// floor(R*s/3600) for the s whole seconds left and sets BilledUntil to the
+// end: the span is rounded down once, at its end. Since R*k*g/3600 is exact,
+// the sum over the span telescopes to floor(R*S/3600). For the default tiers
+// g is 9 to 18 seconds.
+
+// granule returns g for rate, in seconds.
+func granule(rate model.Micro) int64 {
+	if rate <= 0 {
+		return 1
+	}
+	a, b := int64(rate), int64(3600)
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return 3600 / a
+}
+
+// charge returns what a VM at rate owes for [from, to) and the new
+// BilledUntil: whole granules only, unless final (the end of a span).
+func charge(rate model.Micro, from, to time.Time, final bool) (model.Micro, time.Time) {
+	if !to.After(from) {
+		if final {
+			return 0, maxTime(from, to)
+		}
+		return 0, from
+	}
+	secs := int64(to.Sub(from) / time.Second)
+	if !final {
+		secs -= secs % granule(rate)
+	}
+	if rate <= 0 || secs <= 0 {
+		if final {
+			return 0, to
+		}
+		return 0, from.Add(time.Duration(secs) * time.Second)
+	}
+	hi, lo := bits.Mul64(uint64(rate), uint64(secs))
+	if hi >= 3600 { // more than 2^64 hours of credit: cannot happen with bounded rates
+		hi = 3599
+	}
+	q, _ := bits.Div64(hi, lo, 3600)
+	if q > uint64(model.MaxAmount)*1000 {
+		q = uint64(model.MaxAmount) * 1000
+	}
+	if final {
+		return model.Micro(q), to
+	}
+	return model.Micro(q), from.Add(time.Duration(secs) * time.Second)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// chargeInTx books what vm owes up to now (final: the end of its billed
+// span) to its account and ledger, and advances vm.BilledUntil; the caller
+// puts vm. A VM that does not bill in its state owes nothing.
+func (a *Appliance) chargeInTx(tx *store.Tx, vm *model.VM, now time.Time, final bool) (model.Micro, error) {
+	if !vm.State.Bills() {
+		return 0, nil
+	}
+	tier, err := tx.Tier(vm.Tier)
+	if err != nil {
+		return 0, err
+	}
+	acct, err := tx.Account(vm.AccountID)
+	if err != nil {
+		return 0, err
+	}
+	amount, err := bookCharge(tx, vm, &acct, tier.RatePerHour, now, final)
+	if err != nil || amount == 0 {
+		return amount, err
+	}
+	return amount, tx.PutAccount(acct)
+}
+
+// bookCharge charges vm to acct (not put) and appends the ledger entry.
+func bookCharge(tx *store.Tx, vm *model.VM, acct *model.Account, rate model.Micro, now time.Time, final bool) (model.Micro, error) {
+	from := vm.BilledUntil
+	if from.IsZero() {
+		from = vm.CreatedAt
+	}
+	amount, until := charge(rate, from, now, final)
+	vm.BilledUntil = until
+	if amount == 0 {
+		return 0, nil
+	}
+	acct.Balance -= amount
+	_, err := tx.AppendLedger(model.LedgerEntry{AccountID: acct.ID, At: now, Amount: -amount, Kind: model.Charge,
+		VMID: vm.ID, PeriodStart: from, PeriodEnd: until, BalanceAfter: acct.Balance})
+	return amount, err
+}
+
+// billingChunk bounds the VMs charged in one transaction.
+const billingChunk = 200
+
+// billingPass charges every billing VM up to now, then archives the VMs of
+// every account whose balance is zero or less.
+func (a *Appliance) billingPass(ctx context.Context, now time.Time) error {
+	byAcct := map[string][]string{}
+	var order []string
+	tiers := map[string]model.Micro{}
+	if err := a.view(ctx, func(tx *store.Tx) error {
+		ts, err := tx.Tiers()
+		if err != nil {
+			return err
+		}
+		for _, t := range ts {
+			tiers[t.Name] = t.RatePerHour
+		}
+		return tx.ForEachVM(func(vm model.VM) error {
+			if vm.State.Bills() {
+				if _, ok := byAcct[vm.AccountID]; !ok {
+					order = append(order, vm.AccountID)
+				}
+				byAcct[vm.AccountID] = append(byAcct[vm.AccountID], vm.ID)
+			}
+			return nil
+		})
+	}); err != nil {
+		return err
+	}
+	var errs []error
+	for _, acctID := range order {
+		ids := byAcct[acctID]
+		for start := 0; start < len(ids); start += billingChunk {
+			chunk := ids[start:min(start+billingChunk, len(ids))]
+			err := a.update(ctx, func(tx *store.Tx) error {
+				acct, err := tx.Account(acctID)
+				if err != nil {
+					return err
+				}
+				var total model.Micro
+				n := 0
+				for _, id := range chunk {
+					vm, err := tx.VM(id)
+					if errors.Is(err, model.ErrNotFound) {
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					if !vm.State.Bills() {
+						continue
+					}
+					rate, ok := tiers[vm.Tier]
+					if !ok {
+						t, err := tx.Tier(vm.Tier)
+						if err != nil {
+							return err
+						}
+						rate = t.RatePerHour
+					}
+					before := vm.BilledUntil
+					amt, err := bookCharge(tx, &vm, &acct, rate, now, false)
+					if err != nil {
+						return err
+					}
+					if amt == 0 && vm.BilledUntil.Equal(before) {
+						continue
+					}
+					total += amt
+					n++
+					if err := tx.PutVM(vm); err != nil {
+						return err
+					}
+				}
+				if total == 0 {
+					return nil
+				}
+				if err := tx.PutAccount(acct); err != nil {
+					return err
+				}
+				return event(tx, now, "billing.charged", acctID, acctID, "%s charged %s credits for %d VMs; balance %s", acctID, total, n, acct.Balance)
+			})
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := a.archiveBroke(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// archiveBroke archives every live VM of every account whose balance is
+// zero or less.
+func (a *Appliance) archiveBroke(ctx context.Context) error {
+	var ids []string
+	if err := a.view(ctx, func(tx *store.Tx) error {
+		accts, err := tx.Accounts()
+		if err != nil {
+			return err
+		}
+		for _, acct := range accts {
+			if acct.Balance > 0 {
+				continue
+			}
+			vms, err := tx.VMs(store.VMFilter{AccountID: acct.ID})
+			if err != nil {
+				return err
+			}
+			for _, vm := range vms {
+				if vm.State == model.StateRunning || vm.State == model.StateStopped {
+					ids = append(ids, vm.ID)
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		if err := a.archive(ctx, id); err != nil && !errors.Is(err, model.ErrConflict) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// archive stops a VM whose account ran out of credits, frees its address
+// and keeps its disk and backups until ReclaimAt.
+func (a *Appliance) archive(ctx context.Context, id string) error {
+	o, err := a.begin(ctx, model.OpArchive, id, intent{}, func(tx *store.Tx, _ *model.Operation, _ *intent) error {
+		vm, err := getVM(tx, id)
+		if err != nil {
+			return err
+		}
+		if vm.State != model.StateRunning && vm.State != model.StateStopped {
+			return conflictf("%s is %s", id, vm.State)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	a.halt(ctx, id)
+	if err := o.step(ctx, "stopped", 50, nil); err != nil {
+		return o.finish(ctx, err, nil)
+	}
+	return o.finish(ctx, nil, func(tx *store.Tx) error {
+		return a.toArchive(tx, id)
+	})
+}
+
+// toArchive books the final charge of a live VM, frees its address and
+// marks it archived until now + RecoveryWindow.
+func (a *Appliance) toArchive(tx *store.Tx, id string) error {
+	vm, err := getVM(tx, id)
+	if err != nil {
+		return err
+	}
+	if !vm.State.Live() {
+		return nil
+	}
+	now := a.clock.Now()
+	if _, err := a.chargeInTx(tx, &vm, now, true); err != nil {
+		return err
+	}
+	if vm.IP.IsValid() {
+		if err := releaseIP(tx, vm.IP, id); err != nil {
+			return err
+		}
+		vm.LastIP, vm.IP = vm.IP, netip.Addr{}
+	}
+	vm.State, vm.BootID, vm.ArchivedAt, vm.ReclaimAt = model.StateArchived, "", now, now.Add(RecoveryWindow)
+	if err := tx.PutVM(vm); err != nil {
+		return err
+	}
+	return event(tx, now, "vm.archived", id, vm.AccountID,
+		"%s archived: account %s ran out of credits; top up with `superjolt account topup %s CREDITS` and `superjolt vm resume %s` before %s",
+		id, vm.AccountID, vm.AccountID, id, vm.ReclaimAt.UTC().Format(time.RFC3339))
+}
