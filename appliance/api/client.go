@@ -1,0 +1,361 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/model"
+)
+
+// Client talks to superjoltd over its UNIX socket. Its methods have the
+// appliance's names and return errors that wrap the model categories
+// (errors.Is(err, model.ErrNotFound)); a daemon that cannot be reached is
+// model.ErrUnavailable with a message saying how to start it. A Client is
+// safe for concurrent use.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the daemon listening on socketPath
+// ("" means DefaultSocket). It does not connect until the first call.
+func NewClient(socketPath string) *Client {
+	if socketPath == "" {
+		socketPath = DefaultSocket
+	}
+	d := net.Dialer{Timeout: 5 * time.Second}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", socketPath)
+		},
+		MaxIdleConns:    4,
+		IdleConnTimeout: 30 * time.Second,
+	}
+	return &Client{socket: socketPath, hc: &http.Client{Transport: tr}}
+}
+
+// Socket returns the socket path the client dials.
+func (c *Client) Socket() string { return c.socket }
+
+// Close drops the client's idle connections.
+func (c *Client) Close() error {
+	c.hc.CloseIdleConnections()
+	return nil
+}
+
+// Status returns the daemon's clock and its kind.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.do(ctx, http.MethodGet, "/v1/status", nil, nil, &s)
+}
+
+// CreateAccount opens an account.
+func (c *Client) CreateAccount(ctx context.Context, req CreateAccountRequest) (model.Account, error) {
+	var a model.Account
+	return a, c.do(ctx, http.MethodPost, "/v1/accounts", nil, req, &a)
+}
+
+// Accounts lists the accounts.
+func (c *Client) Accounts(ctx context.Context) ([]model.Account, error) {
+	var as []model.Account
+	return as, c.do(ctx, http.MethodGet, "/v1/accounts", nil, nil, &as)
+}
+
+// Account returns one account.
+func (c *Client) Account(ctx context.Context, id string) (model.Account, error) {
+	var a model.Account
+	return a, c.do(ctx, http.MethodGet, "/v1/accounts/"+url.PathEscape(id), nil, nil, &a)
+}
+
+// TopUp adds amount micro-credits to an account's balance.
+func (c *Client) TopUp(ctx context.Context, id string, amount model.Micro) (model.Account, error) {
+	var a model.Account
+	return a, c.do(ctx, http.MethodPost, "/v1/accounts/"+url.PathEscape(id)+"/topup", nil, TopUpRequest{Amount: amount}, &a)
+}
+
+// Ledger returns the newest limit ledger entries of an account (0: the
+// daemon's default).
+func (c *Client) Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error) {
+	var es []model.LedgerEntry
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	return es, c.do(ctx, http.MethodGet, "/v1/accounts/"+url.PathEscape(accountID)+"/ledger", q, nil, &es)
+}
+
+// Tiers lists the tiers.
+func (c *Client) Tiers(ctx context.Context) ([]model.Tier, error) {
+	var ts []model.Tier
+	return ts, c.do(ctx, http.MethodGet, "/v1/tiers", nil, nil, &ts)
+}
+
+// Images lists the images.
+func (c *Client) Images(ctx context.Context) ([]model.Image, error) {
+	var is []model.Image
+	return is, c.do(ctx, http.MethodGet, "/v1/images", nil, nil, &is)
+}
+
+// CreateVM makes a VM and returns once its agent answered.
+func (c *Client) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM, error) {
+	var vm model.VM
+	return vm, c.do(ctx, http.MethodPost, "/v1/vms", nil, req, &vm)
+}
+
+// VMs lists the VMs that match f.
+func (c *Client) VMs(ctx context.Context, f VMFilter) ([]model.VM, error) {
+	q := url.Values{}
+	if f.AccountID != "" {
+		q.Set("account", f.AccountID)
+	}
+	if f.State != "" {
+		q.Set("state", string(f.State))
+	}
+	var vms []model.VM
+	return vms, c.do(ctx, http.MethodGet, "/v1/vms", q, nil, &vms)
+}
+
+// VM returns one VM.
+func (c *Client) VM(ctx context.Context, id string) (model.VM, error) {
+	var vm model.VM
+	return vm, c.do(ctx, http.MethodGet, vmPath(id, ""), nil, nil, &vm)
+}
+
+// StopVM shuts a VM down; it keeps billing, its IP, ports and domains.
+func (c *Client) StopVM(ctx context.Context, id string) (model.VM, error) { return c.vmVerb(ctx, id, "stop") }
+
+// StartVM boots a stopped VM.
+func (c *Client) StartVM(ctx context.Context, id string) (model.VM, error) {
+	return c.vmVerb(ctx, id, "start")
+}
+
+// ResumeVM brings a VM back from the graveyard or from archived.
+func (c *Client) ResumeVM(ctx context.Context, id string) (model.VM, error) {
+	return c.vmVerb(ctx, id, "resume")
+}
+
+// DestroyVM sends a VM to the graveyard, or reclaims it at once when it is
+// younger than an hour.
+func (c *Client) DestroyVM(ctx context.Context, id string) (DestroyResult, error) {
+	var r DestroyResult
+	return r, c.do(ctx, http.MethodPost, vmPath(id, "/destroy"), nil, nil, &r)
+}
+
+func (c *Client) vmVerb(ctx context.Context, id, verb string) (model.VM, error) {
+	var vm model.VM
+	return vm, c.do(ctx, http.MethodPost, vmPath(id, "/"+verb), nil, nil, &vm)
+}
+
+// Exec runs a program in the guest and returns how it ended. A program that
+// exits non-zero is not an error.
+func (c *Client) Exec(ctx context.Context, id string, req ExecRequest) (ExecResult, error) {
+	var r ExecResult
+	return r, c.do(ctx, http.MethodPost, vmPath(id, "/exec"), nil, req, &r)
+}
+
+// AddPort opens a port of a VM.
+func (c *Client) AddPort(ctx context.Context, id string, p model.Port) (model.VM, error) {
+	var vm model.VM
+	return vm, c.do(ctx, http.MethodPost, vmPath(id, "/ports"), nil, p, &vm)
+}
+
+// RemovePort closes a port of a VM.
+func (c *Client) RemovePort(ctx context.Context, id string, p model.Port) (model.VM, error) {
+	var vm model.VM
+	path := vmPath(id, "/ports/"+url.PathEscape(p.Proto)+"/"+strconv.Itoa(int(p.Number)))
+	return vm, c.do(ctx, http.MethodDelete, path, nil, nil, &vm)
+}
+
+// AddDomain attaches a domain to a VM.
+func (c *Client) AddDomain(ctx context.Context, id, domain string) (model.VM, error) {
+	var vm model.VM
+	return vm, c.do(ctx, http.MethodPost, vmPath(id, "/domains"), nil, DomainRequest{Domain: domain}, &vm)
+}
+
+// RemoveDomain detaches a domain from a VM.
+func (c *Client) RemoveDomain(ctx context.Context, id, domain string) (model.VM, error) {
+	var vm model.VM
+	return vm, c.do(ctx, http.MethodDelete, vmPath(id, "/domains/"+url.PathEscape(domain)), nil, nil, &vm)
+}
+
+// CreateBackup takes an on-demand backup of a VM.
+func (c *Client) CreateBackup(ctx context.Context, vmID string) (model.Backup, error) {
+	var b model.Backup
+	return b, c.do(ctx, http.MethodPost, vmPath(vmID, "/backups"), nil, nil, &b)
+}
+
+// Backups lists a VM's backups, newest first.
+func (c *Client) Backups(ctx context.Context, vmID string) ([]model.Backup, error) {
+	var bs []model.Backup
+	return bs, c.do(ctx, http.MethodGet, vmPath(vmID, "/backups"), nil, nil, &bs)
+}
+
+// DeleteBackup deletes an on-demand backup.
+func (c *Client) DeleteBackup(ctx context.Context, backupID string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/backups/"+url.PathEscape(backupID), nil, nil, nil)
+}
+
+// ResolveBackup returns the backup of a VM that from names: "latest",
+// "yesterday" or "YYYY-MM-DD".
+func (c *Client) ResolveBackup(ctx context.Context, vmID, from string) (model.Backup, error) {
+	var b model.Backup
+	q := url.Values{"from": {from}}
+	return b, c.do(ctx, http.MethodGet, vmPath(vmID, "/backups/resolve"), q, nil, &b)
+}
+
+// RestoreVM rewinds a VM's disk to a backup and returns once the guest
+// booted again.
+func (c *Client) RestoreVM(ctx context.Context, vmID, backupID string) (model.VM, error) {
+	var vm model.VM
+	return vm, c.do(ctx, http.MethodPost, vmPath(vmID, "/restore"), nil, RestoreRequest{BackupID: backupID}, &vm)
+}
+
+// Operation returns a long operation and its progress.
+func (c *Client) Operation(ctx context.Context, id string) (model.Operation, error) {
+	var op model.Operation
+	return op, c.do(ctx, http.MethodGet, "/v1/operations/"+url.PathEscape(id), nil, nil, &op)
+}
+
+// Events returns up to limit events after sequence number afterSeq (limit 0:
+// the daemon's default).
+func (c *Client) Events(ctx context.Context, afterSeq uint64, limit int) ([]model.Event, error) {
+	q := url.Values{"after": {strconv.FormatUint(afterSeq, 10)}}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var es []model.Event
+	return es, c.do(ctx, http.MethodGet, "/v1/events", q, nil, &es)
+}
+
+// FollowEvents calls fn with every event after afterSeq, in order, as they
+// happen, until ctx is done (it then returns ctx.Err()), fn returns an error
+// (returned as is), or the daemon goes away (model.ErrUnavailable).
+func (c *Client) FollowEvents(ctx context.Context, afterSeq uint64, fn func(model.Event) error) error {
+	q := url.Values{"after": {strconv.FormatUint(afterSeq, 10)}, "follow": {"1"}}
+	resp, err := c.send(ctx, http.MethodGet, "/v1/events", q, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue // keep-alive
+		}
+		var ev model.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("events: bad line from superjoltd: %w", err)
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%w: event stream from superjoltd broke: %v", model.ErrUnavailable, err)
+	}
+	return fmt.Errorf("%w: superjoltd closed the event stream (did it stop?)", model.ErrUnavailable)
+}
+
+// AdvanceClock moves a manual clock forward; a daemon on the real clock
+// refuses with model.ErrConflict.
+func (c *Client) AdvanceClock(ctx context.Context, d time.Duration) (time.Time, error) {
+	var r ClockResult
+	return r.Now, c.do(ctx, http.MethodPost, "/v1/debug/clock/advance", nil, AdvanceClockRequest{By: Duration(d)}, &r)
+}
+
+func vmPath(id, rest string) string { return "/v1/vms/" + url.PathEscape(id) + rest }
+
+// do sends a request with body in (nil: none) and decodes a 2xx answer into
+// out (nil: discard).
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, out any) error {
+	resp, err := c.send(ctx, method, path, q, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%s %s: cannot read the answer of superjoltd: %w", method, path, err)
+	}
+	return nil
+}
+
+// send sends a request and returns a 2xx response, or the error the daemon
+// answered with.
+func (c *Client) send(ctx context.Context, method, path string, q url.Values, in any) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	u := "http://superjoltd" + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s %s: %v", model.ErrInvalid, method, path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, c.unreachable(err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	return nil, decodeError(resp)
+}
+
+// unreachable explains a failed connection to the daemon.
+func (c *Client) unreachable(err error) error {
+	var ne *net.OpError
+	if errors.As(err, &ne) && ne.Op == "dial" {
+		return fmt.Errorf("%w: cannot reach superjoltd at %s: is it running? start it with `systemctl start superjoltd` (or run `superjoltd --socket %s`), or point --socket / SUPERJOLT_SOCKET at the right socket (%v)",
+			model.ErrUnavailable, c.socket, c.socket, ne.Err)
+	}
+	return fmt.Errorf("%w: lost the connection to superjoltd at %s: %v", model.ErrUnavailable, c.socket, err)
+}
+
+func decodeError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, MaxRequestBytes))
+	var eb ErrorBody
+	if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
+		return &Error{Code: eb.Error.Code, Message: eb.Error.Message, Status: resp.StatusCode}
+	}
+	msg := string(bytes.TrimSpace(b))
+	if msg == "" {
+		msg = resp.Status
+	}
+	return &Error{Code: codeOfStatus(resp.StatusCode), Message: fmt.Sprintf("superjoltd answered %s: %s", resp.Status, clip(msg)), Status: resp.StatusCode}
+}

@@ -1,0 +1,56 @@
+// Package api is superjolt's local API as its clients see it: the wire types
+// (the JSON bodies of requests and answers), the error encoding, and [Client],
+// the one client package that the CLI, the TUI and tests use to talk to
+// superjoltd over its UNIX socket.
+//
+// The daemon's side, the HTTP handler over the appliance, lives in
+// [github.com/superjolt/superjolt/appliance/api/server]; this package does not
+// import the appliance, so a front end links none of its storage or VMM code.
+//
+// # Protocol
+//
+// HTTP/1.1 and JSON over a UNIX socket ([DefaultSocket], mode 0660). Paths are
+// versioned (/v1/...); JSON field names are the snake_case ones of package
+// model and of the types here, and stay stable. Money is an integer count of
+// micro-credits; durations are strings such as "90s", "24h" or "7d".
+//
+//	GET    /v1/status                          Status
+//	GET    /v1/accounts                        []model.Account
+//	POST   /v1/accounts                        CreateAccountRequest -> model.Account
+//	GET    /v1/accounts/{id}                   model.Account
+//	POST   /v1/accounts/{id}/topup             TopUpRequest -> model.Account
+//	GET    /v1/accounts/{id}/ledger?limit=N    []model.LedgerEntry
+//	GET    /v1/tiers                           []model.Tier
+//	GET    /v1/images                          []model.Image
+//	GET    /v1/vms?account=ID&state=S          []model.VM
+//	POST   /v1/vms                             CreateVMRequest -> model.VM
+//	GET    /v1/vms/{id}                        model.VM
+//	POST   /v1/vms/{id}/stop|start|resume      model.VM
+//	POST   /v1/vms/{id}/destroy                DestroyResult
+//	POST   /v1/vms/{id}/exec                   ExecRequest -> ExecResult
+//	POST   /v1/vms/{id}/ports                  model.Port -> model.VM
+//	DELETE /v1/vms/{id}/ports/{proto}/{number} model.VM
+//	POST   /v1/vms/{id}/domains                DomainRequest -> model.VM
+//	DELETE /v1/vms/{id}/domains/{domain}       model.VM
+//	GET    /v1/vms/{id}/backups                []model.Backup, newest first
+//	POST   /v1/vms/{id}/backups                model.Backup (on demand)
+//	GET    /v1/vms/{id}/backups/resolve?from=F model.Backup (F: latest, yesterday, YYYY-MM-DD)
+//	POST   /v1/vms/{id}/restore                RestoreRequest -> model.VM
+//	DELETE /v1/backups/{id}                    204
+//	GET    /v1/operations/{id}                 model.Operation
+//	GET    /v1/events?after=N&limit=M          []model.Event
+//	GET    /v1/events?after=N&follow=1         model.Event per line (NDJSON), until the client leaves
+//	POST   /v1/debug/clock/advance             AdvanceClockRequest -> ClockResult
+//
+// # Errors
+//
+// A failed request is answered with the status of its category and
+//
+//	{"error":{"code":"not_found","message":"vm-abc123 does not exist; `superjolt vm list` shows the VMs"}}
+//
+// where code is [model.Code] of the error: not_found 404, invalid 400,
+// conflict 409, insufficient_funds 402, unavailable 503, internal 500.
+// [Client] turns such an answer back into an [*Error] that wraps the model
+// category, so errors.Is(err, model.ErrNotFound) works on both sides of the
+// socket. A daemon that cannot be reached is model.ErrUnavailable too.
+package api

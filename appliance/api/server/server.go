@@ -1,0 +1,624 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/api"
+	appliance "github.com/superjolt/superjolt/appliance/api/internal/pending"
+	"github.com/superjolt/superjolt/appliance/clock"
+	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/guest"
+)
+
+// Appliance is what the API serves: the verbs of *appliance.Appliance.
+type Appliance interface {
+	Clock() clock.Clock
+
+	CreateAccount(ctx context.Context, req appliance.CreateAccountRequest) (model.Account, error)
+	Accounts(ctx context.Context) ([]model.Account, error)
+	Account(ctx context.Context, id string) (model.Account, error)
+	TopUp(ctx context.Context, id string, amount model.Micro) (model.Account, error)
+	Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error)
+
+	Tiers(ctx context.Context) ([]model.Tier, error)
+	Images(ctx context.Context) ([]model.Image, error)
+
+	CreateVM(ctx context.Context, req appliance.CreateVMRequest) (model.VM, error)
+	VMs(ctx context.Context, f appliance.VMFilter) ([]model.VM, error)
+	VM(ctx context.Context, id string) (model.VM, error)
+	StopVM(ctx context.Context, id string) (model.VM, error)
+	StartVM(ctx context.Context, id string) (model.VM, error)
+	ResumeVM(ctx context.Context, id string) (model.VM, error)
+	DestroyVM(ctx context.Context, id string) (appliance.DestroyResult, error)
+	Exec(ctx context.Context, id string, req guest.ExecRequest) (guest.ExecResult, error)
+	AddPort(ctx context.Context, id string, p model.Port) (model.VM, error)
+	RemovePort(ctx context.Context, id string, p model.Port) (model.VM, error)
+	AddDomain(ctx context.Context, id, domain string) (model.VM, error)
+	RemoveDomain(ctx context.Context, id, domain string) (model.VM, error)
+
+	CreateBackup(ctx context.Context, vmID string) (model.Backup, error)
+	Backups(ctx context.Context, vmID string) ([]model.Backup, error)
+	DeleteBackup(ctx context.Context, backupID string) error
+	ResolveBackup(ctx context.Context, vmID, from string) (model.Backup, error)
+	RestoreVM(ctx context.Context, vmID, backupID string) (model.VM, error)
+
+	Operation(ctx context.Context, id string) (model.Operation, error)
+	Events(ctx context.Context, afterSeq uint64, limit int) ([]model.Event, error)
+	WaitEvents(ctx context.Context, afterSeq uint64) ([]model.Event, error)
+
+	AdvanceClock(ctx context.Context, d time.Duration) (time.Time, error)
+}
+
+// Defaults and bounds of list queries.
+const (
+	DefaultEventLimit  = 100
+	DefaultLedgerLimit = 100
+	MaxListLimit       = 10_000
+)
+
+// Options configure a Server. The zero value is usable.
+type Options struct {
+	// Logger receives a line per failed request (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+// Server is the API's http.Handler.
+type Server struct {
+	app Appliance
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// New returns a Server over app.
+func New(app Appliance, opts Options) *Server {
+	s := &Server{app: app, log: opts.Logger, mux: http.NewServeMux()}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.routes()
+	return s
+}
+
+// ServeHTTP serves one request. Paths and methods that match no route get
+// a JSON error like every other failure.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		s.noRoute(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// Serve serves the API on ln until ctx ends, then stops accepting, ends the
+// event streams and waits up to 5 s for requests under way.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBase()
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	done := make(chan error, 1)
+	go func() { done <- hs.Serve(ln) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	cancelBase() // event streams end here
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	<-done
+	if errors.Is(err, context.DeadlineExceeded) {
+		_ = hs.Close()
+		return nil
+	}
+	return err
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /v1/status", s.status)
+
+	m.HandleFunc("GET /v1/accounts", s.accounts)
+	m.HandleFunc("POST /v1/accounts", s.createAccount)
+	m.HandleFunc("GET /v1/accounts/{id}", s.account)
+	m.HandleFunc("POST /v1/accounts/{id}/topup", s.topUp)
+	m.HandleFunc("GET /v1/accounts/{id}/ledger", s.ledger)
+
+	m.HandleFunc("GET /v1/tiers", s.tiers)
+	m.HandleFunc("GET /v1/images", s.images)
+
+	m.HandleFunc("GET /v1/vms", s.vms)
+	m.HandleFunc("POST /v1/vms", s.createVM)
+	m.HandleFunc("GET /v1/vms/{id}", s.vm)
+	m.HandleFunc("POST /v1/vms/{id}/stop", s.vmVerb(Appliance.StopVM))
+	m.HandleFunc("POST /v1/vms/{id}/start", s.vmVerb(Appliance.StartVM))
+	m.HandleFunc("POST /v1/vms/{id}/resume", s.vmVerb(Appliance.ResumeVM))
+	m.HandleFunc("POST /v1/vms/{id}/destroy", s.destroyVM)
+	m.HandleFunc("POST /v1/vms/{id}/exec", s.exec)
+	m.HandleFunc("POST /v1/vms/{id}/ports", s.addPort)
+	m.HandleFunc("DELETE /v1/vms/{id}/ports/{proto}/{number}", s.removePort)
+	m.HandleFunc("POST /v1/vms/{id}/domains", s.addDomain)
+	m.HandleFunc("DELETE /v1/vms/{id}/domains/{domain}", s.removeDomain)
+
+	m.HandleFunc("GET /v1/vms/{id}/backups", s.backups)
+	m.HandleFunc("POST /v1/vms/{id}/backups", s.createBackup)
+	m.HandleFunc("GET /v1/vms/{id}/backups/resolve", s.resolveBackup)
+	m.HandleFunc("POST /v1/vms/{id}/restore", s.restore)
+	m.HandleFunc("DELETE /v1/backups/{id}", s.deleteBackup)
+
+	m.HandleFunc("GET /v1/operations/{id}", s.operation)
+	m.HandleFunc("GET /v1/events", s.events)
+
+	m.HandleFunc("POST /v1/debug/clock/advance", s.advanceClock)
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	c := s.app.Clock()
+	kind := "real"
+	if _, ok := c.(*clock.Manual); ok {
+		kind = "manual"
+	}
+	s.reply(w, r, http.StatusOK, api.Status{Now: c.Now().UTC(), Clock: kind}, nil)
+}
+
+func (s *Server) accounts(w http.ResponseWriter, r *http.Request) {
+	as, err := s.app.Accounts(r.Context())
+	s.reply(w, r, http.StatusOK, nonNil(as), err)
+}
+
+func (s *Server) createAccount(w http.ResponseWriter, r *http.Request) {
+	req, err := decodeRequest[api.CreateAccountRequest](w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	a, err := s.app.CreateAccount(r.Context(), appliance.CreateAccountRequest{
+		Name: req.Name, Balance: req.Balance, BackupRetention: req.BackupRetention,
+	})
+	s.reply(w, r, http.StatusCreated, a, err)
+}
+
+func (s *Server) account(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindAccount)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	a, err := s.app.Account(r.Context(), id)
+	s.reply(w, r, http.StatusOK, a, err)
+}
+
+func (s *Server) topUp(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindAccount)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	req, err := decodeRequest[api.TopUpRequest](w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	a, err := s.app.TopUp(r.Context(), id, req.Amount)
+	s.reply(w, r, http.StatusOK, a, err)
+}
+
+func (s *Server) ledger(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindAccount)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	limit, err := queryLimit(r, DefaultLedgerLimit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	es, err := s.app.Ledger(r.Context(), id, limit)
+	s.reply(w, r, http.StatusOK, nonNil(es), err)
+}
+
+func (s *Server) tiers(w http.ResponseWriter, r *http.Request) {
+	ts, err := s.app.Tiers(r.Context())
+	s.reply(w, r, http.StatusOK, nonNil(ts), err)
+}
+
+func (s *Server) images(w http.ResponseWriter, r *http.Request) {
+	is, err := s.app.Images(r.Context())
+	s.reply(w, r, http.StatusOK, nonNil(is), err)
+}
+
+func (s *Server) vms(w http.ResponseWriter, r *http.Request) {
+	if err := onlyQuery(r, "account", "state"); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	f := api.VMFilter{AccountID: q.Get("account"), State: model.VMState(q.Get("state"))}
+	if err := f.Validate(); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	vms, err := s.app.VMs(r.Context(), appliance.VMFilter{AccountID: f.AccountID, State: f.State})
+	s.reply(w, r, http.StatusOK, nonNil(vms), err)
+}
+
+func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
+	req, err := decodeRequest[api.CreateVMRequest](w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	vm, err := s.app.CreateVM(r.Context(), appliance.CreateVMRequest{
+		AccountID: req.AccountID, Tier: req.Tier, Image: req.Image, Name: req.Name,
+	})
+	s.reply(w, r, http.StatusCreated, vm, err)
+}
+
+func (s *Server) vm(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindVM)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	vm, err := s.app.VM(r.Context(), id)
+	s.reply(w, r, http.StatusOK, vm, err)
+}
+
+func (s *Server) vmVerb(verb func(Appliance, context.Context, string) (model.VM, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathID(r, "id", model.KindVM)
+		if err == nil {
+			err = noBody(w, r)
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		vm, err := verb(s.app, r.Context(), id)
+		s.reply(w, r, http.StatusOK, vm, err)
+	}
+}
+
+func (s *Server) destroyVM(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindVM)
+	if err == nil {
+		err = noBody(w, r)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res, err := s.app.DestroyVM(r.Context(), id)
+	s.reply(w, r, http.StatusOK, api.DestroyResult{VM: res.VM, Reclaimed: res.Reclaimed}, err)
+}
+
+func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindVM)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	req, err := decodeRequest[api.ExecRequest](w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res, err := s.app.Exec(r.Context(), id, guest.ExecRequest{
+		Path: req.Path, Args: req.Args, Stdin: req.Stdin, Timeout: time.Duration(req.Timeout),
+	})
+	s.reply(w, r, http.StatusOK, api.ExecResult{
+		ExitCode: res.ExitCode, Signal: res.Signal, Stdout: res.Stdout, Stderr: res.Stderr,
+		Truncated: res.Truncated, TimedOut: res.TimedOut,
+	}, err)
+}
+
+func (s *Server) addPort(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindVM)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p, err := decodeRequest[portRequest](w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	vm, err := s.app.AddPort(r.Context(), id, model.Port(p))
+	s.reply(w, r, http.StatusOK, vm, err)
+}
+
+func (s *Server) removePort(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindVM)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p, err := api.ParsePort(r.PathValue("number") + "/" + r.PathValue("proto"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	vm, err := s.app.RemovePort(r.Context(), id, p)
+	s.reply(w, r, http.StatusOK, vm, err)
+}
+
+func (s *Server) addDomain(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindVM)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	req, err := decodeRequest[api.DomainRequest](w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	vm, err := s.app.AddDomain(r.Context(), id, req.Domain)
+	s.reply(w, r, http.StatusOK, vm, err)
+}
+
+func (s *Server) removeDomain(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindVM)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d := r.PathValue("domain")
+	if err := model.ValidateDomain(d); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	vm, err := s.app.RemoveDomain(r.Context(), id, d)
+	s.reply(w, r, http.StatusOK, vm, err)
+}
+
+func (s *Server) backups(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindVM)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	bs, err := s.app.Backups(r.Context(), id)
+	s.reply(w, r, http.StatusOK, nonNil(bs), err)
+}
+
+func (s *Server) createBackup(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindVM)
+	if err == nil {
+		err = noBody(w, r)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	b, err := s.app.CreateBackup(r.Context(), id)
+	s.reply(w, r, http.StatusCreated, b, err)
+}
+
+func (s *Server) resolveBackup(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindVM)
+	if err == nil {
+		err = onlyQuery(r, "from")
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	from := r.URL.Query().Get("from")
+	if err := api.ValidateFrom(from); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	b, err := s.app.ResolveBackup(r.Context(), id, from)
+	s.reply(w, r, http.StatusOK, b, err)
+}
+
+func (s *Server) restore(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindVM)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	req, err := decodeRequest[api.RestoreRequest](w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	bk := req.BackupID
+	if bk == "" {
+		b, err := s.app.ResolveBackup(r.Context(), id, req.From)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		bk = b.ID
+	}
+	vm, err := s.app.RestoreVM(r.Context(), id, bk)
+	s.reply(w, r, http.StatusOK, vm, err)
+}
+
+func (s *Server) deleteBackup(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindBackup)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.app.DeleteBackup(r.Context(), id); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) operation(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindOperation)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	op, err := s.app.Operation(r.Context(), id)
+	s.reply(w, r, http.StatusOK, op, err)
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	if err := onlyQuery(r, "after", "limit", "follow"); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	var after uint64
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			s.fail(w, r, invalidf("after=%q: give the sequence number of the last event seen, 0 for all", clip(v)))
+			return
+		}
+		after = n
+	}
+	follow := false
+	switch v := q.Get("follow"); v {
+	case "", "0", "false":
+	case "1", "true":
+		follow = true
+	default:
+		s.fail(w, r, invalidf("follow=%q: use follow=1", clip(v)))
+		return
+	}
+	if !follow {
+		limit, err := queryLimit(r, DefaultEventLimit)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		es, err := s.app.Events(r.Context(), after, limit)
+		s.reply(w, r, http.StatusOK, nonNil(es), err)
+		return
+	}
+	s.followEvents(w, r, after)
+}
+
+// followEvents streams events as NDJSON until the client leaves or the
+// server shuts down.
+func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, after uint64) {
+	ctx := r.Context()
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	enc := json.NewEncoder(w)
+	for {
+		es, err := s.app.WaitEvents(ctx, after)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("api: event stream ended", "err", err)
+			}
+			return
+		}
+		for _, ev := range es {
+			if err := enc.Encode(ev); err != nil {
+				return
+			}
+			after = ev.Seq
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
+}
+
+func (s *Server) advanceClock(w http.ResponseWriter, r *http.Request) {
+	req, err := decodeRequest[api.AdvanceClockRequest](w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	now, err := s.app.AdvanceClock(r.Context(), time.Duration(req.By))
+	s.reply(w, r, http.StatusOK, api.ClockResult{Now: now.UTC()}, err)
+}
+
+// reply writes v as JSON with status, or the error.
+func (s *Server) reply(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, status, v)
+}
+
+// fail writes err as a JSON error with the status of its category.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil && errors.Is(err, r.Context().Err()) {
+		// The client left; nobody reads the answer.
+		return
+	}
+	status, body := api.Body(err)
+	level := slog.LevelDebug
+	if status >= 500 {
+		level = slog.LevelWarn
+	}
+	s.log.Log(r.Context(), level, "api: request failed", "method", r.Method, "path", r.URL.Path, "code", body.Error.Code, "err", err)
+	writeJSON(w, status, body)
+}
+
+// noRoute answers a path or method that matches no route.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	h, _ := s.mux.Handler(r)
+	rec := &statusRecorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	if rec.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", rec.header.Get("Allow"))
+		writeJSON(w, http.StatusMethodNotAllowed, api.ErrorBody{Error: api.ErrorDetail{
+			Code: "invalid", Message: "method " + r.Method + " is not allowed on " + clip(r.URL.Path) + " (allowed: " + rec.header.Get("Allow") + ")",
+		}})
+		return
+	}
+	writeJSON(w, http.StatusNotFound, api.ErrorBody{Error: api.ErrorDetail{
+		Code: "not_found", Message: "no API endpoint " + r.Method + " " + clip(r.URL.Path) + "; is the client newer than superjoltd?",
+	}})
+}
+
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (s *statusRecorder) WriteHeader(status int)      { s.status = status }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(api.ErrorBody{Error: api.ErrorDetail{Code: "internal", Message: "encode answer: " + err.Error()}})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// nonNil makes an empty list encode as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

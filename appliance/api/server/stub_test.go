@@ -1,0 +1,156 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/api/internal/pending"
+	"github.com/superjolt/superjolt/appliance/clock"
+	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/guest"
+)
+
+// errApp answers every verb with err and records which verbs were reached
+// and with what. It exists for what the real appliance cannot be made to do
+// on demand (answer every error category from one verb); everything else is
+// tested against the real appliance.
+type errApp struct {
+	err error
+
+	mu    sync.Mutex
+	calls []call
+}
+
+type call struct {
+	verb string
+	args []any
+}
+
+func (s *errApp) rec(verb string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, call{verb, args})
+}
+
+func (s *errApp) reached() []call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]call(nil), s.calls...)
+}
+
+var _ Appliance = (*errApp)(nil)
+
+func (s *errApp) Clock() clock.Clock { return clock.Real{} }
+func (s *errApp) CreateAccount(_ context.Context, req pending.CreateAccountRequest) (model.Account, error) {
+	s.rec("CreateAccount", req)
+	return model.Account{}, s.err
+}
+func (s *errApp) Accounts(context.Context) ([]model.Account, error) {
+	s.rec("Accounts")
+	return nil, s.err
+}
+func (s *errApp) Account(_ context.Context, id string) (model.Account, error) {
+	s.rec("Account", id)
+	return model.Account{}, s.err
+}
+func (s *errApp) TopUp(_ context.Context, id string, m model.Micro) (model.Account, error) {
+	s.rec("TopUp", id, m)
+	return model.Account{}, s.err
+}
+func (s *errApp) Ledger(_ context.Context, id string, limit int) ([]model.LedgerEntry, error) {
+	s.rec("Ledger", id, limit)
+	return nil, s.err
+}
+func (s *errApp) Tiers(context.Context) ([]model.Tier, error) {
+	s.rec("Tiers")
+	return nil, s.err
+}
+func (s *errApp) Images(context.Context) ([]model.Image, error) {
+	s.rec("Images")
+	return nil, s.err
+}
+func (s *errApp) CreateVM(_ context.Context, req pending.CreateVMRequest) (model.VM, error) {
+	s.rec("CreateVM", req)
+	return model.VM{}, s.err
+}
+func (s *errApp) VMs(_ context.Context, f pending.VMFilter) ([]model.VM, error) {
+	s.rec("VMs", f)
+	return nil, s.err
+}
+func (s *errApp) VM(_ context.Context, id string) (model.VM, error) {
+	s.rec("VM", id)
+	return model.VM{}, s.err
+}
+func (s *errApp) StopVM(_ context.Context, id string) (model.VM, error) {
+	s.rec("StopVM", id)
+	return model.VM{}, s.err
+}
+func (s *errApp) StartVM(_ context.Context, id string) (model.VM, error) {
+	s.rec("StartVM", id)
+	return model.VM{}, s.err
+}
+func (s *errApp) ResumeVM(_ context.Context, id string) (model.VM, error) {
+	s.rec("ResumeVM", id)
+	return model.VM{}, s.err
+}
+func (s *errApp) DestroyVM(_ context.Context, id string) (pending.DestroyResult, error) {
+	s.rec("DestroyVM", id)
+	return pending.DestroyResult{}, s.err
+}
+func (s *errApp) Exec(_ context.Context, id string, req guest.ExecRequest) (guest.ExecResult, error) {
+	s.rec("Exec", id, req)
+	return guest.ExecResult{}, s.err
+}
+func (s *errApp) AddPort(_ context.Context, id string, p model.Port) (model.VM, error) {
+	s.rec("AddPort", id, p)
+	return model.VM{}, s.err
+}
+func (s *errApp) RemovePort(_ context.Context, id string, p model.Port) (model.VM, error) {
+	s.rec("RemovePort", id, p)
+	return model.VM{}, s.err
+}
+func (s *errApp) AddDomain(_ context.Context, id, d string) (model.VM, error) {
+	s.rec("AddDomain", id, d)
+	return model.VM{}, s.err
+}
+func (s *errApp) RemoveDomain(_ context.Context, id, d string) (model.VM, error) {
+	s.rec("RemoveDomain", id, d)
+	return model.VM{}, s.err
+}
+func (s *errApp) CreateBackup(_ context.Context, id string) (model.Backup, error) {
+	s.rec("CreateBackup", id)
+	return model.Backup{}, s.err
+}
+func (s *errApp) Backups(_ context.Context, id string) ([]model.Backup, error) {
+	s.rec("Backups", id)
+	return nil, s.err
+}
+func (s *errApp) DeleteBackup(_ context.Context, id string) error {
+	s.rec("DeleteBackup", id)
+	return s.err
+}
+func (s *errApp) ResolveBackup(_ context.Context, id, from string) (model.Backup, error) {
+	s.rec("ResolveBackup", id, from)
+	return model.Backup{}, s.err
+}
+func (s *errApp) RestoreVM(_ context.Context, id, bk string) (model.VM, error) {
+	s.rec("RestoreVM", id, bk)
+	return model.VM{}, s.err
+}
+func (s *errApp) Operation(_ context.Context, id string) (model.Operation, error) {
+	s.rec("Operation", id)
+	return model.Operation{}, s.err
+}
+func (s *errApp) Events(_ context.Context, after uint64, limit int) ([]model.Event, error) {
+	s.rec("Events", after, limit)
+	return nil, s.err
+}
+func (s *errApp) WaitEvents(_ context.Context, after uint64) ([]model.Event, error) {
+	s.rec("WaitEvents", after)
+	return nil, s.err
+}
+func (s *errApp) AdvanceClock(_ context.Context, d time.Duration) (time.Time, error) {
+	s.rec("AdvanceClock", d)
+	return time.Time{}, s.err
+}

@@ -1,0 +1,330 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/model"
+)
+
+// DefaultSocket is where superjoltd listens and clients dial unless told
+// otherwise (superjoltd --socket, superjolt --socket or SUPERJOLT_SOCKET).
+const DefaultSocket = "/run/superjolt/superjolt.sock"
+
+// MaxRequestBytes caps a request body; larger ones are refused as invalid.
+const MaxRequestBytes = 1 << 20
+
+// Status is the daemon's answer to GET /v1/status.
+type Status struct {
+	// Now is the appliance's clock.
+	Now time.Time `json:"now"`
+	// Clock is "real", or "manual" when superjoltd runs with --clock=manual
+	// and /v1/debug/clock/advance moves it.
+	Clock string `json:"clock"`
+}
+
+// CreateAccountRequest is the body of POST /v1/accounts.
+type CreateAccountRequest struct {
+	Name string `json:"name"`
+	// Balance is the opening balance in micro-credits; 0 or a valid amount.
+	Balance model.Micro `json:"balance"`
+	// BackupRetention is how many scheduled backups per VM the account
+	// keeps; 0 means model.DefaultBackupRetention.
+	BackupRetention int `json:"backup_retention,omitempty"`
+}
+
+// Validate checks what can be checked without the appliance.
+func (r CreateAccountRequest) Validate() error {
+	if err := model.ValidateAccountName(r.Name); err != nil {
+		return err
+	}
+	if r.Balance != 0 {
+		if err := model.ValidateAmount(r.Balance); err != nil {
+			return fmt.Errorf("opening balance: %w", err)
+		}
+	}
+	if r.BackupRetention != 0 {
+		e := model.DefaultEntitlements()
+		e.BackupRetention = r.BackupRetention
+		if err := e.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TopUpRequest is the body of POST /v1/accounts/{id}/topup.
+type TopUpRequest struct {
+	Amount model.Micro `json:"amount"` // micro-credits
+}
+
+// Validate checks the amount.
+func (r TopUpRequest) Validate() error { return model.ValidateAmount(r.Amount) }
+
+// CreateVMRequest is the body of POST /v1/vms.
+type CreateVMRequest struct {
+	AccountID string `json:"account_id"`
+	Tier      string `json:"tier"`
+	// Image is the image to start from; "" means the built-in one.
+	Image string `json:"image,omitempty"`
+	// Name is the VM's hostname; "" lets the appliance pick one.
+	Name string `json:"name,omitempty"`
+}
+
+// Validate checks the ids and names.
+func (r CreateVMRequest) Validate() error {
+	if err := model.ValidateID(model.KindAccount, r.AccountID); err != nil {
+		return err
+	}
+	if err := model.ValidateTierName(r.Tier); err != nil {
+		return err
+	}
+	if r.Image != "" {
+		if err := model.ValidateImageName(r.Image); err != nil {
+			return err
+		}
+	}
+	if r.Name != "" {
+		if err := model.ValidateVMName(r.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// VMFilter selects VMs for GET /v1/vms (query parameters account and state).
+type VMFilter struct {
+	AccountID string
+	State     model.VMState
+}
+
+// Validate checks the filter's id and state when set.
+func (f VMFilter) Validate() error {
+	if f.AccountID != "" {
+		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
+			return err
+		}
+	}
+	if f.State != "" {
+		if _, err := model.ParseVMState(string(f.State)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DestroyResult is the answer to POST /v1/vms/{id}/destroy.
+type DestroyResult struct {
+	VM model.VM `json:"vm"`
+	// Reclaimed is true when the VM was younger than an hour and is gone for
+	// good; false when it went to the graveyard (resume before VM.ReclaimAt).
+	Reclaimed bool `json:"reclaimed"`
+}
+
+// MaxExecArgs bounds the arguments of an exec request.
+const MaxExecArgs = 1024
+
+// MaxExecTimeout bounds an exec request's timeout.
+const MaxExecTimeout = 24 * time.Hour
+
+// ExecRequest is the body of POST /v1/vms/{id}/exec: a program to run in the
+// guest through its agent.
+type ExecRequest struct {
+	Path  string   `json:"path"`
+	Args  []string `json:"args,omitempty"`
+	Stdin []byte   `json:"stdin,omitempty"` // base64 in JSON
+	// Timeout kills the program after this long; 0 means the agent's default.
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// Validate checks the request's shape; the guest decides whether the
+// program exists.
+func (r ExecRequest) Validate() error {
+	switch {
+	case r.Path == "":
+		return invalidf("exec: no program given; put it after --, like: superjolt vm exec vm-abc123 -- cat /etc/hostname")
+	case strings.ContainsRune(r.Path, 0):
+		return invalidf("exec: program name contains a NUL byte")
+	case len(r.Args) > MaxExecArgs:
+		return invalidf("exec: %d arguments is more than the %d allowed", len(r.Args), MaxExecArgs)
+	case r.Timeout < 0 || time.Duration(r.Timeout) > MaxExecTimeout:
+		return invalidf("exec: timeout %s is out of range (0 to %s)", r.Timeout, Duration(MaxExecTimeout))
+	}
+	for _, a := range r.Args {
+		if strings.ContainsRune(a, 0) {
+			return invalidf("exec: an argument contains a NUL byte")
+		}
+	}
+	return nil
+}
+
+// ExecResult is how a program run in the guest ended.
+type ExecResult struct {
+	// ExitCode is the exit status, or -1 when a signal ended the program.
+	ExitCode int `json:"exit_code"`
+	// Signal is the signal that ended the program, 0 if it exited.
+	Signal int    `json:"signal,omitempty"`
+	Stdout []byte `json:"stdout"` // base64 in JSON
+	Stderr []byte `json:"stderr"` // base64 in JSON
+	// Truncated is set when either stream was longer than the agent keeps.
+	Truncated bool `json:"truncated"`
+	// TimedOut is set when the agent killed the program at its timeout.
+	TimedOut bool `json:"timed_out"`
+}
+
+// DomainRequest is the body of POST /v1/vms/{id}/domains.
+type DomainRequest struct {
+	Domain string `json:"domain"`
+}
+
+// Validate checks the domain name.
+func (r DomainRequest) Validate() error { return model.ValidateDomain(r.Domain) }
+
+// RestoreRequest is the body of POST /v1/vms/{id}/restore: exactly one of
+// BackupID and From.
+type RestoreRequest struct {
+	BackupID string `json:"backup_id,omitempty"`
+	// From is "latest", "yesterday" or a date YYYY-MM-DD: the newest backup
+	// of the VM taken that day.
+	From string `json:"from,omitempty"`
+}
+
+// Validate checks that the request names one backup.
+func (r RestoreRequest) Validate() error {
+	switch {
+	case r.BackupID != "" && r.From != "":
+		return invalidf("restore: give a backup id or from, not both")
+	case r.BackupID != "":
+		return model.ValidateID(model.KindBackup, r.BackupID)
+	case r.From != "":
+		return ValidateFrom(r.From)
+	}
+	return invalidf("restore: say which backup: a backup id, or from latest, yesterday or a date YYYY-MM-DD")
+}
+
+// ValidateFrom checks a backup selector: latest, yesterday or YYYY-MM-DD.
+func ValidateFrom(from string) error {
+	if from == "latest" || from == "yesterday" {
+		return nil
+	}
+	if _, err := time.Parse(time.DateOnly, from); err != nil {
+		return invalidf("backup %q: use a backup id, latest, yesterday or a date YYYY-MM-DD", clip(from))
+	}
+	return nil
+}
+
+// AdvanceClockRequest is the body of POST /v1/debug/clock/advance.
+type AdvanceClockRequest struct {
+	By Duration `json:"by"`
+}
+
+// MaxClockAdvance bounds a single clock advance.
+const MaxClockAdvance = 366 * 24 * time.Hour
+
+// Validate checks the duration.
+func (r AdvanceClockRequest) Validate() error {
+	if r.By <= 0 || time.Duration(r.By) > MaxClockAdvance {
+		return invalidf("advance the clock by a positive duration up to %s, like 90m, 24h or 7d", Duration(MaxClockAdvance))
+	}
+	return nil
+}
+
+// ClockResult is the answer to POST /v1/debug/clock/advance.
+type ClockResult struct {
+	Now time.Time `json:"now"`
+}
+
+// Duration is a time.Duration written in JSON as a string: Go's syntax
+// ("90s", "1h30m") plus whole days ("7d", "1d12h").
+type Duration time.Duration
+
+// String formats d with days when it has any: "7d", "1d2h0m0s", "90s".
+func (d Duration) String() string {
+	td := time.Duration(d)
+	const day = 24 * time.Hour
+	if td >= day {
+		days := td / day
+		rest := td % day
+		if rest == 0 {
+			return strconv.FormatInt(int64(days), 10) + "d"
+		}
+		return strconv.FormatInt(int64(days), 10) + "d" + rest.String()
+	}
+	return td.String()
+}
+
+// MarshalJSON writes d as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a string written by MarshalJSON or by a person.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return invalidf("a duration is a string like \"90s\", \"24h\" or \"7d\"")
+	}
+	v, err := ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ParseDuration parses Go's duration syntax with whole days added as a
+// leading "Nd": "24h", "7d", "1d12h", "90m".
+func ParseDuration(s string) (time.Duration, error) {
+	orig := s
+	bad := func() (time.Duration, error) {
+		return 0, invalidf("duration %q: write it like 90s, 45m, 24h, 7d or 1d12h", clip(orig))
+	}
+	var days int64
+	if i := strings.IndexByte(s, 'd'); i >= 0 {
+		n, err := strconv.ParseInt(s[:i], 10, 64)
+		if err != nil || n < 0 || n > 100_000 || s[:i] == "" || s[0] == '+' {
+			return bad()
+		}
+		days, s = n, s[i+1:]
+		if s == "" {
+			return time.Duration(days) * 24 * time.Hour, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || (days > 0 && d < 0) {
+		return bad()
+	}
+	return time.Duration(days)*24*time.Hour + d, nil
+}
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", model.ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// clip shortens s for an error message.
+func clip(s string) string {
+	const max = 40
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}
+
+// ParsePort parses a port as users write it: "80/tcp", "53/udp", or "443"
+// (tcp).
+func ParsePort(s string) (model.Port, error) {
+	num, proto, ok := strings.Cut(s, "/")
+	if !ok {
+		proto = "tcp"
+	}
+	n, err := strconv.ParseUint(num, 10, 16)
+	if err != nil {
+		return model.Port{}, invalidf("port %q: write it as NUMBER/PROTO, like 80/tcp or 53/udp (1-65535)", clip(s))
+	}
+	p := model.Port{Proto: proto, Number: uint16(n)}
+	if err := model.ValidatePort(p); err != nil {
+		return model.Port{}, err
+	}
+	return p, nil
+}
