@@ -132,7 +132,9 @@ func (c *Client) VM(ctx context.Context, id string) (model.VM, error) {
 }
 
 // StopVM shuts a VM down; it keeps billing, its IP, ports and domains.
-func (c *Client) StopVM(ctx context.Context, id string) (model.VM, error) { return c.vmVerb(ctx, id, "stop") }
+func (c *Client) StopVM(ctx context.Context, id string) (model.VM, error) {
+	return c.vmVerb(ctx, id, "stop")
+}
 
 // StartVM boots a stopped VM.
 func (c *Client) StartVM(ctx context.Context, id string) (model.VM, error) {

@@ -127,7 +127,7 @@ func TestErrorMapping(t *testing.T) {
 func TestBadRequestsNeverReachTheAppliance(t *testing.T) {
 	tests := []struct {
 		name, method, path, ctype, body string
-		status                           int
+		status                          int
 	}{
 		{"malformed vm id", "GET", "/v1/vms/vm-ABC123", "", "", 400},
 		{"vm id of wrong kind", "POST", "/v1/vms/ac-abc123/stop", "", "", 400},
