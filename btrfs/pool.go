@@ -72,6 +72,7 @@ func open(ctx context.Context, dir string, log *slog.Logger) (*Pool, error) {
 		// tries again.
 		p.log.Warn("btrfs: cannot empty the trash of the pool", "subvolume", p.trash(), "err", err)
 	}
+	p.removeRestoreLeftovers(ctx)
 	return p, nil
 }
 
@@ -207,10 +208,20 @@ func (p *Pool) Backup(ctx context.Context, vmID, bkID string) (string, error) {
 	if err := btrfs.IsSubvolume(src); err != nil {
 		return "", fmt.Errorf("back up %s: %w: %w", vmID, ErrNotFound, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+	dir := filepath.Dir(dst)
+	_, err = os.Lstat(dir)
+	madeDir := errors.Is(err, os.ErrNotExist)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("back up %s: %w", vmID, err)
 	}
 	if err := btrfs.SubvolSnapshot(dst, src, true); err != nil {
+		if madeDir {
+			// Undo: a backups/<vm> directory with no backup in it would list
+			// the VM in BackupVMs. Not empty means a concurrent backup made one.
+			if rerr := os.Remove(dir); rerr != nil && !errors.Is(rerr, unix.ENOTEMPTY) {
+				p.log.Warn("btrfs: cannot remove backup directory after failed snapshot", "subvolume", dir, "err", rerr)
+			}
+		}
 		return "", fmt.Errorf("back up %s as %s: %w", vmID, bkID, existsErr(err))
 	}
 	p.log.Info("btrfs: backup taken", "subvolume", dst, "vm", vmID, "backup", bkID)
@@ -246,7 +257,7 @@ func (p *Pool) RestoreFile(ctx context.Context, vmID, bkID, file string) error {
 	if err := btrfs.IsSubvolume(vm); err != nil {
 		return fmt.Errorf("restore %s of %s: %w: %w", file, vmID, ErrNotFound, err)
 	}
-	tmp := filepath.Join(vm, "."+file+".restore-"+randomHex())
+	tmp := filepath.Join(vm, "."+file+restoreSuffix+randomHex())
 	if err := Reflink(ctx, tmp, src); err != nil {
 		return fmt.Errorf("restore %s of %s from %s: %w", file, vmID, bkID, err)
 	}
@@ -259,6 +270,27 @@ func (p *Pool) RestoreFile(ctx context.Context, vmID, bkID, file string) error {
 	}
 	p.log.Info("btrfs: file restored from backup", "subvolume", vm, "vm", vmID, "backup", bkID, "file", file)
 	return nil
+}
+
+// restoreSuffix marks the temporary file of a RestoreFile in progress:
+// vms/<vm>/.<file>.restore-<random>.
+const restoreSuffix = ".restore-"
+
+// removeRestoreLeftovers removes the temporary files of RestoreFile calls
+// that a crash interrupted. It runs in Open, when no restore can be running.
+func (p *Pool) removeRestoreLeftovers(ctx context.Context) {
+	vms, err := p.VMs(ctx)
+	if err != nil {
+		p.log.Warn("btrfs: cannot look for restore leftovers", "err", err)
+		return
+	}
+	for _, id := range vms {
+		leftovers, _ := filepath.Glob(filepath.Join(p.root, vmsDir, id, ".*"+restoreSuffix+"*"))
+		for _, f := range leftovers {
+			p.log.Info("btrfs: removing leftover of an interrupted restore", "subvolume", filepath.Dir(f), "file", f)
+			removeLogged(f)
+		}
+	}
 }
 
 // Images returns the names of the images, sorted.
@@ -429,10 +461,14 @@ func existsErr(err error) error {
 // filesystem and detaches the loop device; a pool opened with Open, or on a
 // mount that OpenImage found already there, is left mounted.
 func (p *Pool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.img == nil {
 		return nil
 	}
-	err := p.img.close()
+	if err := p.img.close(); err != nil {
+		return err // still mounted: Close can be called again
+	}
 	p.img = nil
-	return err
+	return nil
 }

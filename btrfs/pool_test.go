@@ -296,4 +296,15 @@ func TestRestoreFile(t *testing.T) {
 	if names := dirNames(t, vm); !slices.Equal(names, []string{btrfs.RootfsFile}) {
 		t.Errorf("VM subvolume holds %v after failed restores, want only rootfs.img", names)
 	}
+
+	// A crash between the reflink and the rename leaves the temporary file;
+	// the next Open removes it and nothing else.
+	writeRandom(t, filepath.Join(vm, ".rootfs.img.restore-0123456789ab"), 4096, 1)
+	if _, err := btrfs.Open(ctx, p.Root()); err != nil {
+		t.Fatal(err)
+	}
+	if names := dirNames(t, vm); !slices.Equal(names, []string{btrfs.RootfsFile}) {
+		t.Errorf("VM subvolume holds %v after Open, want only rootfs.img", names)
+	}
+	wantContent(t, rootfs, good)
 }
