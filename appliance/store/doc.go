@@ -1,0 +1,64 @@
+// Package store keeps superjolt's state in Badger: accounts, tiers, images,
+// VMs, backups, the ledger, operations, events, every id ever handed out and
+// the IP addresses in use.
+//
+// Everything happens in a transaction: Store.View for a consistent read,
+// Store.Update for a change that commits whole, synced to disk, or not at all.
+// Update runs its function again when the commit loses to a concurrent one,
+// so read-modify-write (a balance, a counter) needs no lock of its own.
+//
+// # Keys
+//
+// Every key starts with a short type prefix. Ids and names in keys are
+// validated first (they never hold '/'); numbers are fixed-width big-endian,
+// so that a prefix scan comes out in the order its caller wants, and "^"
+// marks a number stored inverted so that the scan comes out newest first.
+//
+//	meta/schema                        schema version (uint32 BE)
+//	meta/seq/event                     last event seq handed out (uint64 BE)
+//	meta/seq/ledger                    last ledger seq handed out (uint64 BE)
+//	a/<account>                        Account
+//	t/<tier name>                      Tier
+//	i/<image name>                     Image
+//	v/<vm>                             VM
+//	va/<account>/<vm>                  (empty) index: an account's VMs
+//	vs/<state>/<vm>                    (empty) index: VMs in a state
+//	b/<vm>/<^taken_at BE>/<backup>     Backup; a VM's backups, newest first
+//	bi/<backup>                        <vm><^taken_at BE>: where the b/ key is
+//	l/<account>/<^at BE>/<^seq BE>     LedgerEntry; an account's, newest first
+//	o/<op>                             Operation
+//	ou/<op>                            (empty) index: operations still running
+//	e/<seq BE>                         Event, oldest first
+//	id/<id>                            (empty) every id NewID handed out, forever
+//	ip/<address as 16 bytes BE>        id of the VM holding the address
+//
+// Times in keys are Unix nanoseconds with the sign bit flipped (so they sort
+// as unsigned numbers), then inverted. keys.go builds each key next to a
+// comment with its layout.
+//
+// # Values
+//
+// Values are the model objects as JSON, the same encoding the API speaks. The
+// objects already carry their JSON tags; a field added later reads back as its
+// zero value from older rows and an older binary ignores fields it does not
+// know, so most changes need no migration; and a value can be read with any
+// Badger tool. State for 10,000 VMs is a few tens of MiB, so a binary encoding
+// would save little that matters. Values are kept under 1 MiB, so they all
+// live in the LSM tree and the value log never needs garbage collection.
+//
+// # Who deletes what
+//
+// The store keeps its own indexes in step (PutVM, DeleteVM, PutBackup,
+// DeleteBackup, PutOperation) but never deletes one object because another
+// went: the appliance deletes a VM's backups (snapshot, then DeleteBackup),
+// then the VM (DeleteVM, which refuses while backups remain and releases the
+// IPs still claimed for it), and an account only once it has no VM left
+// (DeleteAccount refuses otherwise). Ledger entries and events are history
+// and stay; ids stay taken forever.
+//
+// # Schema
+//
+// Open writes SchemaVersion into an empty store and refuses (ErrSchema) a
+// store written by a newer superjolt, or a directory that holds data but no
+// schema key.
+package store

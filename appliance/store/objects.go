@@ -1,0 +1,431 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/superjolt/superjolt/appliance/model"
+)
+
+// Account returns the account with id.
+func (tx *Tx) Account(id string) (model.Account, error) {
+	var a model.Account
+	if err := model.ValidateID(model.KindAccount, id); err != nil {
+		return a, err
+	}
+	if err := tx.get(accountKey(id), "account "+id, &a); err != nil {
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return a, notFound("account", id, "`superjolt account list` shows the accounts")
+		}
+		return a, err
+	}
+	return a, nil
+}
+
+// PutAccount creates or replaces an account.
+func (tx *Tx) PutAccount(a model.Account) error {
+	if err := model.ValidateID(model.KindAccount, a.ID); err != nil {
+		return err
+	}
+	return tx.put(accountKey(a.ID), "account "+a.ID, a)
+}
+
+// Accounts returns every account, ordered by id.
+func (tx *Tx) Accounts() ([]model.Account, error) {
+	return scanValues[model.Account](tx, []byte(pAccount), nil, "account", 0)
+}
+
+// DeleteAccount deletes an account's row. It refuses (model.ErrConflict)
+// while any VM of the account is still stored, whatever its state: the
+// appliance reclaims the VMs first. The account's ledger stays, as the record
+// of what was paid and charged; its id is never handed out again.
+func (tx *Tx) DeleteAccount(id string) error {
+	if _, err := tx.Account(id); err != nil {
+		return err
+	}
+	var vms int
+	err := tx.scan(vmAccountPrefix(id), nil, false, func(*badger.Item) error {
+		vms++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if vms > 0 {
+		return fmt.Errorf("%w: account %s still has %d VMs (graveyard and archived ones included); destroy and reclaim them first", model.ErrConflict, id, vms)
+	}
+	return tx.del(accountKey(id), "account "+id)
+}
+
+// Tier returns the tier called name.
+func (tx *Tx) Tier(name string) (model.Tier, error) {
+	var t model.Tier
+	if err := model.ValidateTierName(name); err != nil {
+		return t, err
+	}
+	if err := tx.get(tierKey(name), "tier "+name, &t); err != nil {
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return t, notFound("tier", name, "`superjolt tier list` shows the tiers")
+		}
+		return t, err
+	}
+	return t, nil
+}
+
+// PutTier creates or replaces a tier.
+func (tx *Tx) PutTier(t model.Tier) error {
+	if err := model.ValidateTierName(t.Name); err != nil {
+		return err
+	}
+	return tx.put(tierKey(t.Name), "tier "+t.Name, t)
+}
+
+// Tiers returns every tier, ordered by name.
+func (tx *Tx) Tiers() ([]model.Tier, error) {
+	return scanValues[model.Tier](tx, []byte(pTier), nil, "tier", 0)
+}
+
+// Image returns the image called name.
+func (tx *Tx) Image(name string) (model.Image, error) {
+	var im model.Image
+	if err := model.ValidateImageName(name); err != nil {
+		return im, err
+	}
+	if err := tx.get(imageKey(name), "image "+name, &im); err != nil {
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return im, notFound("image", name, "`superjolt image list` shows the images")
+		}
+		return im, err
+	}
+	return im, nil
+}
+
+// PutImage creates or replaces an image.
+func (tx *Tx) PutImage(im model.Image) error {
+	if err := model.ValidateImageName(im.Name); err != nil {
+		return err
+	}
+	return tx.put(imageKey(im.Name), "image "+im.Name, im)
+}
+
+// Images returns every image, ordered by name.
+func (tx *Tx) Images() ([]model.Image, error) {
+	return scanValues[model.Image](tx, []byte(pImage), nil, "image", 0)
+}
+
+// DeleteImage deletes an image's row (not its subvolume).
+func (tx *Tx) DeleteImage(name string) error {
+	if _, err := tx.Image(name); err != nil {
+		return err
+	}
+	return tx.del(imageKey(name), "image "+name)
+}
+
+// VM returns the VM with id.
+func (tx *Tx) VM(id string) (model.VM, error) {
+	var vm model.VM
+	if err := model.ValidateID(model.KindVM, id); err != nil {
+		return vm, err
+	}
+	if err := tx.get(vmKey(id), "VM "+id, &vm); err != nil {
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return vm, notFound("VM", id, "it may have been reclaimed; `superjolt vm list` shows the VMs")
+		}
+		return vm, err
+	}
+	return vm, nil
+}
+
+// PutVM creates or replaces a VM and keeps its account and state index
+// entries in step with it.
+func (tx *Tx) PutVM(vm model.VM) error {
+	if err := model.ValidateID(model.KindVM, vm.ID); err != nil {
+		return err
+	}
+	if err := model.ValidateID(model.KindAccount, vm.AccountID); err != nil {
+		return fmt.Errorf("VM %s: %w", vm.ID, err)
+	}
+	if _, err := model.ParseVMState(string(vm.State)); err != nil {
+		return fmt.Errorf("VM %s: %w", vm.ID, err)
+	}
+	old, err := tx.VM(vm.ID)
+	switch {
+	case errors.Is(err, model.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		if old.AccountID != vm.AccountID {
+			if err := tx.del(vmAccountKey(old.AccountID, vm.ID), "VM "+vm.ID+" account index"); err != nil {
+				return err
+			}
+		}
+		if old.State != vm.State {
+			if err := tx.del(vmStateKey(old.State, vm.ID), "VM "+vm.ID+" state index"); err != nil {
+				return err
+			}
+		}
+	}
+	if err := tx.put(vmKey(vm.ID), "VM "+vm.ID, vm); err != nil {
+		return err
+	}
+	if err := tx.set(vmAccountKey(vm.AccountID, vm.ID), nil, "VM "+vm.ID+" account index"); err != nil {
+		return err
+	}
+	return tx.set(vmStateKey(vm.State, vm.ID), nil, "VM "+vm.ID+" state index")
+}
+
+// DeleteVM deletes a VM's row and its index entries, and releases the
+// addresses in its IP and LastIP that are still claimed for it.
+//
+// Who deletes what: the appliance deletes a VM's backups first (each with
+// DeleteBackup, after removing its snapshot), then the VM. DeleteVM refuses
+// (model.ErrConflict) while backups of the VM are stored, so that no backup
+// row or bi/ index entry can outlive its VM and no snapshot is forgotten.
+func (tx *Tx) DeleteVM(id string) error {
+	vm, err := tx.VM(id)
+	if err != nil {
+		return err
+	}
+	var backups int
+	err = tx.scan(backupPrefix(id), nil, false, func(*badger.Item) error {
+		backups++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if backups > 0 {
+		return fmt.Errorf("%w: VM %s still has %d backups; delete them (DeleteBackup) before the VM", model.ErrConflict, id, backups)
+	}
+	for _, addr := range uniqueAddrs(vm.IP, vm.LastIP) {
+		owner, err := tx.IPOwner(addr)
+		if errors.Is(err, model.ErrNotFound) || err == nil && owner != id {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := tx.ReleaseIP(addr); err != nil {
+			return err
+		}
+	}
+	for _, k := range [][]byte{vmAccountKey(vm.AccountID, id), vmStateKey(vm.State, id), vmKey(id)} {
+		if err := tx.del(k, "VM "+id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// VMFilter selects VMs. Zero fields match everything.
+type VMFilter struct {
+	AccountID string
+	State     model.VMState
+}
+
+// VMs returns the VMs that match f, ordered by id. A filter on the account
+// reads that account's index entries, a filter on the state alone that
+// state's, so neither scans every VM.
+func (tx *Tx) VMs(f VMFilter) ([]model.VM, error) {
+	if f.AccountID != "" {
+		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
+			return nil, err
+		}
+	}
+	if f.State != "" {
+		if _, err := model.ParseVMState(string(f.State)); err != nil {
+			return nil, err
+		}
+	}
+	var ids []string
+	var err error
+	switch {
+	case f.AccountID != "":
+		ids, err = tx.suffixes(vmAccountPrefix(f.AccountID))
+	case f.State != "":
+		ids, err = tx.suffixes(vmStatePrefix(f.State))
+	default:
+		return scanValues[model.VM](tx, []byte(pVM), nil, "VM", 0)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]model.VM, 0, len(ids))
+	for _, id := range ids {
+		vm, err := tx.VM(id)
+		if err != nil {
+			return nil, fmt.Errorf("store: VM index names %s: %w", id, err)
+		}
+		if f.State != "" && vm.State != f.State {
+			continue
+		}
+		out = append(out, vm)
+	}
+	return out, nil
+}
+
+// ForEachVM calls fn with every VM, ordered by id, decoding one at a time so
+// that 10,000 VMs are never all in memory at once. An error from fn stops the
+// walk and is returned as it is.
+func (tx *Tx) ForEachVM(fn func(model.VM) error) error {
+	return tx.scan([]byte(pVM), nil, true, func(item *badger.Item) error {
+		var vm model.VM
+		if err := item.Value(func(b []byte) error { return decode(b, "VM "+string(item.Key()[len(pVM):]), &vm) }); err != nil {
+			return err
+		}
+		if err := fn(vm); err != nil {
+			if errors.Is(err, errStop) {
+				// Not ours: errStop would end the scan silently.
+				return fmt.Errorf("ForEachVM: %w", err)
+			}
+			return err
+		}
+		return nil
+	})
+}
+
+// Backup returns the backup with id.
+func (tx *Tx) Backup(id string) (model.Backup, error) {
+	var b model.Backup
+	if err := model.ValidateID(model.KindBackup, id); err != nil {
+		return b, err
+	}
+	k, err := tx.backupKeyOf(id)
+	if err != nil {
+		return b, err
+	}
+	if err := tx.get(k, "backup "+id, &b); err != nil {
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return b, fmt.Errorf("store: backup %s is in the index but has no row (the state directory is damaged): %w", id, err)
+		}
+		return b, err
+	}
+	return b, nil
+}
+
+// backupKeyOf finds the b/ key of a stored backup through its bi/ entry.
+func (tx *Tx) backupKeyOf(id string) ([]byte, error) {
+	item, err := tx.txn.Get(backupIdxKey(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, notFound("backup", id, "`superjolt backup list <vm>` shows a VM's backups")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: read backup %s index: %w", id, err)
+	}
+	var k []byte
+	var ok bool
+	err = item.Value(func(v []byte) error {
+		k, ok = backupKeyFromIdx(v, id)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: read backup %s index: %w", id, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("store: backup %s has a malformed index entry (the state directory is damaged)", id)
+	}
+	return k, nil
+}
+
+// PutBackup creates or replaces a backup. Its VM and TakenAt are part of its
+// key; changing either moves it.
+func (tx *Tx) PutBackup(b model.Backup) error {
+	if err := model.ValidateID(model.KindBackup, b.ID); err != nil {
+		return err
+	}
+	if err := model.ValidateID(model.KindVM, b.VMID); err != nil {
+		return fmt.Errorf("backup %s: %w", b.ID, err)
+	}
+	if err := keyTime("backup "+b.ID+" taken_at", b.TakenAt); err != nil {
+		return err
+	}
+	k := backupKey(b.VMID, b.TakenAt, b.ID)
+	old, err := tx.backupKeyOf(b.ID)
+	switch {
+	case errors.Is(err, model.ErrNotFound):
+	case err != nil:
+		return err
+	case string(old) != string(k):
+		if err := tx.del(old, "backup "+b.ID); err != nil {
+			return err
+		}
+	}
+	if err := tx.put(k, "backup "+b.ID, b); err != nil {
+		return err
+	}
+	return tx.set(backupIdxKey(b.ID), backupIdxValue(b.VMID, b.TakenAt), "backup "+b.ID+" index")
+}
+
+// DeleteBackup deletes a backup's row and index entry (not its snapshot).
+func (tx *Tx) DeleteBackup(id string) error {
+	if err := model.ValidateID(model.KindBackup, id); err != nil {
+		return err
+	}
+	k, err := tx.backupKeyOf(id)
+	if err != nil {
+		return err
+	}
+	if err := tx.del(k, "backup "+id); err != nil {
+		return err
+	}
+	return tx.del(backupIdxKey(id), "backup "+id+" index")
+}
+
+// Backups returns a VM's backups, newest first: the order of their keys, so
+// nothing is sorted.
+func (tx *Tx) Backups(vmID string) ([]model.Backup, error) {
+	if err := model.ValidateID(model.KindVM, vmID); err != nil {
+		return nil, err
+	}
+	return scanValues[model.Backup](tx, backupPrefix(vmID), nil, "backup", 0)
+}
+
+// Operation returns the operation with id.
+func (tx *Tx) Operation(id string) (model.Operation, error) {
+	var op model.Operation
+	if err := model.ValidateID(model.KindOperation, id); err != nil {
+		return op, err
+	}
+	if err := tx.get(opKey(id), "operation "+id, &op); err != nil {
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return op, notFound("operation", id, "it may have finished long ago")
+		}
+		return op, err
+	}
+	return op, nil
+}
+
+// PutOperation creates or replaces an operation; it is in the unfinished
+// index exactly while its state is model.OpRunning.
+func (tx *Tx) PutOperation(op model.Operation) error {
+	if err := model.ValidateID(model.KindOperation, op.ID); err != nil {
+		return err
+	}
+	if err := tx.put(opKey(op.ID), "operation "+op.ID, op); err != nil {
+		return err
+	}
+	if op.State == model.OpRunning {
+		return tx.set(opRunningKey(op.ID), nil, "operation "+op.ID+" index")
+	}
+	return tx.del(opRunningKey(op.ID), "operation "+op.ID+" index")
+}
+
+// UnfinishedOperations returns the operations whose state is
+// model.OpRunning, ordered by id, from their index.
+func (tx *Tx) UnfinishedOperations() ([]model.Operation, error) {
+	ids, err := tx.suffixes([]byte(pOpRunning))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]model.Operation, 0, len(ids))
+	for _, id := range ids {
+		op, err := tx.Operation(id)
+		if err != nil {
+			return nil, fmt.Errorf("store: unfinished-operation index names %s: %w", id, err)
+		}
+		out = append(out, op)
+	}
+	return out, nil
+}

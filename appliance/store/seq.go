@@ -1,0 +1,263 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/superjolt/superjolt/appliance/model"
+)
+
+// nextSeq increments the counter at k and returns its new value. The counter
+// is an ordinary key read and written in the transaction, so a seq is taken
+// only if the transaction commits, and two transactions that take one
+// conflict (one of them retries) instead of taking the same.
+func (tx *Tx) nextSeq(k, what string) (uint64, error) {
+	var cur uint64
+	item, err := tx.txn.Get([]byte(k))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return 0, fmt.Errorf("store: read %s counter: %w", what, err)
+	default:
+		err := item.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("store: %s counter is %d bytes, not 8 (the state directory is damaged)", what, len(v))
+			}
+			cur = binary.BigEndian.Uint64(v)
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	next := cur + 1
+	if err := tx.set([]byte(k), be64(next), what+" counter"); err != nil {
+		return 0, err
+	}
+	return next, nil
+}
+
+// AppendLedger stores e under a new ledger seq (one counter for the whole
+// box, so a seq names one entry) and returns it with Seq set. It does not
+// touch the account's balance: the appliance puts the account in the same
+// transaction.
+func (tx *Tx) AppendLedger(e model.LedgerEntry) (model.LedgerEntry, error) {
+	if err := model.ValidateID(model.KindAccount, e.AccountID); err != nil {
+		return e, fmt.Errorf("ledger entry: %w", err)
+	}
+	if err := keyTime("ledger entry time", e.At); err != nil {
+		return e, err
+	}
+	if e.Kind != model.Charge && e.Kind != model.TopUp {
+		return e, invalid("ledger entry kind %q: use %q or %q", e.Kind, model.Charge, model.TopUp)
+	}
+	seq, err := tx.nextSeq(keyLedgerSq, "ledger")
+	if err != nil {
+		return e, err
+	}
+	e.Seq = seq
+	return e, tx.put(ledgerKey(e.AccountID, e.At, seq), fmt.Sprintf("ledger entry %d", seq), e)
+}
+
+// Ledger returns an account's ledger entries, newest first (by At, then by
+// seq), at most limit of them (limit <= 0: all).
+func (tx *Tx) Ledger(accountID string, limit int) ([]model.LedgerEntry, error) {
+	if err := model.ValidateID(model.KindAccount, accountID); err != nil {
+		return nil, err
+	}
+	return scanValues[model.LedgerEntry](tx, ledgerPrefix(accountID), nil, "ledger entry", limit)
+}
+
+// AppendEvent stores e under the next event seq and returns it with Seq set.
+// Seqs only grow: the counter survives restarts and events being pruned, so
+// a follower that remembers the last seq it saw never misses or repeats one.
+func (tx *Tx) AppendEvent(e model.Event) (model.Event, error) {
+	seq, err := tx.nextSeq(keyEventSeq, "event")
+	if err != nil {
+		return e, err
+	}
+	e.Seq = seq
+	return e, tx.put(eventKey(seq), fmt.Sprintf("event %d", seq), e)
+}
+
+// EventsAfter returns the events with a seq above seq, oldest first, at most
+// limit of them (limit <= 0: all). EventsAfter(0, n) starts at the oldest.
+func (tx *Tx) EventsAfter(seq uint64, limit int) ([]model.Event, error) {
+	if seq == ^uint64(0) {
+		return []model.Event{}, nil
+	}
+	return scanValues[model.Event](tx, []byte(pEvent), eventKey(seq+1), "event", limit)
+}
+
+// LastEventSeq returns the seq of the newest event ever appended (0 if none),
+// for a follower that only wants what happens from now on.
+func (tx *Tx) LastEventSeq() (uint64, error) {
+	var seq uint64
+	item, err := tx.txn.Get([]byte(keyEventSeq))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: read event counter: %w", err)
+	}
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("store: event counter is %d bytes, not 8 (the state directory is damaged)", len(v))
+		}
+		seq = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	return seq, err
+}
+
+// newIDTries bounds NewID's draws. With 36^6 (2.2 billion) VM ids, needing
+// more than a few means the generator is broken, not unlucky.
+const newIDTries = 100
+
+// NewID returns an id of kind k that was never handed out before on this
+// store, and records it forever, so an id never names two objects, even
+// after the first is reclaimed. The record is part of the transaction: the id
+// is taken only if Update returns nil, so create nothing outside the store
+// (subvolumes, units) under it before then.
+func (tx *Tx) NewID(k model.Kind) (string, error) {
+	switch k {
+	case model.KindAccount, model.KindVM, model.KindBackup, model.KindOperation:
+	default:
+		return "", invalid("unknown id kind %q", string(k))
+	}
+	for range newIDTries {
+		id := tx.s.newID(k)
+		if err := model.ValidateID(k, id); err != nil {
+			return "", fmt.Errorf("store: id generator made a bad id: %w", err)
+		}
+		used, err := tx.has(idKey(id))
+		if err != nil {
+			return "", err
+		}
+		if used {
+			continue
+		}
+		if err := tx.set(idKey(id), nil, "id "+id); err != nil {
+			return "", err
+		}
+		return id, nil
+	}
+	return "", fmt.Errorf("%w: no unused %s id after %d draws; the id space is exhausted or the generator is broken", model.ErrConflict, k, newIDTries)
+}
+
+// IDUsed reports whether id was ever handed out by NewID.
+func (tx *Tx) IDUsed(id string) (bool, error) {
+	if model.KindOf(id) == "" {
+		return false, invalid("%q is not an id", id)
+	}
+	return tx.has(idKey(id))
+}
+
+func checkAddr(a netip.Addr) error {
+	if !a.IsValid() {
+		return invalid("no IP address given")
+	}
+	if a.Zone() != "" {
+		return invalid("IP address %s has a zone; give the address alone", a)
+	}
+	return nil
+}
+
+// IPOwner returns the id of the VM that holds addr, or an error wrapping
+// model.ErrNotFound if the address is free. An IPv4 address and its
+// IPv4-mapped IPv6 form are the same address.
+func (tx *Tx) IPOwner(addr netip.Addr) (string, error) {
+	if err := checkAddr(addr); err != nil {
+		return "", err
+	}
+	item, err := tx.txn.Get(ipKey(addr))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return "", fmt.Errorf("%w: IP address %s is free", model.ErrNotFound, addr)
+	}
+	if err != nil {
+		return "", fmt.Errorf("store: read IP %s: %w", addr, err)
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return "", fmt.Errorf("store: read IP %s: %w", addr, err)
+	}
+	return string(v), nil
+}
+
+// ClaimIP records addr as held by vmID. Claiming an address the VM already
+// holds is a no-op; one held by another VM is a model.ErrConflict.
+func (tx *Tx) ClaimIP(addr netip.Addr, vmID string) error {
+	if err := model.ValidateID(model.KindVM, vmID); err != nil {
+		return err
+	}
+	owner, err := tx.IPOwner(addr)
+	switch {
+	case errors.Is(err, model.ErrNotFound):
+	case err != nil:
+		return err
+	case owner == vmID:
+		return nil
+	default:
+		return fmt.Errorf("%w: IP address %s is held by VM %s; pick another address", model.ErrConflict, addr, owner)
+	}
+	return tx.set(ipKey(addr), []byte(vmID), "IP "+addr.String())
+}
+
+// ReleaseIP frees addr. Releasing a free address is a no-op, so a release
+// that is retried after a crash does no harm.
+func (tx *Tx) ReleaseIP(addr netip.Addr) error {
+	if err := checkAddr(addr); err != nil {
+		return err
+	}
+	return tx.del(ipKey(addr), "IP "+addr.String())
+}
+
+// IPClaim is an address and the VM that holds it.
+type IPClaim struct {
+	Addr netip.Addr
+	VMID string
+}
+
+// IPClaims returns every claimed address in numeric order (IPv4 before
+// IPv6), for an allocator that looks for the first free one.
+func (tx *Tx) IPClaims() ([]IPClaim, error) {
+	out := []IPClaim{}
+	err := tx.scan([]byte(pIP), nil, true, func(item *badger.Item) error {
+		k := item.Key()[len(pIP):]
+		if len(k) != 16 {
+			return fmt.Errorf("store: malformed IP key %q (the state directory is damaged)", item.Key())
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return fmt.Errorf("store: read IP claim: %w", err)
+		}
+		out = append(out, IPClaim{Addr: netip.AddrFrom16([16]byte(k)).Unmap(), VMID: string(v)})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// uniqueAddrs returns the valid addresses among as, each once.
+func uniqueAddrs(as ...netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range as {
+		if !a.IsValid() {
+			continue
+		}
+		dup := false
+		for _, o := range out {
+			dup = dup || o.Unmap() == a.Unmap()
+		}
+		if !dup {
+			out = append(out, a)
+		}
+	}
+	return out
+}
