@@ -1,0 +1,202 @@
+package testvm_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/vmm"
+	"github.com/superjolt/superjolt/guest"
+	"github.com/superjolt/superjolt/testvm"
+)
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// execAsync starts an exec and returns a channel with its outcome.
+func execAsync(c *guest.Client, script string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		res, err := c.Exec(ctx, guest.ExecRequest{Path: "sh", Args: []string{"-c", script}, Timeout: 55 * time.Second})
+		if err == nil && res.ExitCode != 0 {
+			err = errors.New("exit " + string(res.Stderr))
+		}
+		done <- err
+	}()
+	return done
+}
+
+// TestFreeze boots one guest and checks freeze and thaw against real writes.
+func TestFreeze(t *testing.T) {
+	vm := testvm.Boot(t, testvm.Options{})
+	c := vm.Client()
+
+	t.Run("write while frozen completes after thaw", func(t *testing.T) {
+		res, err := c.Freeze(ctxT(t, 30*time.Second), 60*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Filesystems) == 0 || res.Filesystems[0] != "/" {
+			t.Errorf("froze %v, want / among them", res.Filesystems)
+		}
+		write := execAsync(c, "echo frozen-write > /data/w")
+		select {
+		case err := <-write:
+			c.Thaw(ctxT(t, 10*time.Second))
+			t.Fatalf("write finished while frozen (err %v)", err)
+		case <-time.After(1500 * time.Millisecond):
+		}
+		// The agent still answers while a request is stuck on the frozen filesystem.
+		if _, err := c.Ping(ctxT(t, 5*time.Second)); err != nil {
+			t.Errorf("ping while a write is blocked: %v", err)
+		}
+		if err := c.Thaw(ctxT(t, 10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-write:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("write did not finish after thaw")
+		}
+		if got := vm.Exec(t, "cat", "/data/w"); got != "frozen-write\n" {
+			t.Errorf("/data/w = %q", got)
+		}
+	})
+
+	t.Run("agent thaws by itself at the deadline", func(t *testing.T) {
+		start := time.Now()
+		if _, err := c.Freeze(ctxT(t, 30*time.Second), 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		write := execAsync(c, "echo late > /data/late")
+		select {
+		case err := <-write:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			c.Thaw(ctxT(t, 10*time.Second))
+			t.Fatal("the agent did not thaw by itself")
+		}
+		if d := time.Since(start); d < 1500*time.Millisecond {
+			t.Errorf("write finished %v after a 2s freeze: the filesystem was not frozen", d)
+		}
+		if err := c.Thaw(ctxT(t, 10*time.Second)); !errors.Is(err, guest.ErrNotFrozen) {
+			t.Errorf("thaw after the deadline: %v, want ErrNotFrozen", err)
+		}
+	})
+}
+
+// TestUnresponsiveGuest: a guest whose vCPUs are stopped never answers; the host call must fail within
+// its timeout, and work again once the guest runs.
+func TestUnresponsiveGuest(t *testing.T) {
+	vm := testvm.Boot(t, testvm.Options{})
+	q := vm.QMP()
+	if _, err := q.Execute(ctxT(t, 10*time.Second), "stop", nil); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := vm.Client().Ping(ctxT(t, 2*time.Second))
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("a stopped guest answered a ping")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v, want DeadlineExceeded", err)
+	}
+	if took > 3*time.Second {
+		t.Errorf("ping to a stopped guest took %v, timeout was 2s", took)
+	}
+	if _, err := q.Execute(ctxT(t, 10*time.Second), "cont", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.Client().Ping(ctxT(t, 20*time.Second)); err != nil {
+		t.Errorf("ping after cont: %v", err)
+	}
+}
+
+// TestGuestRebootKeepsMachine: with set-action reboot=reset, a guest reboot resets the machine instead of
+// ending QEMU (-no-reboot), and the agent comes back with a new boot id on the same connection.
+func TestGuestRebootKeepsMachine(t *testing.T) {
+	vm := testvm.Boot(t, testvm.Options{})
+	c := vm.Client()
+	first := vm.BootID()
+	if err := c.Reboot(ctxT(t, 10*time.Second)); err != nil && !errors.Is(err, guest.ErrClosed) {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		res, err := c.Ping(ctxT(t, 2*time.Second))
+		if err == nil && res.BootID != first {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new boot id after reboot (last: %+v, %v)\n%s", res, err, vm.Console())
+		}
+		if vm.Status() == vmm.StatusStopped {
+			t.Fatalf("QEMU exited on guest reboot\n%s", vm.Console())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestVsockLoopback runs the agent's vsock selftest inside the guest over CID 1 (vsock_loopback): this
+// host has no /dev/vhost-vsock, so this is where vsock runs for real here.
+func TestVsockLoopback(t *testing.T) {
+	vm := testvm.Boot(t, testvm.Options{})
+	out := vm.Exec(t, "/sbin/superjolt-agent", "selftest", "vsock")
+	if !strings.HasPrefix(out, "OK vsock boot_id="+vm.BootID()) {
+		t.Errorf("selftest said %q, want OK with boot id %s", out, vm.BootID())
+	}
+}
+
+// TestVsockFromHost talks to the agent over vhost-vsock, where the host has it.
+func TestVsockFromHost(t *testing.T) {
+	if _, err := os.Stat("/dev/vhost-vsock"); err != nil {
+		t.Skip("host has no /dev/vhost-vsock (modprobe vhost_vsock): host-to-guest vsock not testable here")
+	}
+	vm := testvm.Boot(t, testvm.Options{Transport: vmm.TransportVsock})
+	if vm.Transport() != vmm.TransportVsock {
+		t.Fatalf("transport %q", vm.Transport())
+	}
+	if got := strings.TrimSpace(vm.Exec(t, "uname", "-r")); got != vm.Image.KernelRelease {
+		t.Errorf("uname -r over vsock = %q", got)
+	}
+}
+
+// TestTwoVMsInParallel boots two guests at once on this 2-core machine.
+func TestTwoVMsInParallel(t *testing.T) {
+	testvm.Require(t)
+	var mu sync.Mutex
+	ids := map[string]bool{}
+	t.Run("group", func(t *testing.T) {
+		for _, name := range []string{"a", "b"} {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				vm := testvm.Boot(t, testvm.Options{})
+				if out := vm.Exec(t, "sh", "-c", "echo "+name+" > /data/n; cat /data/n"); out != name+"\n" {
+					t.Errorf("guest %s read %q", name, out)
+				}
+				mu.Lock()
+				ids[vm.BootID()] = true
+				mu.Unlock()
+			})
+		}
+	})
+	if len(ids) != 2 {
+		t.Errorf("boot ids %v, want two different ones", ids)
+	}
+}
