@@ -103,6 +103,11 @@ type Agent struct {
 	opts AgentOptions
 	log  *slog.Logger
 
+	// Where ServeSerial looks for its port, and how often; tests point
+	// them at fakes.
+	portsDir, devDir string
+	portRetry        time.Duration
+
 	fmu      sync.Mutex // held for a whole freeze or thaw
 	frozen   []string   // mount points frozen by us, in freeze order; nil when thawed
 	gen      uint64     // counts freezes, so a stale auto-thaw does nothing
@@ -144,7 +149,7 @@ func NewAgent(opts AgentOptions) *Agent {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = DefaultMaxInFlight
 	}
-	return &Agent{opts: opts, log: opts.Logger}
+	return &Agent{opts: opts, log: opts.Logger, portsDir: VirtioPortsDir, devDir: DevDir, portRetry: time.Second}
 }
 
 // Serve accepts connections on ln and serves each with ServeConn until ctx

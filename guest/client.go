@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -269,6 +270,10 @@ func (c *Client) write(ctx context.Context, line []byte) error {
 		c.fail(fmt.Errorf("write: %w", err))
 		if ctx.Err() != nil {
 			return fmt.Errorf("sending: %w", ctx.Err())
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The write deadline is the ctx deadline, on another timer.
+			return fmt.Errorf("sending: %w", context.DeadlineExceeded)
 		}
 		return c.Err()
 	}

@@ -72,25 +72,22 @@ func findSerialPort(sysDir, devDir, name string) (string, error) {
 // connected, so on EOF the port is closed, reopened after a short pause and
 // served again: a host can connect, go away and come back.
 func (a *Agent) ServeSerial(ctx context.Context, name string) error {
-	const (
-		lookEvery = time.Second
-		reopen    = 100 * time.Millisecond
-	)
+	const reopen = 100 * time.Millisecond
 	waitLogged, announced := false, false
 	for ctx.Err() == nil {
-		node, err := FindSerialPort(name)
+		node, err := findSerialPort(a.portsDir, a.devDir, name)
 		if err != nil {
 			if !waitLogged {
 				a.log.Info("waiting for the virtio-serial port", "name", name, "err", err)
 				waitLogged = true
 			}
-			sleepCtx(ctx, lookEvery)
+			sleepCtx(ctx, a.portRetry)
 			continue
 		}
 		f, err := os.OpenFile(node, os.O_RDWR, 0)
 		if err != nil {
 			a.log.Warn("open virtio-serial port", "port", node, "err", err)
-			sleepCtx(ctx, lookEvery)
+			sleepCtx(ctx, a.portRetry)
 			continue
 		}
 		if !announced {
