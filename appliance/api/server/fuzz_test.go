@@ -11,8 +11,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/api"
-	"github.com/superjolt/superjolt/appliance/api/internal/pending"
 	"github.com/superjolt/superjolt/appliance/model"
 )
 
@@ -140,7 +140,7 @@ func (a *validatingApp) check(what string, err error) {
 	}
 }
 
-func (a *validatingApp) CreateAccount(ctx contextT, req pending.CreateAccountRequest) (model.Account, error) {
+func (a *validatingApp) CreateAccount(ctx contextT, req appliance.CreateAccountRequest) (model.Account, error) {
 	a.check("account name", model.ValidateAccountName(req.Name))
 	if req.Balance != 0 {
 		a.check("balance", model.ValidateAmount(req.Balance))
@@ -157,7 +157,7 @@ func (a *validatingApp) TopUp(ctx contextT, id string, m model.Micro) (model.Acc
 	return model.Account{}, nil
 }
 
-func (a *validatingApp) CreateVM(ctx contextT, req pending.CreateVMRequest) (model.VM, error) {
+func (a *validatingApp) CreateVM(ctx contextT, req appliance.CreateVMRequest) (model.VM, error) {
 	a.check("account id", model.ValidateID(model.KindAccount, req.AccountID))
 	a.check("tier", model.ValidateTierName(req.Tier))
 	return model.VM{}, nil

@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/api"
-	appliance "github.com/superjolt/superjolt/appliance/api/internal/pending"
 	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/guest"
@@ -622,3 +622,5 @@ func nonNil[T any](s []T) []T {
 	}
 	return s
 }
+
+var _ Appliance = (*appliance.Appliance)(nil)

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/superjolt/superjolt/appliance/api/internal/pending"
+	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/guest"
@@ -42,7 +42,7 @@ func (s *errApp) reached() []call {
 var _ Appliance = (*errApp)(nil)
 
 func (s *errApp) Clock() clock.Clock { return clock.Real{} }
-func (s *errApp) CreateAccount(_ context.Context, req pending.CreateAccountRequest) (model.Account, error) {
+func (s *errApp) CreateAccount(_ context.Context, req appliance.CreateAccountRequest) (model.Account, error) {
 	s.rec("CreateAccount", req)
 	return model.Account{}, s.err
 }
@@ -70,11 +70,11 @@ func (s *errApp) Images(context.Context) ([]model.Image, error) {
 	s.rec("Images")
 	return nil, s.err
 }
-func (s *errApp) CreateVM(_ context.Context, req pending.CreateVMRequest) (model.VM, error) {
+func (s *errApp) CreateVM(_ context.Context, req appliance.CreateVMRequest) (model.VM, error) {
 	s.rec("CreateVM", req)
 	return model.VM{}, s.err
 }
-func (s *errApp) VMs(_ context.Context, f pending.VMFilter) ([]model.VM, error) {
+func (s *errApp) VMs(_ context.Context, f appliance.VMFilter) ([]model.VM, error) {
 	s.rec("VMs", f)
 	return nil, s.err
 }
@@ -94,9 +94,9 @@ func (s *errApp) ResumeVM(_ context.Context, id string) (model.VM, error) {
 	s.rec("ResumeVM", id)
 	return model.VM{}, s.err
 }
-func (s *errApp) DestroyVM(_ context.Context, id string) (pending.DestroyResult, error) {
+func (s *errApp) DestroyVM(_ context.Context, id string) (appliance.DestroyResult, error) {
 	s.rec("DestroyVM", id)
-	return pending.DestroyResult{}, s.err
+	return appliance.DestroyResult{}, s.err
 }
 func (s *errApp) Exec(_ context.Context, id string, req guest.ExecRequest) (guest.ExecResult, error) {
 	s.rec("Exec", id, req)
