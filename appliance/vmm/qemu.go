@@ -134,6 +134,18 @@ func (m *QEMU) PID() int {
 	return m.proc.cmd.Process.Pid
 }
 
+// AgentSocket is the path of the virtio-serial agent socket of the running machine ("" when it uses
+// vsock or is not running). Only one client can be connected to it at a time: the machine's own
+// [QEMU.Agent] is, once booted.
+func (m *QEMU) AgentSocket() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil || m.transport != TransportSerial {
+		return ""
+	}
+	return m.proc.paths.agentSock
+}
+
 // ConsoleLog is the path of the guest's serial console log.
 func (m *QEMU) ConsoleLog() string { return m.cfg.RunDir + "/console.log" }
 

@@ -1,0 +1,192 @@
+package vmm
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestArgv(t *testing.T) {
+	cfg, err := Config{Name: "vm-abc123", Kernel: "/i/vmlinuz", Initrd: "/i/initrd", Rootfs: "/v/rootfs.img",
+		VCPUs: 2, MemoryMiB: 512, GuestCID: 42}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := paths{qmpSock: "/r/qmp.sock", agentSock: "/r/agent.sock", consoleLog: "/r/console.log", pid: "/r/qemu.pid"}
+	tests := []struct {
+		name      string
+		accel     Accel
+		transport Transport
+		paused    bool
+		want      [][]string // consecutive argument pairs that must appear
+		absent    []string   // substrings no argument may contain
+	}{
+		{
+			name: "tcg serial", accel: AccelTCG, transport: TransportSerial,
+			want: [][]string{
+				{"-M", "microvm"}, {"-accel", "tcg"}, {"-smp", "2"}, {"-m", "512"},
+				{"-kernel", "/i/vmlinuz"}, {"-initrd", "/i/initrd"},
+				{"-append", "console=ttyS0 panic=-1 quiet pci=off tsc_early_khz=2096010"},
+				{"-serial", "file:/r/console.log"},
+				{"-drive", "id=root,file=/v/rootfs.img,format=raw,if=none,discard=unmap"},
+				{"-device", "virtio-blk-device,drive=root"},
+				{"-qmp", "unix:/r/qmp.sock,server=on,wait=off"},
+				{"-chardev", "socket,id=agent,path=/r/agent.sock,server=on,wait=off"},
+				{"-device", "virtserialport,id=agentport,chardev=agent,name=org.superjolt.agent"},
+				{"-pidfile", "/r/qemu.pid"},
+				{"-name", "superjolt-vm-abc123,debug-threads=on"},
+			},
+			absent: []string{"vhost-vsock", "-S", "host"},
+		},
+		{
+			name: "kvm vsock paused", accel: AccelKVM, transport: TransportVsock, paused: true,
+			want: [][]string{
+				{"-accel", "kvm"}, {"-cpu", "host"},
+				{"-device", "vhost-vsock-device,guest-cid=42"},
+				{"-append", "console=ttyS0 panic=-1 quiet pci=off"},
+				{"-no-reboot", "-kernel"},
+			},
+			absent: []string{"tsc_early_khz", "virtserialport", "agent.sock"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := cfg
+			c.Paused = tt.paused
+			a := argv(c, p, tt.accel, tt.transport, 2096010)
+			for _, pair := range tt.want {
+				i := slices.Index(a, pair[0])
+				for i >= 0 && (i+1 >= len(a) || a[i+1] != pair[1]) {
+					j := slices.Index(a[i+1:], pair[0])
+					if j < 0 {
+						i = -1
+						break
+					}
+					i += 1 + j
+				}
+				if i < 0 {
+					t.Errorf("argv lacks %q %q:\n%q", pair[0], pair[1], a)
+				}
+			}
+			for _, bad := range tt.absent {
+				for _, arg := range a {
+					if arg == bad || (len(bad) > 2 && strings.Contains(arg, bad)) {
+						t.Errorf("argv has %q (in %q)", bad, arg)
+					}
+				}
+			}
+			if got := slices.Contains(a, "-S"); got != tt.paused {
+				t.Errorf("-S present = %v, want %v", got, tt.paused)
+			}
+		})
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	ok := Config{Name: "vm-abc123", Kernel: "/k", Initrd: "/i", Rootfs: "/r"}
+	tests := []struct {
+		name   string
+		change func(*Config)
+	}{
+		{"no name", func(c *Config) { c.Name = "" }},
+		{"slash in name", func(c *Config) { c.Name = "../x" }},
+		{"comma in name", func(c *Config) { c.Name = "a,b" }},
+		{"no kernel", func(c *Config) { c.Kernel = "" }},
+		{"comma in rootfs", func(c *Config) { c.Rootfs = "/r,format=qcow2" }},
+		{"comma in run dir", func(c *Config) { c.RunDir = "/run/a,b" }},
+		{"negative memory", func(c *Config) { c.MemoryMiB = -1 }},
+		{"reserved cid", func(c *Config) { c.GuestCID = 2 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ok
+			tt.change(&c)
+			if _, err := c.withDefaults(); err == nil {
+				t.Error("accepted")
+			}
+		})
+	}
+	c, err := ok.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.VCPUs != 1 || c.MemoryMiB != 256 || c.RunDir != "/run/superjolt/vm/vm-abc123" ||
+		c.BootTimeout != DefaultBootTimeout || c.BootAttempts != 2 || c.GuestCID < 3 || c.Logger == nil {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func TestSocketPathsStayShort(t *testing.T) {
+	short := t.TempDir()
+	long := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
+	for _, tt := range []struct {
+		name     string
+		runDir   string
+		ownDir   bool
+		sameRoot bool
+	}{
+		{"short run dir keeps its sockets", short, false, true},
+		{"long run dir moves them", long, true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := makePaths(tt.runDir, "vm-abc123")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.ownSockDir != tt.ownDir || (p.sockDir == tt.runDir) != tt.sameRoot {
+				t.Errorf("sockDir %s own=%v for run dir %s", p.sockDir, p.ownSockDir, tt.runDir)
+			}
+			for _, s := range []string{p.qmpSock, p.agentSock} {
+				if len(s) > maxSocketPath {
+					t.Errorf("%s is %d bytes, over the sun_path limit", s, len(s))
+				}
+			}
+			if filepath.Dir(p.consoleLog) != tt.runDir {
+				t.Errorf("console log %s is not in the run dir", p.consoleLog)
+			}
+			if st, err := os.Stat(tt.runDir); err != nil || !st.IsDir() {
+				t.Errorf("run dir not made: %v", err)
+			}
+			if p.ownSockDir {
+				os.Remove(p.sockDir)
+			}
+		})
+	}
+}
+
+func TestHostTSC(t *testing.T) {
+	if !haveRDTSC {
+		t.Skip("no RDTSC on this architecture")
+	}
+	h := ProbeHost()
+	t.Logf("host: KVM=%v (%v) vhost-vsock=%v TSC=%d kHz (%s)", h.KVM, h.KVMError, h.VhostVsock, h.TSCKHz, h.TSCSource)
+	if h.TSCKHz == 0 {
+		t.Skipf("TSC frequency unknown here: %s", h.TSCSource)
+	}
+	if h.TSCKHz < 100_000 || h.TSCKHz > 10_000_000 {
+		t.Errorf("TSC %d kHz is not a plausible CPU clock", h.TSCKHz)
+	}
+	// A second, independent measurement agrees within 0.5%.
+	again := measureTSC(20*time.Millisecond, 3)
+	diff := float64(again) - float64(h.TSCKHz)
+	if diff < 0 {
+		diff = -diff
+	}
+	if diff/float64(h.TSCKHz) > 0.005 {
+		t.Errorf("TSC measured %d kHz then %d kHz", h.TSCKHz, again)
+	}
+}
+
+func TestProbeKVM(t *testing.T) {
+	err := probeKVM()
+	if _, statErr := os.Stat("/dev/kvm"); statErr != nil {
+		if err == nil || !strings.Contains(err.Error(), "/dev/kvm") {
+			t.Errorf("without /dev/kvm: err = %v, want one naming /dev/kvm", err)
+		}
+		return
+	}
+	t.Logf("KVM probe on a host with /dev/kvm: %v", err)
+}
