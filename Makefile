@@ -30,6 +30,11 @@ test: deps
 bench: deps
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(COUNT) -timeout 120m $(PKGS) | tee bench.txt
 
+# The guest image (vmlinuz, initrd, rootfs.img): the test guest and a new install's built-in image.
+IMAGE_DIR ?= $(BIN)/image
+image: deps
+	$(GO) run ./testvm/cmd/mkimage -f -o $(IMAGE_DIR)
+
 lint:
 	$(GO) vet $(PKGS)
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

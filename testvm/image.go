@@ -132,7 +132,8 @@ func lookPath(name string) string {
 	return ""
 }
 
-// Build writes a bootable image (vmlinuz, initrd, rootfs.img) into dir, which must be empty or absent.
+// Build writes a bootable image (vmlinuz, initrd, rootfs.img, image.json) into dir, creating it and
+// replacing the image files already there.
 // This is also the built-in image of a new installation.
 func Build(ctx context.Context, dir string, opts BuildOptions) (*Image, error) {
 	opts = opts.withDefaults()
