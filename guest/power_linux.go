@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -61,11 +62,7 @@ func InitPower(log *slog.Logger) PowerFunc {
 func haltSystem(log *slog.Logger, action PowerAction) {
 	log.Info("stopping all processes", "action", action.String())
 	_ = unix.Kill(-1, unix.SIGTERM)
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
-		// kill(-1, 0) fails with ESRCH once no other process is left.
-		if unix.Kill(-1, 0) == unix.ESRCH {
-			break
-		}
+	for deadline := time.Now().Add(2 * time.Second); len(userProcesses()) > 0 && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
 	}
 	_ = unix.Kill(-1, unix.SIGKILL)
@@ -85,4 +82,25 @@ func haltSystem(log *slog.Logger, action PowerAction) {
 	if err := unix.Reboot(cmd); err != nil {
 		log.Error("reboot(2)", "err", err)
 	}
+}
+
+// userProcesses lists the processes other than PID 1 and this one that
+// are neither kernel threads nor zombies (both have an empty cmdline).
+// kill(-1, 0) cannot tell: kernel threads count for it.
+func userProcesses() []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == 1 || pid == os.Getpid() {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && len(b) > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
