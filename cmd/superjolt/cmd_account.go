@@ -1,0 +1,186 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/model"
+)
+
+func newAccountCommand(o *globalOptions) *cobra.Command {
+	return group("account", "Accounts, their prepaid balance and entitlements",
+		newAccountCreateCommand(o),
+		newAccountListCommand(o),
+		newAccountShowCommand(o),
+		newAccountTopUpCommand(o),
+		newAccountLedgerCommand(o),
+	)
+}
+
+func newAccountCreateCommand(o *globalOptions) *cobra.Command {
+	var balance string
+	var retention int
+	c := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Open an account",
+		Example: `  superjolt account create alice --balance 25
+  superjolt account create "Bob's shop" --balance 100 --retention 14`,
+		Args: args("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := api.CreateAccountRequest{Name: args[0], BackupRetention: retention}
+			if balance != "" {
+				m, err := model.ParseCredits(balance)
+				if err != nil {
+					return fmt.Errorf("--balance: %w", err)
+				}
+				req.Balance = m
+			}
+			if cmd.Flags().Changed("retention") && retention == 0 {
+				return fmt.Errorf("%w: --retention 0: keep at least 1 scheduled backup", model.ErrInvalid)
+			}
+			if err := req.Validate(); err != nil {
+				return err
+			}
+			a, err := o.client.CreateAccount(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return o.printAccount(a, nil)
+		},
+	}
+	c.Flags().StringVar(&balance, "balance", "", "opening balance in credits (e.g. 25 or 2.5)")
+	c.Flags().IntVar(&retention, "retention", 0, fmt.Sprintf("scheduled backups kept per VM (default %d)", model.DefaultBackupRetention))
+	return c
+}
+
+func newAccountListCommand(o *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the accounts",
+		Args:    args(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			as, err := o.client.Accounts(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(as)
+			}
+			rows := make([][]string, 0, len(as))
+			for _, a := range as {
+				rows = append(rows, []string{a.ID, a.Name, a.Balance.String(),
+					strconv.Itoa(a.Entitlements.BackupRetention), strconv.Itoa(a.Entitlements.VMLimit), fmtTime(a.CreatedAt)})
+			}
+			return o.table([]string{"ID", "NAME", "BALANCE", "RETENTION", "VM LIMIT", "CREATED"}, rows)
+		},
+	}
+}
+
+func newAccountShowCommand(o *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show ID",
+		Short: "Show an account and its latest ledger entries",
+		Args:  args("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := model.ValidateID(model.KindAccount, args[0]); err != nil {
+				return err
+			}
+			a, err := o.client.Account(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(a)
+			}
+			es, err := o.client.Ledger(cmd.Context(), a.ID, 10)
+			if err != nil {
+				return err
+			}
+			return o.printAccount(a, es)
+		},
+	}
+}
+
+func newAccountTopUpCommand(o *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:     "topup ID CREDITS",
+		Short:   "Add credits to an account's balance",
+		Example: "  superjolt account topup ac-abc123 50",
+		Args:    args("ID", "CREDITS"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := model.ValidateID(model.KindAccount, args[0]); err != nil {
+				return err
+			}
+			m, err := model.ParseCredits(args[1])
+			if err != nil {
+				return err
+			}
+			a, err := o.client.TopUp(cmd.Context(), args[0], m)
+			if err != nil {
+				return err
+			}
+			return o.printAccount(a, nil)
+		},
+	}
+}
+
+func newAccountLedgerCommand(o *globalOptions) *cobra.Command {
+	var limit int
+	c := &cobra.Command{
+		Use:   "ledger ID",
+		Short: "Show an account's charges and top-ups, newest first",
+		Args:  args("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := model.ValidateID(model.KindAccount, args[0]); err != nil {
+				return err
+			}
+			es, err := o.client.Ledger(cmd.Context(), args[0], limit)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(es)
+			}
+			return o.ledgerTable(es)
+		},
+	}
+	c.Flags().IntVar(&limit, "limit", 50, "how many entries")
+	return c
+}
+
+func (o *globalOptions) printAccount(a model.Account, ledger []model.LedgerEntry) error {
+	if o.json() {
+		return o.printJSON(a)
+	}
+	if err := o.fields(
+		"ID", a.ID,
+		"Name", a.Name,
+		"Balance", a.Balance.String()+" credits",
+		"Backup retention", strconv.Itoa(a.Entitlements.BackupRetention)+" scheduled backups per VM",
+		"VM limit", strconv.Itoa(a.Entitlements.VMLimit),
+		"Created", fmtTime(a.CreatedAt),
+	); err != nil {
+		return err
+	}
+	if len(ledger) == 0 {
+		return nil
+	}
+	fmt.Fprintln(o.stdout, "\nLatest ledger entries:")
+	return o.ledgerTable(ledger)
+}
+
+func (o *globalOptions) ledgerTable(es []model.LedgerEntry) error {
+	rows := make([][]string, 0, len(es))
+	for _, e := range es {
+		period := "-"
+		if !e.PeriodStart.IsZero() {
+			period = fmtTime(e.PeriodStart) + " .. " + e.PeriodEnd.Local().Format("15:04:05")
+		}
+		rows = append(rows, []string{fmtTime(e.At), string(e.Kind), e.Amount.String(), e.BalanceAfter.String(), dash(e.VMID), period})
+	}
+	return o.table([]string{"AT", "KIND", "AMOUNT", "BALANCE", "VM", "PERIOD"}, rows)
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/model"
+)
+
+func newBackupCommand(o *globalOptions) *cobra.Command {
+	return group("backup", "Backups of VMs: on-demand and daily, and restore in place",
+		newBackupCreateCommand(o),
+		newBackupListCommand(o),
+		newBackupDeleteCommand(o),
+		newBackupRestoreCommand(o),
+	)
+}
+
+func newBackupCreateCommand(o *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "create VM",
+		Short: "Take an on-demand backup (freeze, snapshot, thaw); kept until deleted",
+		Args:  args("VM"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := model.ValidateID(model.KindVM, args[0]); err != nil {
+				return err
+			}
+			b, err := o.client.CreateBackup(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(b)
+			}
+			return o.backupTable([]model.Backup{b})
+		},
+	}
+}
+
+func newBackupListCommand(o *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:     "list VM",
+		Aliases: []string{"ls"},
+		Short:   "List a VM's backups, newest first",
+		Args:    args("VM"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := model.ValidateID(model.KindVM, args[0]); err != nil {
+				return err
+			}
+			bs, err := o.client.Backups(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(bs)
+			}
+			return o.backupTable(bs)
+		},
+	}
+}
+
+func (o *globalOptions) backupTable(bs []model.Backup) error {
+	rows := make([][]string, 0, len(bs))
+	for _, b := range bs {
+		rows = append(rows, []string{b.ID, b.VMID, string(b.Kind), fmtTime(b.TakenAt), fmtBytes(b.SizeBytes), string(b.Consistency)})
+	}
+	return o.table([]string{"ID", "VM", "KIND", "TAKEN AT", "SIZE", "CONSISTENCY"}, rows)
+}
+
+func newBackupDeleteCommand(o *globalOptions) *cobra.Command {
+	var yes bool
+	c := &cobra.Command{
+		Use:   "delete BK [--yes]",
+		Short: "Delete an on-demand backup (scheduled ones roll by retention and cannot be deleted)",
+		Args:  args("BK"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			if err := model.ValidateID(model.KindBackup, id); err != nil {
+				return err
+			}
+			if err := o.confirm(cmd.Context(), yes, "delete backup "+id,
+				fmt.Sprintf("Backup %s will be deleted for good: its VM can no longer be restored to it.", id)); err != nil {
+				return err
+			}
+			if err := o.client.DeleteBackup(cmd.Context(), id); err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(map[string]any{"deleted": id})
+			}
+			fmt.Fprintf(o.stdout, "backup %s deleted\n", id)
+			return nil
+		},
+	}
+	c.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return c
+}
+
+func newBackupRestoreCommand(o *globalOptions) *cobra.Command {
+	var yes bool
+	var from string
+	c := &cobra.Command{
+		Use:   "restore VM (BK | --from latest|yesterday|YYYY-MM-DD) [--yes]",
+		Short: "Rewind a VM's disk to a backup in place and reboot it",
+		Long: `Rewind a VM's disk to one of its backups, in place: the VM keeps its id, IP,
+ports and domains; only the disk goes back. The command returns once the guest
+booted again and its agent reported the new boot id. Anything written to the
+VM since the backup was taken is lost.`,
+		Example: `  superjolt backup restore vm-abc123 bk-0a1b2c3d4e
+  superjolt backup restore vm-abc123 --from yesterday --yes`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) == 2 && from == "", len(args) == 1 && from != "":
+				return nil
+			case len(args) == 2:
+				return fmt.Errorf("%w: give a backup id or --from, not both", model.ErrInvalid)
+			}
+			return fmt.Errorf("%w: backup restore takes a VM id and a backup id, or a VM id and --from latest|yesterday|YYYY-MM-DD", model.ErrInvalid)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			vmID := args[0]
+			if err := model.ValidateID(model.KindVM, vmID); err != nil {
+				return err
+			}
+			var bk model.Backup
+			if from != "" {
+				if err := api.ValidateFrom(from); err != nil {
+					return err
+				}
+				b, err := o.client.ResolveBackup(ctx, vmID, from)
+				if err != nil {
+					return err
+				}
+				bk = b
+			} else {
+				if err := model.ValidateID(model.KindBackup, args[1]); err != nil {
+					return err
+				}
+				bs, err := o.client.Backups(ctx, vmID)
+				if err != nil {
+					return err
+				}
+				for _, b := range bs {
+					if b.ID == args[1] {
+						bk = b
+					}
+				}
+				if bk.ID == "" {
+					return fmt.Errorf("%w: %s is not a backup of %s; `superjolt backup list %s` shows its backups", model.ErrNotFound, args[1], vmID, vmID)
+				}
+			}
+			if err := o.confirm(ctx, yes, "restore "+vmID+" from "+bk.ID,
+				fmt.Sprintf("Anything written to %s since %s (backup %s) will be lost.", vmID, fmtTime(bk.TakenAt), bk.ID)); err != nil {
+				return err
+			}
+			vm, err := o.client.RestoreVM(ctx, vmID, bk.ID)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(vm)
+			}
+			fmt.Fprintf(o.stdout, "%s restored from %s (taken %s); it booted again with boot id %s\n", vmID, bk.ID, fmtTime(bk.TakenAt), dash(vm.BootID))
+			return nil
+		},
+	}
+	c.Flags().StringVar(&from, "from", "", "latest, yesterday or a date YYYY-MM-DD: the newest backup of that day")
+	c.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return c
+}

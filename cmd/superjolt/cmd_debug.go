@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/superjolt/superjolt/appliance/api"
+)
+
+func newDebugCommand(o *globalOptions) *cobra.Command {
+	advance := &cobra.Command{
+		Use:   "advance DURATION",
+		Short: "Move the daemon's manual clock forward (superjoltd --clock=manual only)",
+		Long: `Move the daemon's clock forward by DURATION (90m, 24h, 7d, 1d12h) and run
+everything that fell due on the way (billing, daily backups, reclaim), in
+order. Refused unless superjoltd was started with --clock=manual.`,
+		Example: "  superjolt debug clock advance 24h\n  superjolt debug clock advance 7d",
+		Args:    args("DURATION"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := api.ParseDuration(args[0])
+			if err != nil {
+				return err
+			}
+			if err := (api.AdvanceClockRequest{By: api.Duration(d)}).Validate(); err != nil {
+				return err
+			}
+			now, err := o.client.AdvanceClock(cmd.Context(), d)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(api.ClockResult{Now: now})
+			}
+			fmt.Fprintf(o.stdout, "the clock is now %s\n", fmtTime(now))
+			return nil
+		},
+	}
+	show := &cobra.Command{
+		Use:   "show",
+		Short: "Show the daemon's clock and whether it is manual",
+		Args:  args(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := o.client.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(st)
+			}
+			return o.fields("Now", fmtTime(st.Now), "Clock", st.Clock)
+		},
+	}
+	return group("debug", "Tools for tests and demos", group("clock", "The daemon's clock", advance, show))
+}

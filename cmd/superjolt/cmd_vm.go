@@ -1,0 +1,300 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/model"
+)
+
+// graveyardAge mirrors the appliance's rule, only to word the confirmation
+// of `vm destroy`; the daemon decides.
+const graveyardAge = time.Hour
+
+func newVMCommand(o *globalOptions) *cobra.Command {
+	return group("vm", "MicroVMs: create, list, stop, start, destroy, resume, exec",
+		newVMCreateCommand(o),
+		newVMListCommand(o),
+		newVMShowCommand(o),
+		newVMVerbCommand(o, "stop", "Shut a VM down; it keeps billing, its IP, ports and domains", o.clientStop),
+		newVMVerbCommand(o, "start", "Boot a stopped VM", o.clientStart),
+		newVMVerbCommand(o, "resume", "Bring a VM back from the graveyard, or from archived once its account has a positive balance", o.clientResume),
+		newVMDestroyCommand(o),
+		newVMExecCommand(o),
+		newVMPortsCommand(o),
+		newVMDomainsCommand(o),
+	)
+}
+
+func newVMCreateCommand(o *globalOptions) *cobra.Command {
+	var req api.CreateVMRequest
+	c := &cobra.Command{
+		Use:     "create --account ID --tier NAME [--image NAME] [--name NAME]",
+		Short:   "Create a VM and boot it; returns once its guest agent answered",
+		Example: "  superjolt vm create --account ac-abc123 --tier small --name web-1",
+		Args:    args(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if req.AccountID == "" || req.Tier == "" {
+				return fmt.Errorf("%w: vm create needs --account ID and --tier NAME (`superjolt tier list` shows the tiers)", model.ErrInvalid)
+			}
+			if err := req.Validate(); err != nil {
+				return err
+			}
+			vm, err := o.client.CreateVM(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return o.printVM(vm)
+		},
+	}
+	c.Flags().StringVar(&req.AccountID, "account", "", "the account that pays for it")
+	c.Flags().StringVar(&req.Tier, "tier", "", "its size (see `superjolt tier list`)")
+	c.Flags().StringVar(&req.Image, "image", "", "the image to start from (default: the built-in one)")
+	c.Flags().StringVar(&req.Name, "name", "", "its name and hostname (default: chosen by the appliance)")
+	return c
+}
+
+func newVMListCommand(o *globalOptions) *cobra.Command {
+	var account, state string
+	c := &cobra.Command{
+		Use:     "list [--account ID] [--state S]",
+		Aliases: []string{"ls"},
+		Short:   "List VMs",
+		Args:    args(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f := api.VMFilter{AccountID: account, State: model.VMState(state)}
+			if err := f.Validate(); err != nil {
+				return err
+			}
+			vms, err := o.client.VMs(cmd.Context(), f)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(vms)
+			}
+			return o.vmTable(vms)
+		},
+	}
+	c.Flags().StringVar(&account, "account", "", "only this account's VMs")
+	c.Flags().StringVar(&state, "state", "", "only VMs in this state: creating, running, stopped, graveyard, archived")
+	return c
+}
+
+func (o *globalOptions) vmTable(vms []model.VM) error {
+	rows := make([][]string, 0, len(vms))
+	for _, vm := range vms {
+		ip := "-"
+		if vm.IP.IsValid() {
+			ip = vm.IP.String()
+		}
+		note := ""
+		if !vm.ReclaimAt.IsZero() {
+			note = "reclaimed at " + fmtTime(vm.ReclaimAt)
+		}
+		rows = append(rows, []string{vm.ID, vm.Name, vm.AccountID, vm.Tier, string(vm.State), ip, fmtTime(vm.CreatedAt), note})
+	}
+	return o.table([]string{"ID", "NAME", "ACCOUNT", "TIER", "STATE", "IP", "CREATED", ""}, rows)
+}
+
+func newVMShowCommand(o *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a VM",
+		Args:  args("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := model.ValidateID(model.KindVM, args[0]); err != nil {
+				return err
+			}
+			vm, err := o.client.VM(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return o.printVM(vm)
+		},
+	}
+}
+
+func (o *globalOptions) printVM(vm model.VM) error {
+	if o.json() {
+		return o.printJSON(vm)
+	}
+	ip := "-"
+	if vm.IP.IsValid() {
+		ip = vm.IP.String()
+	} else if vm.LastIP.IsValid() {
+		ip = "- (last " + vm.LastIP.String() + ")"
+	}
+	ports := make([]string, len(vm.Ports))
+	for i, p := range vm.Ports {
+		ports[i] = p.String()
+	}
+	kv := []string{
+		"ID", vm.ID,
+		"Name", vm.Name,
+		"Account", vm.AccountID,
+		"Tier", vm.Tier,
+		"Image", vm.Image,
+		"State", string(vm.State),
+		"IP", ip,
+		"Ports", dash(strings.Join(ports, ", ")),
+		"Domains", dash(strings.Join(vm.Domains, ", ")),
+		"Boot ID", dash(vm.BootID),
+		"Created", fmtTime(vm.CreatedAt),
+	}
+	for _, t := range []struct {
+		label string
+		at    time.Time
+	}{{"Stopped", vm.StoppedAt}, {"Destroyed", vm.DestroyedAt}, {"Archived", vm.ArchivedAt}, {"Reclaimed at", vm.ReclaimAt}, {"Next backup", vm.NextBackupAt}} {
+		if !t.at.IsZero() {
+			kv = append(kv, t.label, fmtTime(t.at))
+		}
+	}
+	return o.fields(kv...)
+}
+
+func (o *globalOptions) clientStop(cmd *cobra.Command, id string) (model.VM, error) {
+	return o.client.StopVM(cmd.Context(), id)
+}
+
+func (o *globalOptions) clientStart(cmd *cobra.Command, id string) (model.VM, error) {
+	return o.client.StartVM(cmd.Context(), id)
+}
+
+func (o *globalOptions) clientResume(cmd *cobra.Command, id string) (model.VM, error) {
+	return o.client.ResumeVM(cmd.Context(), id)
+}
+
+func newVMVerbCommand(o *globalOptions, verb, short string, call func(*cobra.Command, string) (model.VM, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   verb + " ID",
+		Short: short,
+		Args:  args("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := model.ValidateID(model.KindVM, args[0]); err != nil {
+				return err
+			}
+			vm, err := call(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			return o.printVM(vm)
+		},
+	}
+}
+
+func newVMDestroyCommand(o *globalOptions) *cobra.Command {
+	var yes bool
+	c := &cobra.Command{
+		Use:   "destroy ID [--yes]",
+		Short: "Destroy a VM: graveyard for 24 h, or reclaimed at once if younger than an hour",
+		Args:  args("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			if err := model.ValidateID(model.KindVM, id); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			vm, err := o.client.VM(ctx, id)
+			if err != nil {
+				return err
+			}
+			st, err := o.client.Status(ctx)
+			if err != nil {
+				return err
+			}
+			consequence := fmt.Sprintf("%s (%s) goes to the graveyard: its process stops, its IP and memory are freed, and its disk and backups are kept until %s (bring it back with `superjolt vm resume %s`).",
+				vm.ID, vm.Name, fmtTime(st.Now.Add(24*time.Hour)), vm.ID)
+			if st.Now.Sub(vm.CreatedAt) < graveyardAge {
+				consequence = fmt.Sprintf("%s (%s) is younger than an hour, so it is reclaimed at once: its disk and every backup are deleted for good.", vm.ID, vm.Name)
+			}
+			if err := o.confirm(ctx, yes, "destroy "+vm.ID, consequence); err != nil {
+				return err
+			}
+			res, err := o.client.DestroyVM(ctx, id)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(res)
+			}
+			if res.Reclaimed {
+				fmt.Fprintf(o.stdout, "%s destroyed and reclaimed: nothing of it is left.\n", id)
+				return nil
+			}
+			fmt.Fprintf(o.stdout, "%s is in the graveyard until %s; `superjolt vm resume %s` brings it back.\n", id, fmtTime(res.VM.ReclaimAt), id)
+			return nil
+		},
+	}
+	c.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return c
+}
+
+func newVMPortsCommand(o *globalOptions) *cobra.Command {
+	edit := func(verb, short string, call func(*cobra.Command, string, model.Port) (model.VM, error)) *cobra.Command {
+		return &cobra.Command{
+			Use:     verb + " ID PORT/PROTO",
+			Short:   short,
+			Example: "  superjolt vm ports " + verb + " vm-abc123 443/tcp",
+			Args:    args("ID", "PORT/PROTO"),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if err := model.ValidateID(model.KindVM, args[0]); err != nil {
+					return err
+				}
+				p, err := api.ParsePort(args[1])
+				if err != nil {
+					return err
+				}
+				vm, err := call(cmd, args[0], p)
+				if err != nil {
+					return err
+				}
+				return o.printVM(vm)
+			},
+		}
+	}
+	return group("ports", "Ports of a VM opened to the outside",
+		edit("add", "Open a port of a VM", func(cmd *cobra.Command, id string, p model.Port) (model.VM, error) {
+			return o.client.AddPort(cmd.Context(), id, p)
+		}),
+		edit("rm", "Close a port of a VM", func(cmd *cobra.Command, id string, p model.Port) (model.VM, error) {
+			return o.client.RemovePort(cmd.Context(), id, p)
+		}),
+	)
+}
+
+func newVMDomainsCommand(o *globalOptions) *cobra.Command {
+	edit := func(verb, short string, call func(*cobra.Command, string, string) (model.VM, error)) *cobra.Command {
+		return &cobra.Command{
+			Use:     verb + " ID DOMAIN",
+			Short:   short,
+			Example: "  superjolt vm domains " + verb + " vm-abc123 app.example.com",
+			Args:    args("ID", "DOMAIN"),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if err := model.ValidateID(model.KindVM, args[0]); err != nil {
+					return err
+				}
+				if err := model.ValidateDomain(args[1]); err != nil {
+					return err
+				}
+				vm, err := call(cmd, args[0], args[1])
+				if err != nil {
+					return err
+				}
+				return o.printVM(vm)
+			},
+		}
+	}
+	return group("domains", "Domains attached to a VM",
+		edit("add", "Attach a domain to a VM", func(cmd *cobra.Command, id, d string) (model.VM, error) {
+			return o.client.AddDomain(cmd.Context(), id, d)
+		}),
+		edit("rm", "Detach a domain from a VM", func(cmd *cobra.Command, id, d string) (model.VM, error) {
+			return o.client.RemoveDomain(cmd.Context(), id, d)
+		}),
+	)
+}

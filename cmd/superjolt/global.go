@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/mattn/go-isatty"
+	"github.com/spf13/cobra"
+
+	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/model"
+)
+
+// globalOptions are the flags every command takes.
+type globalOptions struct {
+	socket string
+	output string
+
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	// interactive reports whether stdin is a terminal (confirmations).
+	interactive bool
+
+	client *api.Client
+}
+
+// rootCommand is the CLI's command tree and what main needs to know after
+// running it.
+type rootCommand struct {
+	cmd *cobra.Command
+	// ran is set once a command's own code started (after cobra checked
+	// flags and arguments).
+	ran  bool
+	opts *globalOptions
+}
+
+func newRootCommand() *rootCommand {
+	opts := &globalOptions{
+		stdin:       os.Stdin,
+		stdout:      os.Stdout,
+		stderr:      os.Stderr,
+		interactive: isatty.IsTerminal(os.Stdin.Fd()),
+	}
+	r := &rootCommand{opts: opts}
+	socket := os.Getenv("SUPERJOLT_SOCKET")
+	if socket == "" {
+		socket = api.DefaultSocket
+	}
+	r.cmd = &cobra.Command{
+		Use:   "superjolt",
+		Short: "Operate a superjolt appliance: accounts, VMs, backups, restore",
+		Long: `superjolt drives superjoltd, the daemon of a single-box microVM appliance:
+accounts with prepaid balances, VMs from tiers and images, daily and on-demand
+backups, in-place restore, and a 24-hour graveyard for destroyed VMs.
+
+Every command takes -o json for the API's own JSON (stable snake_case field
+names) and prints a readable table otherwise. Money is in credits (2.5 means
+2.5 credits); JSON carries integer micro-credits.
+
+` + exitCodesHelpTxt,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			r.ran = true
+			if opts.output != "text" && opts.output != "json" {
+				return fmt.Errorf("%w: -o %q: use -o text or -o json", model.ErrInvalid, opts.output)
+			}
+			opts.client = api.NewClient(opts.socket)
+			return nil
+		},
+		PersistentPostRun: func(*cobra.Command, []string) {
+			if opts.client != nil {
+				opts.client.Close()
+			}
+		},
+	}
+	r.cmd.SetOut(opts.stdout)
+	r.cmd.SetErr(opts.stderr)
+	r.cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		// "-5" parses as a flag; say what it most likely was.
+		var sh string
+		if _, scanErr := fmt.Sscanf(err.Error(), "unknown shorthand flag: '%1s'", &sh); scanErr == nil && sh >= "0" && sh <= "9" {
+			return fmt.Errorf("%w: %v: negative numbers are not accepted here (amounts must be positive)", model.ErrInvalid, err)
+		}
+		return fmt.Errorf("%w: %v", model.ErrInvalid, err)
+	})
+	f := r.cmd.PersistentFlags()
+	f.StringVar(&opts.socket, "socket", socket, "superjoltd's API socket (env SUPERJOLT_SOCKET)")
+	f.StringVarP(&opts.output, "output", "o", "text", "output format: text or json")
+	r.cmd.AddGroup(&cobra.Group{ID: "objects", Title: "Objects:"}, &cobra.Group{ID: "more", Title: "More:"})
+	for _, c := range []*cobra.Command{
+		newAccountCommand(opts), newTierCommand(opts), newImageCommand(opts),
+		newVMCommand(opts), newBackupCommand(opts),
+	} {
+		c.GroupID = "objects"
+		r.cmd.AddCommand(c)
+	}
+	for _, c := range []*cobra.Command{newEventsCommand(opts), newOpCommand(opts), newDebugCommand(opts)} {
+		c.GroupID = "more"
+		r.cmd.AddCommand(c)
+	}
+	return r
+}
+
+// group returns a command that only holds subcommands; run with an unknown
+// subcommand it fails as a usage error instead of printing help.
+func group(use, short string, subs ...*cobra.Command) *cobra.Command {
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmd.Help()
+		},
+	}
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("%w: unknown command %q for %q", model.ErrInvalid, args[0], cmd.CommandPath())
+		}
+		return nil
+	}
+	c.AddCommand(subs...)
+	return c
+}
+
+// args returns a cobra.PositionalArgs requiring exactly the named arguments.
+func args(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != len(names) {
+			return fmt.Errorf("%w: %s takes %d argument(s) (%s), got %d", model.ErrInvalid,
+				cmd.CommandPath(), len(names), strings.Join(names, " "), len(args))
+		}
+		return nil
+	}
+}
+
+// json reports whether -o json was asked for.
+func (o *globalOptions) json() bool { return o.output == "json" }
+
+// printJSON writes v as indented JSON.
+func (o *globalOptions) printJSON(v any) error {
+	enc := json.NewEncoder(o.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printJSONLine writes v as one line of JSON (streams).
+func (o *globalOptions) printJSONLine(v any) error {
+	return json.NewEncoder(o.stdout).Encode(v)
+}
+
+// table writes rows under headers, aligned, without trailing blanks.
+func (o *globalOptions) table(headers []string, rows [][]string) error {
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(headers, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, line := range strings.SplitAfter(buf.String(), "\n") {
+		if line == "" {
+			continue
+		}
+		if _, err := io.WriteString(o.stdout, strings.TrimRight(line, " \n")+"\n"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fields writes label: value lines, aligned.
+func (o *globalOptions) fields(kv ...string) error {
+	tw := tabwriter.NewWriter(o.stdout, 0, 4, 2, ' ', 0)
+	for i := 0; i+1 < len(kv); i += 2 {
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[i], kv[i+1])
+	}
+	return tw.Flush()
+}
+
+// errNotConfirmed is the answer to a confirmation that was not "yes".
+var errNotConfirmed = errors.New("not confirmed; nothing was changed")
+
+// confirm asks the operator to confirm a destructive action. With --yes it
+// returns at once; off a terminal without --yes it refuses as invalid usage.
+func (o *globalOptions) confirm(ctx context.Context, yes bool, what, consequence string) error {
+	if yes {
+		return nil
+	}
+	if !o.interactive {
+		return fmt.Errorf("%w: refusing to %s without confirmation: stdin is not a terminal; pass --yes. %s", model.ErrInvalid, what, consequence)
+	}
+	fmt.Fprintf(o.stderr, "%s\nReally %s? Type yes to continue: ", consequence, what)
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(o.stdin).ReadString('\n')
+		line <- strings.TrimSpace(s)
+	}()
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(o.stderr)
+		return ctx.Err()
+	case s := <-line:
+		if s != "yes" && s != "y" {
+			return errNotConfirmed
+		}
+	}
+	return nil
+}
+
+// Formatting for tables.
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func fmtBytes(n int64) string {
+	if n < 0 {
+		return "-"
+	}
+	return humanize.IBytes(uint64(n))
+}
+
+func fmtMiB(mib int) string { return humanize.IBytes(uint64(mib) << 20) }
+
+func fmtGiB(gib int) string { return humanize.IBytes(uint64(gib) << 30) }
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/superjolt/superjolt/appliance"
+	"github.com/superjolt/superjolt/appliance/api/server"
+	"github.com/superjolt/superjolt/appliance/clock"
+	"github.com/superjolt/superjolt/appliance/store"
+	"github.com/superjolt/superjolt/btrfs"
+)
+
+// run wires the daemon together and runs it until ctx ends.
+func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
+	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+
+	// The socket first: a second daemon stops here, before it touches the
+	// store or the pool of the first one. Until the appliance is up, every
+	// request is answered "unavailable: starting".
+	ln, err := server.Listen(ctx, cfg.socket)
+	if err != nil {
+		return err
+	}
+	var h handlerSwitch
+	h.set(server.Unavailable("superjoltd is starting (the first start builds the built-in image, which takes a minute); try again shortly"))
+	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(serveCtx, ln, &h, log) }()
+	stopAPI := sync.OnceFunc(func() {
+		stopServing()
+		if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("api: serve", "err", err)
+		}
+	})
+	defer stopAPI()
+	log.Info("api listening", "socket", cfg.socket)
+
+	st, err := store.Open(ctx, store.Options{Dir: filepath.Join(cfg.stateDir, "state"), Logger: log})
+	if err != nil {
+		return fmt.Errorf("open the store: %w", err)
+	}
+	defer func() {
+		if cerr := st.Close(); cerr != nil {
+			log.Error("close the store", "err", cerr)
+		}
+	}()
+
+	pool, err := openPool(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := pool.Close(); cerr != nil {
+			log.Error("close the pool", "err", cerr)
+		}
+	}()
+
+	var clk clock.Clock = clock.Real{}
+	if cfg.manual {
+		clk = clock.NewManual(time.Now().UTC().Truncate(time.Second))
+		log.Warn("the clock is manual: time moves only with `superjolt debug clock advance`")
+	}
+	_, _ = daemon.SdNotify(false, "STATUS=opening the appliance (building the built-in image on first start)")
+	app, err := appliance.New(ctx, appliance.Options{
+		Store:      st,
+		Pool:       pool,
+		Clock:      clk,
+		Subnet:     cfg.subnet,
+		RunDir:     cfg.runDir,
+		Logger:     log,
+		BuildImage: buildImage(cfg.agent, log),
+	})
+	if err != nil {
+		return fmt.Errorf("open the appliance: %w", err)
+	}
+	defer func() {
+		if cerr := app.Close(); cerr != nil {
+			log.Error("close the appliance", "err", cerr)
+		}
+	}()
+
+	h.set(server.New(app, server.Options{Logger: log}))
+
+	runErr := make(chan error, 1)
+	go func() { runErr <- app.Run(ctx) }()
+
+	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS=serving on "+cfg.socket); err != nil {
+		log.Warn("systemd notify", "err", err)
+	} else if ok {
+		log.Debug("told systemd we are ready")
+	}
+	go watchdog(ctx, app, log)
+	log.Info("superjoltd ready", "socket", cfg.socket, "state_dir", cfg.stateDir, "pool", pool.Root(), "clock", map[bool]string{true: "manual", false: "real"}[cfg.manual])
+
+	select {
+	case <-ctx.Done():
+		err = nil
+	case err = <-runErr:
+		if err != nil {
+			err = fmt.Errorf("background work: %w", err)
+		}
+	}
+	log.Info("superjoltd stopping")
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	stopAPI()
+	if ctx.Err() != nil {
+		<-runErr
+	}
+	return err
+}
+
+// handlerSwitch serves whichever handler was set last.
+type handlerSwitch struct{ p atomic.Pointer[http.Handler] }
+
+func (s *handlerSwitch) set(h http.Handler) { s.p.Store(&h) }
+
+func (s *handlerSwitch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.p.Load()).ServeHTTP(w, r)
+}
+
+// openPool opens the pool: the --pool directory, or the loop-backed image.
+func openPool(ctx context.Context, cfg config, log *slog.Logger) (*btrfs.Pool, error) {
+	if cfg.pool != "" {
+		p, err := btrfs.Open(ctx, cfg.pool)
+		if err != nil {
+			return nil, fmt.Errorf("open the pool %s: %w", cfg.pool, err)
+		}
+		return p, nil
+	}
+	p, err := btrfs.OpenImage(ctx, btrfs.OpenImageOptions{
+		Image:      cfg.poolImage,
+		MountPoint: filepath.Join(cfg.stateDir, "pool"),
+		Size:       cfg.poolSize,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open the pool image %s: %w", cfg.poolImage, err)
+	}
+	return p, nil
+}
+
+// watchdog pings systemd's watchdog while the appliance answers, when the
+// unit has WatchdogSec set.
+func watchdog(ctx context.Context, app *appliance.Appliance, log *slog.Logger) {
+	every, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || every <= 0 {
+		return
+	}
+	t := time.NewTicker(every / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, every/3)
+		_, err := app.Tiers(cctx) // a read through the store: the appliance is alive
+		cancel()
+		if err != nil {
+			log.Warn("watchdog: the appliance did not answer; not pinging systemd", "err", err)
+			continue
+		}
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+	}
+}
