@@ -369,7 +369,7 @@ func (a *Appliance) ResolveBackup(ctx context.Context, vmID, from string) (model
 	default:
 		d, err := time.Parse("2006-01-02", from)
 		if err != nil {
-			return model.Backup{}, invalidf("%q is not a backup to restore from: use latest, yesterday, a UTC date like 2026-01-31, or a backup id", clipStr(from))
+			return model.Backup{}, invalidf("%q is not a backup to restore from: use latest, yesterday, a UTC date YYYY-MM-DD (like 2026-01-31), or a backup id", clipStr(from))
 		}
 		day = d.UTC()
 	}

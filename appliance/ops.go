@@ -190,7 +190,14 @@ func (o *op) finish(ctx context.Context, err error, also func(tx *store.Tx) erro
 				return err
 			}
 		}
-		return tx.PutOperation(o.rec)
+		if err := tx.PutOperation(o.rec); err != nil {
+			return err
+		}
+		msg := fmt.Sprintf("%s of %s: %s", o.rec.Kind, o.rec.VMID, o.rec.State)
+		if err != nil {
+			msg += ": " + err.Error()
+		}
+		return event(tx, o.rec.FinishedAt, "op."+string(o.rec.State), o.rec.ID, "", "%s", msg)
 	})
 	if err != nil {
 		o.log.Warn("operation failed", "err", err)

@@ -1,0 +1,137 @@
+package appliance
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/model"
+)
+
+// TestRealBackupRestore: with a real guest, data written before a frozen
+// backup comes back after a restore, data written after it is gone, the
+// guest boots with a new boot id, keeps its id, address, ports and
+// domains; a second operation meanwhile is refused; a stopped VM keeps
+// billing; the daemon's restart boots the VM again.
+func TestRealBackupRestore(t *testing.T) {
+	e := newEnv(t, envOptions{realVMs: true})
+	ctx := context.Background()
+	acct := e.account("restorer", 1000*model.Credit, 0)
+	vm := e.vm(acct.ID)
+	if vm.State != model.StateRunning || vm.BootID == "" || !vm.IP.IsValid() {
+		t.Fatalf("created VM: %+v", vm)
+	}
+	if _, err := e.a.AddPort(ctx, vm.ID, model.Port{Proto: "tcp", Number: 443}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.a.AddDomain(ctx, vm.ID, "app.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	e.guestExec(vm.ID, "echo before > /data/f && sync")
+
+	bk, err := e.a.CreateBackup(ctx, vm.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bk.Consistency != model.Frozen || bk.Kind != model.OnDemand || bk.VMID != vm.ID {
+		t.Fatalf("backup: %+v, want an on-demand frozen backup of %s", bk, vm.ID)
+	}
+	// Writing works again: the guest was thawed.
+	e.guestExec(vm.ID, "echo after > /data/f && echo more > /data/g && sync")
+
+	// Another operation on the VM meanwhile is refused, naming it.
+	const holder = "op-0000000000"
+	if err := e.a.lock(vm.ID, holder); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.a.RestoreVM(ctx, vm.ID, bk.ID)
+	wantCode(t, err, "conflict")
+	if !strings.Contains(err.Error(), "superjolt op show "+holder) {
+		t.Errorf("refusal does not name the running operation: %v", err)
+	}
+	e.a.unlock(vm.ID, holder)
+
+	got, err := e.a.ResolveBackup(ctx, vm.ID, "latest")
+	if err != nil || got.ID != bk.ID {
+		t.Fatalf("ResolveBackup(latest) = %v, %v; want %s", got.ID, err, bk.ID)
+	}
+	if got, err := e.a.ResolveBackup(ctx, vm.ID, t0.Format("2006-01-02")); err != nil || got.ID != bk.ID {
+		t.Fatalf("ResolveBackup(today) = %v, %v; want %s", got.ID, err, bk.ID)
+	}
+	_, err = e.a.ResolveBackup(ctx, vm.ID, "yesterday")
+	wantCode(t, err, "not_found")
+
+	restored, err := e.a.RestoreVM(ctx, vm.ID, bk.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if restored.BootID == "" || restored.BootID == vm.BootID {
+		t.Errorf("boot id after restore %q, before %q: want a new one", restored.BootID, vm.BootID)
+	}
+	if restored.ID != vm.ID || restored.IP != vm.IP || len(restored.Ports) != 1 || len(restored.Domains) != 1 || restored.State != model.StateRunning {
+		t.Errorf("restore changed the VM: %+v", restored)
+	}
+	if out := e.guestExec(vm.ID, "cat /data/f; test -e /data/g && echo g-survived; true"); out != "before\n" {
+		t.Errorf("after the restore the guest reads %q, want the backed-up %q", out, "before\n")
+	}
+	op := lastOp(t, e, model.OpRestore)
+	if op.State != model.OpDone || op.BackupID != bk.ID {
+		t.Errorf("restore operation: %+v", op)
+	}
+
+	// Stopped VMs keep billing.
+	if _, err := e.a.StopVM(ctx, vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := e.a.Account(ctx, acct.ID)
+	stoppedAt := e.clk.Now()
+	e.advance(time.Hour)
+	after, _ := e.a.Account(ctx, acct.ID)
+	rate := model.DefaultTiers()[0].RatePerHour
+	if spent := before.Balance - after.Balance; spent < rate-rate/100 || spent > rate {
+		t.Errorf("a stopped VM spent %d in an hour, want about %d", spent, rate)
+	}
+	ledger, _ := e.a.Ledger(ctx, acct.ID, 10)
+	if len(ledger) == 0 || ledger[0].VMID != vm.ID || !ledger[0].PeriodEnd.After(stoppedAt) {
+		t.Errorf("no charge for the stopped VM after it stopped: %+v", ledger)
+	}
+
+	// A restore of a stopped VM rewinds the disk; the next start sees it.
+	if _, err := e.a.StartVM(ctx, vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.guestExec(vm.ID, "echo third > /data/f && sync")
+	// The daemon going away and coming back boots the VM again.
+	e.reopen()
+	vm2 := e.getVM(vm.ID)
+	if vm2.State != model.StateRunning || vm2.BootID == "" || vm2.BootID == restored.BootID {
+		t.Errorf("after a restart: %+v", vm2)
+	}
+	if out := e.guestExec(vm.ID, "cat /data/f"); out != "third\n" {
+		t.Errorf("after a restart the guest reads %q", out)
+	}
+	e.checkConsistent()
+}
+
+// lastOp returns the newest operation of kind, found through the
+// op.done / op.failed events.
+func lastOp(t *testing.T, e *env, kind model.OpKind) model.Operation {
+	t.Helper()
+	evs, err := e.a.Events(context.Background(), 0, MaxLedgerLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(evs) - 1; i >= 0; i-- {
+		ev := evs[i]
+		if strings.HasPrefix(ev.Type, "op.") && strings.HasPrefix(ev.Message, string(kind)+" of ") {
+			o, err := e.a.Operation(context.Background(), ev.Object)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return o
+		}
+	}
+	t.Fatalf("no %s operation in the events", kind)
+	return model.Operation{}
+}
