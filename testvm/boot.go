@@ -37,9 +37,6 @@ type Options struct {
 	Accel     vmm.Accel
 	// Paused starts QEMU with its vCPUs stopped and returns without waiting for the agent.
 	Paused bool
-	// KeepRunning leaves the VM running at the end of the test: the caller shuts it down.
-	// By default the test's cleanup shuts it down (and kills it if that fails).
-	KeepRunning bool
 }
 
 // VM is a test guest booted by [Boot].
@@ -83,8 +80,8 @@ var nameSeq struct {
 }
 
 // Boot boots a test guest and returns it with its agent connected. The VM runs under a context that
-// ends with the test; the test's cleanup shuts it down, kills it if that fails, and fails the test if
-// QEMU is still there afterwards.
+// ends with the test; the test's cleanup shuts it down (a no-op if the test already did), kills it if
+// that fails, and fails the test if QEMU is still there afterwards.
 func Boot(tb testing.TB, opts Options) *VM {
 	tb.Helper()
 	img := opts.Image
@@ -136,13 +133,11 @@ func Boot(tb testing.TB, opts Options) *VM {
 	}
 	vm := &VM{QEMU: m, Image: img, Rootfs: opts.Rootfs}
 	tb.Cleanup(func() {
-		if !opts.KeepRunning {
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			if err := m.Shutdown(ctx); err != nil {
-				tb.Errorf("testvm: shutdown %s: %v", opts.Name, err)
-			}
-			cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		if err := m.Shutdown(ctx); err != nil {
+			tb.Errorf("testvm: shutdown %s: %v", opts.Name, err)
 		}
+		cancel()
 		m.Kill()
 		stop()
 		if m.Status() != vmm.StatusStopped && m.Status() != vmm.StatusNew {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -314,12 +315,18 @@ func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint6
 	// terminal's Ctrl-C (meant for the daemon) away from QEMU, which then stops only through us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	m.log.Debug("starting qemu", "argv", append([]string{bin}, args...))
-	if err := cmd.Start(); err != nil {
-		m.removeSockDir(pp)
-		return nil, fmt.Errorf("vmm: start qemu: %w", err)
-	}
 	p := &process{cmd: cmd, paths: pp, exited: make(chan struct{})}
+	started := make(chan error, 1)
+	// PR_SET_PDEATHSIG fires when the *thread* that forked QEMU exits, and the Go runtime ends threads
+	// whose goroutine exits while locked to them. So QEMU is started and reaped by one goroutine locked
+	// to its thread for QEMU's whole life: the thread ends only after QEMU has.
 	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		err := cmd.Wait()
 		// Sockets go before exited is closed, so that a new boot in the same run directory never has
 		// its fresh sockets removed by this one.
@@ -340,6 +347,10 @@ func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint6
 		}
 		m.log.Info("qemu exited", "pid", cmd.Process.Pid, "err", err)
 	}()
+	if err := <-started; err != nil {
+		m.removeSockDir(pp)
+		return nil, fmt.Errorf("vmm: start qemu: %w", err)
+	}
 	return p, nil
 }
 

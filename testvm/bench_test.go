@@ -1,0 +1,82 @@
+package testvm_test
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/superjolt/superjolt/testvm"
+)
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BenchmarkBoot measures QEMU start to agent ready (ns/op) and, as shutdown-ms, agent shutdown to QEMU
+// exit.
+func BenchmarkBoot(b *testing.B) {
+	img := testvm.Require(b)
+	var shutdown time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		disk := filepath.Join(b.TempDir(), "rootfs.img")
+		if err := testvm.CopyDisk(disk, img.Rootfs); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		vm := testvm.Boot(b, testvm.Options{Rootfs: disk})
+		b.StopTimer()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		start := time.Now()
+		if err := vm.Shutdown(ctx); err != nil {
+			b.Fatal(err)
+		}
+		shutdown += time.Since(start)
+		cancel()
+		b.StartTimer()
+	}
+	b.ReportMetric(ms(shutdown)/float64(b.N), "shutdown-ms")
+}
+
+// BenchmarkPing measures one agent ping round trip over the VM's transport.
+func BenchmarkPing(b *testing.B) {
+	vm := testvm.Boot(b, testvm.Options{})
+	c := vm.Client()
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Ping(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFreezeThaw measures a freeze round trip (sync and FIFREEZE of every writable filesystem),
+// reported as ns/op, and the thaw that follows it, as thaw-ms.
+func BenchmarkFreezeThaw(b *testing.B) {
+	vm := testvm.Boot(b, testvm.Options{})
+	c := vm.Client()
+	ctx := context.Background()
+	var thaw time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Freeze(ctx, 30*time.Second); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		start := time.Now()
+		if err := c.Thaw(ctx); err != nil {
+			b.Fatal(err)
+		}
+		thaw += time.Since(start)
+		b.StartTimer()
+	}
+	b.ReportMetric(ms(thaw)/float64(b.N), "thaw-ms")
+}
+
+// medianWorst returns the median and the largest of ds in milliseconds.
+func medianWorst(ds []time.Duration) (float64, float64) {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return ms(s[len(s)/2]), ms(s[len(s)-1])
+}
