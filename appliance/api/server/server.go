@@ -98,16 +98,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// Serve serves the API on ln until ctx ends, then stops accepting, ends the
-// event streams and waits up to 5 s for requests under way.
+// Serve serves the API on ln until ctx ends; see the package-level Serve.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	return Serve(ctx, ln, s, s.log)
+}
+
+// Serve serves h on ln until ctx ends, then stops accepting, ends the event
+// streams and waits up to 5 s for requests under way. A daemon that is still
+// starting serves its own handler and swaps in a Server once the appliance
+// is open.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
 	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBase()
 	hs := &http.Server{
-		Handler:           s,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return base },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ln) }()
@@ -126,6 +136,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return nil
 	}
 	return err
+}
+
+// Unavailable returns a handler that answers every request with
+// model.ErrUnavailable and msg: what a daemon serves while it starts.
+func Unavailable(msg string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "2")
+		writeJSON(w, http.StatusServiceUnavailable, api.ErrorBody{Error: api.ErrorDetail{Code: "unavailable", Message: msg}})
+	})
 }
 
 func (s *Server) routes() {

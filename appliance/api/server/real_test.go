@@ -1,0 +1,243 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance"
+	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/clock"
+	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/appliance/store"
+	"github.com/superjolt/superjolt/btrfs/btrfstest"
+)
+
+// newAppliance opens the real appliance over an in-memory store and a real
+// loop-backed Btrfs pool (skipping where one cannot be made). It has no
+// image, so it runs no VMs: VM verbs are tested end to end through the CLI.
+func newAppliance(tb testing.TB, clk clock.Clock) (*appliance.Appliance, *store.Store) {
+	tb.Helper()
+	pool := btrfstest.NewPool(tb, 0)
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Options{InMemory: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	app, err := appliance.New(ctx, appliance.Options{
+		Store: st, Pool: pool, Clock: clk, RunDir: tb.TempDir(),
+		Subnet: netip.MustParsePrefix("10.77.0.0/24"),
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { app.Close() })
+	return app, st
+}
+
+func TestRealAccounts(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
+	app, _ := newAppliance(t, clk)
+	c, _ := serve(t, app)
+	ctx := context.Background()
+
+	a, err := c.CreateAccount(ctx, api.CreateAccountRequest{Name: "alice", Balance: 25 * model.Credit, BackupRetention: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if model.ValidateID(model.KindAccount, a.ID) != nil || a.Balance != 25*model.Credit || a.Entitlements.BackupRetention != 2 {
+		t.Fatalf("created %+v", a)
+	}
+	a, err = c.TopUp(ctx, a.ID, 2_500_000)
+	if err != nil || a.Balance != 27_500_000 {
+		t.Fatalf("TopUp = %+v, %v; want balance 27.5", a, err)
+	}
+	got, err := c.Account(ctx, a.ID)
+	if err != nil || got.Balance != a.Balance || got.Name != "alice" {
+		t.Fatalf("Account = %+v, %v", got, err)
+	}
+	as, err := c.Accounts(ctx)
+	if err != nil || len(as) != 1 || as[0].ID != a.ID {
+		t.Fatalf("Accounts = %+v, %v", as, err)
+	}
+	ledger, err := c.Ledger(ctx, a.ID, 10)
+	if err != nil || len(ledger) != 2 {
+		t.Fatalf("Ledger = %+v, %v; want the opening balance and the top-up", ledger, err)
+	}
+	var sum model.Micro
+	for _, e := range ledger {
+		if e.Kind != model.TopUp {
+			t.Errorf("ledger entry %+v is not a top-up", e)
+		}
+		sum += e.Amount
+	}
+	if sum != 27_500_000 {
+		t.Errorf("ledger sums to %s, want 27.5", sum)
+	}
+
+	tiers, err := c.Tiers(ctx)
+	if err != nil || len(tiers) != len(model.DefaultTiers()) {
+		t.Fatalf("Tiers = %+v, %v", tiers, err)
+	}
+
+	// Errors of the real appliance keep their category across the socket.
+	tests := []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"unknown account", func() error { _, err := c.Account(ctx, "ac-zzzzzz"); return err }, model.ErrNotFound},
+		{"top-up of unknown account", func() error { _, err := c.TopUp(ctx, "ac-zzzzzz", 1); return err }, model.ErrNotFound},
+		{"malformed id", func() error { _, err := c.Account(ctx, "alice"); return err }, model.ErrInvalid},
+		{"negative amount", func() error { _, err := c.TopUp(ctx, a.ID, -1); return err }, model.ErrInvalid},
+		{"absurd amount", func() error { _, err := c.TopUp(ctx, a.ID, model.MaxAmount+1); return err }, model.ErrInvalid},
+		{"unknown VM", func() error { _, err := c.VM(ctx, "vm-zzzzzz"); return err }, model.ErrNotFound},
+		{"destroy unknown VM", func() error { _, err := c.DestroyVM(ctx, "vm-zzzzzz"); return err }, model.ErrNotFound},
+		{"unknown tier", func() error {
+			_, err := c.CreateVM(ctx, api.CreateVMRequest{AccountID: a.ID, Tier: "huge"})
+			return err
+		}, model.ErrNotFound},
+		{"unknown backup", func() error { return c.DeleteBackup(ctx, "bk-zzzzzzzzzz") }, model.ErrNotFound},
+		{"unknown operation", func() error { _, err := c.Operation(ctx, "op-zzzzzzzzzz"); return err }, model.ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	// Nothing of the refused requests changed the account.
+	if got, _ := c.Account(ctx, a.ID); got.Balance != 27_500_000 {
+		t.Fatalf("balance after refused requests = %s, want 27.5", got.Balance)
+	}
+}
+
+func TestRealClockAndEvents(t *testing.T) {
+	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	app, _ := newAppliance(t, clock.NewManual(start))
+	c, _ := serve(t, app)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	st, err := c.Status(ctx)
+	if err != nil || st.Clock != "manual" || !st.Now.Equal(start) {
+		t.Fatalf("Status = %+v, %v", st, err)
+	}
+	now, err := c.AdvanceClock(ctx, 7*24*time.Hour)
+	if err != nil || !now.Equal(start.Add(7*24*time.Hour)) {
+		t.Fatalf("AdvanceClock(7d) = %v, %v", now, err)
+	}
+
+	// Follow: the stream delivers events made after it started, in order.
+	got := make(chan model.Event, 16)
+	followErr := make(chan error, 1)
+	fctx, stopFollow := context.WithCancel(ctx)
+	go func() {
+		followErr <- c.FollowEvents(fctx, 0, func(ev model.Event) error {
+			got <- ev
+			return nil
+		})
+	}()
+	var ids []string
+	for i := range 3 {
+		a, err := c.CreateAccount(ctx, api.CreateAccountRequest{Name: fmt.Sprintf("user-%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, a.ID)
+	}
+	var seen []string
+	var last uint64
+	for len(seen) < 3 {
+		select {
+		case ev := <-got:
+			if ev.Seq <= last {
+				t.Fatalf("event %d after %d: out of order", ev.Seq, last)
+			}
+			last = ev.Seq
+			if model.KindOf(ev.Object) == model.KindAccount {
+				seen = append(seen, ev.Object)
+			}
+		case <-ctx.Done():
+			t.Fatalf("followed events for 30 s and saw accounts %v of %v", seen, ids)
+		}
+	}
+	sort.Strings(seen)
+	sort.Strings(ids)
+	if fmt.Sprint(seen) != fmt.Sprint(ids) {
+		t.Fatalf("events named accounts %v, want %v", seen, ids)
+	}
+	stopFollow()
+	if err := <-followErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("FollowEvents after cancel = %v, want context.Canceled", err)
+	}
+	es, err := c.Events(ctx, 0, 1000)
+	if err != nil || len(es) == 0 || es[len(es)-1].Seq != last {
+		t.Fatalf("Events = %d events (last %v), %v; want the last to be %d", len(es), es, err, last)
+	}
+}
+
+func TestRealClockRefusedOnRealClock(t *testing.T) {
+	app, _ := newAppliance(t, clock.Real{})
+	c, _ := serve(t, app)
+	_, err := c.AdvanceClock(context.Background(), time.Hour)
+	if !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("AdvanceClock on a real clock = %v, want conflict", err)
+	}
+	if st, err := c.Status(context.Background()); err != nil || st.Clock != "real" {
+		t.Fatalf("Status = %+v, %v", st, err)
+	}
+}
+
+// BenchmarkVMList measures `vm list` through the API (client, socket, server,
+// appliance, store) with 1,000 VMs. The VM rows are put straight into a real
+// (in-memory Badger) store: no VM processes run.
+func BenchmarkVMList(b *testing.B) {
+	app, st := newAppliance(b, clock.NewManual(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)))
+	c, _ := serve(b, app)
+	ctx := context.Background()
+	acct, err := c.CreateAccount(ctx, api.CreateAccountRequest{Name: "bench", Balance: model.MaxAmount})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 1000
+	created := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < n; i += 100 {
+		err := st.Update(ctx, func(tx *store.Tx) error {
+			for j := i; j < i+100; j++ {
+				id, err := tx.NewID(model.KindVM)
+				if err != nil {
+					return err
+				}
+				vm := model.VM{
+					ID: id, AccountID: acct.ID, Name: fmt.Sprintf("vm-%04d", j), Tier: "small", Image: appliance.DefaultImage,
+					State: model.StateStopped, LastIP: netip.AddrFrom4([4]byte{10, 77, byte(j >> 8), byte(j)}),
+					Ports: []model.Port{{Proto: "tcp", Number: 443}}, Domains: []string{fmt.Sprintf("app%d.example.com", j)},
+					CreatedAt: created, StoppedAt: created, BilledUntil: created,
+				}
+				if err := tx.PutVM(vm); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		vms, err := c.VMs(ctx, api.VMFilter{})
+		if err != nil || len(vms) != n {
+			b.Fatalf("VMs = %d, %v; want %d", len(vms), err, n)
+		}
+	}
+}
