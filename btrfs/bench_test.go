@@ -188,6 +188,14 @@ func syncPool(b *testing.B, p *btrfs.Pool) {
 // rename), each with a plain full copy of the same file. Only the operation
 // is timed; cache eviction before it and deleting what it made after it are
 // not. Run the 4 GiB case where the temp dir has ~10 GiB free.
+//
+// Medians of 6 runs on a 2-core Debian 12 VM (kernel 6.18, pool image on
+// ext4, load ~9 from other jobs, so spreads were wide):
+//
+//	size    snapshot  reflink-restore  full-copy
+//	64MiB   12.0ms    9.1ms            729ms
+//	1GiB    6.8ms     5.9ms            3.53s
+//	4GiB    8.3ms     8.3ms            19.1s   (copy/snapshot 2291x, copy/reflink 2304x)
 func BenchmarkPool(b *testing.B) {
 	ctx := context.Background()
 	sizes := []struct {

@@ -3,12 +3,16 @@
 package btrfs_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -307,4 +311,76 @@ func TestRestoreFile(t *testing.T) {
 		t.Errorf("VM subvolume holds %v after Open, want only rootfs.img", names)
 	}
 	wantContent(t, rootfs, good)
+}
+
+// lockedBuffer is a bytes.Buffer safe for the logger to write from any
+// goroutine.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestUndoFailureOnlyLogged: when the undo of a failed step fails too, the
+// caller gets the original error, the undo's error goes to the log, and what
+// could not be removed waits in trash/ for the next Purge.
+func TestUndoFailureOnlyLogged(t *testing.T) {
+	btrfstest.Skip(t)
+	chattr, err := exec.LookPath("chattr")
+	if err != nil {
+		t.Skip("chattr not found: install e2fsprogs")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	var logs lockedBuffer
+	p := openImage(t, btrfs.OpenImageOptions{
+		Image:      filepath.Join(dir, "pool.img"),
+		MountPoint: filepath.Join(dir, "pool"),
+		Size:       btrfs.MinImageSize,
+		Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	errFill := errors.New("download failed")
+	var staged string
+	err = p.CreateImage(ctx, "img", func(dir string) error {
+		staged = dir
+		// An immutable subvolume cannot be deleted (EPERM): the undo fails.
+		if out, err := exec.Command(chattr, "+i", dir).CombinedOutput(); err != nil {
+			t.Skipf("chattr +i on a subvolume: %v: %s", err, out)
+		}
+		return errFill
+	})
+	if !errors.Is(err, errFill) || errors.Is(err, os.ErrPermission) {
+		t.Fatalf("CreateImage = %v, want only the fill error", err)
+	}
+	if l := logs.String(); !strings.Contains(l, "level=WARN") || !strings.Contains(l, "subvolume="+staged) {
+		t.Errorf("the failed undo is not logged with its subvolume:\n%s", l)
+	}
+	if names := dirNames(t, filepath.Join(p.Root(), "trash")); len(names) != 1 || names[0] != filepath.Base(staged) {
+		t.Fatalf("trash holds %v, want the staged image %s", names, filepath.Base(staged))
+	}
+	if names, _ := p.Images(ctx); len(names) != 0 {
+		t.Errorf("images after a failed CreateImage: %v", names)
+	}
+
+	if err := p.Purge(ctx); !errors.Is(err, os.ErrPermission) {
+		t.Errorf("Purge of an immutable leftover = %v, want a permission error", err)
+	}
+	if out, err := exec.Command(chattr, "-i", staged).CombinedOutput(); err != nil {
+		t.Fatalf("chattr -i: %v: %s", err, out)
+	}
+	if err := p.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantTrashEmpty(t, p)
 }
