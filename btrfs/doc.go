@@ -18,7 +18,8 @@
 // half-way never leaves a half-deleted VM or backup under its real name;
 // [Pool.Purge] (also run by Open) finishes what is left there. A step that
 // fails half-way through an operation is undone and the original error is
-// returned; a failure of the undo itself is only logged.
+// returned; a failure of the undo itself is only logged. Snapshots, deletes
+// and restores are committed to disk when they return.
 //
 // File copies inside the pool are reflinks ([Reflink]): they share extents
 // and cost no space until written. Where a reflink is impossible the copy

@@ -97,6 +97,9 @@ func (p *Pool) ensureQuota() error {
 	}
 	defer f.Close()
 	_, on, err := quotaStatus(f)
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("open pool %s: read quota status: %w: the pool needs root (CAP_SYS_ADMIN)", p.root, err)
+	}
 	if err != nil {
 		return fmt.Errorf("open pool %s: read quota status: %w", p.root, err)
 	}
@@ -382,8 +385,9 @@ func (p *Pool) DeleteBackups(ctx context.Context, vmID string) error {
 }
 
 // delete moves path into trash/ (one rename: from then on it is gone under
-// its name, whatever happens next) and deletes it there. A failure of the
-// second step is logged and left for Purge: the caller's delete has happened.
+// its name, whatever happens next), deletes it there, and commits. A failure
+// of the delete in trash/ is logged and left for Purge: the caller's delete
+// has happened.
 //
 // A read-only subvolume (an image, a backup) cannot be renamed into another
 // directory: that rewrites its "..", and Btrfs refuses any write to it
@@ -423,11 +427,11 @@ func (p *Pool) delete(ctx context.Context, path, label string) error {
 	if err := os.Rename(path, dst); err != nil {
 		return fmt.Errorf("delete %s: move to trash: %w", path, notFound(err))
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		p.log.Warn("btrfs: cannot fsync after moving to trash", "subvolume", path, "err", err)
-	}
 	p.log.Info("btrfs: deleting", "subvolume", path, "trash", dst)
 	p.deleteLogged(context.WithoutCancel(ctx), dst)
+	if err := p.commit(); err != nil {
+		return fmt.Errorf("delete %s: %w", path, err)
+	}
 	return nil
 }
 
@@ -437,16 +441,22 @@ func (p *Pool) deleteInPlace(path string) error {
 	if err := btrfs.SubvolDelete(path); err != nil {
 		return fmt.Errorf("delete subvolume %s: %w", path, err)
 	}
+	if err := p.commit(); err != nil {
+		return fmt.Errorf("delete subvolume %s: %w", path, err)
+	}
+	p.log.Info("btrfs: deleted", "subvolume", path)
+	return nil
+}
+
+// commit commits the pool's current Btrfs transaction, making every change
+// so far durable: a delete that returned stays done after a power cut.
+func (p *Pool) commit() error {
 	f, err := os.Open(p.root)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := syncFS(f); err != nil {
-		return fmt.Errorf("delete subvolume %s: %w", path, err)
-	}
-	p.log.Info("btrfs: deleted", "subvolume", path)
-	return nil
+	return syncFS(f)
 }
 
 // existsErr adds ErrExists to an EEXIST from the btrfs library.
