@@ -167,8 +167,9 @@ func makeImage(ctx context.Context, image string, size int64, log *slog.Logger) 
 
 // imageMount is a loop device and mount made by OpenImage.
 type imageMount struct {
-	dev string // /dev/loopN
-	mnt string
+	dev     string // /dev/loopN
+	mnt     string
+	backing unix.Stat_t // of the image file, to recognize the device later
 }
 
 // mountImage attaches image to a loop device (or reuses one it is already
@@ -186,10 +187,14 @@ func mountImage(image, mnt string) (*imageMount, error) {
 	// lf holds the device until the mount does; with autoclear set, closing it
 	// after a failed mount detaches the device.
 	defer lf.Close()
+	m := &imageMount{dev: lf.Name(), mnt: mnt}
+	if err := unix.Stat(image, &m.backing); err != nil {
+		return nil, fmt.Errorf("mount pool image: %w", err)
+	}
 	if err := unix.Mount(lf.Name(), mnt, "btrfs", 0, ""); err != nil {
 		return nil, fmt.Errorf("mount pool image %s (%s) on %s: %w", image, lf.Name(), mnt, err)
 	}
-	return &imageMount{dev: lf.Name(), mnt: mnt}, nil
+	return m, nil
 }
 
 // close unmounts the pool and detaches its loop device.
@@ -197,8 +202,10 @@ func (m *imageMount) close() error {
 	if err := unix.Unmount(m.mnt, 0); err != nil {
 		return fmt.Errorf("unmount pool %s: %w: stop whatever still uses it (fuser -m %s), then umount it", m.mnt, err, m.mnt)
 	}
-	// Autoclear normally detaches the device at unmount already; clearing
-	// again makes sure, and ENXIO says it is done.
+	// Autoclear has normally detached the device at unmount already, and
+	// another process may have attached it to its own file since: detach it
+	// only if it still holds our image (a device found attached without
+	// autoclear, say by losetup, is still ours to detach).
 	lf, err := os.OpenFile(m.dev, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -207,6 +214,16 @@ func (m *imageMount) close() error {
 		return fmt.Errorf("detach %s: %w", m.dev, err)
 	}
 	defer lf.Close()
+	info, err := unix.IoctlLoopGetStatus64(int(lf.Fd()))
+	if errors.Is(err, unix.ENXIO) {
+		return nil // detached
+	}
+	if err != nil {
+		return fmt.Errorf("detach %s: %w", m.dev, err)
+	}
+	if info.Inode != m.backing.Ino || info.Device != m.backing.Dev {
+		return nil // someone else's now
+	}
 	if err := unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_CLR_FD, 0); err != nil && !errors.Is(err, unix.ENXIO) {
 		return fmt.Errorf("detach %s: %w: run `losetup -d %s`", m.dev, err, m.dev)
 	}
@@ -287,7 +304,7 @@ func findLoop(image string) (*os.File, error) {
 			continue // detached meanwhile
 		}
 		info, err := unix.IoctlLoopGetStatus64(int(lf.Fd()))
-		if err == nil && info.Inode == uint64(inode(want)) {
+		if err == nil && info.Inode == inode(want) {
 			return lf, nil
 		}
 		lf.Close()
