@@ -134,7 +134,7 @@ func (p *Pool) BackupPath(vmID, bkID string) (string, error) { return p.backup(v
 // subvolume appears under its name as a read-only snapshot, in one step. If
 // fill or any later step fails nothing is left behind and the first error is
 // returned. An existing image is never replaced (ErrExists).
-func (p *Pool) CreateImage(ctx context.Context, name string, fill func(dir string) error) (err error) {
+func (p *Pool) CreateImage(ctx context.Context, name string, fill func(dir string) error) error {
 	dst, err := p.image(name)
 	if err != nil {
 		return err
