@@ -19,6 +19,7 @@ import (
 	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/btrfs"
+	"github.com/superjolt/superjolt/testvm"
 )
 
 // run wires the daemon together and runs it until ctx ends.
@@ -73,6 +74,13 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		clk = clock.NewManual(time.Now().UTC().Truncate(time.Second))
 		log.Warn("the clock is manual: time moves only with `superjolt debug clock advance`")
 	}
+	build := buildImage(cfg.agent, log)
+	if missing := testvm.Missing(); len(missing) > 0 {
+		// Accounts, billing and everything already in the pool still work;
+		// the next start after installing them builds the image.
+		log.Warn("cannot build the built-in image: VMs cannot be created from it until these are installed (scripts/install-deps)", "missing", missing)
+		build = nil
+	}
 	_, _ = daemon.SdNotify(false, "STATUS=opening the appliance (building the built-in image on first start)")
 	app, err := appliance.New(ctx, appliance.Options{
 		Store:      st,
@@ -81,7 +89,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		Subnet:     cfg.subnet,
 		RunDir:     cfg.runDir,
 		Logger:     log,
-		BuildImage: buildImage(cfg.agent, log),
+		BuildImage: build,
 	})
 	if err != nil {
 		return fmt.Errorf("open the appliance: %w", err)

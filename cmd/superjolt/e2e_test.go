@@ -1,0 +1,496 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/testvm"
+)
+
+// These tests build the real binaries and run the CLI against a real
+// superjoltd (a loop-backed Btrfs pool in a temporary state directory). The
+// VM tests boot real guests under QEMU.
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// binaries builds superjoltd, superjolt and superjolt-agent once per test
+// binary and returns their directory.
+func binaries(tb testing.TB) string {
+	tb.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "sjbin")
+		if buildErr != nil {
+			return
+		}
+		for _, b := range []struct {
+			pkg string
+			env []string
+		}{
+			{"github.com/superjolt/superjolt/cmd/superjoltd", nil},
+			{"github.com/superjolt/superjolt/cmd/superjolt", nil},
+			{"github.com/superjolt/superjolt/cmd/superjolt-agent", []string{"CGO_ENABLED=0"}},
+		} {
+			cmd := exec.Command("go", "build", "-o", binDir+"/", b.pkg)
+			cmd.Env = append(os.Environ(), b.env...)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		tb.Fatal(buildErr)
+	}
+	return binDir
+}
+
+// needPool skips unless superjoltd can make its loop-backed Btrfs pool here.
+func needPool(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root: superjoltd mounts a loop-backed Btrfs pool (run the tests as root)")
+	}
+	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
+		if _, err := os.Stat("/usr/sbin/mkfs.btrfs"); err != nil {
+			tb.Skip("needs mkfs.btrfs: install btrfs-progs")
+		}
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		tb.Skip("needs loop devices (/dev/loop-control)")
+	}
+}
+
+// needVMs skips unless real guests can be built and booted here.
+func needVMs(tb testing.TB) {
+	tb.Helper()
+	needPool(tb)
+	if missing := testvm.Missing(); len(missing) > 0 {
+		tb.Skipf("needs what the built-in guest image and QEMU need: missing %v", missing)
+	}
+}
+
+type daemon struct {
+	socket   string
+	stateDir string
+	bin      string
+	cmd      *exec.Cmd
+	log      *bytes.Buffer
+	exited   chan error
+}
+
+// startDaemon starts superjoltd with a fresh state directory and a 1 GiB
+// pool image and waits until its API answers. It is stopped with SIGTERM
+// at the end of the test, which must then exit 0.
+func startDaemon(tb testing.TB, extra ...string) *daemon {
+	tb.Helper()
+	needPool(tb)
+	bin := binaries(tb)
+	// A short directory: UNIX socket paths are limited to 108 bytes.
+	dir, err := os.MkdirTemp("", "sjd")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	d := &daemon{socket: filepath.Join(dir, "api.sock"), stateDir: filepath.Join(dir, "state"), bin: bin, log: &bytes.Buffer{}, exited: make(chan error, 1)}
+	args := append([]string{
+		"--state-dir", d.stateDir, "--pool-size", "1G", "--socket", d.socket,
+		"--run-dir", filepath.Join(dir, "run"), "--log-level", "debug",
+	}, extra...)
+	d.cmd = exec.Command(filepath.Join(bin, "superjoltd"), args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	go func() { d.exited <- d.cmd.Wait() }()
+	tb.Cleanup(func() {
+		d.stop(tb)
+		if tb.Failed() {
+			tb.Logf("superjoltd log:\n%s", d.log)
+		}
+		os.RemoveAll(dir)
+	})
+	c := api.NewClient(d.socket)
+	defer c.Close()
+	deadline := time.Now().Add(5 * time.Minute) // the first start may build the built-in image
+	for {
+		_, err := c.Tiers(context.Background())
+		if err == nil {
+			return d
+		}
+		select {
+		case err := <-d.exited:
+			d.exited <- err
+			tb.Fatalf("superjoltd exited while starting: %v\n%s", err, d.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("superjoltd did not answer within 5 minutes: %v\n%s", err, d.log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and checks that the daemon exits 0 and leaves its
+// socket and pool mount behind it.
+func (d *daemon) stop(tb testing.TB) {
+	tb.Helper()
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.exited:
+		d.exited <- err
+		if err != nil {
+			tb.Errorf("superjoltd after SIGTERM: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		_ = d.cmd.Process.Kill()
+		tb.Errorf("superjoltd did not stop within 2 minutes of SIGTERM")
+		return
+	}
+	if _, err := os.Stat(d.socket); !errors.Is(err, os.ErrNotExist) {
+		tb.Errorf("socket %s left behind: %v", d.socket, err)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(b, []byte(filepath.Join(d.stateDir, "pool"))) {
+		tb.Errorf("pool %s still mounted after a clean stop", filepath.Join(d.stateDir, "pool"))
+	}
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// sj runs the CLI against d with stdin from /dev/null (not a terminal).
+func (d *daemon) sj(tb testing.TB, args ...string) result {
+	tb.Helper()
+	return runCLI(tb, d.bin, d.socket, args...)
+}
+
+func runCLI(tb testing.TB, bin, socket string, args ...string) result {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "superjolt"), args...)
+	cmd.Env = append(os.Environ(), "SUPERJOLT_SOCKET="+socket)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	code := 0
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		tb.Fatalf("superjolt %v: %v", args, err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// ok runs the CLI and fails the test unless it exits 0.
+func (d *daemon) ok(tb testing.TB, args ...string) string {
+	tb.Helper()
+	r := d.sj(tb, args...)
+	if r.code != 0 {
+		tb.Fatalf("superjolt %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+// okJSON runs the CLI with -o json and decodes its output into a T.
+func okJSON[T any](tb testing.TB, d *daemon, args ...string) T {
+	tb.Helper()
+	out := d.ok(tb, append(args, "-o", "json")...)
+	var v T
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		tb.Fatalf("superjolt %s -o json: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return v
+}
+
+func TestCLIAccountsAndBadInput(t *testing.T) {
+	d := startDaemon(t, "--clock=manual")
+
+	a := okJSON[model.Account](t, d, "account", "create", "alice", "--balance", "25", "--retention", "2")
+	if model.ValidateID(model.KindAccount, a.ID) != nil || a.Name != "alice" || a.Balance != 25*model.Credit || a.Entitlements.BackupRetention != 2 {
+		t.Fatalf("account create -o json = %+v", a)
+	}
+	a = okJSON[model.Account](t, d, "account", "topup", a.ID, "2.5")
+	if a.Balance != 27_500_000 {
+		t.Fatalf("balance after topup 2.5 = %s, want 27.5", a.Balance)
+	}
+	if out := d.ok(t, "account", "show", a.ID); !strings.Contains(out, "27.5 credits") || !strings.Contains(out, "topup") {
+		t.Fatalf("account show does not show the balance and ledger:\n%s", out)
+	}
+	list := d.ok(t, "account", "list")
+	if lines := strings.Split(strings.TrimSpace(list), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[1], a.ID) || !strings.Contains(lines[1], "27.5") {
+		t.Fatalf("account list table:\n%s", list)
+	}
+	tiers := okJSON[[]model.Tier](t, d, "tier", "list")
+	if len(tiers) != len(model.DefaultTiers()) || tiers[0].Name == "" || tiers[0].RatePerHour <= 0 {
+		t.Fatalf("tier list -o json = %+v", tiers)
+	}
+	if out := d.ok(t, "tier", "list"); !strings.Contains(out, "CREDITS/HOUR") || !strings.Contains(out, "256 MiB") {
+		t.Fatalf("tier list table:\n%s", out)
+	}
+	events := okJSON[[]model.Event](t, d, "events")
+	if len(events) == 0 {
+		t.Fatal("events -o json: no events after creating an account")
+	}
+
+	// Bad input: a clear message, the documented exit code, nothing changed.
+	bad := []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"account", "topup", "ac-zzzzzz", "5"}, exitNotFound, "ac-zzzzzz"},
+		{[]string{"account", "topup", "alice", "5"}, exitUsage, "not a account id"},
+		{[]string{"account", "topup", a.ID, "-5"}, exitUsage, "negative"},
+		{[]string{"account", "topup", a.ID, "0"}, exitUsage, "is zero"},
+		{[]string{"account", "topup", a.ID, "10000000000"}, exitUsage, "allowed at once"},
+		{[]string{"account", "topup", a.ID, "1.0000001"}, exitUsage, "6 decimals"},
+		{[]string{"account", "topup", a.ID, "ten"}, exitUsage, "not a number"},
+		{[]string{"account", "topup", a.ID}, exitUsage, "2 argument"},
+		{[]string{"account", "create", ""}, exitUsage, "empty"},
+		{[]string{"account", "create", "bob", "--balance", "-1"}, exitUsage, "negative"},
+		{[]string{"account", "create", "bob", "--retention", "1000"}, exitUsage, "retention"},
+		{[]string{"account", "show", "AC-ABC123"}, exitUsage, "not a account id"},
+		{[]string{"vm", "show", "vm-zzzzzz"}, exitNotFound, "vm-zzzzzz"},
+		{[]string{"vm", "show", "vm-../../etc"}, exitUsage, "not a VM id"},
+		{[]string{"vm", "destroy", "vm-zzzzzz", "--yes"}, exitNotFound, "vm-zzzzzz"},
+		{[]string{"vm", "create", "--tier", "nano"}, exitUsage, "--account"},
+		{[]string{"vm", "create", "--account", a.ID, "--tier", "huge"}, exitNotFound, "huge"},
+		{[]string{"vm", "list", "--state", "deleted"}, exitUsage, "unknown VM state"},
+		{[]string{"vm", "ports", "add", "vm-zzzzzz", "80/sctp"}, exitUsage, "tcp or udp"},
+		{[]string{"vm", "exec", "vm-zzzzzz"}, exitUsage, "--"},
+		{[]string{"backup", "delete", "bk-zzzzzzzzzz"}, exitUsage, "pass --yes"},
+		{[]string{"backup", "delete", "bk-zzzzzzzzzz", "--yes"}, exitNotFound, "bk-zzzzzzzzzz"},
+		{[]string{"backup", "restore", "vm-zzzzzz"}, exitUsage, "--from"},
+		{[]string{"backup", "restore", "vm-zzzzzz", "--from", "last week"}, exitUsage, "YYYY-MM-DD"},
+		{[]string{"op", "show", "op-zzzzzzzzzz"}, exitNotFound, "op-zzzzzzzzzz"},
+		{[]string{"debug", "clock", "advance", "soon"}, exitUsage, "7d"},
+		{[]string{"debug", "clock", "advance", "-1h"}, exitUsage, ""},
+		{[]string{"frobnicate"}, exitUsage, "unknown command"},
+		{[]string{"vm", "frobnicate"}, exitUsage, "unknown command"},
+		{[]string{"account", "list", "--bogus"}, exitUsage, "unknown flag"},
+		{[]string{"account", "list", "-o", "yaml"}, exitUsage, "-o json"},
+	}
+	for _, tt := range bad {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			r := d.sj(t, tt.args...)
+			if r.code != tt.code {
+				t.Errorf("exit %d, want %d\nstderr: %s", r.code, tt.code, r.stderr)
+			}
+			if !strings.HasPrefix(r.stderr, "superjolt: ") || !strings.Contains(r.stderr, tt.msg) {
+				t.Errorf("stderr %q should be a superjolt: message mentioning %q", r.stderr, tt.msg)
+			}
+			if r.stdout != "" {
+				t.Errorf("stdout should be empty on failure, got %q", r.stdout)
+			}
+		})
+	}
+	as := okJSON[[]model.Account](t, d, "account", "list")
+	if len(as) != 1 || as[0].Balance != 27_500_000 {
+		t.Fatalf("after the bad input: accounts %+v, want alice alone with 27.5", as)
+	}
+	if vms := okJSON[[]model.VM](t, d, "vm", "list"); len(vms) != 0 {
+		t.Fatalf("after the bad input: VMs %+v", vms)
+	}
+
+	// The manual clock moves on command, with days.
+	st := okJSON[api.Status](t, d, "debug", "clock", "show")
+	moved := okJSON[api.ClockResult](t, d, "debug", "clock", "advance", "7d")
+	if st.Clock != "manual" || !moved.Now.Equal(st.Now.Add(7*24*time.Hour)) {
+		t.Fatalf("clock %+v advanced by 7d = %v", st, moved.Now)
+	}
+}
+
+func TestCLIClockAdvanceRefusedOnRealClock(t *testing.T) {
+	d := startDaemon(t) // --clock=real is the default
+	r := d.sj(t, "debug", "clock", "advance", "24h")
+	if r.code != exitConflict || !strings.Contains(r.stderr, "--clock=manual") {
+		t.Fatalf("debug clock advance on a real clock: exit %d, stderr %q; want %d and a hint at --clock=manual", r.code, r.stderr, exitConflict)
+	}
+}
+
+func TestCLIDaemonNotRunning(t *testing.T) {
+	bin := binaries(t)
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	r := runCLI(t, bin, sock, "account", "list")
+	if r.code != exitUnavailable || !strings.Contains(r.stderr, "cannot reach superjoltd at "+sock) || !strings.Contains(r.stderr, "is it running?") {
+		t.Fatalf("no daemon: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// --socket wins over SUPERJOLT_SOCKET.
+	other := filepath.Join(t.TempDir(), "other.sock")
+	r = runCLI(t, bin, sock, "--socket", other, "tier", "list")
+	if r.code != exitUnavailable || !strings.Contains(r.stderr, other) {
+		t.Fatalf("--socket: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestCLISecondDaemonRefused(t *testing.T) {
+	d := startDaemon(t, "--clock=manual")
+	cmd := exec.Command(filepath.Join(d.bin, "superjoltd"), "--state-dir", t.TempDir(), "--socket", d.socket)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !bytes.Contains(out, []byte("another superjoltd")) {
+		t.Fatalf("second superjoltd on the same socket: %v\n%s", err, out)
+	}
+	d.ok(t, "tier", "list") // the first one still serves
+}
+
+func TestCLICompletion(t *testing.T) {
+	bin := binaries(t)
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		r := runCLI(t, bin, "/nonexistent", "completion", sh)
+		if r.code != 0 || !strings.Contains(r.stdout, "superjolt") {
+			t.Errorf("completion %s: exit %d, %d bytes", sh, r.code, len(r.stdout))
+		}
+	}
+}
+
+// TestCLIVMLifecycle is the end to end of the issue, through the CLI and a
+// real daemon with real guests: create, write, backup (frozen), write more,
+// restore (the data goes back, new boot id, same id and IP), stop keeps
+// billing, destroy to the graveyard and resume with the data, and destroy
+// of a young VM leaves nothing on disk.
+func TestCLIVMLifecycle(t *testing.T) {
+	needVMs(t)
+	if runtime.NumCPU() < 2 {
+		t.Log("one CPU: guests under TCG will be slow")
+	}
+	d := startDaemon(t, "--clock=manual")
+	a := okJSON[model.Account](t, d, "account", "create", "e2e", "--balance", "100")
+	vm := okJSON[model.VM](t, d, "vm", "create", "--account", a.ID, "--tier", "nano", "--name", "web-1")
+	if vm.State != model.StateRunning || !vm.IP.IsValid() || vm.BootID == "" || vm.Name != "web-1" {
+		t.Fatalf("vm create = %+v, want running with an IP and a boot id", vm)
+	}
+	if out := d.ok(t, "vm", "list"); !strings.Contains(out, vm.ID) || !strings.Contains(out, "running") || !strings.Contains(out, vm.IP.String()) {
+		t.Fatalf("vm list:\n%s", out)
+	}
+
+	// vm exec: output and exit status pass through.
+	r := d.sj(t, "vm", "exec", vm.ID, "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+	if r.code != 7 || r.stdout != "out\n" || r.stderr != "err\n" {
+		t.Fatalf("vm exec: exit %d, stdout %q, stderr %q; want 7, out, err", r.code, r.stdout, r.stderr)
+	}
+	d.ok(t, "vm", "exec", vm.ID, "--", "sh", "-c", "echo before > /root/data && sync")
+
+	bk := okJSON[model.Backup](t, d, "backup", "create", vm.ID)
+	if bk.Kind != model.OnDemand || bk.Consistency != model.Frozen || bk.VMID != vm.ID {
+		t.Fatalf("backup create = %+v, want an on-demand frozen backup of %s", bk, vm.ID)
+	}
+	d.ok(t, "vm", "exec", vm.ID, "--", "sh", "-c", "echo after > /root/data && sync")
+	if got := d.ok(t, "vm", "exec", vm.ID, "--", "cat", "/root/data"); got != "after\n" {
+		t.Fatalf("before restore the guest reads %q", got)
+	}
+	bs := okJSON[[]model.Backup](t, d, "backup", "list", vm.ID)
+	if len(bs) != 1 || bs[0].ID != bk.ID {
+		t.Fatalf("backup list = %+v", bs)
+	}
+
+	// Restore needs --yes off a terminal, and says what will be lost.
+	r = d.sj(t, "backup", "restore", vm.ID, bk.ID)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "pass --yes") || !strings.Contains(r.stderr, "Anything written to "+vm.ID+" since") {
+		t.Fatalf("restore without --yes: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if got := d.ok(t, "vm", "exec", vm.ID, "--", "cat", "/root/data"); got != "after\n" {
+		t.Fatalf("a refused restore changed the disk: the guest reads %q", got)
+	}
+	restored := okJSON[model.VM](t, d, "backup", "restore", vm.ID, bk.ID, "--yes")
+	if restored.ID != vm.ID || restored.IP != vm.IP || restored.BootID == "" || restored.BootID == vm.BootID || restored.State != model.StateRunning {
+		t.Fatalf("restore = %+v; want same id %s and IP %s, a new boot id (was %s), running", restored, vm.ID, vm.IP, vm.BootID)
+	}
+	if got := d.ok(t, "vm", "exec", vm.ID, "--", "cat", "/root/data"); got != "before\n" {
+		t.Fatalf("after restore the guest reads %q, want the backed-up %q", got, "before\n")
+	}
+	// --from latest resolves to the same backup.
+	r = d.sj(t, "backup", "restore", vm.ID, "--from", "latest")
+	if r.code != exitUsage || !strings.Contains(r.stderr, bk.ID) {
+		t.Fatalf("restore --from latest without --yes: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	// Ports and domains are attributes kept with the VM.
+	withPort := okJSON[model.VM](t, d, "vm", "ports", "add", vm.ID, "443/tcp")
+	withDomain := okJSON[model.VM](t, d, "vm", "domains", "add", vm.ID, "app.example.com")
+	if len(withPort.Ports) != 1 || withPort.Ports[0] != (model.Port{Proto: "tcp", Number: 443}) || len(withDomain.Domains) != 1 {
+		t.Fatalf("ports/domains: %+v / %+v", withPort.Ports, withDomain.Domains)
+	}
+
+	// Stop keeps billing.
+	stopped := okJSON[model.VM](t, d, "vm", "stop", vm.ID)
+	if stopped.State != model.StateStopped || stopped.IP != vm.IP {
+		t.Fatalf("vm stop = %+v, want stopped with its IP %s", stopped, vm.IP)
+	}
+	before := okJSON[model.Account](t, d, "account", "show", a.ID).Balance
+	okJSON[api.ClockResult](t, d, "debug", "clock", "advance", "2h")
+	after := okJSON[model.Account](t, d, "account", "show", a.ID).Balance
+	nano := model.DefaultTiers()[0]
+	if charged := before - after; charged < nano.RatePerHour || charged > 3*nano.RatePerHour {
+		t.Fatalf("a stopped nano VM over 2 h was charged %s (balance %s -> %s); want about %s", charged, before, after, 2*nano.RatePerHour)
+	}
+
+	// Destroy (older than an hour now): graveyard; resume: back with its data.
+	r = d.sj(t, "vm", "destroy", vm.ID)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "pass --yes") || !strings.Contains(r.stderr, "graveyard") {
+		t.Fatalf("destroy without --yes: exit %d, stderr %q", r.code, r.stderr)
+	}
+	res := okJSON[api.DestroyResult](t, d, "vm", "destroy", vm.ID, "--yes")
+	if res.Reclaimed || res.VM.State != model.StateGraveyard || res.VM.ReclaimAt.IsZero() || res.VM.IP.IsValid() {
+		t.Fatalf("destroy = %+v, want graveyard with a reclaim time and no IP", res)
+	}
+	if r := d.sj(t, "vm", "destroy", vm.ID, "--yes"); r.code != exitConflict {
+		t.Fatalf("double destroy: exit %d, stderr %q; want %d", r.code, r.stderr, exitConflict)
+	}
+	resumed := okJSON[model.VM](t, d, "vm", "resume", vm.ID)
+	if resumed.State == model.StateStopped {
+		resumed = okJSON[model.VM](t, d, "vm", "start", vm.ID)
+	}
+	if resumed.State != model.StateRunning || resumed.ID != vm.ID || len(resumed.Ports) != 1 || len(resumed.Domains) != 1 {
+		t.Fatalf("resume = %+v, want it running with its ports and domains", resumed)
+	}
+	if got := d.ok(t, "vm", "exec", vm.ID, "--", "cat", "/root/data"); got != "before\n" {
+		t.Fatalf("after resume the guest reads %q, want %q", got, "before\n")
+	}
+
+	// A VM younger than an hour is reclaimed at once: nothing left.
+	young := okJSON[model.VM](t, d, "vm", "create", "--account", a.ID, "--tier", "nano")
+	okJSON[model.Backup](t, d, "backup", "create", young.ID)
+	if out := d.ok(t, "vm", "destroy", young.ID, "--yes"); !strings.Contains(out, "reclaimed") {
+		t.Fatalf("destroy of a young VM: %q", out)
+	}
+	if r := d.sj(t, "vm", "show", young.ID); r.code != exitNotFound {
+		t.Fatalf("vm show of a reclaimed VM: exit %d, stderr %q", r.code, r.stderr)
+	}
+	for _, p := range []string{"vms/" + young.ID, "backups/" + young.ID} {
+		if _, err := os.Stat(filepath.Join(d.stateDir, "pool", p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("pool/%s still exists after reclaim: %v", p, err)
+		}
+	}
+	if out := d.ok(t, "vm", "list"); strings.Contains(out, young.ID) {
+		t.Errorf("vm list still shows the reclaimed %s:\n%s", young.ID, out)
+	}
+}
