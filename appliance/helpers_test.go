@@ -167,6 +167,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatalf("built-in image: %v", err)
 	}
 	e.open()
+	t.Cleanup(e.close)
 	return e
 }
 
@@ -185,7 +186,6 @@ func (e *env) open() {
 		e.t.Fatalf("New: %v", err)
 	}
 	e.a = a
-	e.t.Cleanup(e.close)
 }
 
 // close closes the appliance and the store, once.

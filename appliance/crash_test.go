@@ -1,0 +1,266 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/clock"
+	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/appliance/store"
+	"github.com/superjolt/superjolt/appliance/vmm"
+	"github.com/superjolt/superjolt/btrfs"
+	"github.com/superjolt/superjolt/guest"
+)
+
+// The crash tests re-run this test binary as a child that opens the same
+// state directory and pool, starts an operation with CrashEnv set, and
+// SIGKILLs itself at the chosen step. The parent then opens the appliance
+// again, which must recover: consistent store and pool, no unfinished
+// operation, no lost backup, a guest that is not frozen.
+
+const childEnv = "SUPERJOLT_APPLIANCE_CRASH_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(crashChild())
+	}
+	os.Exit(m.Run())
+}
+
+// crashChild is the child's main: it returns only when the crash point was
+// not reached (exit 3) or something failed (exit 2).
+func crashChild() int {
+	fail := func(f string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "crash child: "+f+"\n", a...)
+		return 2
+	}
+	ctx := context.Background()
+	start, err := time.Parse(time.RFC3339Nano, os.Getenv("SJ_CLOCK"))
+	if err != nil {
+		return fail("clock: %v", err)
+	}
+	st, err := store.Open(ctx, store.Options{Dir: os.Getenv("SJ_DB")})
+	if err != nil {
+		return fail("store: %v", err)
+	}
+	pool, err := btrfs.Open(ctx, os.Getenv("SJ_POOL"))
+	if err != nil {
+		return fail("pool: %v", err)
+	}
+	var hv Hypervisor = &stubHypervisor{}
+	if os.Getenv("SJ_HV") == "qemu" {
+		hv = &QEMU{Config: vmm.Config{BootTimeout: 90 * time.Second}}
+	}
+	a, err := New(ctx, Options{Store: st, Pool: pool, Hypervisor: hv, Clock: clock.NewManual(start), RunDir: os.Getenv("SJ_RUN")})
+	if err != nil {
+		return fail("New: %v", err)
+	}
+	args := strings.Fields(os.Getenv("SJ_ACTION"))
+	switch args[0] {
+	case "backup":
+		_, err = a.CreateBackup(ctx, args[1])
+	case "restore":
+		_, err = a.RestoreVM(ctx, args[1], args[2])
+	case "destroy":
+		_, err = a.DestroyVM(ctx, args[1])
+	case "reclaim":
+		_, err = a.AdvanceClock(ctx, RecoveryWindow+time.Minute)
+	default:
+		return fail("unknown action %q", args[0])
+	}
+	fmt.Fprintf(os.Stderr, "crash child: %s returned %v without reaching the crash point\n", args[0], err)
+	a.Close()
+	st.Close()
+	return 3
+}
+
+// crashAt runs action in a child that crashes at step, and reopens.
+func (e *env) crashAt(step, action string) {
+	e.t.Helper()
+	now := e.clk.Now()
+	e.close()
+	hv := "stub"
+	if e.real {
+		hv = "qemu"
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=1", CrashEnv+"="+step,
+		"SJ_CLOCK="+now.Format(time.RFC3339Nano), "SJ_DB="+e.stateDir+"/db", "SJ_POOL="+e.pool.Root(),
+		"SJ_RUN="+e.runDir, "SJ_HV="+hv, "SJ_ACTION="+action)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if err == nil || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		e.t.Fatalf("child running %q did not die at %s: %v\n%s", action, step, err, out.String())
+	}
+	if strings.HasPrefix(action, "reclaim") {
+		e.clk.Advance(RecoveryWindow + time.Minute) // where the child's clock went
+	}
+	e.open()
+}
+
+// recoveredOp returns the operation of kind that the last open recovered.
+func (e *env) recoveredOp(kind model.OpKind) model.Operation {
+	e.t.Helper()
+	evs, err := e.a.Events(context.Background(), 0, MaxLedgerLimit)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].Type == "op.recovered" && strings.HasPrefix(evs[i].Message, string(kind)+" of ") {
+			o, err := e.a.Operation(context.Background(), evs[i].Object)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			return o
+		}
+	}
+	e.t.Fatalf("no recovered %s operation", kind)
+	return model.Operation{}
+}
+
+// notFrozen fails unless the guest of a running VM can write to its disk.
+func (e *env) notFrozen(id string) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	res, err := e.a.Exec(ctx, id, guestSh("echo probe > /data/probe && sync && cat /data/probe"))
+	if err != nil || string(res.Stdout) != "probe\n" {
+		e.t.Fatalf("guest of %s cannot write (frozen?): %v %q %s", id, err, res.Stdout, res.Stderr)
+	}
+}
+
+func guestSh(script string) guest.ExecRequest {
+	return guest.ExecRequest{Path: "sh", Args: []string{"-c", script}, Timeout: 30 * time.Second}
+}
+
+// TestCrashBackupRestore kills the appliance at every step of a backup and
+// of a restore of a real guest.
+func TestCrashBackupRestore(t *testing.T) {
+	e := newEnv(t, envOptions{realVMs: true})
+	ctx := context.Background()
+	acct := e.account("crashy", 1000*model.Credit, 0)
+	vm := e.vm(acct.ID)
+	e.guestExec(vm.ID, "echo before > /data/f && sync")
+
+	for _, step := range BackupSteps[:5] { // recorded … saved; "pruned" needs a scheduled backup
+		t.Run("backup:"+step, func(t *testing.T) {
+			e.t = t
+			before, _ := e.a.Backups(ctx, vm.ID)
+			e.crashAt("backup:"+step, "backup "+vm.ID)
+			o := e.recoveredOp(model.OpBackup)
+			if !o.State.Finished() {
+				t.Fatalf("operation %s left %s", o.ID, o.State)
+			}
+			after, _ := e.a.Backups(ctx, vm.ID)
+			snapshotTaken := step == "snapshot" || step == "thawed" || step == "saved"
+			if snapshotTaken != (len(after) == len(before)+1) {
+				t.Errorf("crash at %s: %d backups before, %d after (a snapshot taken must be kept, none made otherwise)", step, len(before), len(after))
+			}
+			kept := slices.ContainsFunc(after, func(b model.Backup) bool { return b.ID == o.BackupID })
+			if snapshotTaken != kept {
+				t.Errorf("crash at %s: backup %s kept %v, want %v", step, o.BackupID, kept, snapshotTaken)
+			}
+			if vm := e.getVM(vm.ID); vm.State != model.StateRunning {
+				t.Fatalf("VM is %s after the restart", vm.State)
+			}
+			e.notFrozen(vm.ID)
+			e.checkConsistent()
+		})
+	}
+	e.t = t
+	bks, err := e.a.Backups(ctx, vm.ID)
+	if err != nil || len(bks) == 0 {
+		t.Fatalf("no backup to restore from: %v", err)
+	}
+	bk := bks[len(bks)-1]
+	for _, step := range RestoreSteps {
+		t.Run("restore:"+step, func(t *testing.T) {
+			e.t = t
+			e.guestExec(vm.ID, "echo after > /data/f && sync")
+			e.crashAt("restore:"+step, "restore "+vm.ID+" "+bk.ID)
+			o := e.recoveredOp(model.OpRestore)
+			if o.State != model.OpDone {
+				t.Errorf("restore left %s after the restart", o.State)
+			}
+			got := e.getVM(vm.ID)
+			if got.State != model.StateRunning || got.IP != vm.IP {
+				t.Fatalf("VM after the restart: %+v", got)
+			}
+			if out := e.guestExec(vm.ID, "cat /data/f"); out != "before\n" {
+				t.Errorf("crash at %s: the guest reads %q, want the restored %q (a restore is finished, not half-done)", step, out, "before\n")
+			}
+			e.notFrozen(vm.ID)
+			e.checkConsistent()
+		})
+	}
+	e.t = t
+}
+
+// TestCrashDestroyReclaim kills the appliance at every step of a destroy
+// and of a reclaim. The stub stands in for VM processes: these operations
+// touch the disk and the store, and a destroyed VM has no process left
+// (TestGraveyard/qemu covers real destroys).
+func TestCrashDestroyReclaim(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	acct := e.account("crashy", 1000*model.Credit, 0)
+	for _, step := range DestroySteps {
+		t.Run("destroy:"+step, func(t *testing.T) {
+			e.t = t
+			vm := e.vm(acct.ID)
+			if _, err := e.a.CreateBackup(ctx, vm.ID); err != nil {
+				t.Fatal(err)
+			}
+			e.advance(2 * time.Hour)
+			e.crashAt("destroy:"+step, "destroy "+vm.ID)
+			if o := e.recoveredOp(model.OpDestroy); o.State != model.OpDone {
+				t.Errorf("destroy left %s", o.State)
+			}
+			got := e.getVM(vm.ID)
+			if got.State != model.StateGraveyard || got.IP.IsValid() {
+				t.Errorf("after the restart: state %s ip %v, want graveyard without address", got.State, got.IP)
+			}
+			if has, snaps := e.poolHas(vm.ID); !has || len(snaps) != 1 {
+				t.Errorf("graveyard VM lost its disk (%v) or backups (%v)", has, snaps)
+			}
+			e.checkConsistent()
+		})
+	}
+	e.t = t
+	e = newEnv(t, envOptions{}) // no graveyard VMs of the destroy cases
+	acct = e.account("crashy", 1000*model.Credit, 0)
+	for _, step := range ReclaimSteps {
+		t.Run("reclaim:"+step, func(t *testing.T) {
+			e.t = t
+			vm := e.vm(acct.ID)
+			if _, err := e.a.CreateBackup(ctx, vm.ID); err != nil {
+				t.Fatal(err)
+			}
+			e.advance(2 * time.Hour)
+			if _, err := e.a.DestroyVM(ctx, vm.ID); err != nil {
+				t.Fatal(err)
+			}
+			e.crashAt("reclaim:"+step, "reclaim "+vm.ID)
+			if o := e.recoveredOp(model.OpReclaim); o.State != model.OpDone {
+				t.Errorf("reclaim left %s", o.State)
+			}
+			_, err := e.a.VM(ctx, vm.ID)
+			wantCode(t, err, "not_found")
+			if has, snaps := e.poolHas(vm.ID); has || len(snaps) > 0 {
+				t.Errorf("reclaimed VM left subvolume %v, backups %v", has, snaps)
+			}
+			e.checkConsistent()
+		})
+	}
+	e.t = t
+}
