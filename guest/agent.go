@@ -351,6 +351,16 @@ func (a *Agent) freeze(deadline time.Duration) ([]string, error) {
 	if deadline > a.opts.MaxFreezeDeadline {
 		deadline = a.opts.MaxFreezeDeadline
 	}
+	frozen, err := a.freezeLocked(deadline)
+	if err == nil {
+		// Logged after the lock is released: a log write that blocks on
+		// the frozen filesystems (journald) must never hold up a thaw.
+		a.log.Info("froze filesystems", "filesystems", frozen, "deadline", deadline)
+	}
+	return frozen, err
+}
+
+func (a *Agent) freezeLocked(deadline time.Duration) ([]string, error) {
 	a.fmu.Lock()
 	defer a.fmu.Unlock()
 	if a.frozen != nil {
@@ -382,20 +392,14 @@ func (a *Agent) freeze(deadline time.Duration) ([]string, error) {
 	a.gen++
 	gen := a.gen
 	a.autoThaw = a.opts.Clock.AfterFunc(deadline, func() { a.deadlineThaw(gen, deadline) })
-	a.log.Info("froze filesystems", "filesystems", frozen, "deadline", deadline)
 	return frozen, nil
 }
 
 // deadlineThaw thaws the freeze numbered gen if it is still in place.
 func (a *Agent) deadlineThaw(gen uint64, deadline time.Duration) {
-	a.fmu.Lock()
-	stale := a.gen != gen || a.frozen == nil
-	a.fmu.Unlock()
-	if stale {
-		return
+	if a.thawIf(gen, "deadline") {
+		a.log.Warn("the host did not thaw before the freeze deadline; thawed", "deadline", deadline)
 	}
-	a.log.Warn("freeze deadline passed without a thaw; thawing", "deadline", deadline)
-	a.thawIf(gen, "deadline")
 }
 
 // thaw thaws what freeze froze, in reverse order.
@@ -408,15 +412,20 @@ func (a *Agent) thaw(by string) error {
 	return a.thawLocked(by)
 }
 
-func (a *Agent) thawIf(gen uint64, by string) {
+// thawIf thaws the freeze numbered gen if it is still in place, and
+// reports whether it was.
+func (a *Agent) thawIf(gen uint64, by string) bool {
 	a.fmu.Lock()
-	defer a.fmu.Unlock()
 	if a.gen != gen || a.frozen == nil {
-		return
+		a.fmu.Unlock()
+		return false
 	}
-	if err := a.thawLocked(by); err != nil {
+	err := a.thawLocked(by)
+	a.fmu.Unlock()
+	if err != nil {
 		a.log.Error("thaw", "by", by, "err", err)
 	}
+	return true
 }
 
 func (a *Agent) thawLocked(by string) error {

@@ -67,7 +67,7 @@ func TestCallTimesOutOnSilentPeer(t *testing.T) {
 				if r.Op != OpPing || r.V != ProtocolVersion || r.ID == 0 {
 					t.Errorf("peer got %+v", r)
 				}
-			default:
+			case <-time.After(2 * time.Second):
 				t.Error("the request never reached the peer")
 			}
 			// A late answer to the abandoned call is dropped, and the

@@ -137,8 +137,13 @@ func TestServeSerial(t *testing.T) {
 
 	for session := range 2 {
 		master, slave := openPty(t)
-		_ = os.Remove(node)
-		if err := os.Symlink(slave, node); err != nil {
+		// Swap the node atomically: while it is missing the agent would
+		// mknod it itself.
+		tmp := node + ".new"
+		if err := os.Symlink(slave, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, node); err != nil {
 			t.Fatal(err)
 		}
 		_ = master.SetDeadline(time.Now().Add(10 * time.Second))
