@@ -36,10 +36,22 @@
 //     requests; [ProcessRunner] is the real one.
 //   - [Clock] and [Timer] inject time; [SystemClock] is the real clock.
 //
+// # Transports on the guest side
+//
+// [Agent.ServeTransports] serves everything the guest has: a vsock listener
+// on [VsockPort] ([ListenVsock], bound to any context id) and the
+// virtio-serial port named [SerialPortName] ([Agent.ServeSerial], which
+// finds the port with [FindSerialPort] and reopens it whenever the host
+// goes away). [SelfTestVsock] proves vsock inside one machine over CID 1.
+//
 // # PID 1
 //
-// In the test image the agent binary is also the init: [Init] switches from
-// the initramfs to the root disk and execs the agent again, which then runs
-// [StartInitServices] (tmpfs mounts, a [Reaper] for orphans) and serves, with
-// [InitPower] powering the machine off or restarting it.
+// In the test image the agent binary is also the init. [Init] is the
+// initramfs stage; it needs /init (the agent), /dev/console, the mount
+// points /proc, /sys, /dev and /newroot, /lib/modules/superjolt/*.ko with
+// their load order in /lib/modules/superjolt/order, and a root disk
+// /dev/vda (ext4) holding /sbin/superjolt-agent. It switches to that disk
+// and execs /sbin/superjolt-agent serve, which as PID 1 runs
+// [StartInitServices] (tmpfs on /tmp and /run, a [Reaper] for orphans)
+// and serves, with [InitPower] powering the machine off or restarting it.
 package guest

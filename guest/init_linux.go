@@ -175,6 +175,10 @@ func ConsoleLogger(level slog.Level) *slog.Logger {
 // is logged and loading goes on, since some modules (vsock) are optional.
 // It returns the names that loaded.
 func LoadModules(log *slog.Logger, dir string) []string {
+	return loadModules(log, dir, loadModule)
+}
+
+func loadModules(log *slog.Logger, dir string, load func(path string) error) []string {
 	f, err := os.Open(filepath.Join(dir, "order"))
 	if err != nil {
 		log.Info("no kernel modules to load", "err", err)
@@ -188,7 +192,7 @@ func LoadModules(log *slog.Logger, dir string) []string {
 		if name == "" || strings.HasPrefix(name, "#") {
 			continue
 		}
-		if err := loadModule(filepath.Join(dir, name)); err != nil {
+		if err := load(filepath.Join(dir, name)); err != nil {
 			log.Warn("kernel module not loaded", "module", name, "err", err)
 			continue
 		}
