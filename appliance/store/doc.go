@@ -6,6 +6,8 @@
 // Store.Update for a change that commits whole, synced to disk, or not at all.
 // Update runs its function again when the commit loses to a concurrent one,
 // so read-modify-write (a balance, a counter) needs no lock of its own.
+// A transaction holds about 1.2 MiB of writes at most: work over all 10,000
+// VMs reads them with ForEachVM and writes them in several Updates.
 //
 // # Keys
 //
@@ -53,8 +55,16 @@
 // went: the appliance deletes a VM's backups (snapshot, then DeleteBackup),
 // then the VM (DeleteVM, which refuses while backups remain and releases the
 // IPs still claimed for it), and an account only once it has no VM left
-// (DeleteAccount refuses otherwise). Ledger entries and events are history
-// and stay; ids stay taken forever.
+// (DeleteAccount refuses otherwise). Ledger entries stay, as history; events
+// and finished operations stay until the appliance prunes them (PruneEvents,
+// DeleteOperation); ids stay taken forever.
+//
+// # Memory
+//
+// Badger is sized for a small box (see badgerOptions): a process holding
+// 10,000 VMs with 100,000 backups open and reading all of them peaks at about
+// 50 MiB resident, where Badger's defaults take some 135 MiB
+// (BenchmarkOpenRSS, TestOpenRSSBounded).
 //
 // # Schema
 //

@@ -151,29 +151,36 @@ func (tx *Tx) PutVM(vm model.VM) error {
 		return fmt.Errorf("VM %s: %w", vm.ID, err)
 	}
 	old, err := tx.VM(vm.ID)
-	switch {
-	case errors.Is(err, model.ErrNotFound):
-	case err != nil:
+	isNew := errors.Is(err, model.ErrNotFound)
+	if err != nil && !isNew {
 		return err
-	default:
-		if old.AccountID != vm.AccountID {
-			if err := tx.del(vmAccountKey(old.AccountID, vm.ID), "VM "+vm.ID+" account index"); err != nil {
-				return err
-			}
-		}
-		if old.State != vm.State {
-			if err := tx.del(vmStateKey(old.State, vm.ID), "VM "+vm.ID+" state index"); err != nil {
-				return err
-			}
-		}
 	}
 	if err := tx.put(vmKey(vm.ID), "VM "+vm.ID, vm); err != nil {
 		return err
 	}
-	if err := tx.set(vmAccountKey(vm.AccountID, vm.ID), nil, "VM "+vm.ID+" account index"); err != nil {
-		return err
+	// Index entries are written only when they change: billing rewrites
+	// every VM each period, and a transaction's size is bounded.
+	if isNew || old.AccountID != vm.AccountID {
+		if !isNew {
+			if err := tx.del(vmAccountKey(old.AccountID, vm.ID), "VM "+vm.ID+" account index"); err != nil {
+				return err
+			}
+		}
+		if err := tx.set(vmAccountKey(vm.AccountID, vm.ID), nil, "VM "+vm.ID+" account index"); err != nil {
+			return err
+		}
 	}
-	return tx.set(vmStateKey(vm.State, vm.ID), nil, "VM "+vm.ID+" state index")
+	if isNew || old.State != vm.State {
+		if !isNew {
+			if err := tx.del(vmStateKey(old.State, vm.ID), "VM "+vm.ID+" state index"); err != nil {
+				return err
+			}
+		}
+		if err := tx.set(vmStateKey(vm.State, vm.ID), nil, "VM "+vm.ID+" state index"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DeleteVM deletes a VM's row and its index entries, and releases the
@@ -275,14 +282,7 @@ func (tx *Tx) ForEachVM(fn func(model.VM) error) error {
 		if err := item.Value(func(b []byte) error { return decode(b, "VM "+string(item.Key()[len(pVM):]), &vm) }); err != nil {
 			return err
 		}
-		if err := fn(vm); err != nil {
-			if errors.Is(err, errStop) {
-				// Not ours: errStop would end the scan silently.
-				return fmt.Errorf("ForEachVM: %w", err)
-			}
-			return err
-		}
-		return nil
+		return fn(vm)
 	})
 }
 
@@ -410,6 +410,18 @@ func (tx *Tx) PutOperation(op model.Operation) error {
 		return tx.set(opRunningKey(op.ID), nil, "operation "+op.ID+" index")
 	}
 	return tx.del(opRunningKey(op.ID), "operation "+op.ID+" index")
+}
+
+// DeleteOperation deletes an operation and its index entry, for pruning
+// finished operations.
+func (tx *Tx) DeleteOperation(id string) error {
+	if _, err := tx.Operation(id); err != nil {
+		return err
+	}
+	if err := tx.del(opKey(id), "operation "+id); err != nil {
+		return err
+	}
+	return tx.del(opRunningKey(id), "operation "+id+" index")
 }
 
 // UnfinishedOperations returns the operations whose state is

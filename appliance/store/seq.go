@@ -93,6 +93,35 @@ func (tx *Tx) EventsAfter(seq uint64, limit int) ([]model.Event, error) {
 	return scanValues[model.Event](tx, []byte(pEvent), eventKey(seq+1), "event", limit)
 }
 
+// PruneEvents deletes the oldest events, those with a seq up to and
+// including through, at most limit of them in this transaction (limit <= 0:
+// 1,000), and returns how many it deleted. Seqs of pruned events are never
+// handed out again. Call it until it returns fewer than limit to prune more
+// than one transaction holds.
+func (tx *Tx) PruneEvents(through uint64, limit int) (int, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	var keys [][]byte
+	err := tx.scan([]byte(pEvent), nil, false, func(item *badger.Item) error {
+		k := item.KeyCopy(nil)
+		if binary.BigEndian.Uint64(k[len(pEvent):]) > through || len(keys) >= limit {
+			return errStop
+		}
+		keys = append(keys, k)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range keys {
+		if err := tx.del(k, "event"); err != nil {
+			return 0, err
+		}
+	}
+	return len(keys), nil
+}
+
 // LastEventSeq returns the seq of the newest event ever appended (0 if none),
 // for a follower that only wants what happens from now on.
 func (tx *Tx) LastEventSeq() (uint64, error) {

@@ -119,12 +119,15 @@ func badgerOptions(opts Options, log *slog.Logger) badger.Options {
 		WithBaseLevelSize(8 << 20).
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
-		// JSON compresses three to five times; decompressed blocks are cached.
+		// JSON compresses well (10,000 VMs with 100,000 backups take 7 MiB
+		// on disk); decompressed blocks are cached. Measured: 8 MiB of block
+		// cache and 4 of index cache cost some 6 MiB more peak RSS than 4
+		// and 2 and read no faster at this size.
 		WithCompression(options.Snappy).
-		WithBlockCacheSize(8 << 20).
+		WithBlockCacheSize(4 << 20).
 		// Table indexes and bloom filters live in this cache instead of all
-		// staying on the heap.
-		WithIndexCacheSize(4 << 20).
+		// staying on the heap; 2 MiB holds them for ten times the data above.
+		WithIndexCacheSize(2 << 20).
 		// Values up to 1 MiB stay in the LSM tree (see maxValueSize); the
 		// value log is then only a placeholder file, so keep it small.
 		WithValueThreshold(maxValueSize).
@@ -161,6 +164,11 @@ var errClosed = fmt.Errorf("%w: the store is closed (superjoltd is shutting down
 //
 // Ids from NewID, seqs and IP claims are only taken when Update returns nil;
 // act on them outside the store only then.
+//
+// One transaction holds at most about 1.2 MiB of writes (some 1,500 VM rows):
+// beyond that writes fail with an error saying to split the work. Work over
+// every VM reads them with ForEachVM in a View and writes in Updates of one
+// VM, or of a few hundred. fn must not call Close, which waits for it.
 func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -276,6 +276,7 @@ func TestGetterNotFoundNamesID(t *testing.T) {
 		{"plan9", func(tx *Tx, id string) error { return tx.DeleteImage(id) }},
 		{"vm-gone00", func(tx *Tx, id string) error { return tx.DeleteVM(id) }},
 		{"bk-gone000000", func(tx *Tx, id string) error { return tx.DeleteBackup(id) }},
+		{"op-gone000000", func(tx *Tx, id string) error { return tx.DeleteOperation(id) }},
 	}
 	s := openMem(t)
 	for _, tt := range tests {
@@ -321,6 +322,8 @@ func TestInvalidIDsRejected(t *testing.T) {
 		{"Backups bad vm", func(tx *Tx) error { _, err := tx.Backups("vm-"); return err }},
 		{"Operation bad", func(tx *Tx) error { _, err := tx.Operation("op-1"); return err }},
 		{"PutOperation bad", func(tx *Tx) error { return tx.PutOperation(model.Operation{ID: "op-1"}) }},
+		{"DeleteOperation bad", func(tx *Tx) error { return tx.DeleteOperation("op-1") }},
+		{"IDUsed not an id", func(tx *Tx) error { _, err := tx.IDUsed("xx-1"); return err }},
 		{"AppendLedger bad account", func(tx *Tx) error {
 			_, err := tx.AppendLedger(model.LedgerEntry{AccountID: "x", At: t0, Kind: model.TopUp})
 			return err
@@ -1068,6 +1071,113 @@ func TestDeleteAccount(t *testing.T) {
 		}
 		if l, err := tx.Ledger("ac-alice1", 0); err != nil || len(l) != 1 {
 			t.Errorf("ledger after DeleteAccount = %v, %v; want the one entry kept", l, err)
+		}
+		return nil
+	})
+}
+
+func TestPruneEvents(t *testing.T) {
+	s := openMem(t)
+	update(t, s, func(tx *Tx) error {
+		for range 10 {
+			if _, err := tx.AppendEvent(model.Event{At: t0, Type: "vm.started"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	tests := []struct {
+		through   uint64
+		limit     int
+		wantN     int
+		wantFirst uint64 // oldest seq left; 0 if none
+	}{
+		{0, 0, 0, 1},
+		{3, 2, 2, 3},
+		{3, 0, 1, 4},
+		{3, 0, 0, 4},
+		{100, 0, 7, 0},
+	}
+	for _, tt := range tests {
+		update(t, s, func(tx *Tx) error {
+			n, err := tx.PruneEvents(tt.through, tt.limit)
+			if err != nil {
+				return err
+			}
+			if n != tt.wantN {
+				t.Errorf("PruneEvents(%d, %d) = %d, want %d", tt.through, tt.limit, n, tt.wantN)
+			}
+			return nil
+		})
+		view(t, s, func(tx *Tx) error {
+			evs, err := tx.EventsAfter(0, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var first uint64
+			if len(evs) > 0 {
+				first = evs[0].Seq
+			}
+			if first != tt.wantFirst {
+				t.Errorf("after PruneEvents(%d, %d): oldest event %d, want %d", tt.through, tt.limit, first, tt.wantFirst)
+			}
+			return nil
+		})
+	}
+	update(t, s, func(tx *Tx) error {
+		e, err := tx.AppendEvent(model.Event{At: t0, Type: "vm.stopped"})
+		if e.Seq != 11 {
+			t.Errorf("event after pruning all got seq %d, want 11", e.Seq)
+		}
+		return err
+	})
+}
+
+func TestDeleteOperation(t *testing.T) {
+	s := openMem(t)
+	op := model.Operation{ID: "op-aaaaaaaaaa", Kind: model.OpBackup, State: model.OpRunning, StartedAt: t0}
+	update(t, s, func(tx *Tx) error { return tx.PutOperation(op) })
+	update(t, s, func(tx *Tx) error { return tx.DeleteOperation(op.ID) })
+	view(t, s, func(tx *Tx) error {
+		if _, err := tx.Operation(op.ID); !errors.Is(err, model.ErrNotFound) {
+			t.Errorf("Operation after DeleteOperation: %v", err)
+		}
+		if ops, err := tx.UnfinishedOperations(); err != nil || len(ops) != 0 {
+			t.Errorf("UnfinishedOperations after DeleteOperation = %v, %v", ops, err)
+		}
+		return nil
+	})
+	err := s.Update(context.Background(), func(tx *Tx) error { return tx.DeleteOperation(op.ID) })
+	if !errors.Is(err, model.ErrNotFound) || !strings.Contains(err.Error(), op.ID) {
+		t.Errorf("second DeleteOperation: %v, want ErrNotFound naming %s", err, op.ID)
+	}
+}
+
+// TestTransactionTooBig checks that an Update too big for one transaction
+// fails whole, with a message that says what to do, and that a thousand VMs
+// (a big account's worth, or one billing batch) fit.
+func TestTransactionTooBig(t *testing.T) {
+	s := openMem(t)
+	putVMs := func(n int) error {
+		return s.Update(context.Background(), func(tx *Tx) error {
+			for i := range n {
+				if err := tx.PutVM(testVM(fmt.Sprintf("vm-%06d", i), "ac-alice1", model.StateRunning)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := putVMs(1000); err != nil {
+		t.Fatalf("1,000 VMs in one Update: %v", err)
+	}
+	err := putVMs(10_000)
+	if err == nil || !strings.Contains(err.Error(), "split the work") {
+		t.Fatalf("10,000 VMs in one Update: %v, want an error saying to split the work", err)
+	}
+	view(t, s, func(tx *Tx) error {
+		if _, err := tx.VM("vm-009999"); !errors.Is(err, model.ErrNotFound) {
+			t.Errorf("part of a failed Update was committed: %v", err)
 		}
 		return nil
 	})
