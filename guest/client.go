@@ -235,22 +235,34 @@ func (c *Client) call(ctx context.Context, req Request, extra time.Duration) (Re
 
 	select {
 	case resp := <-ch:
-		if resp.V != ProtocolVersion {
-			return Response{}, fmt.Errorf("guest: %s: %w: answer has protocol version %d, want %d", req.Op, ErrProtocol, resp.V, ProtocolVersion)
-		}
-		if !resp.OK {
-			e := &AgentError{Op: req.Op, Code: CodeInternal, Message: "failed without an error"}
-			if resp.Error != nil {
-				e.Code, e.Message = resp.Error.Code, resp.Error.Message
-			}
-			return Response{}, e
-		}
-		return resp, nil
+		return answer(req.Op, resp)
 	case <-c.done:
+		// An answer that came just before the end (shutdown answers, then
+		// the connection dies) still counts.
+		select {
+		case resp := <-ch:
+			return answer(req.Op, resp)
+		default:
+		}
 		return Response{}, fmt.Errorf("guest: %s: %w", req.Op, c.Err())
 	case <-ctx.Done():
 		return Response{}, fmt.Errorf("guest: %s: no answer from the agent: %w", req.Op, ctx.Err())
 	}
+}
+
+// answer turns a response into the call's result.
+func answer(op string, resp Response) (Response, error) {
+	if resp.V != ProtocolVersion {
+		return Response{}, fmt.Errorf("guest: %s: %w: answer has protocol version %d, want %d", op, ErrProtocol, resp.V, ProtocolVersion)
+	}
+	if !resp.OK {
+		e := &AgentError{Op: op, Code: CodeInternal, Message: "failed without an error"}
+		if resp.Error != nil {
+			e.Code, e.Message = resp.Error.Code, resp.Error.Message
+		}
+		return Response{}, e
+	}
+	return resp, nil
 }
 
 // write sends one line. A write that fails or times out may have left half

@@ -294,3 +294,25 @@ func TestAgentErrorIs(t *testing.T) {
 }
 
 func fmtWrap(err error) error { return errors.Join(errors.New("context"), err) }
+
+// The agent answers shutdown and the connection dies right after: the
+// answer wins over the closed connection, every time.
+func TestAnswerThenCloseCountsAsAnswer(t *testing.T) {
+	for i := range 50 {
+		srv, cli := net.Pipe()
+		go func() {
+			sc := bufio.NewScanner(srv)
+			if sc.Scan() {
+				var r Request
+				_ = json.Unmarshal(sc.Bytes(), &r)
+				_, _ = io.WriteString(srv, mustLine(t, Response{V: 1, ID: r.ID, OK: true})+"\n")
+			}
+			srv.Close()
+		}()
+		c := NewClient(cli, WithTimeout(5*time.Second), WithLogger(testLogger(t)))
+		if err := c.Shutdown(context.Background()); err != nil {
+			t.Fatalf("round %d: Shutdown = %v, want nil: the agent answered before closing", i, err)
+		}
+		c.Close()
+	}
+}
