@@ -71,8 +71,16 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 
 	var clk clock.Clock = clock.Real{}
 	if cfg.manual {
-		clk = clock.NewManual(time.Now().UTC().Truncate(time.Second))
-		log.Warn("the clock is manual: time moves only with `superjolt debug clock advance`")
+		m, err := openManualClock(cfg.stateDir)
+		if err != nil {
+			return err
+		}
+		clk = m
+		saved := make(chan struct{})
+		saveCtx, stopSaving := context.WithCancel(context.WithoutCancel(ctx))
+		go func() { defer close(saved); saveManualClock(saveCtx, m, cfg.stateDir, log) }()
+		defer func() { stopSaving(); <-saved }()
+		log.Warn("the clock is manual: time moves only with `superjolt debug clock advance`", "now", m.Now())
 	}
 	build := buildImage(cfg.agent, log)
 	if missing := testvm.Missing(); len(missing) > 0 {

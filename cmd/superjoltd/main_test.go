@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		ok   bool
+		want func(config) bool
+	}{
+		{nil, true, func(c config) bool {
+			return c.stateDir == "/var/lib/superjolt" && c.poolImage == "/var/lib/superjolt/pool.img" && c.poolSize == 20<<30 &&
+				c.socket == "/run/superjolt/superjolt.sock" && c.subnet.String() == "10.77.0.0/24" && !c.manual
+		}},
+		{[]string{"--state-dir", "/srv/sj", "--pool-size", "1G", "--clock=manual"}, true, func(c config) bool {
+			return c.poolImage == "/srv/sj/pool.img" && c.poolSize == 1<<30 && c.manual
+		}},
+		{[]string{"--pool", "/mnt/btrfs/sj"}, true, func(c config) bool { return c.pool == "/mnt/btrfs/sj" }},
+		{[]string{"--pool", "/mnt/btrfs", "--pool-size", "1G"}, false, nil},
+		{[]string{"--pool", "/mnt/btrfs", "--pool-image", "/x.img"}, false, nil},
+		{[]string{"--pool-size", "lots"}, false, nil},
+		{[]string{"--pool-size", "-1G"}, false, nil},
+		{[]string{"--subnet", "10.77.0.0"}, false, nil},
+		{[]string{"--subnet", "fd00::/64"}, false, nil},
+		{[]string{"--clock=fast"}, false, nil},
+		{[]string{"--log-level", "loud"}, false, nil},
+		{[]string{"--bogus"}, false, nil},
+		{[]string{"extra"}, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			cfg, err := parseFlagsQuiet(tt.args)
+			if (err == nil) != tt.ok {
+				t.Fatalf("parseFlags(%q) = %v, want ok=%v", tt.args, err, tt.ok)
+			}
+			if tt.ok && !tt.want(cfg) {
+				t.Fatalf("parseFlags(%q) = %+v", tt.args, cfg)
+			}
+		})
+	}
+}
+
+func parseFlagsQuiet(args []string) (config, error) {
+	stderr := os.Stderr
+	null, _ := os.Open(os.DevNull)
+	os.Stderr = null
+	defer func() { os.Stderr = stderr; null.Close() }()
+	return parseFlags(args)
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"20G": 20 << 30, "20GiB": 20 << 30, "512m": 512 << 20, "1T": 1 << 40, "4096": 4096, "64K": 64 << 10} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "G", "1.5G", "-1G", "0", "1P", "99999999999T"} {
+		if got, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) = %d, want an error", in, got)
+		}
+	}
+}
+
+// TestManualClockSurvivesRestart: a manual clock advanced past the wall
+// clock starts where it was, never back at the wall clock.
+func TestManualClockSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	c, err := openManualClock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(c.Now()); d < 0 || d > time.Minute {
+		t.Fatalf("a new manual clock starts at %v, not now", c.Now())
+	}
+	want := c.Advance(7 * 24 * time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); saveManualClock(ctx, c, dir, slog.New(slog.DiscardHandler)) }()
+	cancel()
+	<-done
+	again, err := openManualClock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Now().Equal(want) {
+		t.Fatalf("after a restart the manual clock reads %v, want %v", again.Now(), want)
+	}
+	if err := os.WriteFile(filepath.Join(dir, manualClockFile), []byte("yesterday"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openManualClock(dir); err == nil {
+		t.Fatal("a corrupt clock file was accepted")
+	}
+}
