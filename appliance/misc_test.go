@@ -1,0 +1,95 @@
+package appliance
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/clock"
+	"github.com/superjolt/superjolt/appliance/model"
+)
+
+// TestCreateFailureLeavesNothing: a VM that cannot boot is undone: no row,
+// no disk, its address free again. The stub refuses to launch a VM whose
+// kernel is missing, as QEMU would.
+func TestCreateFailureLeavesNothing(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	if err := e.pool.CreateImage(ctx, "broken", func(dir string) error {
+		return os.WriteFile(filepath.Join(dir, RootfsFile), []byte("x"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.reopen() // New seeds the image row
+	acct := e.account("unlucky", model.Credit, 0)
+	_, err := e.a.CreateVM(ctx, CreateVMRequest{AccountID: acct.ID, Tier: "nano", Image: "broken"})
+	wantCode(t, err, "unavailable")
+	vms, _ := e.a.VMs(ctx, VMFilter{})
+	if len(vms) != 0 {
+		t.Errorf("a failed create left %d VMs", len(vms))
+	}
+	if disk, _ := e.pool.VMs(ctx); len(disk) != 0 {
+		t.Errorf("a failed create left subvolumes %v", disk)
+	}
+	vm := e.vm(acct.ID)
+	if vm.IP.String() != "10.42.0.2" {
+		t.Errorf("the failed create's address was not freed: the next VM got %v", vm.IP)
+	}
+	if o := lastOp(t, e, model.OpCreate); o.State != model.OpDone {
+		t.Errorf("last create: %s", o.State)
+	}
+	e.checkConsistent()
+}
+
+// TestWaitEvents: a follower blocked in WaitEvents wakes for a new event.
+func TestWaitEvents(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	acct := e.account("events", model.Credit, 0)
+	evs, err := e.a.Events(ctx, 0, 0)
+	if err != nil || len(evs) == 0 {
+		t.Fatalf("Events: %v %v", evs, err)
+	}
+	last := evs[len(evs)-1].Seq
+	got := make(chan []model.Event, 1)
+	go func() {
+		evs, err := e.a.WaitEvents(ctx, last)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- evs
+	}()
+	if _, err := e.a.TopUp(ctx, acct.ID, model.Credit); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case evs := <-got:
+		if len(evs) != 1 || evs[0].Type != "account.topup" || evs[0].Seq != last+1 {
+			t.Errorf("WaitEvents returned %+v", evs)
+		}
+	case <-time.After(10 * time.Second): // a hang guard, not timing
+		t.Fatal("WaitEvents did not wake for a new event")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := e.a.WaitEvents(cctx, last+1); err == nil {
+		t.Error("WaitEvents with a cancelled context returned no error")
+	}
+}
+
+// TestAdvanceClockNeedsManual: AdvanceClock is refused on the real clock.
+func TestAdvanceClockNeedsManual(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a, err := New(context.Background(), Options{Store: e.st, Pool: e.pool, Hypervisor: e.hv, Clock: clock.Real{}, RunDir: e.runDir, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	_, err = a.AdvanceClock(context.Background(), time.Hour)
+	wantCode(t, err, "conflict")
+	if now, err := e.a.AdvanceClock(context.Background(), time.Hour); err != nil || !now.Equal(t0.Add(time.Hour)) {
+		t.Errorf("manual AdvanceClock = %v, %v", now, err)
+	}
+}
