@@ -125,7 +125,7 @@ func Boot(tb testing.TB, opts Options) *VM {
 		Transport:   opts.Transport,
 		BootTimeout: opts.BootTimeout,
 		Paused:      opts.Paused,
-		Logger:      slog.New(tbHandler{tb: tb, level: slog.LevelInfo}),
+		Logger:      slog.New(tbHandler{tb: tb, level: logLevel(tb)}),
 	})
 	if err != nil {
 		stop()
@@ -184,6 +184,15 @@ func (v *VM) Exec(tb testing.TB, path string, args ...string) string {
 			path, args, res.ExitCode, res.Signal, res.TimedOut, res.Stdout, res.Stderr)
 	}
 	return string(res.Stdout)
+}
+
+// logLevel is Info for tests (their log shows only on failure or with -v) and Warn for benchmarks,
+// whose log always shows and would split the result lines.
+func logLevel(tb testing.TB) slog.Level {
+	if _, ok := tb.(*testing.B); ok {
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
 }
 
 // tbHandler sends slog records to tb.Log, so that a VM's log lines appear with the test that made
