@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,9 @@ const (
 	DefaultFreezeDeadline = 30 * time.Second
 	MaxFreezeDeadline     = 10 * time.Minute
 )
+
+// DefaultWriteTimeout bounds writing one answer.
+const DefaultWriteTimeout = 10 * time.Second
 
 // DefaultMaxInFlight is how many requests of one connection the agent
 // serves at once before it answers ErrBusy.
@@ -95,6 +99,10 @@ type AgentOptions struct {
 	// MaxInFlight bounds the requests served at once per connection
 	// (default DefaultMaxInFlight).
 	MaxInFlight int
+	// WriteTimeout bounds writing one answer on streams with deadlines;
+	// a host that stops reading loses its session (default
+	// DefaultWriteTimeout).
+	WriteTimeout time.Duration
 }
 
 // Agent serves the protocol. One Agent serves any number of connections;
@@ -149,6 +157,9 @@ func NewAgent(opts AgentOptions) *Agent {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = DefaultMaxInFlight
 	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
 	return &Agent{opts: opts, log: opts.Logger, portsDir: VirtioPortsDir, devDir: DevDir, portRetry: time.Second}
 }
 
@@ -179,13 +190,17 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 
 // serverConn is the writing side of one served stream.
 type serverConn struct {
-	mu     sync.Mutex
-	w      io.Writer
-	closed bool
-	log    *slog.Logger
+	mu      sync.Mutex // one answer at a time
+	w       io.Writer
+	timeout time.Duration
+	closed  atomic.Bool // set without mu: a writer may hold mu, blocked
+	end     func()      // ends the session
+	log     *slog.Logger
 }
 
-// send writes one response line whole; after the stream ended it drops it.
+// send writes one response line whole, within the write timeout when the
+// stream has deadlines. After the session ended it drops the answer. A
+// failed write may have left half a line behind, so it ends the session.
 func (sc *serverConn) send(resp Response) {
 	line, err := encodeLine(resp)
 	if err != nil {
@@ -193,19 +208,17 @@ func (sc *serverConn) send(resp Response) {
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	if sc.closed {
+	if sc.closed.Load() {
 		sc.log.Debug("answer after the connection ended; dropped", "id", resp.ID)
 		return
 	}
-	if _, err := sc.w.Write(line); err != nil {
-		sc.log.Debug("write answer", "id", resp.ID, "err", err)
+	if d, ok := sc.w.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		_ = d.SetWriteDeadline(time.Now().Add(sc.timeout))
 	}
-}
-
-func (sc *serverConn) close() {
-	sc.mu.Lock()
-	sc.closed = true
-	sc.mu.Unlock()
+	if _, err := sc.w.Write(line); err != nil {
+		sc.log.Info("cannot write answer; ending the session", "id", resp.ID, "err", err)
+		sc.end()
+	}
 }
 
 // ServeConn serves the requests of one stream, each in its own goroutine,
@@ -214,14 +227,22 @@ func (sc *serverConn) close() {
 // then are cancelled, and their answers dropped.
 func (a *Agent) ServeConn(ctx context.Context, rw io.ReadWriter) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if cl, ok := rw.(io.Closer); ok {
-		stop := context.AfterFunc(ctx, func() { _ = cl.Close() })
-		defer stop()
-		defer cl.Close()
+	sc := &serverConn{w: rw, timeout: a.opts.WriteTimeout, end: cancel, log: a.log}
+	// Ending the session marks it closed first (so that no new answer
+	// starts), then closes the stream, which unblocks an answer stuck in
+	// Write: a virtio-serial write blocks while no host is connected.
+	end := func() {
+		sc.closed.Store(true)
+		if cl, ok := rw.(io.Closer); ok {
+			_ = cl.Close()
+		}
 	}
-	sc := &serverConn{w: rw, log: a.log}
-	defer sc.close()
+	stop := context.AfterFunc(ctx, end)
+	defer func() {
+		stop()
+		cancel()
+		end()
+	}()
 
 	sem := make(chan struct{}, a.opts.MaxInFlight)
 	br := bufio.NewReaderSize(rw, 64<<10)

@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -495,4 +498,71 @@ func TestBusy(t *testing.T) {
 	}
 	// Thaw needs no slot.
 	within(t, 2*time.Second, "thaw with every slot taken", func() { mustThaw(t, c) })
+}
+
+// stuckPort behaves like a virtio-serial port whose host went away: it
+// hands out one request, then a write blocks (as it does with no host
+// connected) until Close, and the next read reports EOF.
+type stuckPort struct {
+	r       io.Reader
+	writing chan struct{}
+	closed  chan struct{}
+	once    sync.Once
+	wonce   sync.Once
+}
+
+func (p *stuckPort) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		return n, nil
+	}
+	<-p.writing // the answer is stuck by now
+	return 0, err
+}
+
+func (p *stuckPort) Write(b []byte) (int, error) {
+	p.wonce.Do(func() { close(p.writing) })
+	<-p.closed
+	return 0, os.ErrClosed
+}
+
+func (p *stuckPort) Close() error {
+	p.once.Do(func() { close(p.closed) })
+	return nil
+}
+
+func TestServeConnEndsWithAnAnswerStuckInWrite(t *testing.T) {
+	ta := newTestAgent(t, nil)
+	port := &stuckPort{
+		r:       strings.NewReader(`{"v":1,"id":1,"op":"ping"}` + "\n"),
+		writing: make(chan struct{}),
+		closed:  make(chan struct{}),
+	}
+	within(t, 5*time.Second, "ServeConn with an answer stuck in Write", func() {
+		if err := ta.ServeConn(context.Background(), port); err != nil {
+			t.Errorf("ServeConn: %v", err)
+		}
+	})
+	select {
+	case <-port.closed:
+	default:
+		t.Error("ServeConn returned without closing the port")
+	}
+}
+
+func TestHostThatStopsReadingLosesItsSession(t *testing.T) {
+	ta := newTestAgent(t, func(o *AgentOptions) { o.WriteTimeout = 100 * time.Millisecond })
+	srv, cli := net.Pipe()
+	defer cli.Close()
+	done := make(chan error, 1)
+	go func() { done <- ta.ServeConn(context.Background(), srv) }()
+	if _, err := io.WriteString(cli, `{"v":1,"id":1,"op":"ping"}`+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Never read the answer: the agent gives up on this session.
+	within(t, 5*time.Second, "ServeConn with a host that does not read", func() {
+		if err := <-done; err != nil {
+			t.Errorf("ServeConn: %v", err)
+		}
+	})
 }
