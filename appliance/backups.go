@@ -479,12 +479,23 @@ func (a *Appliance) RestoreVM(ctx context.Context, vmID, backupID string) (model
 	}
 	if err := a.pool.RestoreFile(context.WithoutCancel(ctx), vmID, backupID, RootfsFile); err != nil {
 		err = unavailablef("cannot put back the disk of %s from %s: %v; the disk is unchanged", vmID, backupID, err)
-		if wasRunning {
-			if _, berr := a.boot(ctx, vm); berr != nil {
-				log.Warn("cannot boot the VM again after a failed restore", "err", berr)
-			}
+		if !wasRunning {
+			return vm, o.finish(ctx, err, nil)
 		}
-		return vm, o.finish(ctx, err, nil)
+		bootID, berr := a.boot(ctx, vm)
+		return vm, o.finish(ctx, err, func(tx *store.Tx) error {
+			if berr != nil {
+				log.Warn("cannot boot the VM again after a failed restore", "err", berr)
+				_, err := a.setStopped(tx, vmID, "vm.boot_failed", "%s did not boot again after a failed restore; try `superjolt vm start %s`", vmID, vmID)
+				return err
+			}
+			cur, err := getVM(tx, vmID)
+			if err != nil {
+				return err
+			}
+			cur.BootID = bootID
+			return tx.PutVM(cur)
+		})
 	}
 	if err := o.step(ctx, "replaced", 60, nil); err != nil {
 		return vm, o.finish(ctx, err, nil)
