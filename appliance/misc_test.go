@@ -93,3 +93,37 @@ func TestAdvanceClockNeedsManual(t *testing.T) {
 		t.Errorf("manual AdvanceClock = %v, %v", now, err)
 	}
 }
+
+// TestMissedDaysCaughtUpOnce: days missed while the box was off cost one
+// scheduled backup at the next start, not one per missed day, and the
+// schedule goes on at the VM's daily offset.
+func TestMissedDaysCaughtUpOnce(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	acct := e.account("sleepy", 1000*model.Credit, 0)
+	vm := e.vm(acct.ID)
+	if _, err := e.a.StopVM(ctx, vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.close()
+	e.clk.Advance(3*24*time.Hour + time.Hour) // the box is off: nothing runs
+	e.open()
+	if bks, _ := e.a.Backups(ctx, vm.ID); len(bks) != 0 {
+		t.Fatalf("%d backups before the first pass", len(bks))
+	}
+	now := e.clk.Now()
+	if err := e.a.runDue(ctx, now); err != nil { // Run's first pass
+		t.Fatal(err)
+	}
+	bks, _ := e.a.Backups(ctx, vm.ID)
+	if len(bks) != 1 || bks[0].Kind != model.Scheduled {
+		t.Fatalf("after three missed days: %d backups, want one scheduled catch-up", len(bks))
+	}
+	if next := e.getVM(vm.ID).NextBackupAt; !next.After(now) || next.Sub(next.Truncate(24*time.Hour)) != backupOffset(vm.ID) {
+		t.Errorf("next backup at %v: want the VM's offset after %v", next, now)
+	}
+	e.advance(24 * time.Hour)
+	if bks, _ := e.a.Backups(ctx, vm.ID); len(bks) != 2 {
+		t.Errorf("a day later: %d backups, want 2", len(bks))
+	}
+}
