@@ -144,6 +144,8 @@ func (r *ProcessRunner) Run(ctx context.Context, req ExecRequest) (ExecResult, e
 		ws = <-status
 	}
 
+	_ = stdinW.Close() // a descendant may hold stdin without reading it
+
 	copied := make(chan struct{})
 	go func() { copying.Wait(); close(copied) }()
 	select {

@@ -23,11 +23,13 @@ func DefaultPower(ctx context.Context, action PowerAction) (func(), error) {
 }
 
 // CommandPower asks the guest's own init to power off or reboot, through
-// `systemctl poweroff|reboot` or else the `poweroff`/`reboot` command. An
-// agent that is not PID 1 never calls the reboot syscall itself: that would
-// skip the init's orderly shutdown.
-func CommandPower(ctx context.Context, action PowerAction) (func(), error) {
-	unix.Sync()
+// `systemctl poweroff|reboot` or else the `poweroff`/`reboot` command. It
+// finds the command at once (ErrUnsupported when there is none) and runs it
+// after the answer went out: the init stops the agent soon after, and the
+// host should have its answer by then. An agent that is not PID 1 never
+// calls the reboot syscall itself: that would skip the init's orderly
+// shutdown.
+func CommandPower(_ context.Context, action PowerAction) (func(), error) {
 	var argv []string
 	if p, err := exec.LookPath("systemctl"); err == nil {
 		argv = []string{p, action.String()}
@@ -36,13 +38,15 @@ func CommandPower(ctx context.Context, action PowerAction) (func(), error) {
 	} else {
 		return nil, fmt.Errorf("%w: the agent is not PID 1 and the guest has neither systemctl nor %s", ErrUnsupported, action)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v: %s", ErrInternal, strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil, nil
+	return func() {
+		unix.Sync()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+		if err != nil {
+			slog.Error("power action failed", "command", strings.Join(argv, " "), "err", err, "output", strings.TrimSpace(string(out)))
+		}
+	}, nil
 }
 
 // InitPower is the PowerFunc of an agent that is PID 1: after the answer
