@@ -99,6 +99,7 @@ type daemon struct {
 	socket   string
 	stateDir string
 	bin      string
+	args     []string
 	cmd      *exec.Cmd
 	log      *bytes.Buffer
 	exited   chan error
@@ -116,17 +117,11 @@ func startDaemon(tb testing.TB, extra ...string) *daemon {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d := &daemon{socket: filepath.Join(dir, "api.sock"), stateDir: filepath.Join(dir, "state"), bin: bin, log: &bytes.Buffer{}, exited: make(chan error, 1)}
-	args := append([]string{
+	d := &daemon{socket: filepath.Join(dir, "api.sock"), stateDir: filepath.Join(dir, "state"), bin: bin, log: &bytes.Buffer{}}
+	d.args = append([]string{
 		"--state-dir", d.stateDir, "--pool-size", "1G", "--socket", d.socket,
 		"--run-dir", filepath.Join(dir, "run"), "--log-level", "debug",
 	}, extra...)
-	d.cmd = exec.Command(filepath.Join(bin, "superjoltd"), args...)
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	if err := d.cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	go func() { d.exited <- d.cmd.Wait() }()
 	tb.Cleanup(func() {
 		d.stop(tb)
 		if tb.Failed() {
@@ -134,13 +129,27 @@ func startDaemon(tb testing.TB, extra ...string) *daemon {
 		}
 		os.RemoveAll(dir)
 	})
+	d.start(tb)
+	return d
+}
+
+// start starts the daemon process and waits until its API answers.
+func (d *daemon) start(tb testing.TB) {
+	tb.Helper()
+	d.cmd = exec.Command(filepath.Join(d.bin, "superjoltd"), d.args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.exited = make(chan error, 1)
+	if err := d.cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	go func() { d.exited <- d.cmd.Wait() }()
 	c := api.NewClient(d.socket)
 	defer c.Close()
 	deadline := time.Now().Add(5 * time.Minute) // the first start may build the built-in image
 	for {
 		_, err := c.Tiers(context.Background())
 		if err == nil {
-			return d
+			return
 		}
 		select {
 		case err := <-d.exited:
@@ -155,10 +164,20 @@ func startDaemon(tb testing.TB, extra ...string) *daemon {
 	}
 }
 
+// restart stops the daemon cleanly and starts it again on the same state.
+func (d *daemon) restart(tb testing.TB) {
+	tb.Helper()
+	d.stop(tb)
+	d.start(tb)
+}
+
 // stop sends SIGTERM and checks that the daemon exits 0 and leaves its
 // socket and pool mount behind it.
 func (d *daemon) stop(tb testing.TB) {
 	tb.Helper()
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-d.exited:
@@ -328,6 +347,53 @@ func TestCLIAccountsAndBadInput(t *testing.T) {
 	}
 }
 
+// TestCLIEventsFollow follows events as NDJSON while an account is made,
+// then interrupts the CLI like Ctrl-C: exit 130.
+func TestCLIEventsFollow(t *testing.T) {
+	d := startDaemon(t, "--clock=manual")
+	cmd := exec.Command(filepath.Join(d.bin, "superjolt"), "--socket", d.socket, "events", "--follow", "-o", "json")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	a := okJSON[model.Account](t, d, "account", "create", "follower")
+	dec := json.NewDecoder(out)
+	found := make(chan error, 1)
+	go func() {
+		for {
+			var ev model.Event
+			if err := dec.Decode(&ev); err != nil {
+				found <- fmt.Errorf("reading the stream: %v", err)
+				return
+			}
+			if ev.Object == a.ID {
+				found <- nil
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-found:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("events --follow did not show the new account within 30 s")
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitCancelled {
+		t.Fatalf("events --follow after SIGINT: %v (stderr %q), want exit %d", err, stderr.String(), exitCancelled)
+	}
+}
+
 func TestCLIClockAdvanceRefusedOnRealClock(t *testing.T) {
 	d := startDaemon(t) // --clock=real is the default
 	r := d.sj(t, "debug", "clock", "advance", "24h")
@@ -474,6 +540,21 @@ func TestCLIVMLifecycle(t *testing.T) {
 	}
 	if got := d.ok(t, "vm", "exec", vm.ID, "--", "cat", "/root/data"); got != "before\n" {
 		t.Fatalf("after resume the guest reads %q, want %q", got, "before\n")
+	}
+
+	// A clean stop keeps the VM's state; the next start boots it again,
+	// with its data, and the manual clock has not run back.
+	clockBefore := okJSON[api.Status](t, d, "debug", "clock", "show").Now
+	d.restart(t)
+	back := okJSON[model.VM](t, d, "vm", "show", vm.ID)
+	if back.State != model.StateRunning || back.IP != resumed.IP || back.BootID == "" || back.BootID == resumed.BootID {
+		t.Fatalf("after a daemon restart %+v; want it running again with IP %s and a new boot id (was %s)", back, resumed.IP, resumed.BootID)
+	}
+	if got := d.ok(t, "vm", "exec", vm.ID, "--", "cat", "/root/data"); got != "before\n" {
+		t.Fatalf("after a daemon restart the guest reads %q", got)
+	}
+	if now := okJSON[api.Status](t, d, "debug", "clock", "show").Now; now.Before(clockBefore) {
+		t.Fatalf("the manual clock ran back across a restart: %v -> %v", clockBefore, now)
 	}
 
 	// A VM younger than an hour is reclaimed at once: nothing left.
