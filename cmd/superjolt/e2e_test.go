@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,6 +101,7 @@ type daemon struct {
 	stateDir string
 	bin      string
 	args     []string
+	env      []string // added to the daemon's environment
 	cmd      *exec.Cmd
 	log      *bytes.Buffer
 	exited   chan error
@@ -110,6 +112,12 @@ type daemon struct {
 // at the end of the test, which must then exit 0.
 func startDaemon(tb testing.TB, extra ...string) *daemon {
 	tb.Helper()
+	return startDaemonEnv(tb, nil, extra...)
+}
+
+// startDaemonEnv is startDaemon with env added to the daemon's environment.
+func startDaemonEnv(tb testing.TB, env []string, extra ...string) *daemon {
+	tb.Helper()
 	needPool(tb)
 	bin := binaries(tb)
 	// A short directory: UNIX socket paths are limited to 108 bytes.
@@ -117,7 +125,7 @@ func startDaemon(tb testing.TB, extra ...string) *daemon {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d := &daemon{socket: filepath.Join(dir, "api.sock"), stateDir: filepath.Join(dir, "state"), bin: bin, log: &bytes.Buffer{}}
+	d := &daemon{socket: filepath.Join(dir, "api.sock"), stateDir: filepath.Join(dir, "state"), bin: bin, env: env, log: &bytes.Buffer{}}
 	d.args = append([]string{
 		"--state-dir", d.stateDir, "--pool-size", "1G", "--socket", d.socket,
 		"--run-dir", filepath.Join(dir, "run"), "--log-level", "debug",
@@ -138,6 +146,7 @@ func (d *daemon) start(tb testing.TB) {
 	tb.Helper()
 	d.cmd = exec.Command(filepath.Join(d.bin, "superjoltd"), d.args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.Env = append(os.Environ(), d.env...)
 	d.exited = make(chan error, 1)
 	if err := d.cmd.Start(); err != nil {
 		tb.Fatal(err)
@@ -392,6 +401,61 @@ func TestCLIEventsFollow(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != exitCancelled {
 		t.Fatalf("events --follow after SIGINT: %v (stderr %q), want exit %d", err, stderr.String(), exitCancelled)
 	}
+}
+
+// TestDaemonNotifiesSystemd plays systemd's side of Type=notify: a datagram
+// socket in NOTIFY_SOCKET, and WATCHDOG_USEC. superjoltd must say READY=1
+// once its API serves, ping WATCHDOG=1 regularly, and say STOPPING=1 on
+// SIGTERM.
+func TestDaemonNotifiesSystemd(t *testing.T) {
+	needPool(t)
+	dir, err := os.MkdirTemp("", "sjn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	// 600 ms: the daemon pings every 200 ms.
+	d := startDaemonEnv(t, []string{"NOTIFY_SOCKET=" + path, "WATCHDOG_USEC=600000"}, "--clock=manual")
+	await := func(what string) {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case m := <-msgs:
+				for _, line := range strings.Split(m, "\n") {
+					if line == what {
+						return
+					}
+				}
+			case <-timeout:
+				t.Fatalf("no %s from superjoltd within 30 s", what)
+			}
+		}
+	}
+	await("READY=1")
+	for range 3 {
+		await("WATCHDOG=1")
+	}
+	d.stop(t)
+	await("STOPPING=1")
 }
 
 func TestCLIClockAdvanceRefusedOnRealClock(t *testing.T) {
