@@ -113,6 +113,13 @@ func Init(opts InitOptions) error {
 	if err := unix.Chdir(opts.NewRoot); err != nil {
 		return err
 	}
+	// Free the initramfs' memory, as switch_root does: nothing on it is
+	// needed once the root disk is mounted (this binary stays mapped).
+	if freed, err := clearInitramfs("/"); err != nil {
+		log.Warn("initramfs not cleared", "err", err)
+	} else {
+		log.Info("initramfs cleared", "freed_bytes", freed)
+	}
 	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
 		return fmt.Errorf("move %s to /: %w", opts.NewRoot, err)
 	}
@@ -274,4 +281,69 @@ func mounted(path string) bool {
 		return false
 	}
 	return st.Dev != parent.Dev
+}
+
+// clearInitramfs deletes everything under root when root is an initramfs
+// (ramfs or tmpfs), without crossing into other filesystems: the root disk
+// mounted on a directory below it is never touched. It returns the bytes
+// of the regular files removed.
+func clearInitramfs(root string) (int64, error) {
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(root, &sfs); err != nil {
+		return 0, err
+	}
+	if sfs.Type != unix.RAMFS_MAGIC && sfs.Type != unix.TMPFS_MAGIC {
+		return 0, fmt.Errorf("%s is not an initramfs (filesystem type %#x)", root, sfs.Type)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(root, &st); err != nil {
+		return 0, err
+	}
+	return deleteTree(root, st.Dev, false)
+}
+
+// deleteTree removes the entries of dir that live on device dev, depth
+// first, and dir itself if self is set. Directories of other devices
+// (mount points) are left alone with all they hold.
+func deleteTree(dir string, dev uint64, self bool) (int64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var freed int64
+	var errs []error
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if st.Dev != dev {
+			continue // a mount point: not ours
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			n, err := deleteTree(p, dev, true)
+			freed += n
+			if err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if err := unix.Unlink(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			freed += st.Size
+		}
+	}
+	if self {
+		// A directory still holding a mount point cannot go: EBUSY or
+		// ENOTEMPTY is expected then.
+		if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.ENOTEMPTY) {
+			errs = append(errs, err)
+		}
+	}
+	return freed, errors.Join(errs...)
 }

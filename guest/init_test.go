@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestLoadModules(t *testing.T) {
@@ -71,5 +73,86 @@ func TestMounted(t *testing.T) {
 	}
 	if mounted(t.TempDir()) {
 		t.Error("a plain directory is seen as a mount point")
+	}
+}
+
+// TestDeleteTreeStaysOnItsFilesystem builds a tree on a tmpfs with another
+// tmpfs mounted inside, as the root disk is mounted inside the initramfs,
+// and checks that clearing it deletes everything but the inner mount.
+func TestDeleteTreeStaysOnItsFilesystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount tmpfs")
+	}
+	root := t.TempDir()
+	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size=8m"); err != nil {
+		t.Skipf("cannot mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(root, unix.MNT_DETACH) })
+	for _, d := range []string{"lib/modules/superjolt", "newroot", "dev", "empty"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]int{"init": 1000, "lib/modules/superjolt/virtio.ko": 500, "lib/modules/superjolt/order": 10}
+	for f, size := range files {
+		if err := os.WriteFile(filepath.Join(root, f), make([]byte, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("init", filepath.Join(root, "link")); err != nil {
+		t.Fatal(err)
+	}
+	inner := filepath.Join(root, "newroot")
+	if err := unix.Mount("tmpfs", inner, "tmpfs", 0, "size=8m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(inner, unix.MNT_DETACH) })
+	keep := filepath.Join(inner, "sbin-superjolt-agent")
+	if err := os.WriteFile(keep, []byte("the root disk"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	freed, err := clearInitramfs(root)
+	if err != nil {
+		t.Fatalf("clearInitramfs: %v", err)
+	}
+	if freed != 1510 {
+		t.Errorf("freed %d bytes, want 1510", freed)
+	}
+	if b, err := os.ReadFile(keep); err != nil || string(b) != "the root disk" {
+		t.Fatalf("the inner mount was touched: %q, %v", b, err)
+	}
+	left, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0].Name() != "newroot" {
+		var names []string
+		for _, e := range left {
+			names = append(names, e.Name())
+		}
+		t.Errorf("left %q, want only newroot", names)
+	}
+}
+
+func TestClearInitramfsRefusesADisk(t *testing.T) {
+	// The test's own temp dir is on a disk filesystem or a tmpfs; only
+	// check the refusal where it is not a tmpfs.
+	dir := t.TempDir()
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dir, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if sfs.Type == unix.TMPFS_MAGIC || sfs.Type == unix.RAMFS_MAGIC {
+		t.Skipf("%s is on a tmpfs: nothing to refuse", dir)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clearInitramfs(dir); err == nil {
+		t.Fatal("clearInitramfs cleared a directory that is not an initramfs")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "f")); err != nil {
+		t.Fatalf("the file is gone: %v", err)
 	}
 }
