@@ -3,11 +3,14 @@ package guest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -181,5 +184,78 @@ func FuzzDecodeRequest(f *testing.F) {
 			!slices.Equal(req2.Args, req.Args) || req2.DeadlineMS != req.DeadlineMS || req2.TimeoutMS != req.TimeoutMS {
 			t.Fatalf("round trip changed %+v into %+v (%v)", req, req2, err)
 		}
+	})
+}
+
+// nopRunner answers every exec without running anything: fuzzed input
+// must never start programs on the test machine.
+type nopRunner struct{}
+
+func (nopRunner) Run(context.Context, ExecRequest) (ExecResult, error) {
+	return ExecResult{Stdout: []byte("not run")}, nil
+}
+
+// lockedBuffer is a bytes.Buffer safe for the agent's concurrent answers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// FuzzServeConn feeds whole byte streams to an agent (every side effect
+// faked): it must not panic, must end at EOF, and must write only whole,
+// valid answer lines.
+func FuzzServeConn(f *testing.F) {
+	for _, seed := range []string{
+		`{"v":1,"id":1,"op":"ping"}` + "\n" + `{"v":1,"id":2,"op":"freeze"}` + "\n" + `{"v":1,"id":3,"op":"thaw"}` + "\n",
+		`{"v":1,"id":1,"op":"freeze"}` + "\n" + `{"v":1,"id":2,"op":"freeze"}` + "\n",
+		`{"v":1,"id":1,"op":"exec","path":"/bin/true"}` + "\n" + `{"v":1,"id":2,"op":"shutdown"}` + "\n",
+		"\n\n\r\n   \n",
+		"garbage\x00\xff\n{\"v\":1}\n",
+		`{"v":1,"id":1,"op":"ping"}`, // no final newline
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		ta := newTestAgent(t, func(o *AgentOptions) { o.Runner = nopRunner{}; o.Logger = slog.New(slog.DiscardHandler) })
+		var out lockedBuffer
+		rw := struct {
+			io.Reader
+			io.Writer
+		}{bytes.NewReader(stream), &out}
+		done := make(chan error, 1)
+		go func() { done <- ta.ServeConn(context.Background(), rw) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("ServeConn: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("ServeConn did not end at EOF")
+		}
+		for _, line := range strings.SplitAfter(out.String(), "\n") {
+			if line == "" {
+				continue
+			}
+			if !strings.HasSuffix(line, "\n") {
+				t.Fatalf("partial answer line %q", line)
+			}
+			var resp Response
+			if err := json.Unmarshal([]byte(line), &resp); err != nil || resp.V != ProtocolVersion || (resp.OK == (resp.Error != nil)) {
+				t.Fatalf("bad answer line %q (%v)", line, err)
+			}
+		}
+		ta.ThawAll()
 	})
 }
