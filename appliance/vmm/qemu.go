@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"syscall"
@@ -148,7 +149,7 @@ func (m *QEMU) AgentSocket() string {
 }
 
 // ConsoleLog is the path of the guest's serial console log.
-func (m *QEMU) ConsoleLog() string { return m.cfg.RunDir + "/console.log" }
+func (m *QEMU) ConsoleLog() string { return filepath.Join(m.cfg.RunDir, "console.log") }
 
 // Start boots the machine. It returns once the guest agent has reported a boot id, or (Config.Paused)
 // once QMP answers. A boot that misses Config.BootTimeout is killed and tried again, up to
@@ -235,6 +236,11 @@ func (m *QEMU) boot(ctx context.Context, bin string, accel Accel, transport Tran
 	if err != nil {
 		return err
 	}
+	// From here Kill, PID and Wait act on this process, also while the boot is under way.
+	m.mu.Lock()
+	m.proc, m.accel, m.transport = p, accel, transport
+	m.status = StatusStarting // a failed earlier attempt's reaper may have said stopped
+	m.mu.Unlock()
 	fail := func(err error) error {
 		m.killProcess(p)
 		if tail := tailFile(p.paths.qemuLog, 2048); tail != "" {
@@ -262,10 +268,6 @@ func (m *QEMU) boot(ctx context.Context, bin string, accel Accel, transport Tran
 		return fail(err)
 	}
 	go m.watchEvents(p)
-
-	m.mu.Lock()
-	m.proc, m.accel, m.transport = p, accel, transport
-	m.mu.Unlock()
 
 	if m.cfg.Paused {
 		m.setStatus(StatusRunning)
