@@ -288,6 +288,11 @@ func TestCLIAccountsAndBadInput(t *testing.T) {
 		t.Fatal("events -o json: no events after creating an account")
 	}
 
+	broke := okJSON[model.Account](t, d, "account", "create", "broke")
+	if broke.Balance != 0 {
+		t.Fatalf("an account made without --balance has %s", broke.Balance)
+	}
+
 	// Bad input: a clear message, the documented exit code, nothing changed.
 	bad := []struct {
 		args []string
@@ -311,6 +316,7 @@ func TestCLIAccountsAndBadInput(t *testing.T) {
 		{[]string{"vm", "destroy", "vm-zzzzzz", "--yes"}, exitNotFound, "vm-zzzzzz"},
 		{[]string{"vm", "create", "--tier", "nano"}, exitUsage, "--account"},
 		{[]string{"vm", "create", "--account", a.ID, "--tier", "huge"}, exitNotFound, "huge"},
+		{[]string{"vm", "create", "--account", broke.ID, "--tier", "nano"}, exitFunds, "top up"},
 		{[]string{"vm", "list", "--state", "deleted"}, exitUsage, "unknown VM state"},
 		{[]string{"vm", "ports", "add", "vm-zzzzzz", "80/sctp"}, exitUsage, "tcp or udp"},
 		{[]string{"vm", "exec", "vm-zzzzzz"}, exitUsage, "--"},
@@ -341,8 +347,12 @@ func TestCLIAccountsAndBadInput(t *testing.T) {
 		})
 	}
 	as := okJSON[[]model.Account](t, d, "account", "list")
-	if len(as) != 1 || as[0].Balance != 27_500_000 {
-		t.Fatalf("after the bad input: accounts %+v, want alice alone with 27.5", as)
+	balances := map[string]model.Micro{}
+	for _, x := range as {
+		balances[x.ID] = x.Balance
+	}
+	if len(as) != 2 || balances[a.ID] != 27_500_000 || balances[broke.ID] != 0 {
+		t.Fatalf("after the bad input: accounts %+v, want alice with 27.5 and broke with 0", as)
 	}
 	if vms := okJSON[[]model.VM](t, d, "vm", "list"); len(vms) != 0 {
 		t.Fatalf("after the bad input: VMs %+v", vms)
