@@ -41,39 +41,53 @@ func BenchmarkBoot(b *testing.B) {
 // The benchmarks below boot their VM once, before b.Loop: with a b.N loop every round would boot
 // another one.
 
-// BenchmarkPing measures one agent ping round trip over the VM's transport.
+// BenchmarkPing measures one agent ping round trip over the VM's transport; median-ms and worst-ms are
+// over the single pings of the run.
 func BenchmarkPing(b *testing.B) {
 	vm := testvm.Boot(b, testvm.Options{})
 	c := vm.Client()
 	ctx := context.Background()
+	var rtts []time.Duration
 	for b.Loop() {
+		start := time.Now()
 		if _, err := c.Ping(ctx); err != nil {
 			b.Fatal(err)
 		}
+		rtts = append(rtts, time.Since(start))
 	}
+	med, worst := medianWorst(rtts)
+	b.ReportMetric(med, "median-ms")
+	b.ReportMetric(worst, "worst-ms")
 }
 
 // BenchmarkFreezeThaw measures a freeze round trip (sync and FIFREEZE of every writable filesystem),
-// reported as ns/op, and the thaw that follows it, as thaw-ms.
+// reported as ns/op (median-ms and worst-ms over the run's freezes), and the thaw that follows it, as
+// thaw-ms.
 func BenchmarkFreezeThaw(b *testing.B) {
 	vm := testvm.Boot(b, testvm.Options{})
 	c := vm.Client()
 	ctx := context.Background()
 	var thaw time.Duration
+	var freezes []time.Duration
 	n := 0
 	for b.Loop() {
 		n++
+		start := time.Now()
 		if _, err := c.Freeze(ctx, 30*time.Second); err != nil {
 			b.Fatal(err)
 		}
+		freezes = append(freezes, time.Since(start))
 		b.StopTimer()
-		start := time.Now()
+		start = time.Now()
 		if err := c.Thaw(ctx); err != nil {
 			b.Fatal(err)
 		}
 		thaw += time.Since(start)
 		b.StartTimer()
 	}
+	med, worst := medianWorst(freezes)
+	b.ReportMetric(med, "median-ms")
+	b.ReportMetric(worst, "worst-ms")
 	b.ReportMetric(ms(thaw)/float64(n), "thaw-ms")
 }
 
