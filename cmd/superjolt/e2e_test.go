@@ -593,6 +593,22 @@ func TestCLIVMLifecycle(t *testing.T) {
 		t.Fatalf("a stopped nano VM over 2 h was charged %s (balance %s -> %s); want about %s", charged, before, after, 2*nano.RatePerHour)
 	}
 
+	// A day later the scheduler has taken a scheduled backup (offline: the
+	// VM is stopped); scheduled backups cannot be deleted by hand.
+	okJSON[api.ClockResult](t, d, "debug", "clock", "advance", "24h")
+	var scheduled model.Backup
+	for _, b := range okJSON[[]model.Backup](t, d, "backup", "list", vm.ID) {
+		if b.Kind == model.Scheduled {
+			scheduled = b
+		}
+	}
+	if scheduled.ID == "" || scheduled.Consistency != model.Offline {
+		t.Fatalf("after a day stopped: scheduled backup %+v, want one with consistency offline", scheduled)
+	}
+	if r := d.sj(t, "backup", "delete", scheduled.ID, "--yes"); r.code != exitConflict || !strings.Contains(r.stderr, "scheduled") {
+		t.Fatalf("delete of a scheduled backup: exit %d, stderr %q; want %d", r.code, r.stderr, exitConflict)
+	}
+
 	// Destroy (older than an hour now): graveyard; resume: back with its data.
 	r = d.sj(t, "vm", "destroy", vm.ID)
 	if r.code != exitUsage || !strings.Contains(r.stderr, "pass --yes") || !strings.Contains(r.stderr, "graveyard") {
@@ -633,7 +649,20 @@ func TestCLIVMLifecycle(t *testing.T) {
 
 	// A VM younger than an hour is reclaimed at once: nothing left.
 	young := okJSON[model.VM](t, d, "vm", "create", "--account", a.ID, "--tier", "nano")
-	okJSON[model.Backup](t, d, "backup", "create", young.ID)
+	youngBk := okJSON[model.Backup](t, d, "backup", "create", young.ID)
+	// Restoring a VM from another VM's backup is refused, by the CLI and by
+	// the API, and changes nothing.
+	if r := d.sj(t, "backup", "restore", vm.ID, youngBk.ID, "--yes"); r.code != exitNotFound || !strings.Contains(r.stderr, "not a backup of "+vm.ID) {
+		t.Fatalf("restore from another VM's backup: exit %d, stderr %q", r.code, r.stderr)
+	}
+	c := api.NewClient(d.socket)
+	if _, err := c.RestoreVM(context.Background(), vm.ID, youngBk.ID); !errors.Is(err, model.ErrInvalid) {
+		t.Fatalf("API restore from another VM's backup = %v, want invalid", err)
+	}
+	c.Close()
+	if got := d.ok(t, "vm", "exec", vm.ID, "--", "cat", "/root/data"); got != "before\n" {
+		t.Fatalf("a refused restore changed the disk: %q", got)
+	}
 	if out := d.ok(t, "vm", "destroy", young.ID, "--yes"); !strings.Contains(out, "reclaimed") {
 		t.Fatalf("destroy of a young VM: %q", out)
 	}
