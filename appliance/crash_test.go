@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -102,10 +103,36 @@ func (e *env) crashAt(step, action string) {
 	if err == nil || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 		e.t.Fatalf("child running %q did not die at %s: %v\n%s", action, step, err, out.String())
 	}
+	if e.real {
+		e.noOrphans()
+	}
 	if strings.HasPrefix(action, "reclaim") {
 		e.clk.Advance(RecoveryWindow + time.Minute) // where the child's clock went
 	}
 	e.open()
+}
+
+// noOrphans fails unless every QEMU the dead child started is gone: the
+// daemon's VMs must not outlive it (vmm sets Pdeathsig). The kernel kills
+// them right after the parent dies; allow it a moment to reap them.
+func (e *env) noOrphans() {
+	e.t.Helper()
+	var left []string
+	for range 50 {
+		left = left[:0]
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			b, err := os.ReadFile(p)
+			if err == nil && bytes.Contains(b, []byte(e.runDir)) && bytes.Contains(b, []byte("qemu")) {
+				left = append(left, p)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.t.Errorf("QEMU processes outlived the killed daemon: %v", left)
 }
 
 // recoveredOp returns the operation of kind that the last open recovered.
