@@ -372,16 +372,23 @@ func (a *Agent) freeze(deadline time.Duration) ([]string, error) {
 	if deadline > a.opts.MaxFreezeDeadline {
 		deadline = a.opts.MaxFreezeDeadline
 	}
-	frozen, err := a.freezeLocked(deadline)
+	// Everything is logged after the lock is released: a log write that
+	// blocks on the frozen filesystems (journald writes to them) must
+	// never hold up a thaw.
+	var notes []error
+	frozen, err := a.freezeLocked(deadline, &notes)
+	for _, n := range notes {
+		a.log.Info("freeze", "note", n)
+	}
 	if err == nil {
-		// Logged after the lock is released: a log write that blocks on
-		// the frozen filesystems (journald) must never hold up a thaw.
 		a.log.Info("froze filesystems", "filesystems", frozen, "deadline", deadline)
 	}
 	return frozen, err
 }
 
-func (a *Agent) freezeLocked(deadline time.Duration) ([]string, error) {
+// freezeLocked does the freeze under the lock; notes collects what is
+// worth logging once the lock is released.
+func (a *Agent) freezeLocked(deadline time.Duration, notes *[]error) ([]string, error) {
 	a.fmu.Lock()
 	defer a.fmu.Unlock()
 	if a.frozen != nil {
@@ -396,13 +403,13 @@ func (a *Agent) freezeLocked(deadline time.Duration) ([]string, error) {
 	for _, mp := range mps {
 		err := a.opts.Freezer.Freeze(mp)
 		if errors.Is(err, ErrNotFreezable) {
-			a.log.Info("skipping filesystem", "mountpoint", mp, "reason", err)
+			*notes = append(*notes, fmt.Errorf("skipped %s: %w", mp, err))
 			continue
 		}
 		if err != nil {
 			for i := len(frozen) - 1; i >= 0; i-- {
 				if terr := a.opts.Freezer.Thaw(frozen[i]); terr != nil {
-					a.log.Error("thaw after failed freeze", "mountpoint", frozen[i], "err", terr)
+					*notes = append(*notes, fmt.Errorf("thaw %s after the failed freeze: %w", frozen[i], terr))
 				}
 			}
 			return nil, fmt.Errorf("%w: freeze %s: %v", ErrInternal, mp, err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -163,9 +164,14 @@ func ConsoleOutput() {
 }
 
 // ConsoleLogger logs concise text lines (no timestamps: the console log
-// has the kernel's) to stderr.
+// and journald have their own) to stderr.
 func ConsoleLogger(level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{
+	return TextLogger(os.Stderr, level)
+}
+
+// TextLogger logs concise text lines, without timestamps, to w.
+func TextLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
 		Level: level,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 			if len(groups) == 0 && a.Key == slog.TimeKey {

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -83,7 +84,17 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "superjolt-agent: -log-level: %v\n", err)
 		return 2
 	}
-	log := guest.ConsoleLogger(level)
+	// Under an init like systemd the log may end on a filesystem the agent
+	// froze (journald writes there): it must drop lines rather than block
+	// a request. As PID 1 it goes straight to the console, which never
+	// blocks on a filesystem, and nothing is lost at power off.
+	var logOut io.Writer = os.Stderr
+	if os.Getpid() != 1 {
+		logw := guest.NewDroppingWriter(os.Stderr, 1024)
+		defer logw.Flush(time.Second)
+		logOut = logw
+	}
+	log := guest.TextLogger(logOut, level)
 	slog.SetDefault(log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
