@@ -677,4 +677,20 @@ func TestCLIVMLifecycle(t *testing.T) {
 	if out := d.ok(t, "vm", "list"); strings.Contains(out, young.ID) {
 		t.Errorf("vm list still shows the reclaimed %s:\n%s", young.ID, out)
 	}
+
+	// An account that runs dry has its VM archived; resume is refused until
+	// a top-up, then brings it back.
+	poor := okJSON[model.Account](t, d, "account", "create", "poor", "--balance", "0.01")
+	pvm := okJSON[model.VM](t, d, "vm", "create", "--account", poor.ID, "--tier", "nano")
+	okJSON[api.ClockResult](t, d, "debug", "clock", "advance", "3h")
+	if got := okJSON[model.VM](t, d, "vm", "show", pvm.ID); got.State != model.StateArchived {
+		t.Fatalf("after 3 h on 0.01 credits the VM is %s, want archived", got.State)
+	}
+	if r := d.sj(t, "vm", "resume", pvm.ID); r.code != exitFunds || !strings.Contains(r.stderr, "top up") {
+		t.Fatalf("resume without balance: exit %d, stderr %q; want %d", r.code, r.stderr, exitFunds)
+	}
+	d.ok(t, "account", "topup", poor.ID, "10")
+	if got := okJSON[model.VM](t, d, "vm", "resume", pvm.ID); got.State != model.StateRunning {
+		t.Fatalf("resume after a top-up: %s, want running", got.State)
+	}
 }
