@@ -276,6 +276,12 @@ func TestCLIAccountsAndBadInput(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(list), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[1], a.ID) || !strings.Contains(lines[1], "27.5") {
 		t.Fatalf("account list table:\n%s", list)
 	}
+	if out := d.ok(t, "__complete", "account", "topup", ""); !strings.Contains(out, a.ID+"\talice") {
+		t.Fatalf("completion of account ids:\n%s", out)
+	}
+	if out := d.ok(t, "__complete", "vm", "create", "--tier", ""); !strings.Contains(out, "nano\t") {
+		t.Fatalf("completion of tiers:\n%s", out)
+	}
 	tiers := okJSON[[]model.Tier](t, d, "tier", "list")
 	if len(tiers) != len(model.DefaultTiers()) || tiers[0].Name == "" || tiers[0].RatePerHour <= 0 {
 		t.Fatalf("tier list -o json = %+v", tiers)

@@ -110,6 +110,7 @@ names) and prints a readable table otherwise. Money is in credits (2.5 means
 		c.GroupID = "more"
 		r.cmd.AddCommand(c)
 	}
+	addCompletions(r.cmd, opts)
 	return r
 }
 
@@ -119,16 +120,15 @@ func group(use, short string, subs ...*cobra.Command) *cobra.Command {
 	c := &cobra.Command{
 		Use:   use,
 		Short: short,
-		Args:  cobra.NoArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("%w: unknown command %q for %q", model.ErrInvalid, args[0], cmd.CommandPath())
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cmd.Help()
 		},
-	}
-	c.Args = func(cmd *cobra.Command, args []string) error {
-		if len(args) > 0 {
-			return fmt.Errorf("%w: unknown command %q for %q", model.ErrInvalid, args[0], cmd.CommandPath())
-		}
-		return nil
 	}
 	c.AddCommand(subs...)
 	return c
