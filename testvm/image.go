@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -244,6 +245,8 @@ func Cached(ctx context.Context, opts BuildOptions) (*Image, error) {
 	key := hex.EncodeToString(h.Sum(nil))[:16]
 	dir := filepath.Join(opts.CacheDir, "images", key)
 	if img, err := Open(dir); err == nil {
+		now := time.Now()
+		os.Chtimes(dir, now, now) // marks it used, for pruneImages
 		return img, nil
 	}
 	opts.Logf("building test image %s in %s", key, dir)
@@ -263,7 +266,31 @@ func Cached(ctx context.Context, opts BuildOptions) (*Image, error) {
 	if err := os.Rename(tmp, dir); err != nil {
 		return nil, err
 	}
+	pruneImages(filepath.Dir(dir), key, opts.Logf)
 	return Open(dir)
+}
+
+// imageMaxIdle is how long a cached image may go unused before a new build removes it.
+const imageMaxIdle = 3 * 24 * time.Hour
+
+// pruneImages removes cached images (other than keep) that no Cached call has used for imageMaxIdle,
+// so that every agent change does not leave 30 MB behind for good. It runs under the cache lock.
+func pruneImages(root, keep string, logf func(string, ...any)) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.Name() == keep || !e.IsDir() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || time.Since(info.ModTime()) < imageMaxIdle {
+			continue
+		}
+		logf("removing cached image %s, unused since %s", e.Name(), info.ModTime().Format(time.DateOnly))
+		os.RemoveAll(filepath.Join(root, e.Name()))
+	}
 }
 
 // lockFile takes an exclusive flock on path, waiting while ctx allows.

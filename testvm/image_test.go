@@ -160,3 +160,25 @@ func TestCopyDiskKeepsHoles(t *testing.T) {
 		t.Errorf("copy uses %d blocks, the source %d: holes were filled", st2.blocks, st1.blocks)
 	}
 }
+
+func TestPruneImages(t *testing.T) {
+	root := t.TempDir()
+	old := time.Now().Add(-imageMaxIdle - time.Hour)
+	for _, d := range []struct {
+		name string
+		used time.Time
+	}{{"keep", old}, {"stale", old}, {"fresh", time.Now()}} {
+		p := filepath.Join(root, d.name)
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Chtimes(p, d.used, d.used)
+	}
+	pruneImages(root, "keep", t.Logf)
+	for name, want := range map[string]bool{"keep": true, "stale": false, "fresh": true} {
+		_, err := os.Stat(filepath.Join(root, name))
+		if got := err == nil; got != want {
+			t.Errorf("%s exists = %v, want %v", name, got, want)
+		}
+	}
+}
