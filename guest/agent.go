@@ -389,12 +389,18 @@ func (a *Agent) freeze(deadline time.Duration) ([]string, error) {
 // freezeLocked does the freeze under the lock; notes collects what is
 // worth logging once the lock is released.
 func (a *Agent) freezeLocked(deadline time.Duration, notes *[]error) ([]string, error) {
+	if frozen := a.Frozen(); frozen != nil {
+		return nil, fmt.Errorf("%w: %s", ErrFrozen, strings.Join(frozen, ", "))
+	}
+	// The sync that does the bulk of the flushing runs outside the lock:
+	// it can take long, and a thaw (which then finds nothing frozen) must
+	// not wait for it.
+	a.opts.Sync()
 	a.fmu.Lock()
 	defer a.fmu.Unlock()
 	if a.frozen != nil {
 		return nil, fmt.Errorf("%w: %s", ErrFrozen, strings.Join(a.frozen, ", "))
 	}
-	a.opts.Sync()
 	mps, err := a.opts.Freezer.Filesystems()
 	if err != nil {
 		return nil, fmt.Errorf("%w: list filesystems: %v", ErrInternal, err)

@@ -566,3 +566,29 @@ func TestHostThatStopsReadingLosesItsSession(t *testing.T) {
 		}
 	})
 }
+
+func TestSlowSyncDoesNotBlockThaw(t *testing.T) {
+	release := make(chan struct{})
+	syncing := make(chan struct{}, 1)
+	ta := newTestAgent(t, func(o *AgentOptions) {
+		o.Sync = func() {
+			syncing <- struct{}{}
+			<-release
+		}
+	})
+	c := servePipe(t, ta.Agent)
+	ctx := context.Background()
+	froze := make(chan error, 1)
+	go func() { _, err := c.Freeze(ctx, time.Minute); froze <- err }()
+	<-syncing
+	within(t, 2*time.Second, "thaw during a slow sync", func() {
+		if err := c.Thaw(ctx); !errors.Is(err, ErrNotFrozen) {
+			t.Errorf("Thaw during the sync = %v, want ErrNotFrozen", err)
+		}
+	})
+	close(release)
+	if err := <-froze; err != nil {
+		t.Fatalf("Freeze: %v", err)
+	}
+	mustThaw(t, c)
+}

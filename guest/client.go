@@ -107,6 +107,8 @@ type Client struct {
 	done    chan struct{} // closed when err is set
 }
 
+var _ io.Closer = (*Client)(nil)
+
 // NewClient starts a client on conn; the client owns conn from now on and
 // closes it on Close or when it breaks.
 func NewClient(conn net.Conn, opts ...ClientOption) *Client {
