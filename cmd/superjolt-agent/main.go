@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -79,6 +80,10 @@ func run(args []string) int {
 		}
 		return 2
 	}
+	if *vsockPort > math.MaxUint32 {
+		fmt.Fprintf(os.Stderr, "superjolt-agent: -vsock-port %d is out of range\n", *vsockPort)
+		return 2
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		fmt.Fprintf(os.Stderr, "superjolt-agent: -log-level: %v\n", err)
@@ -121,6 +126,9 @@ func run(args []string) int {
 		res, err := guest.SelfTestVsock(ctx, 0, log)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "FAIL vsock: %v\n", err)
+			if ctx.Err() != nil {
+				return 130 // interrupted
+			}
 			return 1
 		}
 		fmt.Printf("OK vsock boot_id=%s uptime=%s\n", res.BootID, res.Uptime.Round(time.Millisecond))

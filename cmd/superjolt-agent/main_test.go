@@ -16,6 +16,7 @@ func TestRunArgs(t *testing.T) {
 		{"selftest without what", []string{"selftest"}, 2},
 		{"selftest of something else", []string{"selftest", "disk"}, 2},
 		{"version with extra args", []string{"version", "x"}, 2},
+		{"vsock port out of range", []string{"-vsock-port=4294967296", "version"}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
