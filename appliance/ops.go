@@ -133,7 +133,7 @@ func (a *Appliance) begin(ctx context.Context, kind model.OpKind, vmID string, i
 	})
 	if err != nil {
 		a.unlock(vmID, opID)
-		return nil, err
+		return nil, categorised(err, "start the operation")
 	}
 	o.log.Info("operation started")
 	a.crash(string(kind) + ":recorded")
@@ -233,11 +233,6 @@ func notFoundIs(err error, format string, args ...any) error {
 		return notFoundf(format, args...)
 	}
 	return err
-}
-
-// opError is how an operation's failure reads.
-func opError(kind model.OpKind, vmID string, err error) error {
-	return fmt.Errorf("%s of %s: %w", kind, vmID, err)
 }
 
 // stepsIn formats steps for logs.
