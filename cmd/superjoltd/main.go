@@ -1,20 +1,3 @@
-// Command superjoltd is the superjolt appliance's daemon. It opens the state
-// store and the storage pool (an existing Btrfs mount with --pool, or by
-// default a loop-backed Btrfs image under the state directory), builds the
-// built-in VM image into the pool on the first start, brings back the VMs
-// that were running, serves the local API on a UNIX socket, and runs
-// billing, the daily backups and the reaper until SIGTERM or SIGINT. It
-// tells systemd when it is ready and pings its watchdog (Type=notify; see
-// superjoltd.service).
-//
-// Usage:
-//
-//	superjoltd [--state-dir DIR] [--pool PATH | --pool-image FILE --pool-size SIZE]
-//	           [--socket PATH] [--subnet CIDR] [--clock=manual|real] [--run-dir DIR]
-//	           [--agent FILE] [--log-level debug|info|warn|error]
-//
-// Exit codes: 0 after a clean stop, 1 when it could not start or failed
-// while running, 2 for bad flags.
 package main
 
 import (
@@ -45,6 +28,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, log); err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// Stopped by a signal while starting: a clean stop.
+			log.Info("superjoltd stopped while starting")
+			return
+		}
 		log.Error("superjoltd stopped with an error", "err", err)
 		stop()
 		os.Exit(1)
