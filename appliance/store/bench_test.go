@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,9 +48,9 @@ func putBenchVM(tx *Tx, i int) error {
 	return nil
 }
 
-// populate writes the benchmark box into s: one Update per VM, from a few
-// goroutines (Badger folds concurrent commits into one synced write).
-func populate(tb testing.TB, s *Store, writers int) {
+// populate writes the benchmark box into s from a few goroutines (Badger
+// folds concurrent commits into one synced write), perTx VMs in each Update.
+func populate(tb testing.TB, s *Store, writers, perTx int) {
 	tb.Helper()
 	ctx := context.Background()
 	if err := s.Update(ctx, func(tx *Tx) error {
@@ -66,8 +67,16 @@ func populate(tb testing.TB, s *Store, writers int) {
 	errs := make(chan error, writers)
 	for w := range writers {
 		wg.Go(func() {
-			for i := w; i < benchVMs; i += writers {
-				if err := s.Update(ctx, func(tx *Tx) error { return putBenchVM(tx, i) }); err != nil {
+			for first := w * perTx; first < benchVMs; first += writers * perTx {
+				err := s.Update(ctx, func(tx *Tx) error {
+					for i := first; i < min(first+perTx, benchVMs); i++ {
+						if err := putBenchVM(tx, i); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
 					errs <- err
 					return
 				}
@@ -103,13 +112,39 @@ func populatedDir(tb testing.TB) string {
 			benchDirErr = err
 			return
 		}
-		populate(tb, s, 16)
+		populate(tb, s, 4, 50)
+		// Leave the LSM tree settled, so that a compaction Badger starts
+		// at the next open does not land in some measurements and not in
+		// others (BenchmarkCompactRSS measures one on purpose).
+		if benchDirErr = waitSettled(s, time.Minute); benchDirErr != nil {
+			s.Close()
+			return
+		}
 		benchDirErr = s.Close()
 	})
 	if benchDirErr != nil {
 		tb.Fatalf("populate the benchmark store: %v", benchDirErr)
 	}
 	return benchDir
+}
+
+// waitSettled waits until Badger's background compactions have brought every
+// level under its target size.
+func waitSettled(s *Store, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for calm := 0; calm < 3; {
+		calm++
+		for _, l := range s.db.Levels() {
+			if l.Score >= 1 {
+				calm = 0
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("compactions still due after %v:\n%s", timeout, s.db.LevelsToString())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
 }
 
 func TestMain(m *testing.M) {
@@ -130,7 +165,7 @@ func BenchmarkWrite10kVMs(b *testing.B) {
 		b.StopTimer()
 		s := openDir(b, b.TempDir())
 		b.StartTimer()
-		populate(b, s, 8)
+		populate(b, s, 8, 1)
 		b.StopTimer()
 		if err := s.Close(); err != nil {
 			b.Fatal(err)
@@ -229,58 +264,108 @@ func BenchmarkUpdateVM(b *testing.B) {
 }
 
 // rssChildEnv names the store directory for the child process that
-// BenchmarkOpenRSS runs: it opens the store, reads all of it, and reports its
-// peak resident set.
+// BenchmarkOpenRSS and TestOpenRSSBounded run: it opens the store, reads all
+// of it, and reports its memory.
 const rssChildEnv = "SUPERJOLT_STORE_RSS_CHILD_DIR"
 
-// BenchmarkOpenRSS reports the peak RSS (VmHWM) of a fresh process that opens
-// the populated 10,000-VM store and reads every VM and every backup, and of
-// the same process before it opens the store (the Go runtime and the test
-// binary alone). One op is one such child process.
+// rssCompactEnv makes the child compact the whole store first.
+const rssCompactEnv = "SUPERJOLT_STORE_RSS_CHILD_COMPACT"
+
+// rss is what the child reports, in MiB.
+type rss struct {
+	Base float64 // resident before opening the store: Go runtime, test binary
+	Peak float64 // VmHWM after opening and reading everything
+	Held float64 // resident after that, once the garbage is collected
+}
+
+// BenchmarkOpenRSS reports the memory of a fresh process that opens the
+// populated 10,000-VM store, reads every VM and every backup and writes one
+// VM: its peak RSS (VmHWM), what it holds once the garbage of reading is
+// collected, and what it held before opening the store. One op is one child.
 func BenchmarkOpenRSS(b *testing.B) {
 	dir := populatedDir(b)
-	var peak, base float64
+	var worst rss
 	for b.Loop() {
-		p, bl, err := runRSSChild(dir)
+		r, err := runRSSChild(dir, false)
 		if err != nil {
 			b.Fatal(err)
 		}
-		peak, base = max(peak, p), max(base, bl)
+		worst = rss{max(worst.Base, r.Base), max(worst.Peak, r.Peak), max(worst.Held, r.Held)}
 	}
-	b.ReportMetric(peak, "peak-RSS-MiB")
-	b.ReportMetric(base, "base-RSS-MiB")
+	b.ReportMetric(worst.Peak, "peak-RSS-MiB")
+	b.ReportMetric(worst.Held, "held-RSS-MiB")
+	b.ReportMetric(worst.Base, "base-RSS-MiB")
 }
 
-// TestOpenRSSBounded keeps the store's memory honest: a process holding the
-// 10,000-VM store open and reading all of it must stay under 96 MiB peak
-// RSS (Badger's defaults reach several hundred).
+// BenchmarkCompactRSS is BenchmarkOpenRSS with the worst compaction there
+// can be: the child first rewrites the whole store (Badger's Flatten). One op
+// is one child, on a copy of the populated store.
+func BenchmarkCompactRSS(b *testing.B) {
+	src := populatedDir(b)
+	var worst rss
+	for b.Loop() {
+		b.StopTimer()
+		dir := b.TempDir()
+		if err := os.CopyFS(dir, os.DirFS(src)); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		r, err := runRSSChild(dir, true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		worst = rss{max(worst.Base, r.Base), max(worst.Peak, r.Peak), max(worst.Held, r.Held)}
+	}
+	b.ReportMetric(worst.Peak, "peak-RSS-MiB")
+	b.ReportMetric(worst.Held, "held-RSS-MiB")
+	b.ReportMetric(worst.Base, "base-RSS-MiB")
+}
+
+// TestOpenRSSBounded keeps the store's memory honest: a process that opens
+// the settled 10,000-VM store and reads all of it must peak under 100 MiB
+// resident. Measured: about 45 MiB with these options, up to 80 on a loaded
+// machine (the peak is mostly garbage from decoding 110,000 objects, and
+// depends on when the collector gets to run); 135 MiB with Badger's
+// defaults, whose 75 MiB memtable arena counts as live heap and so lets
+// twice as much garbage pile up before each collection. What the process
+// still holds once the garbage is gone is bounded too, at 40 MiB (measured:
+// 29).
 func TestOpenRSSBounded(t *testing.T) {
 	if testing.Short() {
-		t.Skip("skipped in -short mode: builds a 10,000-VM store on disk (a few seconds)")
+		t.Skip("skipped in -short mode: builds a 10,000-VM store on disk (half a minute)")
 	}
-	peak, base, err := runRSSChild(populatedDir(t))
+	r, err := runRSSChild(populatedDir(t), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("peak RSS %.1f MiB (process before opening the store: %.1f MiB)", peak, base)
-	if peak > 96 {
-		t.Errorf("peak RSS %.1f MiB holding the 10,000-VM store open; want under 96 MiB", peak)
+	t.Logf("peak RSS %.1f MiB, held %.1f MiB, before opening the store %.1f MiB", r.Peak, r.Held, r.Base)
+	if r.Peak > 100 {
+		t.Errorf("peak RSS %.1f MiB reading the 10,000-VM store; want under 100", r.Peak)
+	}
+	if r.Held > 40 {
+		t.Errorf("holding the 10,000-VM store open takes %.1f MiB resident; want under 40", r.Held)
 	}
 }
 
-func runRSSChild(dir string) (peakMiB, baseMiB float64, err error) {
+// runRSSChild runs the child on dir; with compact, the child also compacts
+// the whole store into one level before reading it.
+func runRSSChild(dir string, compact bool) (rss, error) {
+	var r rss
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), rssChildEnv+"="+dir)
+	if compact {
+		cmd.Env = append(cmd.Env, rssCompactEnv+"=1")
+	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return 0, 0, fmt.Errorf("RSS child: %v\n%s", err, out)
+		return r, fmt.Errorf("RSS child: %v\n%s", err, out)
 	}
-	var peakKB, baseKB float64
-	n, err := fmt.Sscanf(lastLine(string(out)), "rss base_kb=%g peak_kb=%g", &baseKB, &peakKB)
-	if err != nil || n != 2 {
-		return 0, 0, fmt.Errorf("RSS child said %q: %v", out, err)
+	var base, peak, held float64
+	n, err := fmt.Sscanf(lastLine(string(out)), "rss base_kb=%g peak_kb=%g held_kb=%g", &base, &peak, &held)
+	if err != nil || n != 3 {
+		return r, fmt.Errorf("RSS child said %q: %v", out, err)
 	}
-	return peakKB / 1024, baseKB / 1024, nil
+	return rss{Base: base / 1024, Peak: peak / 1024, Held: held / 1024}, nil
 }
 
 func lastLine(s string) string {
@@ -290,16 +375,24 @@ func lastLine(s string) string {
 
 // rssChild runs in the child process: open dir, read everything, report.
 func rssChild(dir string) int {
-	base, err := vmHWM()
-	if err != nil {
-		fmt.Println(err)
+	fail := func(format string, args ...any) int {
+		fmt.Printf(format+"\n", args...)
 		return 1
+	}
+	base, err := procStatus("VmHWM")
+	if err != nil {
+		return fail("%v", err)
 	}
 	ctx := context.Background()
 	s, err := Open(ctx, Options{Dir: dir, Logger: quiet})
 	if err != nil {
-		fmt.Println(err)
-		return 1
+		return fail("%v", err)
+	}
+	defer s.Close()
+	if os.Getenv(rssCompactEnv) != "" {
+		if err := s.db.Flatten(1); err != nil {
+			return fail("compact: %v", err)
+		}
 	}
 	vms, backups := 0, 0
 	err = s.View(ctx, func(tx *Tx) error {
@@ -310,13 +403,8 @@ func rssChild(dir string) int {
 			return err
 		})
 	})
-	if err == nil {
-		for a := range benchAccounts {
-			err = s.View(ctx, func(tx *Tx) error { _, err := tx.VMs(VMFilter{AccountID: benchAcctID(a)}); return err })
-			if err != nil {
-				break
-			}
-		}
+	for a := 0; err == nil && a < benchAccounts; a++ {
+		err = s.View(ctx, func(tx *Tx) error { _, err := tx.VMs(VMFilter{AccountID: benchAcctID(a)}); return err })
 	}
 	if err == nil {
 		// A synced write, so that a memtable and its WAL are live too.
@@ -329,24 +417,24 @@ func rssChild(dir string) int {
 		})
 	}
 	if err != nil || vms != benchVMs || backups != benchVMs*benchBackups {
-		fmt.Printf("read %d VMs and %d backups: %v\n", vms, backups, err)
-		return 1
+		return fail("read %d VMs and %d backups: %v", vms, backups, err)
 	}
-	peak, err := vmHWM()
+	peak, err := procStatus("VmHWM")
 	if err != nil {
-		fmt.Println(err)
-		return 1
+		return fail("%v", err)
 	}
-	if err := s.Close(); err != nil {
-		fmt.Println(err)
-		return 1
+	debug.FreeOSMemory()
+	held, err := procStatus("VmRSS")
+	if err != nil {
+		return fail("%v", err)
 	}
-	fmt.Printf("rss base_kb=%d peak_kb=%d\n", base, peak)
+	fmt.Printf("rss base_kb=%d peak_kb=%d held_kb=%d\n", base, peak, held)
 	return 0
 }
 
-// vmHWM returns the process's peak resident set in KiB.
-func vmHWM() (int64, error) {
+// procStatus returns a "kB" field of /proc/self/status, such as VmHWM (the
+// peak resident set) or VmRSS, in KiB.
+func procStatus(field string) (int64, error) {
 	f, err := os.Open(filepath.Join("/proc", "self", "status"))
 	if err != nil {
 		return 0, err
@@ -354,9 +442,9 @@ func vmHWM() (int64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("no VmHWM in /proc/self/status")
+	return 0, fmt.Errorf("no %s in /proc/self/status", field)
 }

