@@ -103,22 +103,33 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return Serve(ctx, ln, s, s.log)
 }
 
+// ShutdownGrace is how long Serve waits for requests under way (a restore,
+// a VM boot) once its context ends, before it closes their connections.
+const ShutdownGrace = 30 * time.Second
+
+// streamsKey holds, in every request's context, a context that ends when the
+// server starts shutting down: event streams end then, while ordinary
+// requests get ShutdownGrace to finish.
+type streamsKey struct{}
+
 // Serve serves h on ln until ctx ends, then stops accepting, ends the event
-// streams and waits up to 5 s for requests under way. A daemon that is still
-// starting serves its own handler and swaps in a Server once the appliance
-// is open.
+// streams and waits up to ShutdownGrace for requests under way. A daemon that
+// is still starting serves its own handler and swaps in a Server once the
+// appliance is open.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelBase()
+	streams, endStreams := context.WithCancel(context.Background())
+	defer endStreams()
+	base := context.WithValue(context.WithoutCancel(ctx), streamsKey{}, streams)
 	hs := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	hs.RegisterOnShutdown(endStreams)
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ln) }()
 	select {
@@ -126,16 +137,27 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 		return err
 	case <-ctx.Done():
 	}
-	cancelBase() // event streams end here
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
 	defer cancel()
 	err := hs.Shutdown(sctx)
 	<-done
 	if errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("api: requests still under way after the shutdown grace; closing their connections", "grace", ShutdownGrace)
 		_ = hs.Close()
 		return nil
 	}
 	return err
+}
+
+// streamContext returns r's context, ended also when the server starts
+// shutting down.
+func streamContext(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	if sd, ok := ctx.Value(streamsKey{}).(context.Context); ok {
+		stop := context.AfterFunc(sd, cancel)
+		return ctx, func() { stop(); cancel() }
+	}
+	return ctx, cancel
 }
 
 // Unavailable returns a handler that answers every request with
@@ -534,7 +556,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 // followEvents streams events as NDJSON until the client leaves or the
 // server shuts down.
 func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, after uint64) {
-	ctx := r.Context()
+	ctx, cancel := streamContext(r)
+	defer cancel()
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")

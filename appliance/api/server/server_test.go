@@ -343,3 +343,83 @@ func TestServeStopsWithContext(t *testing.T) {
 		t.Fatalf("socket left behind after Serve: %v", err)
 	}
 }
+
+// slowApp blocks StopVM until release is closed, and WaitEvents until its
+// context ends, like the real appliance with no events coming.
+type slowApp struct {
+	errApp
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (a *slowApp) StopVM(ctx context.Context, id string) (model.VM, error) {
+	close(a.entered)
+	select {
+	case <-a.release:
+		return model.VM{ID: id, State: model.StateStopped}, nil
+	case <-ctx.Done():
+		return model.VM{}, ctx.Err()
+	}
+}
+
+func (a *slowApp) WaitEvents(ctx context.Context, after uint64) ([]model.Event, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestShutdownEndsStreamsButFinishesRequests: when the daemon stops, event
+// followers are let go at once, while a request under way (a restore, a
+// boot) is given time to finish rather than being cancelled.
+func TestShutdownEndsStreamsButFinishesRequests(t *testing.T) {
+	app := &slowApp{entered: make(chan struct{}), release: make(chan struct{})}
+	dir, err := os.MkdirTemp("", "sjshut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "s.sock")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	ln, err := Listen(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- New(app, Options{Logger: slog.New(slog.DiscardHandler)}).Serve(ctx, ln) }()
+	c := api.NewClient(path)
+	defer c.Close()
+
+	followed := make(chan error, 1)
+	go func() {
+		followed <- c.FollowEvents(context.Background(), 0, func(model.Event) error { return nil })
+	}()
+	stopped := make(chan error, 1)
+	go func() {
+		_, err := c.StopVM(context.Background(), "vm-abc123")
+		stopped <- err
+	}()
+	<-app.entered
+	time.Sleep(50 * time.Millisecond) // let the follow request arrive too
+
+	stop()
+	select {
+	case err := <-followed:
+		if !errors.Is(err, model.ErrUnavailable) {
+			t.Fatalf("FollowEvents at shutdown = %v, want unavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the event stream did not end when the server shut down")
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("the request under way ended before it was done: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(app.release)
+	if err := <-stopped; err != nil {
+		t.Fatalf("the request under way failed at shutdown: %v", err)
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		t.Fatalf("Serve = %v", err)
+	}
+}
