@@ -27,6 +27,7 @@ func newBackupCreateCommand(o *globalOptions) *cobra.Command {
 			if err := model.ValidateID(model.KindVM, args[0]); err != nil {
 				return err
 			}
+			o.progress("Backing up %s (freeze, snapshot, thaw)…", args[0])
 			b, err := o.client.CreateBackup(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -156,6 +157,7 @@ VM since the backup was taken is lost.`,
 				fmt.Sprintf("Anything written to %s since %s (backup %s) will be lost.", vmID, fmtTime(bk.TakenAt), bk.ID)); err != nil {
 				return err
 			}
+			o.progress("Restoring %s from %s and booting it; this returns once its agent reports the new boot…", vmID, bk.ID)
 			vm, err := o.client.RestoreVM(ctx, vmID, bk.ID)
 			if err != nil {
 				return err

@@ -8,6 +8,10 @@ import (
 	"github.com/superjolt/superjolt/appliance/model"
 )
 
+// followFormat lays out followed events in columns as wide as their usual
+// contents, since a stream cannot be aligned after the fact.
+const followFormat = "%-6s  %-19s  %-20s  %-13s  %s\n"
+
 func newEventsCommand(o *globalOptions) *cobra.Command {
 	var follow bool
 	var after uint64
@@ -23,13 +27,13 @@ until interrupted; with -o json, one JSON object per line.`,
 			ctx := cmd.Context()
 			if follow {
 				if !o.json() {
-					fmt.Fprintln(o.stdout, "SEQ  AT  TYPE  OBJECT  MESSAGE")
+					fmt.Fprintf(o.stdout, followFormat, "SEQ", "AT", "TYPE", "OBJECT", "MESSAGE")
 				}
 				return o.client.FollowEvents(ctx, after, func(ev model.Event) error {
 					if o.json() {
 						return o.printJSONLine(ev)
 					}
-					_, err := fmt.Fprintf(o.stdout, "%d  %s  %s  %s  %s\n", ev.Seq, fmtTime(ev.At), ev.Type, dash(ev.Object), ev.Message)
+					_, err := fmt.Fprintf(o.stdout, followFormat, fmt.Sprint(ev.Seq), fmtTime(ev.At), ev.Type, dash(ev.Object), ev.Message)
 					return err
 				})
 			}

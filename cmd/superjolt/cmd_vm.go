@@ -20,9 +20,9 @@ func newVMCommand(o *globalOptions) *cobra.Command {
 		newVMCreateCommand(o),
 		newVMListCommand(o),
 		newVMShowCommand(o),
-		newVMVerbCommand(o, "stop", "Shut a VM down; it keeps billing, its IP, ports and domains", o.clientStop),
-		newVMVerbCommand(o, "start", "Boot a stopped VM", o.clientStart),
-		newVMVerbCommand(o, "resume", "Bring a VM back from the graveyard, or from archived once its account has a positive balance", o.clientResume),
+		newVMVerbCommand(o, "stop", "Stopping", "Shut a VM down; it keeps billing, its IP, ports and domains", o.clientStop),
+		newVMVerbCommand(o, "start", "Starting", "Boot a stopped VM", o.clientStart),
+		newVMVerbCommand(o, "resume", "Resuming", "Bring a VM back from the graveyard, or from archived once its account has a positive balance", o.clientResume),
 		newVMDestroyCommand(o),
 		newVMExecCommand(o),
 		newVMPortsCommand(o),
@@ -44,6 +44,7 @@ func newVMCreateCommand(o *globalOptions) *cobra.Command {
 			if err := req.Validate(); err != nil {
 				return err
 			}
+			o.progress("Creating the VM and booting it; this returns once its guest agent answers…")
 			vm, err := o.client.CreateVM(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -169,7 +170,7 @@ func (o *globalOptions) clientResume(cmd *cobra.Command, id string) (model.VM, e
 	return o.client.ResumeVM(cmd.Context(), id)
 }
 
-func newVMVerbCommand(o *globalOptions, verb, short string, call func(*cobra.Command, string) (model.VM, error)) *cobra.Command {
+func newVMVerbCommand(o *globalOptions, verb, doing, short string, call func(*cobra.Command, string) (model.VM, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   verb + " ID",
 		Short: short,
@@ -178,6 +179,7 @@ func newVMVerbCommand(o *globalOptions, verb, short string, call func(*cobra.Com
 			if err := model.ValidateID(model.KindVM, args[0]); err != nil {
 				return err
 			}
+			o.progress("%s %s…", doing, args[0])
 			vm, err := call(cmd, args[0])
 			if err != nil {
 				return err

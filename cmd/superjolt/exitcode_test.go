@@ -91,3 +91,23 @@ func TestConfirm(t *testing.T) {
 		})
 	}
 }
+
+func TestProgressOnlyForPeople(t *testing.T) {
+	tests := []struct {
+		chatty bool
+		output string
+		want   bool
+	}{
+		{true, "text", true},
+		{true, "json", false},
+		{false, "text", false},
+	}
+	for _, tt := range tests {
+		var stderr strings.Builder
+		o := &globalOptions{chatty: tt.chatty, output: tt.output, stderr: &stderr}
+		o.progress("Restoring %s…", "vm-abc123")
+		if got := stderr.String() != ""; got != tt.want {
+			t.Errorf("chatty=%v -o %s: progress printed %q", tt.chatty, tt.output, stderr.String())
+		}
+	}
+}

@@ -31,6 +31,8 @@ type globalOptions struct {
 	stderr io.Writer
 	// interactive reports whether stdin is a terminal (confirmations).
 	interactive bool
+	// chatty reports whether stderr is a terminal (progress notes).
+	chatty bool
 
 	client *api.Client
 }
@@ -51,6 +53,7 @@ func newRootCommand() *rootCommand {
 		stdout:      os.Stdout,
 		stderr:      os.Stderr,
 		interactive: isatty.IsTerminal(os.Stdin.Fd()),
+		chatty:      isatty.IsTerminal(os.Stderr.Fd()),
 	}
 	r := &rootCommand{opts: opts}
 	socket := os.Getenv("SUPERJOLT_SOCKET")
@@ -142,6 +145,14 @@ func args(names ...string) cobra.PositionalArgs {
 				cmd.CommandPath(), len(names), strings.Join(names, " "), len(args))
 		}
 		return nil
+	}
+}
+
+// progress tells a person at a terminal what a slow command is waiting
+// for; scripts and -o json see nothing of it.
+func (o *globalOptions) progress(format string, args ...any) {
+	if o.chatty && !o.json() {
+		fmt.Fprintf(o.stderr, format+"\n", args...)
 	}
 }
 
