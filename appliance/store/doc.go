@@ -27,6 +27,7 @@
 //	vs/<state>/<vm>                    (empty) index: VMs in a state
 //	b/<vm>/<^taken_at BE>/<backup>     Backup; a VM's backups, newest first
 //	bi/<backup>                        <vm><^taken_at BE>: where the b/ key is
+//	bv/<vm>                            (empty) written by PutBackup, read by DeleteVM
 //	l/<account>/<^at BE>/<^seq BE>     LedgerEntry; an account's, newest first
 //	o/<op>                             Operation
 //	ou/<op>                            (empty) index: operations still running

@@ -24,6 +24,7 @@ const (
 	pVMState    = "vs/"
 	pBackup     = "b/"
 	pBackupIdx  = "bi/"
+	pBackupVer  = "bv/"
 	pLedger     = "l/"
 	pOp         = "o/"
 	pOpRunning  = "ou/"
@@ -102,6 +103,13 @@ func backupKeyFromIdx(v []byte, bk string) ([]byte, bool) {
 	}
 	return key(pBackup, string(v[:vmLen]), "/", string(v[vmLen:]), "/", bk), true
 }
+
+// backupVerKey: bv/<vm id> → empty, written by every PutBackup for the VM
+// and read by DeleteVM. A backup put while the VM is being deleted thus makes
+// one of the two transactions conflict and run again, instead of leaving a
+// backup of a deleted VM behind (a prefix scan alone does not see keys that
+// are added concurrently).
+func backupVerKey(vm string) []byte { return key(pBackupVer, vm) }
 
 // ledgerKey: l/<account id>/<^at BE>/<^seq BE> → LedgerEntry JSON.
 //

@@ -195,6 +195,10 @@ func (tx *Tx) DeleteVM(id string) error {
 	if err != nil {
 		return err
 	}
+	// Read for its conflict: see backupVerKey.
+	if _, err := tx.has(backupVerKey(id)); err != nil {
+		return err
+	}
 	var backups int
 	err = tx.scan(backupPrefix(id), nil, false, func(*badger.Item) error {
 		backups++
@@ -218,7 +222,7 @@ func (tx *Tx) DeleteVM(id string) error {
 			return err
 		}
 	}
-	for _, k := range [][]byte{vmAccountKey(vm.AccountID, id), vmStateKey(vm.State, id), vmKey(id)} {
+	for _, k := range [][]byte{vmAccountKey(vm.AccountID, id), vmStateKey(vm.State, id), backupVerKey(id), vmKey(id)} {
 		if err := tx.del(k, "VM "+id); err != nil {
 			return err
 		}
@@ -329,8 +333,8 @@ func (tx *Tx) backupKeyOf(id string) ([]byte, error) {
 	return k, nil
 }
 
-// PutBackup creates or replaces a backup. Its VM and TakenAt are part of its
-// key; changing either moves it.
+// PutBackup creates or replaces a backup of a stored VM. Its VM and TakenAt
+// are part of its key; changing either moves it.
 func (tx *Tx) PutBackup(b model.Backup) error {
 	if err := model.ValidateID(model.KindBackup, b.ID); err != nil {
 		return err
@@ -339,6 +343,15 @@ func (tx *Tx) PutBackup(b model.Backup) error {
 		return fmt.Errorf("backup %s: %w", b.ID, err)
 	}
 	if err := keyTime("backup "+b.ID+" taken_at", b.TakenAt); err != nil {
+		return err
+	}
+	switch ok, err := tx.has(vmKey(b.VMID)); {
+	case err != nil:
+		return err
+	case !ok:
+		return notFound("VM", b.VMID, "a backup can only be recorded for a stored VM")
+	}
+	if err := tx.set(backupVerKey(b.VMID), nil, "VM "+b.VMID+" backup marker"); err != nil {
 		return err
 	}
 	k := backupKey(b.VMID, b.TakenAt, b.ID)

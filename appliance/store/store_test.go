@@ -103,14 +103,16 @@ func TestRoundTrip(t *testing.T) {
 		},
 		{
 			name: "backup",
-			put:  func(tx *Tx) error { return tx.PutBackup(testBackup("bk-0123456789", "vm-abc123", t0)) },
+			put: func(tx *Tx) error {
+				return errors.Join(tx.PutVM(vm), tx.PutBackup(testBackup("bk-0123456789", "vm-abc123", t0)))
+			},
 			get:  func(tx *Tx) (any, error) { return tx.Backup("bk-0123456789") },
 			want: testBackup("bk-0123456789", "vm-abc123", t0),
 		},
 		{
 			name: "backup taken before 1970",
 			put: func(tx *Tx) error {
-				return tx.PutBackup(testBackup("bk-old0000000", "vm-abc123", time.Date(1969, 7, 20, 20, 17, 0, 0, time.UTC)))
+				return errors.Join(tx.PutVM(vm), tx.PutBackup(testBackup("bk-old0000000", "vm-abc123", time.Date(1969, 7, 20, 20, 17, 0, 0, time.UTC))))
 			},
 			get:  func(tx *Tx) (any, error) { return tx.Backup("bk-old0000000") },
 			want: testBackup("bk-old0000000", "vm-abc123", time.Date(1969, 7, 20, 20, 17, 0, 0, time.UTC)),
@@ -385,6 +387,11 @@ func TestBackupsNewestFirst(t *testing.T) {
 	}
 	perm := rng.Perm(len(want))
 	update(t, s, func(tx *Tx) error {
+		for _, id := range []string{"vm-abc123", "vm-abc12a", "vm-abc122"} {
+			if err := tx.PutVM(testVM(id, "ac-alice1", model.StateRunning)); err != nil {
+				return err
+			}
+		}
 		for _, i := range perm {
 			if err := tx.PutBackup(want[i]); err != nil {
 				return err
@@ -1181,4 +1188,61 @@ func TestTransactionTooBig(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestDeleteVMRacesPutBackup runs DeleteVM and PutBackup for the same VM
+// at the same time, in both commit orders: either the backup is refused
+// because the VM is gone, or the delete is refused because a backup
+// appeared; never a backup of a deleted VM.
+func TestDeleteVMRacesPutBackup(t *testing.T) {
+	const vmID = "vm-abc123"
+	bk := testBackup("bk-0123456789", vmID, t0)
+	putBackup := func(tx *Tx) error { return tx.PutBackup(bk) }
+	deleteVM := func(tx *Tx) error { return tx.DeleteVM(vmID) }
+	tests := []struct {
+		name          string
+		first, second func(tx *Tx) error // second reads, then waits for first to commit
+		wantSecond    error
+	}{
+		{"backup commits first", putBackup, deleteVM, model.ErrConflict},
+		{"delete commits first", deleteVM, putBackup, model.ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openMem(t)
+			update(t, s, func(tx *Tx) error { return tx.PutVM(testVM(vmID, "ac-alice1", model.StateGraveyard)) })
+			read, committed := make(chan struct{}), make(chan struct{})
+			secondErr := make(chan error, 1)
+			go func() {
+				runs := 0
+				secondErr <- s.Update(context.Background(), func(tx *Tx) error {
+					if err := tt.second(tx); err != nil {
+						return err
+					}
+					if runs++; runs == 1 {
+						close(read)
+						<-committed
+					}
+					return nil
+				})
+			}()
+			<-read
+			update(t, s, tt.first)
+			close(committed)
+			if err := <-secondErr; !errors.Is(err, tt.wantSecond) {
+				t.Errorf("second transaction: %v, want %v", err, tt.wantSecond)
+			}
+			view(t, s, func(tx *Tx) error {
+				_, vmErr := tx.VM(vmID)
+				bks, err := tx.Backups(vmID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if errors.Is(vmErr, model.ErrNotFound) && len(bks) > 0 {
+					t.Errorf("VM %s is deleted but its backups %v remain", vmID, ids(bks))
+				}
+				return nil
+			})
+		})
+	}
 }
