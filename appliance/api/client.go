@@ -272,6 +272,23 @@ func (c *Client) FollowEvents(ctx context.Context, afterSeq uint64, fn func(mode
 	return fmt.Errorf("%w: superjoltd closed the event stream (did it stop?)", model.ErrUnavailable)
 }
 
+// errGotEvent stops a follow once WaitEvents has its first event.
+var errGotEvent = errors.New("got an event")
+
+// WaitEvents blocks until there are events after afterSeq and returns them
+// (at most 100), or returns ctx's error when ctx ends first. It suits a loop
+// such as a Bubble Tea command that waits for the next batch.
+func (c *Client) WaitEvents(ctx context.Context, afterSeq uint64) ([]model.Event, error) {
+	if es, err := c.Events(ctx, afterSeq, 0); err != nil || len(es) > 0 {
+		return es, err
+	}
+	err := c.FollowEvents(ctx, afterSeq, func(model.Event) error { return errGotEvent })
+	if !errors.Is(err, errGotEvent) {
+		return nil, err
+	}
+	return c.Events(ctx, afterSeq, 0)
+}
+
 // AdvanceClock moves a manual clock forward; a daemon on the real clock
 // refuses with model.ErrConflict.
 func (c *Client) AdvanceClock(ctx context.Context, d time.Duration) (time.Time, error) {

@@ -179,6 +179,37 @@ func TestRealClockAndEvents(t *testing.T) {
 	if err := <-followErr; !errors.Is(err, context.Canceled) {
 		t.Fatalf("FollowEvents after cancel = %v, want context.Canceled", err)
 	}
+	// WaitEvents: returns what is there at once, else waits for the next.
+	if es, err := c.WaitEvents(ctx, 0); err != nil || len(es) == 0 {
+		t.Fatalf("WaitEvents(0) = %v, %v; want the events so far", es, err)
+	}
+	waited := make(chan []model.Event, 1)
+	go func() {
+		es, err := c.WaitEvents(ctx, last)
+		if err != nil {
+			t.Errorf("WaitEvents(%d): %v", last, err)
+		}
+		waited <- es
+	}()
+	select {
+	case es := <-waited:
+		t.Fatalf("WaitEvents(%d) returned %v before anything happened", last, es)
+	case <-time.After(200 * time.Millisecond):
+	}
+	b, err := c.CreateAccount(ctx, api.CreateAccountRequest{Name: "late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case es := <-waited:
+		if len(es) == 0 || es[0].Seq <= last || es[len(es)-1].Object != b.ID {
+			t.Fatalf("WaitEvents(%d) = %+v, want the events of %s", last, es, b.ID)
+		}
+		last = es[len(es)-1].Seq
+	case <-ctx.Done():
+		t.Fatal("WaitEvents did not return after an event")
+	}
+
 	es, err := c.Events(ctx, 0, 1000)
 	if err != nil || len(es) == 0 || es[len(es)-1].Seq != last {
 		t.Fatalf("Events = %d events (last %v), %v; want the last to be %d", len(es), es, err, last)
