@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -498,7 +499,18 @@ func TestCLIDaemonNotRunning(t *testing.T) {
 }
 
 func TestCLISecondDaemonRefused(t *testing.T) {
-	d := startDaemon(t, "--clock=manual")
+	group, err := user.LookupGroup("nogroup")
+	if err != nil {
+		t.Skip("needs the group nogroup for --socket-group")
+	}
+	d := startDaemon(t, "--clock=manual", "--socket-group", "nogroup")
+	var st syscall.Stat_t
+	if err := syscall.Stat(d.socket, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&0o777 != 0o660 || fmt.Sprint(st.Gid) != group.Gid {
+		t.Fatalf("socket mode %o gid %d, want 0660 and group nogroup (%s)", st.Mode&0o777, st.Gid, group.Gid)
+	}
 	cmd := exec.Command(filepath.Join(d.bin, "superjoltd"), "--state-dir", t.TempDir(), "--socket", d.socket)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +36,12 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 	ln, err := server.Listen(ctx, cfg.socket)
 	if err != nil {
 		return err
+	}
+	if cfg.sockGroup != "" {
+		if err := chgrp(cfg.socket, cfg.sockGroup); err != nil {
+			ln.Close()
+			return err
+		}
 	}
 	var h handlerSwitch
 	h.set(server.Unavailable("superjoltd is starting (the first start builds the built-in image, which takes a minute); try again shortly"))
@@ -192,4 +200,20 @@ func watchdog(ctx context.Context, app *appliance.Appliance, log *slog.Logger) {
 		}
 		_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
 	}
+}
+
+// chgrp gives the socket to a group, so that its members may use the API.
+func chgrp(path, group string) error {
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return fmt.Errorf("--socket-group: %w", err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return fmt.Errorf("--socket-group %s: gid %q: %w", group, g.Gid, err)
+	}
+	if err := os.Chown(path, -1, gid); err != nil {
+		return fmt.Errorf("--socket-group: %w", err)
+	}
+	return nil
 }

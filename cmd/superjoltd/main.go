@@ -47,6 +47,7 @@ type config struct {
 	poolImage string
 	poolSize  int64
 	socket    string
+	sockGroup string // group owning the socket ("" leaves it root's)
 	subnet    netip.Prefix
 	manual    bool // --clock=manual
 	runDir    string
@@ -66,6 +67,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.poolImage, "pool-image", "", "the loop-backed Btrfs pool image, made on first start (default <state-dir>/pool.img, mounted at <state-dir>/pool)")
 	fs.StringVar(&poolSize, "pool-size", "20G", "size of a new pool image (sparse): 20G, 512M, 1T")
 	fs.StringVar(&cfg.socket, "socket", "/run/superjolt/superjolt.sock", "the local API's UNIX socket")
+	fs.StringVar(&cfg.sockGroup, "socket-group", "", "group whose members may use the API socket (mode 0660); default: root's group only")
 	fs.StringVar(&subnet, "subnet", "10.77.0.0/24", "where VM addresses come from (an address attribute only: no traffic is routed yet)")
 	fs.StringVar(&clock, "clock", "real", "real, or manual: time moves only with 'superjolt debug clock advance' (tests, demos)")
 	fs.StringVar(&cfg.runDir, "run-dir", "/run/superjolt/vm", "per-VM runtime directories (sockets, logs, pid files)")
