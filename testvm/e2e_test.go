@@ -134,6 +134,7 @@ func TestGuestRebootKeepsMachine(t *testing.T) {
 	vm := testvm.Boot(t, testvm.Options{})
 	c := vm.Client()
 	first := vm.BootID()
+	start := time.Now()
 	if err := c.Reboot(ctxT(t, 10*time.Second)); err != nil && !errors.Is(err, guest.ErrClosed) {
 		t.Fatal(err)
 	}
@@ -141,6 +142,7 @@ func TestGuestRebootKeepsMachine(t *testing.T) {
 	for {
 		res, err := c.Ping(ctxT(t, 2*time.Second))
 		if err == nil && res.BootID != first {
+			t.Logf("rebooted in %v (guest uptime %v)", time.Since(start), res.Uptime)
 			break
 		}
 		if time.Now().After(deadline) {

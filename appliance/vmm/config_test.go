@@ -29,7 +29,7 @@ func TestArgv(t *testing.T) {
 			want: [][]string{
 				{"-M", "microvm"}, {"-accel", "tcg"}, {"-smp", "2"}, {"-m", "512"},
 				{"-kernel", "/i/vmlinuz"}, {"-initrd", "/i/initrd"},
-				{"-append", "console=ttyS0 panic=-1 quiet pci=off tsc_early_khz=2096010"},
+				{"-append", "console=ttyS0 panic=-1 quiet pci=off reboot=t tsc_early_khz=2096010"},
 				{"-serial", "file:/r/console.log"},
 				{"-drive", "id=root,file=/v/rootfs.img,format=raw,if=none,discard=unmap"},
 				{"-device", "virtio-blk-device,drive=root"},
@@ -46,7 +46,7 @@ func TestArgv(t *testing.T) {
 			want: [][]string{
 				{"-accel", "kvm"}, {"-cpu", "host"},
 				{"-device", "vhost-vsock-device,guest-cid=42"},
-				{"-append", "console=ttyS0 panic=-1 quiet pci=off"},
+				{"-append", "console=ttyS0 panic=-1 quiet pci=off reboot=t"},
 				{"-no-reboot", "-kernel"},
 			},
 			absent: []string{"tsc_early_khz", "virtserialport", "agent.sock"},
