@@ -12,6 +12,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/superjolt/superjolt/appliance/api"
 	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/btrfs/btrfstest"
 	"github.com/superjolt/superjolt/testvm"
 )
 
@@ -127,10 +129,11 @@ func startDaemonEnv(tb testing.TB, env []string, extra ...string) *daemon {
 		tb.Fatal(err)
 	}
 	d := &daemon{socket: filepath.Join(dir, "api.sock"), stateDir: filepath.Join(dir, "state"), bin: bin, env: env, log: &bytes.Buffer{}}
-	d.args = append([]string{
-		"--state-dir", d.stateDir, "--pool-size", "1G", "--socket", d.socket,
-		"--run-dir", filepath.Join(dir, "run"), "--log-level", "debug",
-	}, extra...)
+	d.args = []string{"--state-dir", d.stateDir, "--socket", d.socket, "--run-dir", filepath.Join(dir, "run"), "--log-level", "debug"}
+	if !slices.Contains(extra, "--pool") {
+		d.args = append(d.args, "--pool-size", "1G")
+	}
+	d.args = append(d.args, extra...)
 	tb.Cleanup(func() {
 		d.stop(tb)
 		if tb.Failed() {
@@ -473,6 +476,34 @@ func TestDaemonNotifiesSystemd(t *testing.T) {
 	}
 	d.stop(t)
 	await("STOPPING=1")
+}
+
+// TestDaemonOnExistingBtrfs runs superjoltd with --pool on a Btrfs mount
+// it did not make: the pool layout and the built-in image land there, and a
+// clean stop leaves the mount alone.
+func TestDaemonOnExistingBtrfs(t *testing.T) {
+	pool := btrfstest.NewPool(t, 512<<20)
+	dir := filepath.Join(pool.Root(), "superjolt")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "--pool", dir, "--clock=manual")
+	d.ok(t, "tier", "list")
+	for _, sub := range []string{"images", "vms", "backups", "trash"} {
+		if _, err := os.Stat(filepath.Join(dir, sub)); err != nil {
+			t.Errorf("the pool on %s has no %s/: %v", dir, sub, err)
+		}
+	}
+	if len(testvm.Missing()) == 0 {
+		imgs := okJSON[[]model.Image](t, d, "image", "list")
+		if len(imgs) != 1 || !imgs[0].Builtin || imgs[0].SizeBytes <= 0 {
+			t.Fatalf("image list on an existing Btrfs: %+v, want the built-in image", imgs)
+		}
+	}
+	d.stop(t)
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); !bytes.Contains(b, []byte(pool.Root())) {
+		t.Fatalf("stopping superjoltd unmounted a Btrfs it did not mount (%s)", pool.Root())
+	}
 }
 
 func TestCLIClockAdvanceRefusedOnRealClock(t *testing.T) {
