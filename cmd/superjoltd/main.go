@@ -10,8 +10,16 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 )
+
+// defaultMemoryLimit is the Go heap's soft limit unless GOMEMLIMIT says
+// otherwise. Badger's compactions leave large amounts of short-lived garbage:
+// with the default GC a full compaction of a 10,000-VM store peaked at
+// 113 MiB, with a 48 MiB limit at 59 MiB. The limit is soft: a heap that
+// really needs more gets it, at the price of more GC work.
+const defaultMemoryLimit = 64 << 20
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
@@ -24,6 +32,9 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 	slog.SetDefault(log)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
