@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -189,4 +190,19 @@ func TestProbeKVM(t *testing.T) {
 		return
 	}
 	t.Logf("KVM probe on a host with /dev/kvm: %v", err)
+}
+
+func TestKVMBrokenSticks(t *testing.T) {
+	t.Cleanup(func() {
+		hostMu.Lock()
+		kvmBroken = nil
+		hostMu.Unlock()
+	})
+	markKVMBroken(os.ErrDeadlineExceeded)
+	markKVMBroken(os.ErrClosed) // the first reason stays
+	h := ProbeHost()
+	if h.KVM || h.KVMError == nil || !strings.Contains(h.KVMError.Error(), "booted under TCG") ||
+		!errors.Is(h.KVMError, os.ErrDeadlineExceeded) {
+		t.Errorf("after a failed KVM boot: KVM=%v err=%v", h.KVM, h.KVMError)
+	}
 }

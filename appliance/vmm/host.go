@@ -32,7 +32,8 @@ var (
 	host     Host
 )
 
-// ProbeHost probes the host once and returns the cached answer afterwards.
+// ProbeHost probes the host once and returns the cached answer afterwards (with KVM off once a
+// KVM boot has failed where TCG then worked, see [markKVMBroken]).
 func ProbeHost() Host {
 	hostOnce.Do(func() {
 		host.KVMError = probeKVM()
@@ -41,7 +42,29 @@ func ProbeHost() Host {
 		host.VhostVsock = err == nil
 		host.TSCKHz, host.TSCSource = tscKHz()
 	})
-	return host
+	hostMu.Lock()
+	defer hostMu.Unlock()
+	h := host
+	if kvmBroken != nil {
+		h.KVM, h.KVMError = false, kvmBroken
+	}
+	return h
+}
+
+var (
+	hostMu    sync.Mutex
+	kvmBroken error
+)
+
+// markKVMBroken records that a guest failed to boot under KVM and then booted under TCG: the HLT probe
+// passed, but this KVM cannot run a real guest (as on some nested hosts). Later machines of this
+// process go straight to TCG instead of paying a boot timeout each.
+func markKVMBroken(why error) {
+	hostMu.Lock()
+	defer hostMu.Unlock()
+	if kvmBroken == nil {
+		kvmBroken = fmt.Errorf("a guest failed to boot under KVM and booted under TCG: %w", why)
+	}
 }
 
 // tscKHz returns the host TSC frequency in kHz and how it was found.

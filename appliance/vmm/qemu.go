@@ -201,6 +201,10 @@ func (m *QEMU) Start(ctx context.Context) error {
 	for attempt := 1; attempt <= m.cfg.BootAttempts; attempt++ {
 		err := m.boot(ctx, bin, accel, transport, h.TSCKHz)
 		if err == nil {
+			if accel == AccelTCG && len(errs) > 0 && m.cfg.Accel == AccelAuto && h.KVM {
+				m.log.Warn("KVM cannot boot guests here; using TCG from now on", "kvm_err", errs[0])
+				markKVMBroken(errs[0])
+			}
 			return nil
 		}
 		errs = append(errs, fmt.Errorf("attempt %d (%s): %w", attempt, accel, err))
