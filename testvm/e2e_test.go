@@ -179,6 +179,18 @@ func TestVsockFromHost(t *testing.T) {
 	}
 }
 
+// TestKVMBoot boots under KVM where the driver's probe says KVM works, so that a probe that passes on
+// a KVM which cannot run real guests is caught.
+func TestKVMBoot(t *testing.T) {
+	if h := vmm.ProbeHost(); !h.KVM {
+		t.Skipf("no working KVM here (%v): guests run under TCG", h.KVMError)
+	}
+	vm := testvm.Boot(t, testvm.Options{Accel: vmm.AccelKVM})
+	if vm.Accel() != vmm.AccelKVM {
+		t.Errorf("booted with %q", vm.Accel())
+	}
+}
+
 // TestTwoVMsInParallel boots two guests at once on this 2-core machine.
 func TestTwoVMsInParallel(t *testing.T) {
 	testvm.Require(t)

@@ -190,6 +190,9 @@ func TestProbeKVM(t *testing.T) {
 		return
 	}
 	t.Logf("KVM probe on a host with /dev/kvm: %v", err)
+	if h := ProbeHost(); h.KVM != (err == nil) {
+		t.Errorf("ProbeHost says KVM=%v, the probe said %v", h.KVM, err)
+	}
 }
 
 func TestKVMBrokenSticks(t *testing.T) {
