@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -270,26 +271,41 @@ func Cached(ctx context.Context, opts BuildOptions) (*Image, error) {
 	return Open(dir)
 }
 
-// imageMaxIdle is how long a cached image may go unused before a new build removes it.
-const imageMaxIdle = 3 * 24 * time.Hour
+// A new build removes cached images that no Cached call has used for imageMaxIdle, and all but the
+// imageMaxKept most recently used.
+const (
+	imageMaxIdle = 3 * 24 * time.Hour
+	imageMaxKept = 8
+)
 
-// pruneImages removes cached images (other than keep) that no Cached call has used for imageMaxIdle,
-// so that every agent change does not leave 30 MB behind for good. It runs under the cache lock.
+// pruneImages removes stale cached images (never keep), so that every agent change does not leave
+// 30 MB behind for good. It runs under the cache lock. An image in use by a running test is safe:
+// QEMU has read its kernel and initrd, and each VM boots from its own copy of rootfs.img.
 func pruneImages(root, keep string, logf func(string, ...any)) {
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return
 	}
+	type image struct {
+		name string
+		used time.Time
+	}
+	var images []image
 	for _, e := range entries {
 		if e.Name() == keep || !e.IsDir() {
 			continue
 		}
-		info, err := e.Info()
-		if err != nil || time.Since(info.ModTime()) < imageMaxIdle {
+		if info, err := e.Info(); err == nil {
+			images = append(images, image{e.Name(), info.ModTime()})
+		}
+	}
+	slices.SortFunc(images, func(a, b image) int { return b.used.Compare(a.used) })
+	for i, img := range images {
+		if i+1 < imageMaxKept && time.Since(img.used) < imageMaxIdle {
 			continue
 		}
-		logf("removing cached image %s, unused since %s", e.Name(), info.ModTime().Format(time.DateOnly))
-		os.RemoveAll(filepath.Join(root, e.Name()))
+		logf("removing cached image %s, last used %s", img.name, img.used.Format(time.DateTime))
+		os.RemoveAll(filepath.Join(root, img.name))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -163,22 +164,28 @@ func TestCopyDiskKeepsHoles(t *testing.T) {
 
 func TestPruneImages(t *testing.T) {
 	root := t.TempDir()
-	old := time.Now().Add(-imageMaxIdle - time.Hour)
-	for _, d := range []struct {
-		name string
-		used time.Time
-	}{{"keep", old}, {"stale", old}, {"fresh", time.Now()}} {
-		p := filepath.Join(root, d.name)
+	mk := func(name string, used time.Time) {
+		p := filepath.Join(root, name)
 		if err := os.Mkdir(p, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		os.Chtimes(p, d.used, d.used)
+		os.Chtimes(p, used, used)
+	}
+	stale := time.Now().Add(-imageMaxIdle - time.Hour)
+	mk("keep", stale)
+	mk("stale", stale)
+	want := map[string]bool{"keep": true, "stale": false}
+	// imageMaxKept+2 recent ones: the current one counts, so the oldest three go.
+	for i := 0; i < imageMaxKept+2; i++ {
+		name := fmt.Sprintf("recent-%02d", i)
+		mk(name, time.Now().Add(-time.Duration(i)*time.Minute))
+		want[name] = i < imageMaxKept-1
 	}
 	pruneImages(root, "keep", t.Logf)
-	for name, want := range map[string]bool{"keep": true, "stale": false, "fresh": true} {
+	for name, w := range want {
 		_, err := os.Stat(filepath.Join(root, name))
-		if got := err == nil; got != want {
-			t.Errorf("%s exists = %v, want %v", name, got, want)
+		if got := err == nil; got != w {
+			t.Errorf("%s exists = %v, want %v", name, got, w)
 		}
 	}
 }
