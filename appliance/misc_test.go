@@ -127,3 +127,49 @@ func TestMissedDaysCaughtUpOnce(t *testing.T) {
 		t.Errorf("a day later: %d backups, want 2", len(bks))
 	}
 }
+
+// TestGuestPowerOff: a guest that powers itself off is seen by the
+// supervisor and marked stopped (not left "running" without a process);
+// it keeps billing and starts again.
+func TestGuestPowerOff(t *testing.T) {
+	e := newEnv(t, envOptions{realVMs: true})
+	ctx := context.Background()
+	acct := e.account("self-stopper", 100*model.Credit, 0)
+	vm := e.vm(acct.ID)
+	// The agent answers before the machine goes down (or the connection drops).
+	_, _ = e.a.Exec(ctx, vm.ID, guestSh("sync; (sleep 1; poweroff -f) >/dev/null 2>&1 &"))
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute) // a hang guard, not timing
+	defer cancel()
+	evs, err := e.a.WaitEvents(wctx, lastSeq(t, e))
+	for err == nil && !hasEvent(evs, "vm.exited") {
+		evs, err = e.a.WaitEvents(wctx, evs[len(evs)-1].Seq)
+	}
+	if err != nil {
+		t.Fatalf("no vm.exited event: %v", err)
+	}
+	got := e.getVM(vm.ID)
+	if got.State != model.StateStopped || got.WantRunning || e.isRunning(vm.ID) {
+		t.Fatalf("after the guest powered off: state %s want_running %v process %v", got.State, got.WantRunning, e.isRunning(vm.ID))
+	}
+	if _, err := e.a.StartVM(ctx, vm.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func lastSeq(t *testing.T, e *env) uint64 {
+	t.Helper()
+	evs, err := e.a.Events(context.Background(), 0, MaxLedgerLimit)
+	if err != nil || len(evs) == 0 {
+		t.Fatalf("events: %v", err)
+	}
+	return evs[len(evs)-1].Seq
+}
+
+func hasEvent(evs []model.Event, typ string) bool {
+	for _, ev := range evs {
+		if ev.Type == typ {
+			return true
+		}
+	}
+	return false
+}
