@@ -72,8 +72,13 @@ func crashChild() int {
 		_, err = a.RestoreVM(ctx, args[1], args[2])
 	case "destroy":
 		_, err = a.DestroyVM(ctx, args[1])
-	case "reclaim":
-		_, err = a.AdvanceClock(ctx, RecoveryWindow+time.Minute)
+	case "advance":
+		var d time.Duration
+		if d, err = time.ParseDuration(args[1]); err == nil {
+			_, err = a.AdvanceClock(ctx, d)
+		}
+	case "create":
+		_, err = a.CreateVM(ctx, CreateVMRequest{AccountID: args[1], Tier: "nano"})
 	default:
 		return fail("unknown action %q", args[0])
 	}
@@ -106,8 +111,9 @@ func (e *env) crashAt(step, action string) {
 	if e.real {
 		e.noOrphans()
 	}
-	if strings.HasPrefix(action, "reclaim") {
-		e.clk.Advance(RecoveryWindow + time.Minute) // where the child's clock went
+	if d, ok := strings.CutPrefix(action, "advance "); ok {
+		dd, _ := time.ParseDuration(d)
+		e.clk.Advance(dd) // where the child's clock went
 	}
 	e.open()
 }
@@ -277,7 +283,7 @@ func TestCrashDestroyReclaim(t *testing.T) {
 			if _, err := e.a.DestroyVM(ctx, vm.ID); err != nil {
 				t.Fatal(err)
 			}
-			e.crashAt("reclaim:"+step, "reclaim "+vm.ID)
+			e.crashAt("reclaim:"+step, "advance "+(RecoveryWindow+time.Minute).String())
 			if o := e.recoveredOp(model.OpReclaim); o.State != model.OpDone {
 				t.Errorf("reclaim left %s", o.State)
 			}
@@ -290,4 +296,75 @@ func TestCrashDestroyReclaim(t *testing.T) {
 		})
 	}
 	e.t = t
+}
+
+// TestCrashCreateArchive kills the appliance at every step of a create
+// (rolled back: nothing left) and of an archive (finished). The stub
+// stands in for VM processes, as in TestCrashDestroyReclaim.
+func TestCrashCreateArchive(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	acct := e.account("crashy", 1000*model.Credit, 0)
+	for _, step := range CreateSteps {
+		t.Run("create:"+step, func(t *testing.T) {
+			e.t = t
+			e.crashAt("create:"+step, "create "+acct.ID)
+			if o := e.recoveredOp(model.OpCreate); o.State != model.OpRolledBack {
+				t.Errorf("create left %s, want rolled_back", o.State)
+			}
+			if vms, _ := e.a.VMs(ctx, VMFilter{AccountID: acct.ID}); len(vms) != 0 {
+				t.Errorf("a crashed create left %d VMs", len(vms))
+			}
+			if disk, _ := e.pool.VMs(ctx); len(disk) != 0 {
+				t.Errorf("a crashed create left subvolumes %v", disk)
+			}
+			e.checkConsistent()
+		})
+	}
+	e.t = t
+	for _, step := range ArchiveSteps {
+		t.Run("archive:"+step, func(t *testing.T) {
+			e.t = t
+			poor := e.account("poor-"+step, 100, 0)
+			vm := e.vm(poor.ID)
+			e.crashAt("archive:"+step, "advance "+BillingPeriod.String())
+			if o := e.recoveredOp(model.OpArchive); o.State != model.OpDone {
+				t.Errorf("archive left %s", o.State)
+			}
+			got := e.getVM(vm.ID)
+			if got.State != model.StateArchived || got.IP.IsValid() {
+				t.Errorf("after the restart: state %s ip %v, want archived without address", got.State, got.IP)
+			}
+			e.checkConsistent()
+		})
+	}
+	e.t = t
+}
+
+// TestCrashPrune kills the appliance after retention deleted the old
+// scheduled backup's snapshot and before its row went: recovery finishes
+// the pruning, keeping the new backup.
+func TestCrashPrune(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	acct := e.account("pruned", 1000*model.Credit, 1)
+	vm := e.vm(acct.ID)
+	if _, err := e.a.StopVM(ctx, vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.advance(24 * time.Hour)
+	old, err := e.a.Backups(ctx, vm.ID)
+	if err != nil || len(old) != 1 {
+		t.Fatalf("after a day: %d backups (%v), want 1", len(old), err)
+	}
+	e.crashAt("backup:pruned", "advance 24h0m0s")
+	o := e.recoveredOp(model.OpBackup)
+	if o.State != model.OpDone {
+		t.Errorf("backup left %s", o.State)
+	}
+	bks, _ := e.a.Backups(ctx, vm.ID)
+	if len(bks) != 1 || bks[0].ID != o.BackupID || bks[0].ID == old[0].ID {
+		t.Errorf("after the restart: backups %+v; want only the new %s", bks, o.BackupID)
+	}
+	e.checkConsistent()
 }
