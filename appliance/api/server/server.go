@@ -175,8 +175,8 @@ func (s *Server) routes() {
 
 	m.HandleFunc("GET /v1/accounts", s.accounts)
 	m.HandleFunc("POST /v1/accounts", s.createAccount)
-	m.HandleFunc("GET /v1/accounts/{id}", s.account)
-	m.HandleFunc("POST /v1/accounts/{id}/topup", s.topUp)
+	m.HandleFunc("GET /v1/accounts/{id}", get(s, model.KindAccount, s.app.Account))
+	m.HandleFunc("POST /v1/accounts/{id}/topup", post(s, model.KindAccount, s.topUp))
 	m.HandleFunc("GET /v1/accounts/{id}/ledger", s.ledger)
 
 	m.HandleFunc("GET /v1/tiers", s.tiers)
@@ -184,27 +184,78 @@ func (s *Server) routes() {
 
 	m.HandleFunc("GET /v1/vms", s.vms)
 	m.HandleFunc("POST /v1/vms", s.createVM)
-	m.HandleFunc("GET /v1/vms/{id}", s.vm)
-	m.HandleFunc("POST /v1/vms/{id}/stop", s.vmVerb(Appliance.StopVM))
-	m.HandleFunc("POST /v1/vms/{id}/start", s.vmVerb(Appliance.StartVM))
-	m.HandleFunc("POST /v1/vms/{id}/resume", s.vmVerb(Appliance.ResumeVM))
-	m.HandleFunc("POST /v1/vms/{id}/destroy", s.destroyVM)
-	m.HandleFunc("POST /v1/vms/{id}/exec", s.exec)
-	m.HandleFunc("POST /v1/vms/{id}/ports", s.addPort)
+	m.HandleFunc("GET /v1/vms/{id}", get(s, model.KindVM, s.app.VM))
+	m.HandleFunc("POST /v1/vms/{id}/stop", verb(s, model.KindVM, http.StatusOK, s.app.StopVM))
+	m.HandleFunc("POST /v1/vms/{id}/start", verb(s, model.KindVM, http.StatusOK, s.app.StartVM))
+	m.HandleFunc("POST /v1/vms/{id}/resume", verb(s, model.KindVM, http.StatusOK, s.app.ResumeVM))
+	m.HandleFunc("POST /v1/vms/{id}/destroy", verb(s, model.KindVM, http.StatusOK, s.destroyVM))
+	m.HandleFunc("POST /v1/vms/{id}/exec", post(s, model.KindVM, s.exec))
+	m.HandleFunc("POST /v1/vms/{id}/ports", post(s, model.KindVM, s.addPort))
 	m.HandleFunc("DELETE /v1/vms/{id}/ports/{proto}/{number}", s.removePort)
-	m.HandleFunc("POST /v1/vms/{id}/domains", s.addDomain)
+	m.HandleFunc("POST /v1/vms/{id}/domains", post(s, model.KindVM, s.addDomain))
 	m.HandleFunc("DELETE /v1/vms/{id}/domains/{domain}", s.removeDomain)
 
-	m.HandleFunc("GET /v1/vms/{id}/backups", s.backups)
-	m.HandleFunc("POST /v1/vms/{id}/backups", s.createBackup)
+	m.HandleFunc("GET /v1/vms/{id}/backups", get(s, model.KindVM, s.backups))
+	m.HandleFunc("POST /v1/vms/{id}/backups", verb(s, model.KindVM, http.StatusCreated, s.app.CreateBackup))
 	m.HandleFunc("GET /v1/vms/{id}/backups/resolve", s.resolveBackup)
-	m.HandleFunc("POST /v1/vms/{id}/restore", s.restore)
+	m.HandleFunc("POST /v1/vms/{id}/restore", post(s, model.KindVM, s.restore))
 	m.HandleFunc("DELETE /v1/backups/{id}", s.deleteBackup)
 
-	m.HandleFunc("GET /v1/operations/{id}", s.operation)
+	m.HandleFunc("GET /v1/operations/{id}", get(s, model.KindOperation, s.app.Operation))
 	m.HandleFunc("GET /v1/events", s.events)
 
 	m.HandleFunc("POST /v1/debug/clock/advance", s.advanceClock)
+}
+
+// get serves GET on the object the path's {id} names, which must be an id of
+// kind k: the answer is fn's result.
+func get[T any](s *Server, k model.Kind, fn func(context.Context, string) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathID(r, "id", k)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		v, err := fn(r.Context(), id)
+		s.reply(w, r, http.StatusOK, v, err)
+	}
+}
+
+// verb serves a POST that takes no request body on the object the path's
+// {id} names, an id of kind k: the answer is fn's result, with status.
+func verb[T any](s *Server, k model.Kind, status int, fn func(context.Context, string) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathID(r, "id", k)
+		if err == nil {
+			err = noBody(w, r)
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		v, err := fn(r.Context(), id)
+		s.reply(w, r, status, v, err)
+	}
+}
+
+// post serves a POST on the object the path's {id} names, an id of kind k,
+// with the request body decoded (strictly) and validated as a Req: the answer
+// is fn's result.
+func post[Req request, T any](s *Server, k model.Kind, fn func(context.Context, string, Req) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathID(r, "id", k)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		req, err := decodeRequest[Req](w, r)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		v, err := fn(r.Context(), id, req)
+		s.reply(w, r, http.StatusOK, v, err)
+	}
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
@@ -233,29 +284,8 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, http.StatusCreated, a, err)
 }
 
-func (s *Server) account(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "id", model.KindAccount)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	a, err := s.app.Account(r.Context(), id)
-	s.reply(w, r, http.StatusOK, a, err)
-}
-
-func (s *Server) topUp(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "id", model.KindAccount)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	req, err := decodeRequest[api.TopUpRequest](w, r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	a, err := s.app.TopUp(r.Context(), id, req.Amount)
-	s.reply(w, r, http.StatusOK, a, err)
+func (s *Server) topUp(ctx context.Context, id string, req api.TopUpRequest) (model.Account, error) {
+	return s.app.TopUp(ctx, id, req.Amount)
 }
 
 func (s *Server) ledger(w http.ResponseWriter, r *http.Request) {
@@ -310,77 +340,23 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, http.StatusCreated, vm, err)
 }
 
-func (s *Server) vm(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "id", model.KindVM)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	vm, err := s.app.VM(r.Context(), id)
-	s.reply(w, r, http.StatusOK, vm, err)
+func (s *Server) destroyVM(ctx context.Context, id string) (api.DestroyResult, error) {
+	res, err := s.app.DestroyVM(ctx, id)
+	return api.DestroyResult{VM: res.VM, Reclaimed: res.Reclaimed}, err
 }
 
-func (s *Server) vmVerb(verb func(Appliance, context.Context, string) (model.VM, error)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		id, err := pathID(r, "id", model.KindVM)
-		if err == nil {
-			err = noBody(w, r)
-		}
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		vm, err := verb(s.app, r.Context(), id)
-		s.reply(w, r, http.StatusOK, vm, err)
-	}
-}
-
-func (s *Server) destroyVM(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "id", model.KindVM)
-	if err == nil {
-		err = noBody(w, r)
-	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	res, err := s.app.DestroyVM(r.Context(), id)
-	s.reply(w, r, http.StatusOK, api.DestroyResult{VM: res.VM, Reclaimed: res.Reclaimed}, err)
-}
-
-func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "id", model.KindVM)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	req, err := decodeRequest[api.ExecRequest](w, r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	res, err := s.app.Exec(r.Context(), id, guest.ExecRequest{
+func (s *Server) exec(ctx context.Context, id string, req api.ExecRequest) (api.ExecResult, error) {
+	res, err := s.app.Exec(ctx, id, guest.ExecRequest{
 		Path: req.Path, Args: req.Args, Stdin: req.Stdin, Timeout: time.Duration(req.Timeout),
 	})
-	s.reply(w, r, http.StatusOK, api.ExecResult{
+	return api.ExecResult{
 		ExitCode: res.ExitCode, Signal: res.Signal, Stdout: res.Stdout, Stderr: res.Stderr,
 		Truncated: res.Truncated, TimedOut: res.TimedOut,
-	}, err)
+	}, err
 }
 
-func (s *Server) addPort(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "id", model.KindVM)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	p, err := decodeRequest[portRequest](w, r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	vm, err := s.app.AddPort(r.Context(), id, model.Port(p))
-	s.reply(w, r, http.StatusOK, vm, err)
+func (s *Server) addPort(ctx context.Context, id string, p portRequest) (model.VM, error) {
+	return s.app.AddPort(ctx, id, model.Port(p))
 }
 
 func (s *Server) removePort(w http.ResponseWriter, r *http.Request) {
@@ -398,19 +374,8 @@ func (s *Server) removePort(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, http.StatusOK, vm, err)
 }
 
-func (s *Server) addDomain(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "id", model.KindVM)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	req, err := decodeRequest[api.DomainRequest](w, r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	vm, err := s.app.AddDomain(r.Context(), id, req.Domain)
-	s.reply(w, r, http.StatusOK, vm, err)
+func (s *Server) addDomain(ctx context.Context, id string, req api.DomainRequest) (model.VM, error) {
+	return s.app.AddDomain(ctx, id, req.Domain)
 }
 
 func (s *Server) removeDomain(w http.ResponseWriter, r *http.Request) {
@@ -428,27 +393,9 @@ func (s *Server) removeDomain(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, http.StatusOK, vm, err)
 }
 
-func (s *Server) backups(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "id", model.KindVM)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	bs, err := s.app.Backups(r.Context(), id)
-	s.reply(w, r, http.StatusOK, nonNil(bs), err)
-}
-
-func (s *Server) createBackup(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "id", model.KindVM)
-	if err == nil {
-		err = noBody(w, r)
-	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	b, err := s.app.CreateBackup(r.Context(), id)
-	s.reply(w, r, http.StatusCreated, b, err)
+func (s *Server) backups(ctx context.Context, vmID string) ([]model.Backup, error) {
+	bs, err := s.app.Backups(ctx, vmID)
+	return nonNil(bs), err
 }
 
 func (s *Server) resolveBackup(w http.ResponseWriter, r *http.Request) {
@@ -469,28 +416,17 @@ func (s *Server) resolveBackup(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, http.StatusOK, b, err)
 }
 
-func (s *Server) restore(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "id", model.KindVM)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	req, err := decodeRequest[api.RestoreRequest](w, r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
+// restore restores the backup req names, or the one req.From resolves to.
+func (s *Server) restore(ctx context.Context, vmID string, req api.RestoreRequest) (model.VM, error) {
 	bk := req.BackupID
 	if bk == "" {
-		b, err := s.app.ResolveBackup(r.Context(), id, req.From)
+		b, err := s.app.ResolveBackup(ctx, vmID, req.From)
 		if err != nil {
-			s.fail(w, r, err)
-			return
+			return model.VM{}, err
 		}
 		bk = b.ID
 	}
-	vm, err := s.app.RestoreVM(r.Context(), id, bk)
-	s.reply(w, r, http.StatusOK, vm, err)
+	return s.app.RestoreVM(ctx, vmID, bk)
 }
 
 func (s *Server) deleteBackup(w http.ResponseWriter, r *http.Request) {
@@ -504,16 +440,6 @@ func (s *Server) deleteBackup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) operation(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "id", model.KindOperation)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	op, err := s.app.Operation(r.Context(), id)
-	s.reply(w, r, http.StatusOK, op, err)
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
