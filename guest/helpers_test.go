@@ -289,19 +289,8 @@ func newTestAgent(t testing.TB, mod func(*AgentOptions)) *testAgent {
 // on the other; both end with the test.
 func servePipe(t testing.TB, a *Agent, opts ...ClientOption) *Client {
 	t.Helper()
-	srv, cli := net.Pipe()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = a.ServeConn(ctx, srv)
-	}()
-	c := NewClient(cli, append([]ClientOption{WithTimeout(5 * time.Second), WithLogger(testLogger(t))}, opts...)...)
-	t.Cleanup(func() {
-		c.Close()
-		cancel()
-		<-done
-	})
+	c := NewClient(rawConn(t, a), append([]ClientOption{WithTimeout(5 * time.Second), WithLogger(testLogger(t))}, opts...)...)
+	t.Cleanup(func() { c.Close() }) // before rawConn's cleanup stops the agent
 	return c
 }
 
