@@ -74,26 +74,10 @@ func binaries(tb testing.TB) string {
 	return binDir
 }
 
-// needPool skips unless superjoltd can make its loop-backed Btrfs pool here.
-func needPool(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root: superjoltd mounts a loop-backed Btrfs pool (run the tests as root)")
-	}
-	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
-		if _, err := os.Stat("/usr/sbin/mkfs.btrfs"); err != nil {
-			tb.Skip("needs mkfs.btrfs: install btrfs-progs")
-		}
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		tb.Skip("needs loop devices (/dev/loop-control)")
-	}
-}
-
 // needVMs skips unless real guests can be built and booted here.
 func needVMs(tb testing.TB) {
 	tb.Helper()
-	needPool(tb)
+	btrfstest.Skip(tb)
 	if missing := testvm.Missing(); len(missing) > 0 {
 		tb.Skipf("needs what the built-in guest image and QEMU need: missing %v", missing)
 	}
@@ -121,7 +105,7 @@ func startDaemon(tb testing.TB, extra ...string) *daemon {
 // startDaemonEnv is startDaemon with env added to the daemon's environment.
 func startDaemonEnv(tb testing.TB, env []string, extra ...string) *daemon {
 	tb.Helper()
-	needPool(tb)
+	btrfstest.Skip(tb)
 	bin := binaries(tb)
 	// A short directory: UNIX socket paths are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "sjd")
@@ -428,7 +412,7 @@ func TestCLIEventsFollow(t *testing.T) {
 // once its API serves, ping WATCHDOG=1 regularly, and say STOPPING=1 on
 // SIGTERM.
 func TestDaemonNotifiesSystemd(t *testing.T) {
-	needPool(t)
+	btrfstest.Skip(t)
 	dir, err := os.MkdirTemp("", "sjn")
 	if err != nil {
 		t.Fatal(err)
