@@ -236,7 +236,11 @@ func TestGraveyard(t *testing.T) {
 		if _, err := e.a.CreateBackup(ctx, old.ID); err != nil {
 			t.Fatal(err)
 		}
-		e.advance(2 * time.Hour)
+		e.advance(2 * time.Hour) // a scheduled backup may fall in these hours too
+		kept, err := e.a.Backups(ctx, old.ID)
+		if err != nil || len(kept) == 0 {
+			t.Fatalf("backups before the destroy: %v %v", kept, err)
+		}
 
 		res, err := e.a.DestroyVM(ctx, old.ID)
 		if err != nil {
@@ -245,7 +249,7 @@ func TestGraveyard(t *testing.T) {
 		if res.Reclaimed || res.VM.State != model.StateGraveyard || res.VM.IP.IsValid() || e.isRunning(old.ID) {
 			t.Fatalf("destroy of a 2h-old VM: %+v, running %v", res, e.isRunning(old.ID))
 		}
-		if has, snaps := e.poolHas(old.ID); !has || len(snaps) != 1 {
+		if has, snaps := e.poolHas(old.ID); !has || len(snaps) != len(kept) {
 			t.Fatalf("graveyard VM must keep its disk and backups: subvolume %v backups %v", has, snaps)
 		}
 		_, err = e.a.DestroyVM(ctx, old.ID)
