@@ -71,6 +71,15 @@ type response struct {
 	err *Error
 }
 
+// result is what Execute returns for the answer to command.
+func (r response) result(command string) (json.RawMessage, error) {
+	if r.err != nil {
+		r.err.Command = command
+		return nil, r.err
+	}
+	return r.ret, nil
+}
+
 // Conn is a negotiated QMP connection.
 type Conn struct {
 	conn    net.Conn
@@ -289,20 +298,12 @@ func (c *Conn) Execute(ctx context.Context, command string, args any) (json.RawM
 
 	select {
 	case r := <-ch:
-		if r.err != nil {
-			r.err.Command = command
-			return nil, r.err
-		}
-		return r.ret, nil
+		return r.result(command)
 	case <-c.done:
 		// The read loop may have delivered the answer just before ending.
 		select {
 		case r := <-ch:
-			if r.err != nil {
-				r.err.Command = command
-				return nil, r.err
-			}
-			return r.ret, nil
+			return r.result(command)
 		default:
 		}
 		return nil, fmt.Errorf("qmp: %s: %w", command, c.Err())
