@@ -178,7 +178,7 @@ func extractKernel(ctx context.Context, deb, dir, pkg string) error {
 		switch {
 		case strings.HasPrefix(h.Name, "./boot/vmlinuz-"):
 			release = strings.TrimPrefix(base, "vmlinuz-")
-			if err := writeFrom(filepath.Join(dir, "vmlinuz"), tr); err != nil {
+			if err := writeFrom(filepath.Join(dir, "vmlinuz"), tr, 0o666); err != nil {
 				return err
 			}
 		case strings.Contains(h.Name, "/kernel/"):
@@ -264,8 +264,9 @@ func decompress(ctx context.Context, data []byte, comp string) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-func writeFrom(path string, r io.Reader) error {
-	f, err := os.Create(path)
+// writeFrom writes what r yields to path, created with perm (before the umask) or truncated.
+func writeFrom(path string, r io.Reader, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
 	if err != nil {
 		return err
 	}
