@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -20,9 +21,9 @@ func newVMCommand(o *globalOptions) *cobra.Command {
 		newVMCreateCommand(o),
 		newVMListCommand(o),
 		newVMShowCommand(o),
-		newVMVerbCommand(o, "stop", "Stopping", "Shut a VM down; it keeps billing, its IP, ports and domains", o.clientStop),
-		newVMVerbCommand(o, "start", "Starting", "Boot a stopped VM", o.clientStart),
-		newVMVerbCommand(o, "resume", "Resuming", "Bring a VM back from the graveyard, or from archived once its account has a positive balance", o.clientResume),
+		newVMVerbCommand(o, "stop", "Stopping", "Shut a VM down; it keeps billing, its IP, ports and domains", (*api.Client).StopVM),
+		newVMVerbCommand(o, "start", "Starting", "Boot a stopped VM", (*api.Client).StartVM),
+		newVMVerbCommand(o, "resume", "Resuming", "Bring a VM back from the graveyard, or from archived once its account has a positive balance", (*api.Client).ResumeVM),
 		newVMDestroyCommand(o),
 		newVMExecCommand(o),
 		newVMPortsCommand(o),
@@ -158,19 +159,10 @@ func (o *globalOptions) printVM(vm model.VM) error {
 	return o.fields(kv...)
 }
 
-func (o *globalOptions) clientStop(cmd *cobra.Command, id string) (model.VM, error) {
-	return o.client.StopVM(cmd.Context(), id)
-}
-
-func (o *globalOptions) clientStart(cmd *cobra.Command, id string) (model.VM, error) {
-	return o.client.StartVM(cmd.Context(), id)
-}
-
-func (o *globalOptions) clientResume(cmd *cobra.Command, id string) (model.VM, error) {
-	return o.client.ResumeVM(cmd.Context(), id)
-}
-
-func newVMVerbCommand(o *globalOptions, verb, doing, short string, call func(*cobra.Command, string) (model.VM, error)) *cobra.Command {
+// newVMVerbCommand makes the command for a verb on one VM. call is a method
+// expression, such as (*api.Client).StopVM: o.client is made only once the
+// flags are parsed.
+func newVMVerbCommand(o *globalOptions, verb, doing, short string, call func(*api.Client, context.Context, string) (model.VM, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   verb + " ID",
 		Short: short,
@@ -180,7 +172,7 @@ func newVMVerbCommand(o *globalOptions, verb, doing, short string, call func(*co
 				return err
 			}
 			o.progress("%s %s…", doing, args[0])
-			vm, err := call(cmd, args[0])
+			vm, err := call(o.client, cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -237,7 +229,7 @@ func newVMDestroyCommand(o *globalOptions) *cobra.Command {
 }
 
 func newVMPortsCommand(o *globalOptions) *cobra.Command {
-	edit := func(verb, short string, call func(*cobra.Command, string, model.Port) (model.VM, error)) *cobra.Command {
+	edit := func(verb, short string, call func(*api.Client, context.Context, string, model.Port) (model.VM, error)) *cobra.Command {
 		return &cobra.Command{
 			Use:     verb + " ID PORT/PROTO",
 			Short:   short,
@@ -251,7 +243,7 @@ func newVMPortsCommand(o *globalOptions) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				vm, err := call(cmd, args[0], p)
+				vm, err := call(o.client, cmd.Context(), args[0], p)
 				if err != nil {
 					return err
 				}
@@ -260,17 +252,13 @@ func newVMPortsCommand(o *globalOptions) *cobra.Command {
 		}
 	}
 	return group("ports", "Ports of a VM opened to the outside",
-		edit("add", "Open a port of a VM", func(cmd *cobra.Command, id string, p model.Port) (model.VM, error) {
-			return o.client.AddPort(cmd.Context(), id, p)
-		}),
-		edit("rm", "Close a port of a VM", func(cmd *cobra.Command, id string, p model.Port) (model.VM, error) {
-			return o.client.RemovePort(cmd.Context(), id, p)
-		}),
+		edit("add", "Open a port of a VM", (*api.Client).AddPort),
+		edit("rm", "Close a port of a VM", (*api.Client).RemovePort),
 	)
 }
 
 func newVMDomainsCommand(o *globalOptions) *cobra.Command {
-	edit := func(verb, short string, call func(*cobra.Command, string, string) (model.VM, error)) *cobra.Command {
+	edit := func(verb, short string, call func(*api.Client, context.Context, string, string) (model.VM, error)) *cobra.Command {
 		return &cobra.Command{
 			Use:     verb + " ID DOMAIN",
 			Short:   short,
@@ -283,7 +271,7 @@ func newVMDomainsCommand(o *globalOptions) *cobra.Command {
 				if err := model.ValidateDomain(args[1]); err != nil {
 					return err
 				}
-				vm, err := call(cmd, args[0], args[1])
+				vm, err := call(o.client, cmd.Context(), args[0], args[1])
 				if err != nil {
 					return err
 				}
@@ -292,11 +280,7 @@ func newVMDomainsCommand(o *globalOptions) *cobra.Command {
 		}
 	}
 	return group("domains", "Domains attached to a VM",
-		edit("add", "Attach a domain to a VM", func(cmd *cobra.Command, id, d string) (model.VM, error) {
-			return o.client.AddDomain(cmd.Context(), id, d)
-		}),
-		edit("rm", "Detach a domain from a VM", func(cmd *cobra.Command, id, d string) (model.VM, error) {
-			return o.client.RemoveDomain(cmd.Context(), id, d)
-		}),
+		edit("add", "Attach a domain to a VM", (*api.Client).AddDomain),
+		edit("rm", "Detach a domain from a VM", (*api.Client).RemoveDomain),
 	)
 }
