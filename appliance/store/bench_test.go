@@ -282,29 +282,20 @@ type rss struct {
 // populated 10,000-VM store, reads every VM and every backup and writes one
 // VM: its peak RSS (VmHWM), what it holds once the garbage of reading is
 // collected, and what it held before opening the store. One op is one child.
-func BenchmarkOpenRSS(b *testing.B) {
-	dir := populatedDir(b)
-	var worst rss
-	for b.Loop() {
-		r, err := runRSSChild(dir, false)
-		if err != nil {
-			b.Fatal(err)
-		}
-		worst = rss{max(worst.Base, r.Base), max(worst.Peak, r.Peak), max(worst.Held, r.Held)}
-	}
-	b.ReportMetric(worst.Peak, "peak-RSS-MiB")
-	b.ReportMetric(worst.Held, "held-RSS-MiB")
-	b.ReportMetric(worst.Base, "base-RSS-MiB")
-}
+func BenchmarkOpenRSS(b *testing.B) { benchmarkRSS(b, false) }
 
 // BenchmarkCompactRSS is BenchmarkOpenRSS with the worst compaction there
 // can be: the child first rewrites the whole store (Badger's Flatten). One op
 // is one child.
-func BenchmarkCompactRSS(b *testing.B) {
+func BenchmarkCompactRSS(b *testing.B) { benchmarkRSS(b, true) }
+
+// benchmarkRSS runs one child per op, compacting first when compact is set,
+// and reports the worst of each measure.
+func benchmarkRSS(b *testing.B, compact bool) {
 	dir := populatedDir(b)
 	var worst rss
 	for b.Loop() {
-		r, err := runRSSChild(dir, true)
+		r, err := runRSSChild(dir, compact)
 		if err != nil {
 			b.Fatal(err)
 		}
