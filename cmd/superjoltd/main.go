@@ -12,6 +12,9 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/superjolt/superjolt/appliance"
+	"github.com/superjolt/superjolt/appliance/api"
 )
 
 // defaultMemoryLimit is the Go heap's soft limit unless GOMEMLIMIT says
@@ -77,11 +80,11 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.pool, "pool", "", "an existing directory on a Btrfs filesystem to use as the pool (instead of a pool image)")
 	fs.StringVar(&cfg.poolImage, "pool-image", "", "the loop-backed Btrfs pool image, made on first start (default <state-dir>/pool.img, mounted at <state-dir>/pool)")
 	fs.StringVar(&poolSize, "pool-size", "20G", "size of a new pool image (sparse): 20G, 512M, 1T")
-	fs.StringVar(&cfg.socket, "socket", "/run/superjolt/superjolt.sock", "the local API's UNIX socket")
+	fs.StringVar(&cfg.socket, "socket", api.DefaultSocket, "the local API's UNIX socket")
 	fs.StringVar(&cfg.sockGroup, "socket-group", "", "group whose members may use the API socket (mode 0660); default: root's group only")
 	fs.StringVar(&subnet, "subnet", "10.77.0.0/24", "where VM addresses come from (an address attribute only: no traffic is routed yet)")
 	fs.StringVar(&clock, "clock", "real", "real, or manual: time moves only with 'superjolt debug clock advance' (tests, demos)")
-	fs.StringVar(&cfg.runDir, "run-dir", "/run/superjolt/vm", "per-VM runtime directories (sockets, logs, pid files)")
+	fs.StringVar(&cfg.runDir, "run-dir", appliance.DefaultRunDir, "per-VM runtime directories (sockets, logs, pid files)")
 	fs.StringVar(&cfg.agent, "agent", "", "the guest agent binary for the built-in image (default: superjolt-agent next to superjoltd, else built from the source tree)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
