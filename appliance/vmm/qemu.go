@@ -34,7 +34,7 @@ type QEMU struct {
 	life context.Context
 	log  *slog.Logger
 
-	startMu sync.Mutex // serialises Start, Shutdown and Kill
+	startMu sync.Mutex // serialises Start and Shutdown; Kill does not take it, so it can end a boot under way
 
 	mu        sync.Mutex
 	status    Status
