@@ -26,7 +26,7 @@ const CrashEnv = "SUPERJOLT_TEST_CRASH_AT"
 // fires after the step's effect happened and before the step is recorded
 // in the operation's intent: the hardest point for recovery.
 var (
-	CreateSteps  = []string{"recorded", "subvolume", "booted"}
+	CreateSteps  = []string{"recorded", "subvolume", "grown", "booted"}
 	BackupSteps  = []string{"recorded", "frozen", "snapshot", "thawed", "saved", "pruned"}
 	RestoreSteps = []string{"recorded", "stopped", "replaced", "booted"}
 	DestroySteps = []string{"recorded", "stopped"}

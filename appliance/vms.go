@@ -71,9 +71,10 @@ func stateError(vm model.VM, verb string) error {
 	}
 }
 
-// CreateVM makes a VM for an account: a writable snapshot of the image, an
-// address from the subnet, a boot. It returns once the guest agent has
-// reported a boot id. On failure nothing is left behind.
+// CreateVM makes a VM for an account: a writable snapshot of the image,
+// grown to the tier's disk size (see growRootfs), an address from the
+// subnet, a boot. It returns once the guest agent has reported a boot id.
+// On failure nothing is left behind.
 func (a *Appliance) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM, error) {
 	if err := model.ValidateID(model.KindAccount, req.AccountID); err != nil {
 		return model.VM{}, err
@@ -93,6 +94,7 @@ func (a *Appliance) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM
 		}
 	}
 	var vm model.VM
+	var tier model.Tier
 	var opID string
 	now := a.clock.Now()
 	err := a.update(ctx, func(tx *store.Tx) error {
@@ -106,7 +108,7 @@ func (a *Appliance) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM
 		if err := checkVMLimit(tx, acct); err != nil {
 			return err
 		}
-		if _, err := tx.Tier(req.Tier); err != nil {
+		if tier, err = tx.Tier(req.Tier); err != nil {
 			return notFoundIs(err, "tier %s does not exist; `superjolt tier list` shows the tiers", req.Tier)
 		}
 		if _, err := tx.Image(req.Image); err != nil {
@@ -156,10 +158,22 @@ func (a *Appliance) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM
 		})
 		return model.VM{}, err
 	}
-	if _, err := a.pool.CreateVM(ctx, vm.ID, vm.Image); err != nil {
+	dir, err := a.pool.CreateVM(ctx, vm.ID, vm.Image)
+	if err != nil {
 		return fail(unavailablef("cannot make the disk of %s from image %s: %v", vm.ID, vm.Image, err))
 	}
 	if err := o.step(ctx, "subvolume", 30, nil); err != nil {
+		return fail(err)
+	}
+	if tier.DiskGiB > 0 && tier.DiskGiB <= maxDiskGiB {
+		start := time.Now()
+		grown, err := growRootfs(ctx, filepath.Join(dir, RootfsFile), int64(tier.DiskGiB)<<30)
+		if err != nil {
+			return fail(unavailablef("cannot grow the disk of %s to the %d GiB of tier %s: %v", vm.ID, tier.DiskGiB, tier.Name, err))
+		}
+		o.log.Info("disk sized to the tier", "disk_gib", tier.DiskGiB, "grown", grown, "took", time.Since(start))
+	}
+	if err := o.step(ctx, "grown", 40, nil); err != nil {
 		return fail(err)
 	}
 	bootID, err := a.boot(ctx, vm)
