@@ -19,6 +19,29 @@ func (a *Appliance) Events(ctx context.Context, afterSeq uint64, limit int) ([]m
 	return out, categorised(err, "read events")
 }
 
+// LastEvents returns the newest n events, oldest first (n 0 or less: 100;
+// capped at MaxLedgerLimit): what an operator wants to see first. A
+// follower goes on with WaitEvents after the last one's Seq.
+func (a *Appliance) LastEvents(ctx context.Context, n int) ([]model.Event, error) {
+	n = clampLimit(n)
+	var out []model.Event
+	err := a.view(ctx, func(tx *store.Tx) error {
+		last, err := tx.LastEventSeq()
+		if err != nil {
+			return err
+		}
+		// Seqs are handed out one by one and only the oldest events are
+		// ever pruned, so the newest n are the ones after last-n.
+		var after uint64
+		if last > uint64(n) {
+			after = last - uint64(n)
+		}
+		out, err = tx.EventsAfter(after, n)
+		return err
+	})
+	return out, categorised(err, "read events")
+}
+
 // WaitEvents blocks until there are events after afterSeq and returns them
 // (at most 100), or returns ctx's error when ctx ends first.
 func (a *Appliance) WaitEvents(ctx context.Context, afterSeq uint64) ([]model.Event, error) {

@@ -2,13 +2,16 @@ package appliance
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/appliance/store"
 )
 
 // TestCreateFailureLeavesNothing: a VM that cannot boot is undone: no row,
@@ -172,4 +175,53 @@ func hasEvent(evs []model.Event, typ string) bool {
 		}
 	}
 	return false
+}
+
+// TestLastEvents: LastEvents returns the newest n events, oldest first,
+// also after the oldest were pruned; all of them when there are fewer.
+func TestLastEvents(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	for i := range 5 {
+		e.account(fmt.Sprintf("user-%d", i), model.Credit, 0)
+	}
+	all, err := e.a.Events(ctx, 0, MaxLedgerLimit)
+	if err != nil || len(all) < 5 {
+		t.Fatalf("Events = %d events, %v", len(all), err)
+	}
+	seqs := func(evs []model.Event) []uint64 {
+		out := []uint64{}
+		for _, ev := range evs {
+			out = append(out, ev.Seq)
+		}
+		return out
+	}
+	check := func(n int, want []model.Event) {
+		t.Helper()
+		got, err := e.a.LastEvents(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(seqs(got), seqs(want)) {
+			t.Errorf("LastEvents(%d) = seqs %v, want %v", n, seqs(got), seqs(want))
+		}
+	}
+	check(1, all[len(all)-1:])
+	check(3, all[len(all)-3:])
+	check(len(all), all)
+	check(len(all)+10, all)
+	if got, _ := e.a.LastEvents(ctx, 3); got[2].Object == "" || got[2].Object != all[len(all)-1].Object {
+		t.Errorf("LastEvents(3) ends with %+v, want the newest event %+v", got[2], all[len(all)-1])
+	}
+
+	// The oldest events pruned: the newest are still found, and fewer
+	// come back than asked when fewer are left.
+	if err := e.st.Update(ctx, func(tx *store.Tx) error {
+		_, err := tx.PruneEvents(all[len(all)-3].Seq, 0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	check(2, all[len(all)-2:])
+	check(10, all[len(all)-2:])
 }

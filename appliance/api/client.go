@@ -239,6 +239,15 @@ func (c *Client) Events(ctx context.Context, afterSeq uint64, limit int) ([]mode
 	return es, c.do(ctx, http.MethodGet, "/v1/events", q, nil, &es)
 }
 
+// LastEvents returns the newest n events, oldest first (n from 1 to the
+// daemon's MaxListLimit). To follow on from them, pass the last one's Seq
+// to FollowEvents.
+func (c *Client) LastEvents(ctx context.Context, n int) ([]model.Event, error) {
+	q := url.Values{"tail": {strconv.Itoa(n)}}
+	var es []model.Event
+	return es, c.do(ctx, http.MethodGet, "/v1/events", q, nil, &es)
+}
+
 // FollowEvents calls fn with every event after afterSeq, in order, as they
 // happen, until ctx is done (it then returns ctx.Err()), fn returns an error
 // (returned as is), or the daemon goes away (model.ErrUnavailable).

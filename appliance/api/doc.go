@@ -39,6 +39,7 @@
 //	DELETE /v1/backups/{id}                    204
 //	GET    /v1/operations/{id}                 model.Operation
 //	GET    /v1/events?after=N&limit=M          []model.Event
+//	GET    /v1/events?tail=N                   []model.Event: the newest N, oldest first
 //	GET    /v1/events?after=N&follow=1         model.Event per line (NDJSON), until the client leaves
 //	POST   /v1/debug/clock/advance             AdvanceClockRequest -> ClockResult
 //

@@ -407,6 +407,101 @@ func TestCLIEventsFollow(t *testing.T) {
 	}
 }
 
+// TestCLIEventsTail: `superjolt events` shows the newest events (50 by
+// default, -n N), oldest first; --after SEQ keeps the scripts' form;
+// --follow goes on after the newest shown, without repeating or missing any.
+func TestCLIEventsTail(t *testing.T) {
+	d := startDaemon(t, "--clock=manual")
+	c := api.NewClient(d.socket)
+	ctx := context.Background()
+	for i := range 60 {
+		if _, err := c.CreateAccount(ctx, api.CreateAccountRequest{Name: fmt.Sprintf("user-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := okJSON[[]model.Event](t, d, "events", "--after", "0", "--limit", "1000")
+	if len(all) < 60 {
+		t.Fatalf("events --after 0: %d events, want at least 60", len(all))
+	}
+	seqs := func(evs []model.Event) []uint64 {
+		out := []uint64{}
+		for _, ev := range evs {
+			out = append(out, ev.Seq)
+		}
+		return out
+	}
+	if got, want := seqs(okJSON[[]model.Event](t, d, "events")), seqs(all[len(all)-50:]); !slices.Equal(got, want) {
+		t.Errorf("events: seqs %v, want the newest 50 %v", got, want)
+	}
+	if got, want := seqs(okJSON[[]model.Event](t, d, "events", "-n", "3")), seqs(all[len(all)-3:]); !slices.Equal(got, want) {
+		t.Errorf("events -n 3: seqs %v, want %v", got, want)
+	}
+	if got, want := seqs(okJSON[[]model.Event](t, d, "events", "--after", fmt.Sprint(all[9].Seq), "--limit", "2")), seqs(all[10:12]); !slices.Equal(got, want) {
+		t.Errorf("events --after %d --limit 2: seqs %v, want %v", all[9].Seq, got, want)
+	}
+	if got := okJSON[[]model.Event](t, d, "events", "-n", "0"); len(got) != 0 {
+		t.Errorf("events -n 0 = %v, want none", got)
+	}
+	newest, oldest := all[len(all)-1], all[0]
+	table := d.ok(t, "events", "-n", "2")
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "SEQ") || !strings.HasPrefix(lines[2], fmt.Sprint(newest.Seq)+" ") ||
+		!strings.HasPrefix(lines[1], fmt.Sprint(all[len(all)-2].Seq)+" ") || strings.Contains(table, oldest.Message) {
+		t.Errorf("events -n 2 table, want the two newest, oldest first:\n%s", table)
+	}
+	for _, bad := range [][]string{{"events", "-n", "5", "--after", "3"}, {"events", "--limit", "5"}, {"events", "-n", "-1"}} {
+		if r := d.sj(t, bad...); r.code != exitUsage || r.stdout != "" {
+			t.Errorf("superjolt %s: exit %d, stdout %q, stderr %q; want exit %d", strings.Join(bad, " "), r.code, r.stdout, r.stderr, exitUsage)
+		}
+	}
+
+	// --follow -n 2: the two newest, then what happens next, in order.
+	cmd := exec.Command(filepath.Join(d.bin, "superjolt"), "--socket", d.socket, "events", "--follow", "-n", "2", "-o", "json")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	dec := json.NewDecoder(out)
+	next := func() model.Event {
+		t.Helper()
+		var ev model.Event
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("reading the followed stream: %v", err)
+		}
+		return ev
+	}
+	if first, second := next(), next(); first.Seq != all[len(all)-2].Seq || second.Seq != newest.Seq {
+		t.Fatalf("events --follow -n 2 began with %d, %d; want %d, %d", first.Seq, second.Seq, all[len(all)-2].Seq, newest.Seq)
+	}
+	late, err := c.CreateAccount(ctx, api.CreateAccountRequest{Name: "late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan model.Event, 1)
+	go func() {
+		var ev model.Event
+		if err := dec.Decode(&ev); err == nil {
+			got <- ev
+		}
+		close(got)
+	}()
+	select {
+	case ev := <-got:
+		if ev.Seq != newest.Seq+1 || ev.Object != late.ID {
+			t.Errorf("followed %+v next, want event %d about %s", ev, newest.Seq+1, late.ID)
+		}
+	case <-time.After(30 * time.Second): // a hang guard, not timing
+		t.Fatal("events --follow did not show the new account within 30 s")
+	}
+}
+
 // TestDaemonNotifiesSystemd plays systemd's side of Type=notify: a datagram
 // socket in NOTIFY_SOCKET, and WATCHDOG_USEC. superjoltd must say READY=1
 // once its API serves, ping WATCHDOG=1 regularly, and say STOPPING=1 on

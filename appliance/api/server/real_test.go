@@ -214,6 +214,21 @@ func TestRealClockAndEvents(t *testing.T) {
 	if err != nil || len(es) == 0 || es[len(es)-1].Seq != last {
 		t.Fatalf("Events = %d events (last %v), %v; want the last to be %d", len(es), es, err, last)
 	}
+	// LastEvents: the newest ones, oldest first, the same as the tail of Events.
+	if len(es) < 3 {
+		t.Fatalf("Events = %d events, want at least 3", len(es))
+	}
+	tail, err := c.LastEvents(ctx, 2)
+	if err != nil || len(tail) != 2 || tail[0].Seq != es[len(es)-2].Seq || tail[1].Seq != last || tail[1].Object != b.ID {
+		t.Fatalf("LastEvents(2) = %+v, %v; want events %d and %d", tail, err, es[len(es)-2].Seq, last)
+	}
+	if all, err := c.LastEvents(ctx, 1000); err != nil || len(all) != len(es) || all[0].Seq != es[0].Seq {
+		t.Fatalf("LastEvents(1000) = %d events, %v; want all %d", len(all), err, len(es))
+	}
+	_, err = c.LastEvents(ctx, 0)
+	if model.Code(err) != "invalid" {
+		t.Fatalf("LastEvents(0) = %v, want invalid", err)
+	}
 }
 
 func TestRealClockRefusedOnRealClock(t *testing.T) {

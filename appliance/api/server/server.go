@@ -51,6 +51,7 @@ type Appliance interface {
 
 	Operation(ctx context.Context, id string) (model.Operation, error)
 	Events(ctx context.Context, afterSeq uint64, limit int) ([]model.Event, error)
+	LastEvents(ctx context.Context, n int) ([]model.Event, error)
 	WaitEvents(ctx context.Context, afterSeq uint64) ([]model.Event, error)
 
 	AdvanceClock(ctx context.Context, d time.Duration) (time.Time, error)
@@ -443,11 +444,27 @@ func (s *Server) deleteBackup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
-	if err := onlyQuery(r, "after", "limit", "follow"); err != nil {
+	if err := onlyQuery(r, "after", "limit", "follow", "tail"); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	q := r.URL.Query()
+	if v := q.Get("tail"); v != "" {
+		// The newest events: no after, limit or follow with it (a follower
+		// goes on with after= the last one's seq).
+		if q.Has("after") || q.Has("limit") || q.Has("follow") {
+			s.fail(w, r, invalidf("tail=%q goes alone: the newest N events; follow on with after=<the last one's seq>", clip(v)))
+			return
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxListLimit {
+			s.fail(w, r, invalidf("tail=%q: use a number from 1 to %d", clip(v), MaxListLimit))
+			return
+		}
+		es, err := s.app.LastEvents(r.Context(), n)
+		s.reply(w, r, http.StatusOK, nonNil(es), err)
+		return
+	}
 	var after uint64
 	if v := q.Get("after"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)

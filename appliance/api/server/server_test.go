@@ -174,6 +174,11 @@ func TestBadRequestsNeverReachTheAppliance(t *testing.T) {
 		{"events bad after", "GET", "/v1/events?after=-1", "", "", 400},
 		{"events bad limit", "GET", "/v1/events?limit=0", "", "", 400},
 		{"events bad follow", "GET", "/v1/events?follow=maybe", "", "", 400},
+		{"events tail zero", "GET", "/v1/events?tail=0", "", "", 400},
+		{"events tail huge", "GET", "/v1/events?tail=100000000", "", "", 400},
+		{"events tail not a number", "GET", "/v1/events?tail=all", "", "", 400},
+		{"events tail with after", "GET", "/v1/events?tail=5&after=3", "", "", 400},
+		{"events tail with follow", "GET", "/v1/events?tail=5&follow=1", "", "", 400},
 		{"ledger huge limit", "GET", "/v1/accounts/ac-abc123/ledger?limit=100000000", "", "", 400},
 		{"clock advance zero", "POST", "/v1/debug/clock/advance", "application/json", `{"by":"0s"}`, 400},
 		{"clock advance negative", "POST", "/v1/debug/clock/advance", "application/json", `{"by":"-24h"}`, 400},
@@ -226,6 +231,7 @@ func TestGoodRequestsReachTheAppliance(t *testing.T) {
 		{"GET", "/v1/vms/vm-abc123/backups/resolve?from=2026-11-28", ``, "ResolveBackup", "[vm-abc123 2026-11-28]"},
 		{"POST", "/v1/vms/vm-abc123/restore", `{"backup_id":"bk-0123456789"}`, "RestoreVM", "[vm-abc123 bk-0123456789]"},
 		{"GET", "/v1/events?after=7&limit=3", ``, "Events", "[7 3]"},
+		{"GET", "/v1/events?tail=50", ``, "LastEvents", "[50]"},
 		{"POST", "/v1/debug/clock/advance", `{"by":"7d"}`, "AdvanceClock", "[168h0m0s]"},
 	}
 	for _, tt := range tests {

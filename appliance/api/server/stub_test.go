@@ -146,6 +146,10 @@ func (s *errApp) Events(_ context.Context, after uint64, limit int) ([]model.Eve
 	s.rec("Events", after, limit)
 	return nil, s.err
 }
+func (s *errApp) LastEvents(_ context.Context, n int) ([]model.Event, error) {
+	s.rec("LastEvents", n)
+	return nil, s.err
+}
 func (s *errApp) WaitEvents(_ context.Context, after uint64) ([]model.Event, error) {
 	s.rec("WaitEvents", after)
 	return nil, s.err
