@@ -96,11 +96,86 @@ func (a *Appliance) chargeInTx(tx *store.Tx, vm *model.VM, now time.Time, final 
 	if err != nil {
 		return 0, err
 	}
+	before := acct.Balance
 	amount, err := bookCharge(tx, vm, &acct, tier.RatePerHour, now, final)
 	if err != nil || amount == 0 {
 		return amount, err
 	}
-	return amount, tx.PutAccount(acct)
+	if err := tx.PutAccount(acct); err != nil {
+		return amount, err
+	}
+	if final {
+		// The VM stops billing: the account's burn rate is about to drop,
+		// so a warning now could be a false one.
+		return amount, nil
+	}
+	if !mayWarn(acct, before) {
+		return amount, nil
+	}
+	burn, n, err := burnRate(tx, acct.ID)
+	if err != nil {
+		return amount, err
+	}
+	return amount, warnLowBalance(tx, now, acct, before, burn, n)
+}
+
+// LowBalanceWindow: an account is warned, once, when a charge takes its
+// balance below what its billing VMs cost in this long at their rates.
+const LowBalanceWindow = 24 * time.Hour
+
+// mayWarn reports whether a charge that took acct's balance from before
+// can be one that warnLowBalance warns about: it went down, not to zero.
+func mayWarn(acct model.Account, before model.Micro) bool {
+	return acct.Balance < before && acct.Balance > 0
+}
+
+// warnLowBalance appends an account.low_balance event when a charge took
+// acct's balance from before, at or above LowBalanceWindow of its burn
+// rate (n billing VMs), to below it. Only the crossing warns: the next
+// charges find the balance below already and stay quiet, until a top-up
+// lifts it and it drops again. A balance at zero or below warns nothing:
+// the archival of the account's VMs says that.
+func warnLowBalance(tx *store.Tx, now time.Time, acct model.Account, before, burn model.Micro, n int) error {
+	if !mayWarn(acct, before) || burn <= 0 {
+		return nil
+	}
+	threshold := burn * model.Micro(LowBalanceWindow/time.Hour)
+	if before < threshold || acct.Balance >= threshold {
+		return nil
+	}
+	// acct.Balance < threshold: no overflow.
+	mins := int64(acct.Balance) * 60 / int64(burn)
+	return event(tx, now, "account.low_balance", acct.ID, acct.ID,
+		"%s has %s credits left, about %dh%02dm at the %s credits/hour of its %d billing VMs; top up with `superjolt account topup %s CREDITS` before they are archived",
+		acct.ID, acct.Balance, mins/60, mins%60, burn, n, acct.ID)
+}
+
+// burnRate returns what the account's billing VMs cost per hour, and how
+// many there are.
+func burnRate(tx *store.Tx, acctID string) (model.Micro, int, error) {
+	vms, err := tx.VMs(store.VMFilter{AccountID: acctID})
+	if err != nil {
+		return 0, 0, err
+	}
+	rates := map[string]model.Micro{}
+	var burn model.Micro
+	n := 0
+	for _, vm := range vms {
+		if !vm.State.Bills() {
+			continue
+		}
+		rate, ok := rates[vm.Tier]
+		if !ok {
+			t, err := tx.Tier(vm.Tier)
+			if err != nil {
+				return 0, 0, err
+			}
+			rate, rates[vm.Tier] = t.RatePerHour, t.RatePerHour
+		}
+		burn += rate
+		n++
+	}
+	return burn, n, nil
 }
 
 // bookCharge charges vm to acct (not put) and appends the ledger entry.
@@ -129,6 +204,7 @@ func (a *Appliance) billingPass(ctx context.Context, now time.Time) error {
 	byAcct := map[string][]string{}
 	var order []string
 	tiers := map[string]model.Micro{}
+	burns := map[string]model.Micro{} // what each account's billing VMs cost per hour
 	if err := a.view(ctx, func(tx *store.Tx) error {
 		ts, err := tx.Tiers()
 		if err != nil {
@@ -143,6 +219,7 @@ func (a *Appliance) billingPass(ctx context.Context, now time.Time) error {
 					order = append(order, vm.AccountID)
 				}
 				byAcct[vm.AccountID] = append(byAcct[vm.AccountID], vm.ID)
+				burns[vm.AccountID] += tiers[vm.Tier]
 			}
 			return nil
 		})
@@ -159,8 +236,8 @@ func (a *Appliance) billingPass(ctx context.Context, now time.Time) error {
 				if err != nil {
 					return err
 				}
+				before := acct.Balance
 				var total model.Micro
-				n := 0
 				for _, id := range chunk {
 					vm, err := tx.VM(id)
 					if errors.Is(err, model.ErrNotFound) {
@@ -189,7 +266,6 @@ func (a *Appliance) billingPass(ctx context.Context, now time.Time) error {
 						continue
 					}
 					total += amt
-					n++
 					if err := tx.PutVM(vm); err != nil {
 						return err
 					}
@@ -200,7 +276,9 @@ func (a *Appliance) billingPass(ctx context.Context, now time.Time) error {
 				if err := tx.PutAccount(acct); err != nil {
 					return err
 				}
-				return event(tx, now, "billing.charged", acctID, acctID, "%s charged %s credits for %d VMs; balance %s", acctID, total, n, acct.Balance)
+				// Each charge is in the ledger (`superjolt account ledger`);
+				// events are for what an operator should notice.
+				return warnLowBalance(tx, now, acct, before, burns[acctID], len(ids))
 			})
 			if err != nil {
 				errs = append(errs, err)

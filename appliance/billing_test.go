@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,5 +138,135 @@ func TestBillingExact(t *testing.T) {
 	}
 	if got.Balance != opening-charged[vm.ID]-charged[vm2.ID] {
 		t.Errorf("balance %d, want %d", got.Balance, opening-charged[vm.ID]-charged[vm2.ID])
+	}
+}
+
+// eventsOfType returns the events of typ, oldest first.
+func (e *env) eventsOfType(typ string) []model.Event {
+	e.t.Helper()
+	evs, err := e.a.Events(context.Background(), 0, MaxLedgerLimit)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []model.Event
+	for _, ev := range evs {
+		if ev.Type == typ {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// TestBillingEvents: charges go to the ledger only, not to the event
+// stream; an account is warned once when its balance drops below a day of
+// its VMs' cost, again only after a top-up lifted it and it dropped again,
+// and not when it runs out (the archival says that).
+func TestBillingEvents(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	rate := model.DefaultTiers()[0].RatePerHour // nano: 0.005 credits/hour
+	day := 24 * rate
+	// 30 hours of credit: the warning is due after 6 hours.
+	acct := e.account("thrifty", 30*rate, 0)
+	vm := e.vm(acct.ID)
+	other := e.account("rich", 1000*model.Credit, 0)
+	e.vm(other.ID)
+
+	e.advance(5*time.Hour + 50*time.Minute)
+	if w := e.eventsOfType("account.low_balance"); len(w) != 0 {
+		t.Fatalf("warned with a day and more left: %+v", w)
+	}
+	e.advance(20 * time.Minute)
+	w := e.eventsOfType("account.low_balance")
+	if len(w) != 1 || w[0].Object != acct.ID || !strings.Contains(w[0].Message, "superjolt account topup "+acct.ID) {
+		t.Fatalf("after crossing a day of credit: warnings %+v, want one for %s", w, acct.ID)
+	}
+	got, _ := e.a.Account(ctx, acct.ID)
+	if got.Balance >= day || got.Balance < day-rate {
+		t.Fatalf("balance %s at the warning, want just under a day's %s", got.Balance, day)
+	}
+	e.advance(10 * time.Hour)
+	if w := e.eventsOfType("account.low_balance"); len(w) != 1 {
+		t.Fatalf("warned again while the balance stayed low: %+v", w)
+	}
+
+	// A top-up lifts it above a day; dropping below again warns again.
+	if _, err := e.a.TopUp(ctx, acct.ID, day); err != nil {
+		t.Fatal(err)
+	}
+	e.advance(11 * time.Hour) // 26h50m left
+	if w := e.eventsOfType("account.low_balance"); len(w) != 1 {
+		t.Fatalf("warned again after a top-up, with more than a day left: %+v", w)
+	}
+	e.advance(4 * time.Hour) // 22h50m left
+	if w := e.eventsOfType("account.low_balance"); len(w) != 2 || w[1].Object != acct.ID {
+		t.Fatalf("after a top-up and a new drop: warnings %+v, want a second one", w)
+	}
+	// Running out archives the VM and warns nothing more.
+	e.advance(30 * time.Hour)
+	if got := e.getVM(vm.ID); got.State != model.StateArchived {
+		t.Fatalf("%s is %s after the credit ran out, want archived", vm.ID, got.State)
+	}
+	if w := e.eventsOfType("account.low_balance"); len(w) != 2 {
+		t.Fatalf("running out warned again: %+v", w)
+	}
+	if a := e.eventsOfType("vm.archived"); len(a) != 1 || a[0].Object != vm.ID {
+		t.Fatalf("vm.archived events %+v, want one for %s", a, vm.ID)
+	}
+
+	// Every charge is in the ledger, every 10 minutes for 61 hours, and
+	// none in the events.
+	for _, typ := range []string{"billing.charged", "billing.charge"} {
+		if evs := e.eventsOfType(typ); len(evs) != 0 {
+			t.Errorf("%d %s events: charges belong in the ledger", len(evs), typ)
+		}
+	}
+	for _, a := range []model.Account{acct, other} {
+		ledger, err := e.a.Ledger(ctx, a.ID, MaxLedgerLimit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		charges := 0
+		var sum model.Micro
+		for _, l := range ledger {
+			sum += l.Amount
+			if l.Kind == model.Charge {
+				charges++
+			}
+		}
+		cur, _ := e.a.Account(ctx, a.ID)
+		if cur.Balance != sum {
+			t.Errorf("%s: balance %s, ledger sums to %s", a.ID, cur.Balance, sum)
+		}
+		if a.ID == other.ID && charges < 61*6 {
+			t.Errorf("%s: %d charges in the ledger over 61 hours, want one per %s", a.ID, charges, BillingPeriod)
+		}
+	}
+	if w := e.eventsOfType("account.low_balance"); len(w) != 2 {
+		t.Errorf("the rich account was warned: %+v", w)
+	}
+}
+
+// TestLowBalanceOnStop: the charge booked when a VM stops warns too when
+// it is the one that crosses a day of credit.
+func TestLowBalanceOnStop(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	rate := model.DefaultTiers()[0].RatePerHour
+	acct := e.account("stopper", 24*rate+100, 0) // 72 s more than a day
+	vm := e.vm(acct.ID)
+	e.clk.Advance(5 * time.Minute) // no billing pass: only the stop charges
+	if w := e.eventsOfType("account.low_balance"); len(w) != 0 {
+		t.Fatalf("warned before any charge: %+v", w)
+	}
+	if _, err := e.a.StopVM(ctx, vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	if w := e.eventsOfType("account.low_balance"); len(w) != 1 || w[0].Object != acct.ID {
+		t.Fatalf("after a stop crossed a day of credit: warnings %+v, want one for %s", w, acct.ID)
+	}
+	ledger, _ := e.a.Ledger(ctx, acct.ID, 10)
+	if len(ledger) == 0 || ledger[0].Kind != model.Charge || ledger[0].VMID != vm.ID {
+		t.Fatalf("the stop booked no charge: %+v", ledger)
 	}
 }
