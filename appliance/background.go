@@ -150,15 +150,10 @@ func nextBackupAt(id string, t time.Time) time.Time {
 // NextBackupAt has come. A VM busy with another operation is tried at the
 // next pass; a failed backup an hour later.
 func (a *Appliance) schedulerPass(ctx context.Context, now time.Time) error {
-	var due []string
-	if err := a.view(ctx, func(tx *store.Tx) error {
-		return tx.ForEachVM(func(vm model.VM) error {
-			if (vm.State == model.StateRunning || vm.State == model.StateStopped) && !vm.NextBackupAt.After(now) {
-				due = append(due, vm.ID)
-			}
-			return nil
-		})
-	}); err != nil {
+	due, err := a.vmIDsWhere(ctx, func(vm model.VM) bool {
+		return (vm.State == model.StateRunning || vm.State == model.StateStopped) && !vm.NextBackupAt.After(now)
+	})
+	if err != nil {
 		return err
 	}
 	var errs []error
@@ -190,17 +185,27 @@ func (a *Appliance) schedulerPass(ctx context.Context, now time.Time) error {
 	return errors.Join(errs...)
 }
 
-// reaperPass reclaims every graveyard or archived VM whose ReclaimAt has come.
-func (a *Appliance) reaperPass(ctx context.Context, now time.Time) error {
-	var due []string
-	if err := a.view(ctx, func(tx *store.Tx) error {
+// vmIDsWhere returns the ids of the VMs for which match is true, read in one
+// pass over the store.
+func (a *Appliance) vmIDsWhere(ctx context.Context, match func(model.VM) bool) ([]string, error) {
+	var ids []string
+	err := a.view(ctx, func(tx *store.Tx) error {
 		return tx.ForEachVM(func(vm model.VM) error {
-			if (vm.State == model.StateGraveyard || vm.State == model.StateArchived) && !vm.ReclaimAt.After(now) {
-				due = append(due, vm.ID)
+			if match(vm) {
+				ids = append(ids, vm.ID)
 			}
 			return nil
 		})
-	}); err != nil {
+	})
+	return ids, err
+}
+
+// reaperPass reclaims every graveyard or archived VM whose ReclaimAt has come.
+func (a *Appliance) reaperPass(ctx context.Context, now time.Time) error {
+	due, err := a.vmIDsWhere(ctx, func(vm model.VM) bool {
+		return (vm.State == model.StateGraveyard || vm.State == model.StateArchived) && !vm.ReclaimAt.After(now)
+	})
+	if err != nil {
 		return err
 	}
 	var errs []error
@@ -269,11 +274,7 @@ func (a *Appliance) dropVM(tx *store.Tx, id string) error {
 			return err
 		}
 	}
-	if vm.IP.IsValid() {
-		if err := releaseIP(tx, vm.IP, id); err != nil {
-			return err
-		}
-	}
+	// DeleteVM also frees the addresses (IP, LastIP) the VM still owns.
 	if err := tx.DeleteVM(id); err != nil {
 		return err
 	}

@@ -219,11 +219,7 @@ func (a *Appliance) dropCreatingVM(tx *store.Tx, id string, cause error) error {
 	if err != nil {
 		return err
 	}
-	if vm.IP.IsValid() {
-		if err := releaseIP(tx, vm.IP, id); err != nil {
-			return err
-		}
-	}
+	// DeleteVM also frees the addresses (IP, LastIP) the VM still owns.
 	if err := tx.DeleteVM(id); err != nil {
 		return err
 	}
