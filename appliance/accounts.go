@@ -12,9 +12,6 @@ import (
 // from overflowing an int64.
 const MaxBalance = 1000 * model.MaxAmount
 
-// MaxLedgerLimit bounds how many ledger entries or events one call returns.
-const MaxLedgerLimit = 10_000
-
 // CreateAccountRequest is what CreateAccount needs.
 type CreateAccountRequest struct {
 	Name string `json:"name"`
@@ -136,7 +133,7 @@ func (a *Appliance) TopUp(ctx context.Context, id string, amount model.Micro) (m
 }
 
 // Ledger returns an account's ledger entries, newest first, at most limit
-// (0 or less: 100; capped at MaxLedgerLimit).
+// (0 or less: 100; capped at model.MaxListLimit).
 func (a *Appliance) Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error) {
 	if err := model.ValidateID(model.KindAccount, accountID); err != nil {
 		return nil, err
@@ -159,7 +156,7 @@ func clampLimit(limit int) int {
 	if limit <= 0 {
 		return 100
 	}
-	return min(limit, MaxLedgerLimit)
+	return min(limit, model.MaxListLimit)
 }
 
 // Tiers lists the tiers, cheapest first.

@@ -94,14 +94,17 @@ type Appliance struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 
-	// crashAt, when set (tests), is called with "kind:step" at every step
-	// of an operation, before the step is recorded; see crash.go.
-	crashAt func(step string)
+	// testHook, when set (tests), is called with "kind:step" at every step
+	// of an operation, before the step is recorded: see CrashEnv, SlowEnv.
+	testHook func(ctx context.Context, point string)
 
 	mu       sync.Mutex
 	machines map[string]*machine // running VM processes by VM id
 	locks    map[string]string   // VM id -> id of the operation holding it
-	closing  bool
+	running  map[string]*op      // operations under way, by id
+	closing  bool                // no new operations: Close has begun
+	halting  bool                // VM processes are being shut down: no new boots
+	opsWG    sync.WaitGroup      // one per operation under way
 
 	evMu   sync.Mutex
 	evWake chan struct{} // closed and replaced whenever events are appended
@@ -137,6 +140,7 @@ func New(ctx context.Context, opts Options) (*Appliance, error) {
 		bootMax:  opts.BootTimeout,
 		machines: map[string]*machine{},
 		locks:    map[string]string{},
+		running:  map[string]*op{},
 		evWake:   make(chan struct{}),
 	}
 	if a.clock == nil {
@@ -164,7 +168,7 @@ func New(ctx context.Context, opts Options) (*Appliance, error) {
 	if a.bootMax <= 0 {
 		a.bootMax = DefaultBootTimeout
 	}
-	a.crashAt = envCrashHook()
+	a.testHook = envTestHook()
 	a.life, a.stop = context.WithCancel(context.WithoutCancel(ctx))
 	if err := os.MkdirAll(a.runDir, 0o700); err != nil {
 		return nil, fmt.Errorf("appliance: run directory: %w", err)
@@ -242,9 +246,15 @@ func (a *Appliance) seed(ctx context.Context, build func(context.Context, string
 // Clock returns the appliance's clock.
 func (a *Appliance) Clock() clock.Clock { return a.clock }
 
-// Close shuts every VM process down cleanly and stops background work. The
-// VMs keep their state (running, WantRunning), so the next New boots them
-// again. It does not close the store or the pool.
+// CloseGrace is how long Close lets operations under way finish before it
+// shuts the VMs down; an operation cut short is finished or rolled back by
+// the next start.
+const CloseGrace = 2 * time.Minute
+
+// Close refuses new operations, lets those under way finish (up to
+// CloseGrace), shuts every VM process down cleanly and stops background
+// work. The VMs keep their state (running, WantRunning), so the next New
+// boots them again. It does not close the store or the pool.
 func (a *Appliance) Close() error {
 	a.mu.Lock()
 	if a.closing {
@@ -252,6 +262,14 @@ func (a *Appliance) Close() error {
 		return nil
 	}
 	a.closing = true
+	a.mu.Unlock()
+	gctx, cancel := context.WithTimeout(context.Background(), CloseGrace)
+	if err := a.waitOps(gctx); err != nil {
+		a.log.Warn("operations still under way at shutdown; the next start finishes or rolls them back", "grace", CloseGrace)
+	}
+	cancel()
+	a.mu.Lock()
+	a.halting = true
 	ms := make(map[string]*machine, len(a.machines))
 	for id, m := range a.machines {
 		ms[id] = m
@@ -327,13 +345,12 @@ func fundsf(format string, args ...any) error {
 }
 
 // categorised returns err unchanged when it already wraps a model category,
-// and otherwise wraps it in ErrUnavailable with what failed.
+// and otherwise says what failed: an error without a category is an
+// internal one (a bug, a broken disk), never "unavailable", which is kept
+// for a daemon or guest agent that cannot be reached.
 func categorised(err error, what string) error {
-	if err == nil || model.Code(err) != "internal" {
+	if err == nil || model.HasCategory(err) {
 		return err
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %s: %v; try again", model.ErrUnavailable, what, err)
-	}
-	return fmt.Errorf("%w: %s: %v", model.ErrUnavailable, what, err)
+	return fmt.Errorf("%s: %w", what, err)
 }

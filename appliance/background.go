@@ -14,9 +14,6 @@ import (
 // runTick is how often Run looks for due work on a real clock.
 const runTick = time.Minute
 
-// MaxAdvance bounds one AdvanceClock.
-const MaxAdvance = 366 * 24 * time.Hour
-
 // Run does the background work until ctx ends (or Close): billing every
 // BillingPeriod, reclaiming graveyard and archived VMs whose time is up, and
 // taking each live VM's daily scheduled backup. Missed work (the box was
@@ -72,8 +69,8 @@ func (a *Appliance) AdvanceClock(ctx context.Context, d time.Duration) (time.Tim
 	if !ok {
 		return time.Time{}, conflictf("the clock is the real one; start the daemon with `superjoltd --clock=manual` to move time by hand")
 	}
-	if d <= 0 || d > MaxAdvance {
-		return time.Time{}, invalidf("cannot advance the clock by %s: give a positive duration of at most %s, like 24h", d, MaxAdvance)
+	if d <= 0 || d > model.MaxClockAdvance {
+		return time.Time{}, invalidf("cannot advance the clock by %s: give a positive duration of at most %s, like 24h", d, model.MaxClockAdvance)
 	}
 	start := m.Now()
 	target := start.Add(d)
@@ -233,11 +230,15 @@ func (a *Appliance) reclaim(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	a.halt(ctx, id) // none expected
-	if err := a.reclaimDisks(ctx, o); err != nil {
-		return o.finish(ctx, err, nil)
-	}
-	return o.finish(ctx, nil, func(tx *store.Tx) error { return a.dropVM(tx, id) })
+	a.launch(o, func(ctx context.Context) error {
+		a.halt(ctx, id) // none expected
+		if err := a.reclaimDisks(ctx, o); err != nil {
+			return o.finish(err, nil)
+		}
+		return o.finish(nil, func(tx *store.Tx) error { return a.dropVM(tx, id) })
+	})
+	_, err = await(ctx, o, nil)
+	return err
 }
 
 // reclaimDisks deletes a VM's subvolume and backups, recording each step.
@@ -247,13 +248,13 @@ func (a *Appliance) reclaimDisks(ctx context.Context, o *op) error {
 	if err := a.pool.DeleteVM(ctx, id); err != nil && !isPoolNotFound(err) {
 		return unavailablef("cannot delete the disk of %s: %v; the reaper tries again", id, err)
 	}
-	if err := o.step(ctx, "vm-deleted", 40, nil); err != nil {
+	if err := o.step("vm-deleted", 40, nil); err != nil {
 		return err
 	}
 	if err := a.pool.DeleteBackups(ctx, id); err != nil && !isPoolNotFound(err) {
 		return unavailablef("cannot delete the backups of %s: %v; the reaper tries again", id, err)
 	}
-	return o.step(ctx, "backups-deleted", 80, nil)
+	return o.step("backups-deleted", 80, nil)
 }
 
 // dropVM deletes a reclaimed VM's rows: its backups, itself, its address.

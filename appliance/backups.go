@@ -17,30 +17,68 @@ type backupStats struct {
 	Total  time.Duration
 }
 
-// CreateBackup takes an on-demand backup of a running or stopped VM: for a
-// running VM the agent freezes its filesystems around a read-only snapshot
-// (consistency frozen; crash when the agent does not answer); a stopped VM
-// is backed up as it is (offline). On-demand backups are kept until
-// DeleteBackup.
+// CreateBackup takes an on-demand backup of a running or stopped VM
+// (SubmitBackup) and returns it once it is recorded.
 func (a *Appliance) CreateBackup(ctx context.Context, vmID string) (model.Backup, error) {
-	if err := model.ValidateID(model.KindVM, vmID); err != nil {
+	o, err := a.submitBackup(ctx, vmID, model.OnDemand)
+	rec, err := await(ctx, o, err)
+	if err != nil {
 		return model.Backup{}, err
 	}
-	bk, _, err := a.takeBackup(ctx, vmID, model.OnDemand)
-	return bk, err
+	return a.Backup(ctx, rec.BackupID)
 }
 
-// takeBackup runs a backup operation of kind on vmID, pruning scheduled
-// backups beyond the account's retention after a scheduled one.
+// SubmitBackup starts an on-demand backup of a running or stopped VM: for
+// a running VM the agent freezes its filesystems around a read-only
+// snapshot (consistency frozen; crash when the agent does not answer); a
+// stopped VM is backed up as it is (offline). On-demand backups are kept
+// until DeleteBackup. Until its snapshot is taken, the operation can be
+// cancelled (CancelOperation), leaving nothing behind.
+func (a *Appliance) SubmitBackup(ctx context.Context, vmID string) (model.Operation, error) {
+	return accepted(a.submitBackup(ctx, vmID, model.OnDemand))
+}
+
+// takeBackup runs a backup of kind on vmID to its end, for the scheduler
+// and benchmarks.
 func (a *Appliance) takeBackup(ctx context.Context, vmID string, kind model.BackupKind) (model.Backup, backupStats, error) {
-	var st backupStats
 	t0 := time.Now()
+	o, err := a.submitBackup(ctx, vmID, kind)
+	rec, err := await(ctx, o, err)
+	if err != nil {
+		return model.Backup{}, backupStats{}, err
+	}
+	st := backupStats{Frozen: o.frozen, Total: time.Since(t0)}
+	bk, err := a.Backup(ctx, rec.BackupID)
+	return bk, st, err
+}
+
+// Backup returns one backup.
+func (a *Appliance) Backup(ctx context.Context, id string) (model.Backup, error) {
+	if err := model.ValidateID(model.KindBackup, id); err != nil {
+		return model.Backup{}, err
+	}
+	var bk model.Backup
+	err := a.view(ctx, func(tx *store.Tx) error {
+		var err error
+		bk, err = getBackup(tx, id)
+		return err
+	})
+	return bk, categorised(err, "read the backup")
+}
+
+// submitBackup begins and launches a backup operation of kind on vmID; a
+// scheduled one prunes the scheduled backups beyond the account's
+// retention after it.
+func (a *Appliance) submitBackup(ctx context.Context, vmID string, kind model.BackupKind) (*op, error) {
+	if err := model.ValidateID(model.KindVM, vmID); err != nil {
+		return nil, err
+	}
 	vm, err := a.readVM(ctx, vmID)
 	if err != nil {
-		return model.Backup{}, st, err
+		return nil, err
 	}
 	if vm.State != model.StateRunning && vm.State != model.StateStopped {
-		return model.Backup{}, st, stateError(vm, "back up")
+		return nil, stateError(vm, "back up")
 	}
 	o, err := a.begin(ctx, model.OpBackup, vmID, intent{BackupKind: kind}, func(tx *store.Tx, rec *model.Operation, in *intent) error {
 		cur, err := getVM(tx, vmID)
@@ -60,10 +98,20 @@ func (a *Appliance) takeBackup(ctx context.Context, vmID string, kind model.Back
 		return nil
 	})
 	if err != nil {
-		return model.Backup{}, st, err
+		return nil, err
 	}
-	bkID := o.rec.BackupID
+	o.allowCancel()
+	return a.launch(o, func(ctx context.Context) error { return a.runBackup(ctx, o, kind) }), nil
+}
+
+// runBackup freezes the guest (when it runs), snapshots its disk, thaws it
+// and records the backup.
+func (a *Appliance) runBackup(ctx context.Context, o *op, kind model.BackupKind) error {
+	vmID, bkID := o.rec.VMID, o.rec.BackupID
 	log := o.log.With("backup", bkID)
+	// The guest must never stay frozen because of what happens to this
+	// operation: thawing is bounded on its own, off the operation's context.
+	bg := context.WithoutCancel(ctx)
 
 	var ag Agent
 	if o.in.Consistency == model.Frozen {
@@ -75,9 +123,14 @@ func (a *Appliance) takeBackup(ctx context.Context, vmID string, kind model.Back
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, ferr := ag.Freeze(fctx, FreezeDeadline)
 		cancel()
-		if ferr == nil {
+		switch {
+		case ferr == nil:
 			frozen, frozenAt = true, time.Now()
-		} else {
+		case ctx.Err() != nil:
+			// Cancelled (or out of time) while the agent froze: it may
+			// have, so thaw below.
+			frozen, frozenAt = true, time.Now()
+		default:
 			log.Warn("agent did not freeze; taking a crash-consistent backup", "err", ferr)
 		}
 	}
@@ -85,55 +138,63 @@ func (a *Appliance) takeBackup(ctx context.Context, vmID string, kind model.Back
 		if !frozen {
 			return
 		}
-		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		tctx, cancel := context.WithTimeout(bg, 10*time.Second)
 		defer cancel()
 		if err := ag.Thaw(tctx); err != nil {
 			log.Warn("agent did not thaw; it thaws by itself at its deadline", "err", err, "deadline", FreezeDeadline)
 		}
-		st.Frozen = time.Since(frozenAt)
+		o.frozen = time.Since(frozenAt)
 		frozen = false
 	}
+	// The snapshot is the point of no return: a cancel before it leaves
+	// nothing behind.
+	a.testPoint(ctx, "backup:cancellable")
+	if err := o.pointOfNoReturn(); err != nil {
+		thaw()
+		return o.finish(err, nil)
+	}
+	if err := ctx.Err(); err != nil {
+		thaw()
+		return o.finish(fmt.Errorf("%w: %s ran out of time before its snapshot: %v", model.ErrUnavailable, o.rec.ID, err), nil)
+	}
 	if o.in.Consistency == model.Frozen && !frozenAt.IsZero() {
-		if err := o.step(ctx, "frozen", 20, nil); err != nil {
+		if err := o.step("frozen", 20, nil); err != nil {
 			thaw()
-			return model.Backup{}, st, o.finish(ctx, err, nil)
+			return o.finish(err, nil)
 		}
 	} else if o.in.Consistency == model.Frozen {
 		o.in.Consistency = model.Crash
 	}
 
-	if _, err := a.pool.Backup(context.WithoutCancel(ctx), vmID, bkID); err != nil {
+	if _, err := a.pool.Backup(bg, vmID, bkID); err != nil {
 		thaw()
-		return model.Backup{}, st, o.finish(ctx, unavailablef("cannot snapshot the disk of %s: %v", vmID, err), nil)
+		return o.finish(unavailablef("cannot snapshot the disk of %s: %v", vmID, err), nil)
 	}
-	if err := o.step(ctx, "snapshot", 50, nil); err != nil {
+	if err := o.step("snapshot", 50, nil); err != nil {
 		thaw()
-		return model.Backup{}, st, o.finish(ctx, err, nil)
+		return o.finish(err, nil)
 	}
-	if frozenAt.IsZero() {
-		// nothing to thaw
-	} else {
+	if !frozenAt.IsZero() {
 		thaw()
-		if err := o.step(ctx, "thawed", 60, nil); err != nil {
-			return model.Backup{}, st, o.finish(ctx, err, nil)
+		if err := o.step("thawed", 60, nil); err != nil {
+			return o.finish(err, nil)
 		}
 	}
 
-	bk, err := a.saveBackup(ctx, o, vmID, bkID, kind, o.in.Consistency)
+	bk, err := a.saveBackup(bg, o, vmID, bkID, kind, o.in.Consistency)
 	if err != nil {
-		return model.Backup{}, st, o.finish(ctx, err, nil)
+		return o.finish(err, nil)
 	}
 	if kind == model.Scheduled {
-		if err := a.prune(ctx, o); err != nil {
+		if err := a.prune(bg, o); err != nil {
 			log.Warn("pruning scheduled backups failed; the next backup tries again", "err", err)
 		}
 	}
-	st.Total = time.Since(t0)
-	if err := o.finish(ctx, nil, nil); err != nil {
-		return bk, st, err
+	if err := o.finish(nil, nil); err != nil {
+		return err
 	}
-	log.Info("backup taken", "consistency", bk.Consistency, "size_bytes", bk.SizeBytes, "frozen_for", st.Frozen, "took", st.Total)
-	return bk, st, nil
+	log.Info("backup taken", "consistency", bk.Consistency, "size_bytes", bk.SizeBytes, "frozen_for", o.frozen)
+	return nil
 }
 
 // saveBackup records the backup row of a snapshot that exists, and (for a
@@ -180,7 +241,7 @@ func (a *Appliance) saveBackup(ctx context.Context, o *op, vmID, bkID string, ki
 		}
 		o.in.Prune = prune
 	}
-	err := o.step(ctx, "saved", 80, func(tx *store.Tx) error {
+	err := o.step("saved", 80, func(tx *store.Tx) error {
 		vm, err := getVM(tx, vmID)
 		if err != nil {
 			return err
@@ -215,7 +276,7 @@ func (a *Appliance) prune(ctx context.Context, o *op) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	return o.step(ctx, "pruned", 95, func(tx *store.Tx) error { return a.dropBackupRows(tx, vmID, o.in.Prune) })
+	return o.step("pruned", 95, func(tx *store.Tx) error { return a.dropBackupRows(tx, vmID, o.in.Prune) })
 }
 
 // dropBackupRows deletes pruned backups' rows, with an event each.
@@ -295,60 +356,86 @@ func getBackup(tx *store.Tx, id string) (model.Backup, error) {
 	return b, notFoundIs(err, "backup %s does not exist; `superjolt backup list VM` shows a VM's backups", id)
 }
 
-// DeleteBackup deletes an on-demand backup. Scheduled backups are refused:
-// retention rolls them off.
+// DeleteBackup deletes an on-demand backup (SubmitDeleteBackup) and
+// returns once it is gone.
 func (a *Appliance) DeleteBackup(ctx context.Context, backupID string) error {
-	if err := model.ValidateID(model.KindBackup, backupID); err != nil {
-		return err
+	o, err := a.submitDeleteBackup(ctx, backupID)
+	_, err = await(ctx, o, err)
+	return err
+}
+
+// SubmitDeleteBackup starts deleting an on-demand backup: its row, then its
+// snapshot. Scheduled backups are refused: retention rolls them off.
+func (a *Appliance) SubmitDeleteBackup(ctx context.Context, backupID string) (model.Operation, error) {
+	return accepted(a.submitDeleteBackup(ctx, backupID))
+}
+
+func (a *Appliance) submitDeleteBackup(ctx context.Context, backupID string) (*op, error) {
+	bk, err := a.Backup(ctx, backupID)
+	if err != nil {
+		return nil, err
 	}
-	var bk model.Backup
-	var retention int
-	if err := a.view(ctx, func(tx *store.Tx) error {
-		var err error
-		if bk, err = getBackup(tx, backupID); err != nil {
-			return err
-		}
-		if vm, err := tx.VM(bk.VMID); err == nil {
-			if acct, err := tx.Account(vm.AccountID); err == nil {
-				retention = acct.Entitlements.BackupRetention
-			}
-		}
-		return nil
-	}); err != nil {
-		return categorised(err, "read the backup")
-	}
-	if bk.Kind == model.Scheduled {
-		return conflictf("%s is a scheduled backup: scheduled backups cannot be deleted by hand, the account's retention (the newest %d per VM) rolls them off; only on-demand backups can be deleted", backupID, retention)
-	}
-	holder := "deletion of " + backupID
-	if err := a.lock(bk.VMID, holder); err != nil {
-		return err
-	}
-	defer a.unlock(bk.VMID, holder)
-	// The row goes first: a crash before the subvolume follows leaves an
-	// orphan subvolume, which the next start deletes, never a row without
-	// its disk.
-	err := a.update(ctx, func(tx *store.Tx) error {
+	check := func(tx *store.Tx) error {
 		b, err := getBackup(tx, backupID)
 		if err != nil {
 			return err
 		}
-		if err := tx.DeleteBackup(backupID); err != nil {
+		if b.Kind == model.Scheduled {
+			retention := 0
+			if vm, err := tx.VM(b.VMID); err == nil {
+				if acct, err := tx.Account(vm.AccountID); err == nil {
+					retention = acct.Entitlements.BackupRetention
+				}
+			}
+			return conflictf("%s is a scheduled backup: scheduled backups cannot be deleted by hand, the account's retention (the newest %d per VM) rolls them off; only on-demand backups can be deleted", backupID, retention)
+		}
+		return nil
+	}
+	if err := a.view(ctx, check); err != nil {
+		return nil, categorised(err, "read the backup")
+	}
+	o, err := a.begin(ctx, model.OpDeleteBackup, bk.VMID, intent{}, func(tx *store.Tx, rec *model.Operation, _ *intent) error {
+		if err := check(tx); err != nil {
 			return err
 		}
-		acct := ""
-		if vm, err := tx.VM(b.VMID); err == nil {
-			acct = vm.AccountID
-		}
-		return event(tx, a.clock.Now(), "backup.deleted", backupID, acct, "on-demand backup %s of %s deleted", backupID, b.VMID)
+		rec.BackupID = backupID
+		return nil
 	})
 	if err != nil {
-		return categorised(err, "delete the backup")
+		return nil, err
 	}
-	if err := a.pool.DeleteBackup(context.WithoutCancel(ctx), bk.VMID, backupID); err != nil && !isPoolNotFound(err) {
-		a.log.Warn("backup row deleted but its subvolume not; the next start deletes it", "vm", bk.VMID, "backup", backupID, "err", err)
+	return a.launch(o, func(ctx context.Context) error {
+		// The row goes first: a crash before the subvolume follows leaves
+		// a snapshot no row knows, which recovery finishes deleting, never
+		// a row without its disk.
+		if err := o.step("row-deleted", 50, func(tx *store.Tx) error { return a.dropBackupRow(tx, bk) }); err != nil {
+			return o.finish(err, nil)
+		}
+		return o.finish(a.deleteBackupSnapshot(ctx, bk), nil)
+	}), nil
+}
+
+// dropBackupRow deletes a deleted backup's row, with an event.
+func (a *Appliance) dropBackupRow(tx *store.Tx, bk model.Backup) error {
+	if _, err := tx.Backup(bk.ID); errors.Is(err, model.ErrNotFound) {
+		return nil
 	}
-	a.log.Info("backup deleted", "vm", bk.VMID, "backup", backupID)
+	if err := tx.DeleteBackup(bk.ID); err != nil {
+		return err
+	}
+	acct := ""
+	if vm, err := tx.VM(bk.VMID); err == nil {
+		acct = vm.AccountID
+	}
+	return event(tx, a.clock.Now(), "backup.deleted", bk.ID, acct, "on-demand backup %s of %s deleted", bk.ID, bk.VMID)
+}
+
+// deleteBackupSnapshot deletes the snapshot of a backup whose row is gone.
+func (a *Appliance) deleteBackupSnapshot(ctx context.Context, bk model.Backup) error {
+	if err := a.pool.DeleteBackup(context.WithoutCancel(ctx), bk.VMID, bk.ID); err != nil && !isPoolNotFound(err) {
+		return fmt.Errorf("backup %s is deleted, but not its snapshot: %w; the next start deletes it", bk.ID, err)
+	}
+	a.log.Info("backup deleted", "vm", bk.VMID, "backup", bk.ID)
 	return nil
 }
 
@@ -416,20 +503,32 @@ func clipStr(s string) string {
 	return s
 }
 
-// RestoreVM rewinds a VM's disk to one of its backups, in place: it stops
-// the VM's process, replaces rootfs.img with a reflink of the backup's (an
-// atomic rename), and boots it again if it was running, returning once the
-// agent reports a new boot id. Id, address, ports and domains stay.
+// RestoreVM rewinds a VM's disk to one of its backups (SubmitRestore) and
+// returns the VM once it is done.
 func (a *Appliance) RestoreVM(ctx context.Context, vmID, backupID string) (model.VM, error) {
+	o, err := a.submitRestore(ctx, vmID, backupID)
+	return a.vmAfter(ctx, o, err)
+}
+
+// SubmitRestore starts rewinding a VM's disk to one of its backups, in
+// place: it stops the VM's process, replaces rootfs.img with a reflink of
+// the backup's (an atomic rename), and boots it again if it was running,
+// ending once the agent reports a new boot id. Id, address, ports and
+// domains stay.
+func (a *Appliance) SubmitRestore(ctx context.Context, vmID, backupID string) (model.Operation, error) {
+	return accepted(a.submitRestore(ctx, vmID, backupID))
+}
+
+func (a *Appliance) submitRestore(ctx context.Context, vmID, backupID string) (*op, error) {
 	if err := model.ValidateID(model.KindVM, vmID); err != nil {
-		return model.VM{}, err
+		return nil, err
 	}
 	if err := model.ValidateID(model.KindBackup, backupID); err != nil {
-		return model.VM{}, err
+		return nil, err
 	}
 	vm, err := a.readVM(ctx, vmID)
 	if err != nil {
-		return vm, err
+		return nil, err
 	}
 	check := func(tx *store.Tx) (model.VM, error) {
 		cur, err := getVM(tx, vmID)
@@ -449,7 +548,7 @@ func (a *Appliance) RestoreVM(ctx context.Context, vmID, backupID string) (model
 		return cur, nil
 	}
 	if err := a.view(ctx, func(tx *store.Tx) error { _, err := check(tx); return err }); err != nil {
-		return vm, categorised(err, "check the restore")
+		return nil, categorised(err, "check the restore")
 	}
 	wasRunning := false
 	o, err := a.begin(ctx, model.OpRestore, vmID, intent{}, func(tx *store.Tx, rec *model.Operation, in *intent) error {
@@ -460,14 +559,22 @@ func (a *Appliance) RestoreVM(ctx context.Context, vmID, backupID string) (model
 		rec.BackupID = backupID
 		in.OldBootID = cur.BootID
 		wasRunning = cur.State == model.StateRunning
+		vm = cur
 		return nil
 	})
 	if err != nil {
-		return vm, err
+		return nil, err
 	}
+	return a.launch(o, func(ctx context.Context) error { return a.runRestore(ctx, o, vm, wasRunning) }), nil
+}
+
+// runRestore stops the VM, puts the backup's disk in place and boots it
+// again when it was running.
+func (a *Appliance) runRestore(ctx context.Context, o *op, vm model.VM, wasRunning bool) error {
+	vmID, backupID := o.rec.VMID, o.rec.BackupID
 	log := o.log.With("backup", backupID)
 	a.halt(ctx, vmID)
-	if err := o.step(ctx, "stopped", 20, func(tx *store.Tx) error {
+	if err := o.step("stopped", 20, func(tx *store.Tx) error {
 		cur, err := getVM(tx, vmID)
 		if err != nil {
 			return err
@@ -475,15 +582,15 @@ func (a *Appliance) RestoreVM(ctx context.Context, vmID, backupID string) (model
 		cur.BootID = ""
 		return tx.PutVM(cur)
 	}); err != nil {
-		return vm, o.finish(ctx, err, nil)
+		return o.finish(err, nil)
 	}
 	if err := a.pool.RestoreFile(context.WithoutCancel(ctx), vmID, backupID, RootfsFile); err != nil {
 		err = unavailablef("cannot put back the disk of %s from %s: %v; the disk is unchanged", vmID, backupID, err)
 		if !wasRunning {
-			return vm, o.finish(ctx, err, nil)
+			return o.finish(err, nil)
 		}
 		bootID, berr := a.boot(ctx, vm)
-		return vm, o.finish(ctx, err, func(tx *store.Tx) error {
+		return o.finish(err, func(tx *store.Tx) error {
 			if berr != nil {
 				log.Warn("cannot boot the VM again after a failed restore", "err", berr)
 				_, err := a.setStopped(tx, vmID, "vm.boot_failed", "%s did not boot again after a failed restore; try `superjolt vm start %s`", vmID, vmID)
@@ -497,25 +604,26 @@ func (a *Appliance) RestoreVM(ctx context.Context, vmID, backupID string) (model
 			return tx.PutVM(cur)
 		})
 	}
-	if err := o.step(ctx, "replaced", 60, nil); err != nil {
-		return vm, o.finish(ctx, err, nil)
+	if err := o.step("replaced", 60, nil); err != nil {
+		return o.finish(err, nil)
 	}
 	bootID := ""
 	if wasRunning {
+		var err error
 		bootID, err = a.boot(ctx, vm)
 		if err == nil && bootID == o.in.OldBootID {
 			a.halt(ctx, vmID)
 			err = unavailablef("%s came back with its old boot id %s: it did not reboot", vmID, bootID)
 		}
 		if err != nil {
-			return vm, o.finish(ctx, err, func(tx *store.Tx) error {
+			return o.finish(err, func(tx *store.Tx) error {
 				_, err := a.setStopped(tx, vmID, "vm.boot_failed", "%s was restored from %s but did not boot; try `superjolt vm start %s`", vmID, backupID, vmID)
 				return err
 			})
 		}
-		a.crash("restore:booted")
+		a.testPoint(ctx, "restore:booted")
 	}
-	err = o.finish(ctx, nil, func(tx *store.Tx) error {
+	return o.finish(nil, func(tx *store.Tx) error {
 		cur, err := getVM(tx, vmID)
 		if err != nil {
 			return err
@@ -523,13 +631,11 @@ func (a *Appliance) RestoreVM(ctx context.Context, vmID, backupID string) (model
 		if wasRunning {
 			cur.State, cur.BootID = model.StateRunning, bootID
 		}
-		vm = cur
 		if err := tx.PutVM(cur); err != nil {
 			return err
 		}
 		return event(tx, a.clock.Now(), "vm.restored", vmID, cur.AccountID, "%s restored from backup %s%s", vmID, backupID, bootMsg(bootID))
 	})
-	return vm, err
 }
 
 func bootMsg(bootID string) string {

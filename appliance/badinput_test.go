@@ -114,7 +114,7 @@ func TestBadInput(t *testing.T) {
 			return err
 		}},
 		{"bad domain", "invalid", "DNS", func() error { _, err := e.a.AddDomain(ctx, vm.ID, "not a domain"); return err }},
-		{"unknown operation", "not_found", "events", func() error { _, err := e.a.Operation(ctx, "op-zzzzzzzzzz"); return err }},
+		{"unknown operation", "not_found", "op list", func() error { _, err := e.a.Operation(ctx, "op-zzzzzzzzzz"); return err }},
 		{"advance backwards", "invalid", "positive", func() error { _, err := e.a.AdvanceClock(ctx, -time.Hour); return err }},
 		{"list bad state", "invalid", "state", func() error { _, err := e.a.VMs(ctx, VMFilter{State: "zombie"}); return err }},
 	}

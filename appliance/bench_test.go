@@ -144,7 +144,7 @@ func BenchmarkBackup1GiB(b *testing.B) {
 	acct := e.account("bench", 1_000_000*model.Credit, 0)
 	vm := e.vm(acct.ID)
 	res, err := e.a.Exec(ctx, vm.ID, guest.ExecRequest{Path: "sh", Args: []string{"-c",
-		"dd if=/dev/urandom of=/data/big bs=1M count=1024 2>&1 && sync && df -k /data"}, Timeout: MaxExecTimeout})
+		"dd if=/dev/urandom of=/data/big bs=1M count=1024 2>&1 && sync && df -k /data"}, Timeout: model.MaxExecTimeout})
 	if err != nil || res.ExitCode != 0 {
 		b.Fatalf("write 1 GiB in the guest: %v exit %d %s %s", err, res.ExitCode, res.Stdout, res.Stderr)
 	}

@@ -343,13 +343,17 @@ func (a *Appliance) archive(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	a.halt(ctx, id)
-	if err := o.step(ctx, "stopped", 50, nil); err != nil {
-		return o.finish(ctx, err, nil)
-	}
-	return o.finish(ctx, nil, func(tx *store.Tx) error {
-		return a.toArchive(tx, id)
+	a.launch(o, func(ctx context.Context) error {
+		a.halt(ctx, id)
+		if err := o.step("stopped", 50, nil); err != nil {
+			return o.finish(err, nil)
+		}
+		return o.finish(nil, func(tx *store.Tx) error {
+			return a.toArchive(tx, id)
+		})
 	})
+	_, err = await(ctx, o, nil)
+	return err
 }
 
 // toArchive books the final charge of a live VM, frees its address and

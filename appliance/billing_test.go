@@ -104,7 +104,7 @@ func TestBillingExact(t *testing.T) {
 	}
 	end2 := e.clk.Now()
 
-	ledger, err := e.a.Ledger(ctx, acct.ID, MaxLedgerLimit)
+	ledger, err := e.a.Ledger(ctx, acct.ID, model.MaxListLimit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestBillingExact(t *testing.T) {
 // eventsOfType returns the events of typ, oldest first.
 func (e *env) eventsOfType(typ string) []model.Event {
 	e.t.Helper()
-	evs, err := e.a.Events(context.Background(), 0, MaxLedgerLimit)
+	evs, err := e.a.Events(context.Background(), 0, model.MaxListLimit)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestBillingEvents(t *testing.T) {
 		}
 	}
 	for _, a := range []model.Account{acct, other} {
-		ledger, err := e.a.Ledger(ctx, a.ID, MaxLedgerLimit)
+		ledger, err := e.a.Ledger(ctx, a.ID, model.MaxListLimit)
 		if err != nil {
 			t.Fatal(err)
 		}

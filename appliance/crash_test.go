@@ -144,7 +144,7 @@ func (e *env) noOrphans() {
 // recoveredOp returns the operation of kind that the last open recovered.
 func (e *env) recoveredOp(kind model.OpKind) model.Operation {
 	e.t.Helper()
-	evs, err := e.a.Events(context.Background(), 0, MaxLedgerLimit)
+	evs, err := e.a.Events(context.Background(), 0, model.MaxListLimit)
 	if err != nil {
 		e.t.Fatal(err)
 	}

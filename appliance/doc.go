@@ -30,13 +30,23 @@
 // # Operations and crash safety
 //
 // Everything that touches disks or VM processes (create, backup, restore,
-// destroy, reclaim, archive, resume, start, stop) is an [model.Operation]
-// recorded in the store before its first side effect, with an intent record
-// of the steps done. Operations on one VM are serialised by a per-VM lock;
-// a second one is refused with [model.ErrConflict] naming the one running.
-// [New] finds operations a crashed daemon left unfinished and finishes or
-// rolls back each: no orphan subvolume, no half-restored disk, no lost
-// backup; a thaw is attempted for a backup that froze a guest.
+// destroy, reclaim, archive, resume, start, stop, delete_backup) is an
+// [model.Operation] recorded in the store before its first side effect,
+// with an intent record of the steps done. Once recorded, an operation
+// belongs to the daemon: it runs in its own goroutine on the appliance's
+// life context with its own deadline ([OperationTimeout]), whatever
+// happens to the request that asked for it (see ops.go). Each verb exists
+// twice: SubmitX checks the request, records the operation and returns it
+// at once (what the API answers); X does the same and waits for the end
+// (what tests, the scheduler and the reaper use). A caller that stops
+// waiting leaves the operation running; [Appliance.WaitOperation] follows
+// it step by step, and [Appliance.CancelOperation] stops one where that is
+// safe (a backup before its snapshot). Operations on one VM are serialised
+// by a per-VM lock; a second one is refused with [model.ErrConflict] naming
+// the one running. [New] finds operations a crashed daemon left unfinished
+// and finishes or rolls back each (recover.go): no orphan subvolume, no
+// half-restored disk, no lost backup; a thaw is attempted for a backup
+// that froze a guest.
 //
 // # Money
 //
@@ -51,5 +61,7 @@
 //
 // Every error returned by an exported method wraps exactly one model
 // category (ErrNotFound, ErrInvalid, ErrConflict, ErrInsufficientFunds,
-// ErrUnavailable) and says what to do next.
+// ErrUnavailable) and says what to do next, or none: an internal error (a
+// bug, a broken disk), never disguised as "unavailable", which is kept for
+// a guest agent or VM process that cannot be reached.
 package appliance

@@ -8,7 +8,7 @@ import (
 )
 
 // Events returns up to limit events after sequence number afterSeq, oldest
-// first (limit 0 or less: 100; capped at MaxLedgerLimit).
+// first (limit 0 or less: 100; capped at model.MaxListLimit).
 func (a *Appliance) Events(ctx context.Context, afterSeq uint64, limit int) ([]model.Event, error) {
 	var out []model.Event
 	err := a.view(ctx, func(tx *store.Tx) error {
@@ -20,7 +20,7 @@ func (a *Appliance) Events(ctx context.Context, afterSeq uint64, limit int) ([]m
 }
 
 // LastEvents returns the newest n events, oldest first (n 0 or less: 100;
-// capped at MaxLedgerLimit): what an operator wants to see first. A
+// capped at model.MaxListLimit): what an operator wants to see first. A
 // follower goes on with WaitEvents after the last one's Seq.
 func (a *Appliance) LastEvents(ctx context.Context, n int) ([]model.Event, error) {
 	n = clampLimit(n)

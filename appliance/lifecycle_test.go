@@ -118,7 +118,7 @@ func TestRealBackupRestore(t *testing.T) {
 // op.done / op.failed events.
 func lastOp(t *testing.T, e *env, kind model.OpKind) model.Operation {
 	t.Helper()
-	evs, err := e.a.Events(context.Background(), 0, MaxLedgerLimit)
+	evs, err := e.a.Events(context.Background(), 0, model.MaxListLimit)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -161,7 +161,7 @@ func TestGuestPowerOff(t *testing.T) {
 
 func lastSeq(t *testing.T, e *env) uint64 {
 	t.Helper()
-	evs, err := e.a.Events(context.Background(), 0, MaxLedgerLimit)
+	evs, err := e.a.Events(context.Background(), 0, model.MaxListLimit)
 	if err != nil || len(evs) == 0 {
 		t.Fatalf("events: %v", err)
 	}
@@ -185,7 +185,7 @@ func TestLastEvents(t *testing.T) {
 	for i := range 5 {
 		e.account(fmt.Sprintf("user-%d", i), model.Credit, 0)
 	}
-	all, err := e.a.Events(ctx, 0, MaxLedgerLimit)
+	all, err := e.a.Events(ctx, 0, model.MaxListLimit)
 	if err != nil || len(all) < 5 {
 		t.Fatalf("Events = %d events, %v", len(all), err)
 	}

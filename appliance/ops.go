@@ -3,11 +3,13 @@ package appliance
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -34,14 +36,38 @@ var (
 	ArchiveSteps = []string{"recorded", "stopped"}
 )
 
-func envCrashHook() func(string) {
-	at := os.Getenv(CrashEnv)
-	if at == "" {
+// SlowEnv names the environment variable that holds operations for a
+// while at chosen points, for tests of what happens while one is under way
+// (a caller interrupted, a cancel): SUPERJOLT_TEST_SLOW_AT=backup:cancellable
+// waits SlowFor (or until the operation's context ends) when a backup
+// reaches that point. Several points are separated by commas. The points
+// are the steps of CrashEnv and "backup:cancellable" (a backup's last
+// moment before its snapshot).
+const SlowEnv = "SUPERJOLT_TEST_SLOW_AT"
+
+// SlowFor is how long a SlowEnv point holds an operation.
+const SlowFor = 3 * time.Second
+
+// envTestHook returns the hook of CrashEnv and SlowEnv, or nil when neither
+// is set.
+func envTestHook() func(ctx context.Context, point string) {
+	crashAt, slowAt := os.Getenv(CrashEnv), os.Getenv(SlowEnv)
+	if crashAt == "" && slowAt == "" {
 		return nil
 	}
-	return func(step string) {
-		if step == at {
-			slog.Default().Warn("test crash point reached: killing the process", "step", step)
+	slow := strings.Split(slowAt, ",")
+	return func(ctx context.Context, point string) {
+		if slices.Contains(slow, point) {
+			slog.Default().Warn("test slow point reached: holding the operation", "point", point, "for", SlowFor)
+			t := time.NewTimer(SlowFor) // a real wait: what is tested is a caller meanwhile, not a time rule
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+		}
+		if point == crashAt {
+			slog.Default().Warn("test crash point reached: killing the process", "step", point)
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {} // never returns
 		}
@@ -66,12 +92,37 @@ type intent struct {
 
 func (in intent) did(step string) bool { return slices.Contains(in.Steps, step) }
 
-// op is an operation under way, holding its VM's lock.
+// OperationTimeout bounds one operation, from its acceptance to its end. It
+// is the daemon's deadline, not a caller's: an operation never follows the
+// context of the request that asked for it.
+const OperationTimeout = 15 * time.Minute
+
+// op is an operation under way, holding its VM's lock. Once begun it
+// belongs to the daemon: it runs on ctx (the appliance's life, with
+// OperationTimeout) in its own goroutine (see launch), whatever happens to
+// the caller, who may wait for done.
 type op struct {
 	a   *Appliance
 	rec model.Operation
 	in  intent
 	log *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	// accepted is the record as it was when the operation was accepted:
+	// what Submit returns while rec goes on changing in the op's goroutine.
+	accepted model.Operation
+	// done is closed once the operation's end is recorded; rec is final then.
+	done chan struct{}
+
+	mu sync.Mutex
+	// cancellable says whether the operation can still be cancelled
+	// safely; cancelled is set by CancelOperation.
+	cancellable bool
+	cancelled   bool
+	// frozen is how long the guest stayed frozen (backups), for logs and
+	// benchmarks.
+	frozen time.Duration
 }
 
 // lock takes the per-VM lock for operation opID; it fails with ErrConflict
@@ -80,10 +131,7 @@ func (a *Appliance) lock(vmID, opID string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if held, ok := a.locks[vmID]; ok {
-		if model.KindOf(held) != model.KindOperation {
-			return conflictf("%s is busy (%s); try again in a moment", vmID, held)
-		}
-		return conflictf("an operation (%s) is running on %s; wait for it: `superjolt op show %s`", held, vmID, held)
+		return conflictf("an operation (%s) is running on %s; wait for it: `superjolt op show %s --follow`", held, vmID, held)
 	}
 	a.locks[vmID] = opID
 	return nil
@@ -97,10 +145,24 @@ func (a *Appliance) unlock(vmID, opID string) {
 	}
 }
 
-// begin takes vmID's lock and records a running operation of kind, with in
-// as its intent, in the same transaction as prepare (which may check and
-// change state; nil for none). The step "recorded" is then done.
+// begin records a running operation of kind on vmID, with in as its
+// intent, in the same transaction as prepare (which may check and change
+// state; nil for none), holding vmID's lock. With vmID "" (create), prepare
+// makes the VM and sets rec.VMID; the new id needs no lock check. The step
+// "recorded" is then done. The caller's ctx bounds only the wait for the
+// store: once begin returns, the operation is the daemon's, and the caller
+// must launch it.
 func (a *Appliance) begin(ctx context.Context, kind model.OpKind, vmID string, in intent, prepare func(tx *store.Tx, o *model.Operation, in *intent) error) (*op, error) {
+	a.mu.Lock()
+	closing := a.closing
+	a.mu.Unlock()
+	if closing {
+		return nil, unavailablef("superjoltd is shutting down; try again once it is back")
+	}
+	// A request that goes away while its operation is being recorded must
+	// not leave half a record: from here on the caller's cancellation is
+	// not followed.
+	ctx = context.WithoutCancel(ctx)
 	var opID string
 	if err := a.update(ctx, func(tx *store.Tx) error {
 		id, err := tx.NewID(model.KindOperation)
@@ -109,10 +171,12 @@ func (a *Appliance) begin(ctx context.Context, kind model.OpKind, vmID string, i
 	}); err != nil {
 		return nil, categorised(err, "record the operation")
 	}
-	if err := a.lock(vmID, opID); err != nil {
-		return nil, err
+	if vmID != "" {
+		if err := a.lock(vmID, opID); err != nil {
+			return nil, err
+		}
 	}
-	o := &op{a: a, in: in, log: a.log.With("op", opID, "vm", vmID, "kind", string(kind))}
+	o := &op{a: a, in: in, done: make(chan struct{})}
 	o.in.Steps = []string{"recorded"}
 	base := o.in
 	err := a.update(ctx, func(tx *store.Tx) error {
@@ -132,29 +196,114 @@ func (a *Appliance) begin(ctx context.Context, kind model.OpKind, vmID string, i
 		return tx.PutOperation(o.rec)
 	})
 	if err != nil {
-		a.unlock(vmID, opID)
+		if vmID != "" {
+			a.unlock(vmID, opID)
+		}
 		return nil, categorised(err, "start the operation")
 	}
+	if vmID == "" {
+		if err := a.lock(o.rec.VMID, opID); err != nil { // cannot be held: the id is new
+			return nil, err
+		}
+	}
+	o.log = a.log.With("op", opID, "vm", o.rec.VMID, "kind", string(kind))
+	o.ctx, o.cancel = context.WithTimeout(a.life, OperationTimeout)
+	o.accepted = o.rec
+	a.mu.Lock()
+	a.running[opID] = o
+	a.opsWG.Add(1)
+	a.mu.Unlock()
 	o.log.Info("operation started")
-	a.crash(string(kind) + ":recorded")
+	a.testPoint(o.ctx, string(kind)+":recorded")
 	return o, nil
 }
 
-// crash calls the crash hook, if any, for "kind:step".
-func (a *Appliance) crash(step string) {
-	if a.crashAt != nil {
-		a.crashAt(step)
+// launch runs the rest of operation o, run, in its own goroutine on the
+// operation's context, and returns at once. run ends the operation with
+// o.finish; if it returns without doing so, the operation is finished here
+// with run's error.
+func (a *Appliance) launch(o *op, run func(ctx context.Context) error) *op {
+	go func() {
+		defer a.opsWG.Done()
+		defer o.cancel()
+		err := run(o.ctx)
+		select {
+		case <-o.done:
+		default:
+			if err == nil {
+				err = fmt.Errorf("%s ended without recording its end", o.rec.ID)
+			}
+			_ = o.finish(err, nil)
+		}
+	}()
+	return o
+}
+
+// accepted returns what Submit methods answer: the operation as it was
+// when it was accepted.
+func accepted(o *op, err error) (model.Operation, error) {
+	if err != nil {
+		return model.Operation{}, err
+	}
+	return o.accepted, nil
+}
+
+// await waits for operation o to end and returns its final record, and its
+// error (model.Operation.Err). When ctx ends first, the operation goes on
+// and await returns ctx's error.
+func await(ctx context.Context, o *op, err error) (model.Operation, error) {
+	if err != nil {
+		return model.Operation{}, err
+	}
+	select {
+	case <-o.done:
+		return o.rec, o.rec.Err()
+	case <-ctx.Done():
+		return o.accepted, ctx.Err()
+	}
+}
+
+// allowCancel marks the operation as one that can be cancelled safely
+// until it calls pointOfNoReturn.
+func (o *op) allowCancel() {
+	o.mu.Lock()
+	o.cancellable = true
+	o.mu.Unlock()
+}
+
+// pointOfNoReturn ends the time when the operation can be cancelled: it
+// returns errCancelled when it was cancelled before.
+func (o *op) pointOfNoReturn() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.cancellable = false
+	if o.cancelled {
+		return errCancelled
+	}
+	return nil
+}
+
+// errCancelled ends an operation as model.OpCancelled.
+var errCancelled = errors.New("cancelled on request")
+
+// testPoint calls the test hook, if any (see CrashEnv and SlowEnv), at point
+// "kind:step" of an operation running on ctx.
+func (a *Appliance) testPoint(ctx context.Context, point string) {
+	if a.testHook != nil {
+		a.testHook(ctx, point)
 	}
 }
 
 // step records that step is done (after giving the crash hook its chance),
 // optionally with more changes in the same transaction.
-func (o *op) step(ctx context.Context, step string, progress int, also func(tx *store.Tx) error) error {
-	o.a.crash(string(o.rec.Kind) + ":" + step)
+func (o *op) step(step string, progress int, also func(tx *store.Tx) error) error {
+	o.a.testPoint(o.ctx, string(o.rec.Kind)+":"+step)
 	o.in.Steps = append(o.in.Steps, step)
 	raw, _ := json.Marshal(o.in)
 	o.rec.Intent, o.rec.Step, o.rec.Progress = raw, step, progress
-	err := o.a.update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+	// Recorded even when the operation's deadline has passed: the store
+	// must say what was done.
+	err := o.a.update(context.WithoutCancel(o.ctx), func(tx *store.Tx) error {
 		if also != nil {
 			if err := also(tx); err != nil {
 				return err
@@ -169,22 +318,35 @@ func (o *op) step(ctx context.Context, step string, progress int, also func(tx *
 	return nil
 }
 
-// finish ends the operation: done when err is nil, failed otherwise, with
-// final changes made in the same transaction (also may be nil). It
-// releases the VM lock.
-func (o *op) finish(ctx context.Context, err error, also func(tx *store.Tx) error) error {
-	defer o.a.unlock(o.rec.VMID, o.rec.ID)
-	o.rec.FinishedAt = o.a.clock.Now()
+// finish ends the operation: done when err is nil, cancelled when err is
+// errCancelled, failed otherwise, with final changes made in the same
+// transaction (also may be nil). It releases the VM lock and wakes those
+// who wait for the operation. It returns err, or the error of recording the
+// end.
+func (o *op) finish(err error, also func(tx *store.Tx) error) error {
+	a := o.a
+	defer func() {
+		a.unlock(o.rec.VMID, o.rec.ID)
+		a.mu.Lock()
+		delete(a.running, o.rec.ID)
+		a.mu.Unlock()
+		close(o.done)
+	}()
+	o.rec.FinishedAt = a.clock.Now()
 	o.rec.State = model.OpDone
 	o.rec.Progress = 100
-	if err != nil {
+	switch {
+	case errors.Is(err, errCancelled):
+		o.rec.State, o.rec.Progress = model.OpCancelled, 0
+	case err != nil:
+		err = categorised(err, string(o.rec.Kind)+" of "+o.rec.VMID)
 		o.rec.State = model.OpFailed
 		o.rec.Error = err.Error()
 		o.rec.ErrorCode = model.Code(err)
 	}
 	raw, _ := json.Marshal(o.in)
 	o.rec.Intent = raw
-	uerr := o.a.update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+	uerr := a.update(context.WithoutCancel(o.ctx), func(tx *store.Tx) error {
 		if also != nil {
 			if err := also(tx); err != nil {
 				return err
@@ -194,20 +356,40 @@ func (o *op) finish(ctx context.Context, err error, also func(tx *store.Tx) erro
 			return err
 		}
 		msg := fmt.Sprintf("%s of %s: %s", o.rec.Kind, o.rec.VMID, o.rec.State)
-		if err != nil {
-			msg += ": " + err.Error()
+		if o.rec.Error != "" {
+			msg += ": " + o.rec.Error
 		}
 		return event(tx, o.rec.FinishedAt, "op."+string(o.rec.State), o.rec.ID, "", "%s", msg)
 	})
-	if err != nil {
+	if uerr != nil {
+		// The store did not take the end: the record still says running,
+		// and the next start recovers it.
+		o.rec.State, o.rec.Error, o.rec.ErrorCode = model.OpFailed, "cannot record the end: "+uerr.Error(), "internal"
+		o.log.Error("cannot record the end of an operation; the next start recovers it", "err", uerr)
+		return categorised(uerr, "record the end of "+o.rec.ID)
+	}
+	switch {
+	case o.rec.State == model.OpCancelled:
+		o.log.Info("operation cancelled")
+		return err
+	case err != nil:
 		o.log.Warn("operation failed", "err", err)
 		return err
 	}
-	if uerr != nil {
-		return categorised(uerr, "record the end of "+o.rec.ID)
-	}
 	o.log.Info("operation done", "took", o.rec.FinishedAt.Sub(o.rec.StartedAt))
 	return nil
+}
+
+// waitOps waits until no operation runs, or ctx ends.
+func (a *Appliance) waitOps(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { a.opsWG.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Operation returns an operation by id.
@@ -222,14 +404,129 @@ func (a *Appliance) Operation(ctx context.Context, id string) (model.Operation, 
 		return err
 	})
 	if err != nil {
-		return o, categorised(notFoundIs(err, "operation %s does not exist; `superjolt events` shows recent ones", id), "read the operation")
+		return o, categorised(notFoundIs(err, "operation %s does not exist; `superjolt op list` shows recent ones", id), "read the operation")
 	}
 	return o, nil
 }
 
+// OpFilter selects operations; zero fields select all.
+type OpFilter struct {
+	VMID    string `json:"vm_id,omitempty"`
+	Running bool   `json:"running,omitempty"`
+	// Limit caps how many are returned, newest first (0: model.MaxListLimit).
+	Limit int `json:"limit,omitempty"`
+}
+
+// Operations lists operations, newest first.
+func (a *Appliance) Operations(ctx context.Context, f OpFilter) ([]model.Operation, error) {
+	if f.VMID != "" {
+		if err := model.ValidateID(model.KindVM, f.VMID); err != nil {
+			return nil, err
+		}
+	}
+	if f.Limit < 0 || f.Limit > model.MaxListLimit {
+		return nil, invalidf("cannot list %d operations: give a limit from 1 to %d", f.Limit, model.MaxListLimit)
+	}
+	limit := f.Limit
+	if limit == 0 {
+		limit = model.MaxListLimit
+	}
+	var out []model.Operation
+	err := a.view(ctx, func(tx *store.Tx) error {
+		var err error
+		if f.Running {
+			out, err = tx.UnfinishedOperations()
+		} else {
+			out, err = tx.Operations()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, categorised(err, "list operations")
+	}
+	if f.VMID != "" {
+		out = slices.DeleteFunc(out, func(o model.Operation) bool { return o.VMID != f.VMID })
+	}
+	slices.SortFunc(out, func(x, y model.Operation) int {
+		if c := y.StartedAt.Compare(x.StartedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(y.ID, x.ID)
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// WaitOperation returns operation id once it differs from what the caller
+// last saw, step (its Step while running), or has ended; or, when ctx ends
+// first, as it is then (with no error: a follower asks again). A follower
+// passes the Step of the last answer to see every step as it is recorded.
+func (a *Appliance) WaitOperation(ctx context.Context, id, step string) (model.Operation, error) {
+	for {
+		// Take the wake channel before reading, so that a change between
+		// the read and the wait is not missed.
+		a.evMu.Lock()
+		wake := a.evWake
+		a.evMu.Unlock()
+		o, err := a.Operation(context.WithoutCancel(ctx), id)
+		if err != nil || o.State.Finished() || o.Step != step {
+			return o, err
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return o, nil
+		case <-a.life.Done():
+			return o, unavailablef("superjoltd is shutting down; follow %s again once it is back: `superjolt op show %s --follow`", id, id)
+		}
+	}
+}
+
+// CancelOperation cancels a running operation where that is safe (a backup
+// before its snapshot: nothing is left of it) and waits for it to end; it
+// refuses, saying why, where it is not.
+func (a *Appliance) CancelOperation(ctx context.Context, id string) (model.Operation, error) {
+	rec, err := a.Operation(ctx, id)
+	if err != nil {
+		return rec, err
+	}
+	if rec.State.Finished() {
+		return rec, conflictf("%s has already ended (%s); nothing to cancel", id, rec.State)
+	}
+	a.mu.Lock()
+	o := a.running[id]
+	a.mu.Unlock()
+	if o == nil {
+		return rec, conflictf("%s is being recovered after a restart; it cannot be cancelled, it ends by itself", id)
+	}
+	o.mu.Lock()
+	ok := o.cancellable
+	if ok {
+		o.cancelled = true
+	}
+	o.mu.Unlock()
+	if !ok {
+		why := "stopping it half-way would leave its VM neither as it was nor as asked"
+		if rec.Kind == model.OpBackup {
+			why = "its snapshot is taken, so all that is left is to record it"
+		}
+		return rec, conflictf("%s (%s of %s) cannot be cancelled safely: %s; it ends by itself, follow it with `superjolt op show %s --follow`",
+			id, rec.Kind, rec.VMID, why, id)
+	}
+	o.cancel()
+	o.log.Info("operation cancel requested")
+	final, err := await(ctx, o, nil)
+	if errors.Is(err, model.ErrConflict) && final.State == model.OpCancelled {
+		err = nil
+	}
+	return final, err
+}
+
 // notFoundIs rewrites a store ErrNotFound as a message with a hint.
 func notFoundIs(err error, format string, args ...any) error {
-	if err != nil && model.Code(err) == "not_found" {
+	if errors.Is(err, model.ErrNotFound) {
 		return notFoundf(format, args...)
 	}
 	return err

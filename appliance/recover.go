@@ -32,6 +32,8 @@ import (
 //	         the reaper when it was younger than an hour)
 //	reclaim  finished: disk, backups and rows deleted
 //	archive  finished: the VM is archived
+//	delete_backup  finished once the row is deleted (the snapshot goes
+//	         too); rolled back before that: the backup is whole
 //	resume, start, stop  finished as far as the store says
 func (a *Appliance) recover(ctx context.Context) error {
 	var ops []model.Operation
@@ -166,7 +168,7 @@ func (a *Appliance) recoverOp(ctx context.Context, rec model.Operation) error {
 		}
 
 	case model.OpReclaim:
-		o := &op{a: a, rec: rec, in: in, log: log}
+		o := &op{a: a, rec: rec, in: in, log: log, ctx: bg}
 		o.rec.State = model.OpRunning
 		if err := a.reclaimDisks(bg, o); err != nil {
 			return err
@@ -196,6 +198,15 @@ func (a *Appliance) recoverOp(ctx context.Context, rec model.Operation) error {
 				final = model.OpRolledBack
 			}
 			return nil
+		}
+
+	case model.OpDeleteBackup:
+		if !in.did("row-deleted") {
+			final = model.OpRolledBack // the backup is still there, whole
+			break
+		}
+		if err := a.deleteBackupSnapshot(bg, model.Backup{ID: rec.BackupID, VMID: id}); err != nil {
+			return err
 		}
 
 	default: // start and anything newer: the store already says what is wanted

@@ -71,7 +71,7 @@ func TestRetention(t *testing.T) {
 
 		e.advance(7 * 24 * time.Hour)
 
-		evs, err := e.a.Events(ctx, 0, MaxLedgerLimit)
+		evs, err := e.a.Events(ctx, 0, model.MaxListLimit)
 		if err != nil {
 			t.Fatal(err)
 		}

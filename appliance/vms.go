@@ -15,13 +15,6 @@ import (
 	"github.com/superjolt/superjolt/guest"
 )
 
-// Limits on a VM's attributes and on exec.
-const (
-	MaxPorts       = 64
-	MaxDomains     = 32
-	MaxExecTimeout = 10 * time.Minute
-)
-
 // CreateVMRequest is what CreateVM needs.
 type CreateVMRequest struct {
 	AccountID string `json:"account_id"`
@@ -71,33 +64,48 @@ func stateError(vm model.VM, verb string) error {
 	}
 }
 
-// CreateVM makes a VM for an account: a writable snapshot of the image,
-// grown to the tier's disk size (see growRootfs), an address from the
-// subnet, a boot. It returns once the guest agent has reported a boot id.
-// On failure nothing is left behind.
+// CreateVM makes a VM for an account (see SubmitCreateVM) and returns it
+// once its guest agent has reported a boot id. When ctx ends first, the
+// creation goes on.
 func (a *Appliance) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM, error) {
-	if err := model.ValidateID(model.KindAccount, req.AccountID); err != nil {
+	o, err := a.submitCreateVM(ctx, req)
+	rec, err := await(ctx, o, err)
+	if err != nil {
 		return model.VM{}, err
 	}
+	return a.VM(ctx, rec.VMID)
+}
+
+// SubmitCreateVM checks req, records the new VM (creating, with its
+// address) and its operation, and returns the operation; the daemon then
+// makes its disk (a writable snapshot of the image, grown to the tier's
+// disk size, see growRootfs) and boots it. On failure nothing is left
+// behind.
+func (a *Appliance) SubmitCreateVM(ctx context.Context, req CreateVMRequest) (model.Operation, error) {
+	return accepted(a.submitCreateVM(ctx, req))
+}
+
+func (a *Appliance) submitCreateVM(ctx context.Context, req CreateVMRequest) (*op, error) {
+	if err := model.ValidateID(model.KindAccount, req.AccountID); err != nil {
+		return nil, err
+	}
 	if err := model.ValidateTierName(req.Tier); err != nil {
-		return model.VM{}, err
+		return nil, err
 	}
 	if req.Image == "" {
 		req.Image = a.image
 	}
 	if err := model.ValidateImageName(req.Image); err != nil {
-		return model.VM{}, err
+		return nil, err
 	}
 	if req.Name != "" {
 		if err := model.ValidateVMName(req.Name); err != nil {
-			return model.VM{}, err
+			return nil, err
 		}
 	}
 	var vm model.VM
 	var tier model.Tier
-	var opID string
-	now := a.clock.Now()
-	err := a.update(ctx, func(tx *store.Tx) error {
+	o, err := a.begin(ctx, model.OpCreate, "", intent{}, func(tx *store.Tx, rec *model.Operation, in *intent) error {
 		acct, err := getAccount(tx, req.AccountID)
 		if err != nil {
 			return err
@@ -118,9 +126,6 @@ func (a *Appliance) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM
 		if err != nil {
 			return err
 		}
-		if opID, err = tx.NewID(model.KindOperation); err != nil {
-			return err
-		}
 		ip, err := a.allocIP(tx, id, netip.Addr{})
 		if err != nil {
 			return err
@@ -129,40 +134,34 @@ func (a *Appliance) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM
 		if name == "" {
 			name = id
 		}
+		now := a.clock.Now()
 		vm = model.VM{ID: id, AccountID: acct.ID, Name: name, Tier: req.Tier, Image: req.Image,
 			State: model.StateCreating, IP: ip, LastIP: ip, Ports: []model.Port{}, Domains: []string{},
 			CreatedAt: now, WantRunning: true, BilledUntil: now, NextBackupAt: nextBackupAt(id, now)}
-		if err := tx.PutVM(vm); err != nil {
-			return err
-		}
-		raw := fmt.Appendf(nil, `{"steps":["recorded"],"ip":%q}`, ip.String())
-		return tx.PutOperation(model.Operation{ID: opID, Kind: model.OpCreate, VMID: id, State: model.OpRunning,
-			Step: "recorded", StartedAt: now, Intent: raw})
+		rec.VMID, in.IP = id, ip.String()
+		return tx.PutVM(vm)
 	})
 	if err != nil {
-		return model.VM{}, categorised(err, "create the VM")
+		return nil, err
 	}
-	if err := a.lock(vm.ID, opID); err != nil { // cannot be held: the id is new
-		return model.VM{}, err
-	}
-	o := &op{a: a, rec: model.Operation{ID: opID, Kind: model.OpCreate, VMID: vm.ID, State: model.OpRunning, Step: "recorded", StartedAt: now},
-		in: intent{Steps: []string{"recorded"}, IP: vm.IP.String()}, log: a.log.With("op", opID, "vm", vm.ID, "kind", "create")}
 	o.log.Info("creating VM", "account", vm.AccountID, "tier", vm.Tier, "image", vm.Image, "ip", vm.IP)
-	a.crash("create:recorded")
+	return a.launch(o, func(ctx context.Context) error { return a.runCreate(ctx, o, vm, tier) }), nil
+}
 
-	fail := func(err error) (model.VM, error) {
+// runCreate makes the disk of a VM recorded as creating and boots it.
+func (a *Appliance) runCreate(ctx context.Context, o *op, vm model.VM, tier model.Tier) error {
+	fail := func(err error) error {
 		a.halt(ctx, vm.ID)
 		a.undoCreate(ctx, vm.ID)
-		_ = o.finish(ctx, err, func(tx *store.Tx) error {
+		return o.finish(err, func(tx *store.Tx) error {
 			return a.dropCreatingVM(tx, vm.ID, err)
 		})
-		return model.VM{}, err
 	}
 	dir, err := a.pool.CreateVM(ctx, vm.ID, vm.Image)
 	if err != nil {
 		return fail(unavailablef("cannot make the disk of %s from image %s: %v", vm.ID, vm.Image, err))
 	}
-	if err := o.step(ctx, "subvolume", 30, nil); err != nil {
+	if err := o.step("subvolume", 30, nil); err != nil {
 		return fail(err)
 	}
 	if tier.DiskGiB > 0 && tier.DiskGiB <= maxDiskGiB {
@@ -173,30 +172,25 @@ func (a *Appliance) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM
 		}
 		o.log.Info("disk sized to the tier", "disk_gib", tier.DiskGiB, "grown", grown, "took", time.Since(start))
 	}
-	if err := o.step(ctx, "grown", 40, nil); err != nil {
+	if err := o.step("grown", 40, nil); err != nil {
 		return fail(err)
 	}
 	bootID, err := a.boot(ctx, vm)
 	if err != nil {
 		return fail(err)
 	}
-	a.crash("create:booted")
-	err = o.finish(ctx, nil, func(tx *store.Tx) error {
+	a.testPoint(ctx, "create:booted")
+	return o.finish(nil, func(tx *store.Tx) error {
 		cur, err := getVM(tx, vm.ID)
 		if err != nil {
 			return err
 		}
 		cur.State, cur.BootID = model.StateRunning, bootID
-		vm = cur
 		if err := tx.PutVM(cur); err != nil {
 			return err
 		}
-		return event(tx, a.clock.Now(), "vm.created", vm.ID, vm.AccountID, "%s (%s, tier %s, image %s) is running at %s", vm.ID, vm.Name, vm.Tier, vm.Image, vm.IP)
+		return event(tx, a.clock.Now(), "vm.created", cur.ID, cur.AccountID, "%s (%s, tier %s, image %s) is running at %s", cur.ID, cur.Name, cur.Tier, cur.Image, cur.IP)
 	})
-	if err != nil {
-		return model.VM{}, err
-	}
-	return vm, nil
 }
 
 // undoCreate removes the disk a failed or crashed create made.
@@ -287,30 +281,50 @@ func (a *Appliance) VM(ctx context.Context, id string) (model.VM, error) {
 // readVM reads a VM for an operation after validating its id.
 func (a *Appliance) readVM(ctx context.Context, id string) (model.VM, error) { return a.VM(ctx, id) }
 
-// StopVM shuts a running VM down. It keeps its address, ports, domains and
-// disk, and keeps billing.
+// vmAfter waits for operation o (see await) and returns its VM as it is
+// then.
+func (a *Appliance) vmAfter(ctx context.Context, o *op, err error) (model.VM, error) {
+	rec, err := await(ctx, o, err)
+	if err != nil {
+		return model.VM{}, err
+	}
+	return a.VM(ctx, rec.VMID)
+}
+
+// StopVM shuts a running VM down (SubmitStopVM) and returns it stopped.
 func (a *Appliance) StopVM(ctx context.Context, id string) (model.VM, error) {
+	o, err := a.submitStopVM(ctx, id)
+	return a.vmAfter(ctx, o, err)
+}
+
+// SubmitStopVM starts shutting a running VM down. It keeps its address,
+// ports, domains and disk, and keeps billing.
+func (a *Appliance) SubmitStopVM(ctx context.Context, id string) (model.Operation, error) {
+	return accepted(a.submitStopVM(ctx, id))
+}
+
+func (a *Appliance) submitStopVM(ctx context.Context, id string) (*op, error) {
 	vm, err := a.readVM(ctx, id)
 	if err != nil {
-		return vm, err
+		return nil, err
 	}
 	if vm.State != model.StateRunning {
 		if vm.State == model.StateStopped {
-			return vm, conflictf("%s is already stopped; start it with `superjolt vm start %s`", id, id)
+			return nil, conflictf("%s is already stopped; start it with `superjolt vm start %s`", id, id)
 		}
-		return vm, stateError(vm, "stop")
+		return nil, stateError(vm, "stop")
 	}
 	o, err := a.begin(ctx, model.OpStop, id, intent{}, nil)
 	if err != nil {
-		return vm, err
+		return nil, err
 	}
-	a.halt(ctx, id)
-	err = o.finish(ctx, nil, func(tx *store.Tx) error {
-		var err error
-		vm, err = a.setStopped(tx, id, "vm.stopped", "%s stopped; it keeps its address and disk and keeps billing", id)
-		return err
-	})
-	return vm, err
+	return a.launch(o, func(ctx context.Context) error {
+		a.halt(ctx, id)
+		return o.finish(nil, func(tx *store.Tx) error {
+			_, err := a.setStopped(tx, id, "vm.stopped", "%s stopped; it keeps its address and disk and keeps billing", id)
+			return err
+		})
+	}), nil
 }
 
 // setStopped books the VM's charges so far and marks it stopped, not
@@ -331,17 +345,28 @@ func (a *Appliance) setStopped(tx *store.Tx, id, evType, format string, args ...
 	return vm, event(tx, now, evType, id, vm.AccountID, format, args...)
 }
 
-// StartVM boots a stopped VM and returns once its agent answers.
+// StartVM boots a stopped VM (SubmitStartVM) and returns it once its agent
+// answers.
 func (a *Appliance) StartVM(ctx context.Context, id string) (model.VM, error) {
+	o, err := a.submitStartVM(ctx, id)
+	return a.vmAfter(ctx, o, err)
+}
+
+// SubmitStartVM starts booting a stopped VM.
+func (a *Appliance) SubmitStartVM(ctx context.Context, id string) (model.Operation, error) {
+	return accepted(a.submitStartVM(ctx, id))
+}
+
+func (a *Appliance) submitStartVM(ctx context.Context, id string) (*op, error) {
 	vm, err := a.readVM(ctx, id)
 	if err != nil {
-		return vm, err
+		return nil, err
 	}
 	if vm.State != model.StateStopped {
 		if vm.State == model.StateRunning {
-			return vm, conflictf("%s is already running", id)
+			return nil, conflictf("%s is already running", id)
 		}
-		return vm, stateError(vm, "start")
+		return nil, stateError(vm, "start")
 	}
 	o, err := a.begin(ctx, model.OpStart, id, intent{}, func(tx *store.Tx, _ *model.Operation, _ *intent) error {
 		cur, err := getVM(tx, id)
@@ -360,84 +385,112 @@ func (a *Appliance) StartVM(ctx context.Context, id string) (model.VM, error) {
 		}
 		// Wanted running from now on: a crash during the boot boots it at the next start.
 		cur.WantRunning = true
+		vm = cur
 		return tx.PutVM(cur)
 	})
 	if err != nil {
-		return vm, err
+		return nil, err
 	}
-	bootID, err := a.boot(ctx, vm)
-	if err != nil {
-		_ = o.finish(ctx, err, func(tx *store.Tx) error {
+	return a.launch(o, func(ctx context.Context) error {
+		bootID, err := a.boot(ctx, vm)
+		if err != nil {
+			return o.finish(err, func(tx *store.Tx) error {
+				cur, err := getVM(tx, id)
+				if err != nil {
+					return err
+				}
+				cur.WantRunning = false
+				return tx.PutVM(cur)
+			})
+		}
+		return o.finish(nil, func(tx *store.Tx) error {
 			cur, err := getVM(tx, id)
 			if err != nil {
 				return err
 			}
-			cur.WantRunning = false
-			return tx.PutVM(cur)
+			now := a.clock.Now()
+			if _, err := a.chargeInTx(tx, &cur, now, false); err != nil {
+				return err
+			}
+			cur.State, cur.BootID, cur.WantRunning = model.StateRunning, bootID, true
+			if err := tx.PutVM(cur); err != nil {
+				return err
+			}
+			return event(tx, now, "vm.started", id, cur.AccountID, "%s started (boot %s)", id, bootID)
 		})
-		return vm, err
-	}
-	err = o.finish(ctx, nil, func(tx *store.Tx) error {
-		cur, err := getVM(tx, id)
-		if err != nil {
-			return err
-		}
-		now := a.clock.Now()
-		if _, err := a.chargeInTx(tx, &cur, now, false); err != nil {
-			return err
-		}
-		cur.State, cur.BootID, cur.WantRunning = model.StateRunning, bootID, true
-		vm = cur
-		if err := tx.PutVM(cur); err != nil {
-			return err
-		}
-		return event(tx, now, "vm.started", id, cur.AccountID, "%s started (boot %s)", id, bootID)
-	})
-	return vm, err
+	}), nil
 }
 
-// DestroyVM destroys a running or stopped VM. A VM at least an hour old
-// goes to the graveyard: its process and address are freed, its disk and
-// backups kept until ReclaimAt (24 h), and ResumeVM brings it back. A
-// younger one is reclaimed at once: nothing is left.
+// DestroyVM destroys a running or stopped VM (SubmitDestroyVM) and says
+// where it went.
 func (a *Appliance) DestroyVM(ctx context.Context, id string) (DestroyResult, error) {
 	vm, err := a.readVM(ctx, id)
 	if err != nil {
+		return DestroyResult{}, err
+	}
+	o, err := a.submitDestroyVM(ctx, id)
+	if _, err := await(ctx, o, err); err != nil {
 		return DestroyResult{VM: vm}, err
+	}
+	after, err := a.VM(ctx, id)
+	if errors.Is(err, model.ErrNotFound) {
+		return DestroyResult{VM: vm, Reclaimed: true}, nil
+	}
+	return DestroyResult{VM: after}, err
+}
+
+// SubmitDestroyVM starts destroying a running or stopped VM. A VM at least
+// an hour old goes to the graveyard: its process and address are freed, its
+// disk and backups kept until ReclaimAt (24 h), and ResumeVM brings it
+// back. A younger one is reclaimed at once, in the same operation: nothing
+// is left.
+func (a *Appliance) SubmitDestroyVM(ctx context.Context, id string) (model.Operation, error) {
+	return accepted(a.submitDestroyVM(ctx, id))
+}
+
+func (a *Appliance) submitDestroyVM(ctx context.Context, id string) (*op, error) {
+	vm, err := a.readVM(ctx, id)
+	if err != nil {
+		return nil, err
 	}
 	switch vm.State {
 	case model.StateRunning, model.StateStopped:
 	case model.StateGraveyard:
-		return DestroyResult{VM: vm}, conflictf("%s is already destroyed: it is in the graveyard until %s; `superjolt vm resume %s` brings it back",
+		return nil, conflictf("%s is already destroyed: it is in the graveyard until %s; `superjolt vm resume %s` brings it back",
 			id, vm.ReclaimAt.UTC().Format(time.RFC3339), id)
 	default:
-		return DestroyResult{VM: vm}, stateError(vm, "destroy")
+		return nil, stateError(vm, "destroy")
 	}
 	reclaim := a.since(vm.CreatedAt) < GraveyardAge
 	o, err := a.begin(ctx, model.OpDestroy, id, intent{Reclaim: reclaim}, nil)
 	if err != nil {
-		return DestroyResult{VM: vm}, err
+		return nil, err
 	}
-	a.halt(ctx, id)
-	if err := o.step(ctx, "stopped", 50, nil); err != nil {
-		return DestroyResult{VM: vm}, o.finish(ctx, err, nil)
-	}
-	err = o.finish(ctx, nil, func(tx *store.Tx) error {
-		var err error
-		vm, err = a.toGraveyard(tx, id, reclaim)
-		return err
-	})
-	if err != nil {
-		return DestroyResult{VM: vm}, err
-	}
-	if !reclaim {
-		return DestroyResult{VM: vm}, nil
-	}
-	if err := a.reclaim(ctx, id); err != nil {
-		// The VM is in the graveyard with ReclaimAt now: the reaper finishes.
-		return DestroyResult{VM: vm}, err
-	}
-	return DestroyResult{VM: vm, Reclaimed: true}, nil
+	return a.launch(o, func(ctx context.Context) error {
+		a.halt(ctx, id)
+		if err := o.step("stopped", 50, nil); err != nil {
+			return o.finish(err, nil)
+		}
+		if !reclaim {
+			return o.finish(nil, func(tx *store.Tx) error {
+				_, err := a.toGraveyard(tx, id, false)
+				return err
+			})
+		}
+		// Under an hour old: no graveyard. The VM passes through it (with
+		// ReclaimAt now, so that the reaper finishes after a crash) and is
+		// reclaimed by this same operation.
+		if err := o.step("graveyard", 60, func(tx *store.Tx) error {
+			_, err := a.toGraveyard(tx, id, true)
+			return err
+		}); err != nil {
+			return o.finish(err, nil)
+		}
+		if err := a.reclaimDisks(ctx, o); err != nil {
+			return o.finish(err, nil)
+		}
+		return o.finish(nil, func(tx *store.Tx) error { return a.dropVM(tx, id) })
+	}), nil
 }
 
 // toGraveyard books the final charge of a VM, frees its address and puts
@@ -476,17 +529,28 @@ func (a *Appliance) toGraveyard(tx *store.Tx, id string, reclaimNow bool) (model
 	return vm, event(tx, now, "vm.destroyed", id, vm.AccountID, "%s", msg)
 }
 
-// ResumeVM brings a VM back from the graveyard (to the state it was in:
-// running or stopped) or from the archive (running, once the account's
-// balance is positive). It gets its address back when still free, else a
-// new one.
+// ResumeVM brings a VM back (SubmitResumeVM) and returns it once it is
+// back (and, when it boots, once its agent answers).
 func (a *Appliance) ResumeVM(ctx context.Context, id string) (model.VM, error) {
+	o, err := a.submitResumeVM(ctx, id)
+	return a.vmAfter(ctx, o, err)
+}
+
+// SubmitResumeVM starts bringing a VM back from the graveyard (to the
+// state it was in: running or stopped) or from the archive (running, once
+// the account's balance is positive). It gets its address back when still
+// free, else a new one.
+func (a *Appliance) SubmitResumeVM(ctx context.Context, id string) (model.Operation, error) {
+	return accepted(a.submitResumeVM(ctx, id))
+}
+
+func (a *Appliance) submitResumeVM(ctx context.Context, id string) (*op, error) {
 	vm, err := a.readVM(ctx, id)
 	if err != nil {
-		return vm, err
+		return nil, err
 	}
 	if vm.State != model.StateGraveyard && vm.State != model.StateArchived {
-		return vm, conflictf("%s is %s, not in the graveyard or archived: nothing to resume", id, vm.State)
+		return nil, conflictf("%s is %s, not in the graveyard or archived: nothing to resume", id, vm.State)
 	}
 	now := a.clock.Now()
 	var wantRunning bool
@@ -530,29 +594,28 @@ func (a *Appliance) ResumeVM(ctx context.Context, id string) (model.VM, error) {
 		return event(tx, now, "vm.resumed", id, cur.AccountID, "%s resumed from %s at %s", id, from, ip)
 	})
 	if err != nil {
-		return vm, err
+		return nil, err
 	}
-	if !wantRunning {
-		return vm, o.finish(ctx, nil, nil)
-	}
-	bootID, err := a.boot(ctx, vm)
-	if err != nil {
-		_ = o.finish(ctx, err, func(tx *store.Tx) error {
-			_, err := a.setStopped(tx, id, "vm.boot_failed", "%s was resumed but did not boot; try `superjolt vm start %s`", id, id)
-			return err
-		})
-		return vm, err
-	}
-	err = o.finish(ctx, nil, func(tx *store.Tx) error {
-		cur, err := getVM(tx, id)
-		if err != nil {
-			return err
+	return a.launch(o, func(ctx context.Context) error {
+		if !wantRunning {
+			return o.finish(nil, nil)
 		}
-		cur.State, cur.BootID = model.StateRunning, bootID
-		vm = cur
-		return tx.PutVM(cur)
-	})
-	return vm, err
+		bootID, err := a.boot(ctx, vm)
+		if err != nil {
+			return o.finish(err, func(tx *store.Tx) error {
+				_, err := a.setStopped(tx, id, "vm.boot_failed", "%s was resumed but did not boot; try `superjolt vm start %s`", id, id)
+				return err
+			})
+		}
+		return o.finish(nil, func(tx *store.Tx) error {
+			cur, err := getVM(tx, id)
+			if err != nil {
+				return err
+			}
+			cur.State, cur.BootID = model.StateRunning, bootID
+			return tx.PutVM(cur)
+		})
+	}), nil
 }
 
 // Exec runs a program in a running VM through its agent.
@@ -564,8 +627,8 @@ func (a *Appliance) Exec(ctx context.Context, id string, req guest.ExecRequest) 
 	if req.Path == "" {
 		return guest.ExecResult{}, invalidf("no program to run: give a command, like `superjolt vm exec %s -- uname -a`", id)
 	}
-	if req.Timeout < 0 || req.Timeout > MaxExecTimeout {
-		return guest.ExecResult{}, invalidf("exec timeout %s is out of range: 0 (the default) to %s", req.Timeout, MaxExecTimeout)
+	if req.Timeout < 0 || req.Timeout > model.MaxExecTimeout {
+		return guest.ExecResult{}, invalidf("exec timeout %s is out of range: 0 (the default) to %s", req.Timeout, model.MaxExecTimeout)
 	}
 	if vm.State != model.StateRunning {
 		return guest.ExecResult{}, stateError(vm, "exec in")
@@ -605,8 +668,8 @@ func (a *Appliance) AddPort(ctx context.Context, id string, p model.Port) (model
 		if slices.Contains(vm.Ports, p) {
 			return "", conflictf("%s already has port %s", id, p)
 		}
-		if len(vm.Ports) >= MaxPorts {
-			return "", conflictf("%s already has %d ports, the most allowed; remove one first", id, MaxPorts)
+		if len(vm.Ports) >= model.MaxPorts {
+			return "", conflictf("%s already has %d ports, the most allowed; remove one first", id, model.MaxPorts)
 		}
 		vm.Ports = append(vm.Ports, p)
 		slices.SortFunc(vm.Ports, func(x, y model.Port) int {
@@ -643,8 +706,8 @@ func (a *Appliance) AddDomain(ctx context.Context, id, domain string) (model.VM,
 		if slices.Contains(vm.Domains, domain) {
 			return "", conflictf("%s already has domain %s", id, domain)
 		}
-		if len(vm.Domains) >= MaxDomains {
-			return "", conflictf("%s already has %d domains, the most allowed; remove one first", id, MaxDomains)
+		if len(vm.Domains) >= model.MaxDomains {
+			return "", conflictf("%s already has %d domains, the most allowed; remove one first", id, model.MaxDomains)
 		}
 		var holder string
 		if err := tx.ForEachVM(func(o model.VM) error {
@@ -741,7 +804,7 @@ func (a *Appliance) boot(ctx context.Context, vm model.VM) (string, error) {
 	}
 	mc := &machine{m: m, bootID: m.BootID(), done: make(chan struct{})}
 	a.mu.Lock()
-	if a.closing {
+	if a.halting {
 		a.mu.Unlock()
 		_ = m.Kill()
 		return "", unavailablef("the appliance is shutting down; %s was not started", vm.ID)
@@ -781,7 +844,7 @@ func (a *Appliance) supervise(id string, mc *machine) {
 		_ = mc.m.Kill()
 	}
 	a.mu.Lock()
-	expected := a.machines[id] != mc || a.closing
+	expected := a.machines[id] != mc || a.halting
 	if !expected {
 		delete(a.machines, id)
 	}

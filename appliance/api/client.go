@@ -106,10 +106,10 @@ func (c *Client) Images(ctx context.Context) ([]model.Image, error) {
 	return is, c.do(ctx, http.MethodGet, "/v1/images", nil, nil, &is)
 }
 
-// CreateVM makes a VM and returns once its agent answered.
-func (c *Client) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM, error) {
-	var vm model.VM
-	return vm, c.do(ctx, http.MethodPost, "/v1/vms", nil, req, &vm)
+// CreateVM asks for a VM to be made and booted, and returns the operation
+// that does it (its VMID is the new VM's id); FollowOperation waits for it.
+func (c *Client) CreateVM(ctx context.Context, req CreateVMRequest) (model.Operation, error) {
+	return c.submit(ctx, http.MethodPost, "/v1/vms", req)
 }
 
 // VMs lists the VMs that match f.
@@ -131,31 +131,27 @@ func (c *Client) VM(ctx context.Context, id string) (model.VM, error) {
 	return vm, c.do(ctx, http.MethodGet, vmPath(id, ""), nil, nil, &vm)
 }
 
-// StopVM shuts a VM down; it keeps billing, its IP, ports and domains.
-func (c *Client) StopVM(ctx context.Context, id string) (model.VM, error) {
-	return c.vmVerb(ctx, id, "stop")
+// StopVM asks for a VM to be shut down (it keeps billing, its IP, ports and
+// domains) and returns the operation.
+func (c *Client) StopVM(ctx context.Context, id string) (model.Operation, error) {
+	return c.submit(ctx, http.MethodPost, vmPath(id, "/stop"), nil)
 }
 
-// StartVM boots a stopped VM.
-func (c *Client) StartVM(ctx context.Context, id string) (model.VM, error) {
-	return c.vmVerb(ctx, id, "start")
+// StartVM asks for a stopped VM to be booted and returns the operation.
+func (c *Client) StartVM(ctx context.Context, id string) (model.Operation, error) {
+	return c.submit(ctx, http.MethodPost, vmPath(id, "/start"), nil)
 }
 
-// ResumeVM brings a VM back from the graveyard or from archived.
-func (c *Client) ResumeVM(ctx context.Context, id string) (model.VM, error) {
-	return c.vmVerb(ctx, id, "resume")
+// ResumeVM asks for a VM to come back from the graveyard or from archived,
+// and returns the operation.
+func (c *Client) ResumeVM(ctx context.Context, id string) (model.Operation, error) {
+	return c.submit(ctx, http.MethodPost, vmPath(id, "/resume"), nil)
 }
 
-// DestroyVM sends a VM to the graveyard, or reclaims it at once when it is
-// younger than an hour.
-func (c *Client) DestroyVM(ctx context.Context, id string) (DestroyResult, error) {
-	var r DestroyResult
-	return r, c.do(ctx, http.MethodPost, vmPath(id, "/destroy"), nil, nil, &r)
-}
-
-func (c *Client) vmVerb(ctx context.Context, id, verb string) (model.VM, error) {
-	var vm model.VM
-	return vm, c.do(ctx, http.MethodPost, vmPath(id, "/"+verb), nil, nil, &vm)
+// DestroyVM asks for a VM to go to the graveyard, or to be reclaimed at once
+// when it is younger than an hour, and returns the operation.
+func (c *Client) DestroyVM(ctx context.Context, id string) (model.Operation, error) {
+	return c.submit(ctx, http.MethodPost, vmPath(id, "/destroy"), nil)
 }
 
 // Exec runs a program in the guest and returns how it ended. A program that
@@ -190,10 +186,16 @@ func (c *Client) RemoveDomain(ctx context.Context, id, domain string) (model.VM,
 	return vm, c.do(ctx, http.MethodDelete, vmPath(id, "/domains/"+url.PathEscape(domain)), nil, nil, &vm)
 }
 
-// CreateBackup takes an on-demand backup of a VM.
-func (c *Client) CreateBackup(ctx context.Context, vmID string) (model.Backup, error) {
+// CreateBackup asks for an on-demand backup of a VM and returns the
+// operation (its BackupID is the new backup's id).
+func (c *Client) CreateBackup(ctx context.Context, vmID string) (model.Operation, error) {
+	return c.submit(ctx, http.MethodPost, vmPath(vmID, "/backups"), nil)
+}
+
+// Backup returns one backup.
+func (c *Client) Backup(ctx context.Context, id string) (model.Backup, error) {
 	var b model.Backup
-	return b, c.do(ctx, http.MethodPost, vmPath(vmID, "/backups"), nil, nil, &b)
+	return b, c.do(ctx, http.MethodGet, "/v1/backups/"+url.PathEscape(id), nil, nil, &b)
 }
 
 // Backups lists a VM's backups, newest first.
@@ -202,9 +204,10 @@ func (c *Client) Backups(ctx context.Context, vmID string) ([]model.Backup, erro
 	return bs, c.do(ctx, http.MethodGet, vmPath(vmID, "/backups"), nil, nil, &bs)
 }
 
-// DeleteBackup deletes an on-demand backup.
-func (c *Client) DeleteBackup(ctx context.Context, backupID string) error {
-	return c.do(ctx, http.MethodDelete, "/v1/backups/"+url.PathEscape(backupID), nil, nil, nil)
+// DeleteBackup asks for an on-demand backup to be deleted and returns the
+// operation.
+func (c *Client) DeleteBackup(ctx context.Context, backupID string) (model.Operation, error) {
+	return c.submit(ctx, http.MethodDelete, "/v1/backups/"+url.PathEscape(backupID), nil)
 }
 
 // ResolveBackup returns the backup of a VM that from names: "latest",
@@ -215,17 +218,72 @@ func (c *Client) ResolveBackup(ctx context.Context, vmID, from string) (model.Ba
 	return b, c.do(ctx, http.MethodGet, vmPath(vmID, "/backups/resolve"), q, nil, &b)
 }
 
-// RestoreVM rewinds a VM's disk to a backup and returns once the guest
-// booted again.
-func (c *Client) RestoreVM(ctx context.Context, vmID, backupID string) (model.VM, error) {
-	var vm model.VM
-	return vm, c.do(ctx, http.MethodPost, vmPath(vmID, "/restore"), nil, RestoreRequest{BackupID: backupID}, &vm)
+// RestoreVM asks for a VM's disk to be rewound to a backup (and the VM
+// booted again if it ran) and returns the operation.
+func (c *Client) RestoreVM(ctx context.Context, vmID, backupID string) (model.Operation, error) {
+	return c.submit(ctx, http.MethodPost, vmPath(vmID, "/restore"), RestoreRequest{BackupID: backupID})
+}
+
+// submit sends a request that starts an operation and returns it.
+func (c *Client) submit(ctx context.Context, method, path string, in any) (model.Operation, error) {
+	var op model.Operation
+	return op, c.do(ctx, method, path, nil, in, &op)
 }
 
 // Operation returns a long operation and its progress.
 func (c *Client) Operation(ctx context.Context, id string) (model.Operation, error) {
 	var op model.Operation
-	return op, c.do(ctx, http.MethodGet, "/v1/operations/"+url.PathEscape(id), nil, nil, &op)
+	return op, c.do(ctx, http.MethodGet, opPath(id, ""), nil, nil, &op)
+}
+
+// Operations lists operations, newest first.
+func (c *Client) Operations(ctx context.Context, f OpFilter) ([]model.Operation, error) {
+	q := url.Values{}
+	if f.VMID != "" {
+		q.Set("vm", f.VMID)
+	}
+	if f.Running {
+		q.Set("running", "1")
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	var ops []model.Operation
+	return ops, c.do(ctx, http.MethodGet, "/v1/operations", q, nil, &ops)
+}
+
+// WaitOperation returns operation id once its step differs from step, or it
+// ended, or after the daemon's long-poll bound (OperationWaitMax), as it is.
+func (c *Client) WaitOperation(ctx context.Context, id, step string) (model.Operation, error) {
+	var op model.Operation
+	q := url.Values{"wait": {"1"}, "step": {step}}
+	return op, c.do(ctx, http.MethodGet, opPath(id, ""), q, nil, &op)
+}
+
+// FollowOperation waits until operation id ends, calling fn (when not nil)
+// with the operation at every step it records, and returns it as it ended.
+// The error is the operation's own when it failed (model.Operation.Err:
+// errors.Is works with the model categories), or ctx's when ctx ended
+// first: the operation goes on in the daemon either way.
+func (c *Client) FollowOperation(ctx context.Context, id string, fn func(model.Operation)) (model.Operation, error) {
+	op, err := c.Operation(ctx, id)
+	for err == nil {
+		if fn != nil {
+			fn(op)
+		}
+		if op.State.Finished() {
+			return op, op.Err()
+		}
+		op, err = c.WaitOperation(ctx, id, op.Step)
+	}
+	return op, err
+}
+
+// CancelOperation cancels an operation where that is safe, and returns it
+// as it ended; where it is not, the daemon says why (model.ErrConflict).
+func (c *Client) CancelOperation(ctx context.Context, id string) (model.Operation, error) {
+	var op model.Operation
+	return op, c.do(ctx, http.MethodPost, opPath(id, "/cancel"), nil, nil, &op)
 }
 
 // Events returns up to limit events after sequence number afterSeq (limit 0:
@@ -240,7 +298,7 @@ func (c *Client) Events(ctx context.Context, afterSeq uint64, limit int) ([]mode
 }
 
 // LastEvents returns the newest n events, oldest first (n from 1 to the
-// daemon's MaxListLimit). To follow on from them, pass the last one's Seq
+// model.MaxListLimit). To follow on from them, pass the last one's Seq
 // to FollowEvents.
 func (c *Client) LastEvents(ctx context.Context, n int) ([]model.Event, error) {
 	q := url.Values{"tail": {strconv.Itoa(n)}}
@@ -306,6 +364,8 @@ func (c *Client) AdvanceClock(ctx context.Context, d time.Duration) (time.Time, 
 }
 
 func vmPath(id, rest string) string { return "/v1/vms/" + url.PathEscape(id) + rest }
+
+func opPath(id, rest string) string { return "/v1/operations/" + url.PathEscape(id) + rest }
 
 // do sends a request with body in (nil: none) and decodes a 2xx answer into
 // out (nil: discard).

@@ -116,7 +116,8 @@ func (f VMFilter) Validate() error {
 	return nil
 }
 
-// DestroyResult is the answer to POST /v1/vms/{id}/destroy.
+// DestroyResult is what `superjolt vm destroy -o json` prints once the
+// destroy operation has ended.
 type DestroyResult struct {
 	VM model.VM `json:"vm"`
 	// Reclaimed is true when the VM was younger than an hour and is gone for
@@ -124,11 +125,20 @@ type DestroyResult struct {
 	Reclaimed bool `json:"reclaimed"`
 }
 
+// OpFilter selects operations in a list; zero fields select all.
+type OpFilter struct {
+	VMID    string
+	Running bool
+	Limit   int
+}
+
+// OperationWaitMax bounds one long poll of an operation
+// (GET /v1/operations/{id}?wait=1): the daemon answers with the operation
+// as it is then, and a follower asks again.
+const OperationWaitMax = 25 * time.Second
+
 // MaxExecArgs bounds the arguments of an exec request.
 const MaxExecArgs = 1024
-
-// MaxExecTimeout bounds an exec request's timeout.
-const MaxExecTimeout = 24 * time.Hour
 
 // ExecRequest is the body of POST /v1/vms/{id}/exec: a program to run in the
 // guest through its agent.
@@ -150,8 +160,8 @@ func (r ExecRequest) Validate() error {
 		return invalidf("exec: program name contains a NUL byte")
 	case len(r.Args) > MaxExecArgs:
 		return invalidf("exec: %d arguments is more than the %d allowed", len(r.Args), MaxExecArgs)
-	case r.Timeout < 0 || time.Duration(r.Timeout) > MaxExecTimeout:
-		return invalidf("exec: timeout %s is out of range (0 to %s)", r.Timeout, Duration(MaxExecTimeout))
+	case r.Timeout < 0 || time.Duration(r.Timeout) > model.MaxExecTimeout:
+		return invalidf("exec: timeout %s is out of range (0 to %s)", r.Timeout, Duration(model.MaxExecTimeout))
 	}
 	for _, a := range r.Args {
 		if strings.ContainsRune(a, 0) {

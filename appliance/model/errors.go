@@ -22,41 +22,65 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 )
 
-// Code is the stable, machine-readable name of an error category, as the API
-// sends it and scripts match on it.
-func Code(err error) string {
-	switch {
-	case err == nil:
-		return ""
-	case errors.Is(err, ErrNotFound):
-		return "not_found"
-	case errors.Is(err, ErrInvalid):
-		return "invalid"
-	case errors.Is(err, ErrConflict):
-		return "conflict"
-	case errors.Is(err, ErrInsufficientFunds):
-		return "insufficient_funds"
-	case errors.Is(err, ErrUnavailable):
-		return "unavailable"
-	default:
-		return "internal"
+// HasCategory reports whether err wraps one of the categories above; an
+// error without one is an internal error.
+func HasCategory(err error) bool {
+	for _, c := range categories {
+		if errors.Is(err, c.err) {
+			return true
+		}
 	}
+	return false
 }
 
-// CodeError returns the category error for a Code, or nil for an unknown code.
-// Clients use it to rebuild a wrapped error from the API's JSON.
+// categories pairs each category with its Code, in the order Code checks
+// them.
+var categories = [...]struct {
+	err  error
+	code string
+}{
+	{ErrNotFound, "not_found"},
+	{ErrInvalid, "invalid"},
+	{ErrConflict, "conflict"},
+	{ErrInsufficientFunds, "insufficient_funds"},
+	{ErrUnavailable, "unavailable"},
+}
+
+// CodedError is an error that crossed a boundary as a code and a message
+// (an operation's record, the API's JSON): it wraps the category of its
+// code (errors.Is works), or nothing for "internal", and reads as Message.
+type CodedError struct {
+	Code    string
+	Message string
+}
+
+func (e *CodedError) Error() string { return e.Message }
+
+// Unwrap returns the category error of the code, or nil.
+func (e *CodedError) Unwrap() error { return CodeError(e.Code) }
+
+// Code is the stable, machine-readable name of an error category, as the API
+// sends it and scripts match on it: "internal" for an error of none.
+func Code(err error) string {
+	if err == nil {
+		return ""
+	}
+	for _, c := range categories {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return "internal"
+}
+
+// CodeError returns the category error for a Code, or nil for an unknown code
+// (and for "internal"). Clients use it to rebuild a wrapped error from the
+// API's JSON.
 func CodeError(code string) error {
-	switch code {
-	case "not_found":
-		return ErrNotFound
-	case "invalid":
-		return ErrInvalid
-	case "conflict":
-		return ErrConflict
-	case "insufficient_funds":
-		return ErrInsufficientFunds
-	case "unavailable":
-		return ErrUnavailable
+	for _, c := range categories {
+		if c.code == code {
+			return c.err
+		}
 	}
 	return nil
 }

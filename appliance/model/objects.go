@@ -222,6 +222,8 @@ const (
 	OpResume  OpKind = "resume"
 	OpStart   OpKind = "start"
 	OpStop    OpKind = "stop"
+	// OpDeleteBackup deletes an on-demand backup: its row, then its snapshot.
+	OpDeleteBackup OpKind = "delete_backup"
 )
 
 // OpState is where an operation is.
@@ -232,10 +234,26 @@ const (
 	OpDone       OpState = "done"
 	OpFailed     OpState = "failed"      // stopped with an error; its effects were rolled back
 	OpRolledBack OpState = "rolled_back" // found unfinished at start and undone
+	OpCancelled  OpState = "cancelled"   // stopped on request before its point of no return; nothing changed
 )
 
 // Finished reports whether the operation is over.
 func (s OpState) Finished() bool { return s != OpRunning }
+
+// Err returns the error an operation ended with: nil unless it failed,
+// otherwise an error of the category it recorded (errors.Is works) whose
+// message is the one it recorded.
+func (o Operation) Err() error {
+	switch o.State {
+	case OpFailed:
+		return &CodedError{Code: o.ErrorCode, Message: o.Error}
+	case OpCancelled:
+		return &CodedError{Code: "conflict", Message: fmt.Sprintf("%s was cancelled before it changed anything", o.ID)}
+	case OpRolledBack:
+		return &CodedError{Code: "conflict", Message: fmt.Sprintf("%s was left unfinished by a restart and rolled back; nothing changed", o.ID)}
+	}
+	return nil
+}
 
 // Operation is a long task with progress, a result, and the intent record that
 // lets a daemon that crashed half-way finish or roll it back at the next start.

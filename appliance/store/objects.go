@@ -437,6 +437,12 @@ func (tx *Tx) DeleteOperation(id string) error {
 	return tx.del(opRunningKey(id), "operation "+id+" index")
 }
 
+// Operations returns every operation, ordered by id (which is random: sort
+// them by time).
+func (tx *Tx) Operations() ([]model.Operation, error) {
+	return scanValues[model.Operation](tx, []byte(pOp), nil, "operation", 0)
+}
+
 // UnfinishedOperations returns the operations whose state is
 // model.OpRunning, ordered by id, from their index.
 func (tx *Tx) UnfinishedOperations() ([]model.Operation, error) {

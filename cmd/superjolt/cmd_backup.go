@@ -13,22 +13,30 @@ func newBackupCommand(o *globalOptions) *cobra.Command {
 	return group("backup", "Backups of VMs: on-demand and daily, and restore in place",
 		newBackupCreateCommand(o),
 		newBackupListCommand(o),
+		newBackupShowCommand(o),
 		newBackupDeleteCommand(o),
 		newBackupRestoreCommand(o),
 	)
 }
 
 func newBackupCreateCommand(o *globalOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "create VM",
+	var noWait *bool
+	c := &cobra.Command{
+		Use:   "create VM [--no-wait]",
 		Short: "Take an on-demand backup (freeze, snapshot, thaw); kept until deleted",
 		Args:  args("VM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := model.ValidateID(model.KindVM, args[0]); err != nil {
 				return err
 			}
+			ctx := cmd.Context()
 			o.progress("Backing up %s (freeze, snapshot, thaw)…", args[0])
-			b, err := o.client.CreateBackup(cmd.Context(), args[0])
+			op, err := o.client.CreateBackup(ctx, args[0])
+			op, done, err := o.started(ctx, op, err, *noWait)
+			if !done {
+				return err
+			}
+			b, err := o.client.Backup(ctx, op.BackupID)
 			if err != nil {
 				return err
 			}
@@ -38,6 +46,8 @@ func newBackupCreateCommand(o *globalOptions) *cobra.Command {
 			return o.backupTable([]model.Backup{b})
 		},
 	}
+	noWait = addNoWait(c)
+	return c
 }
 
 func newBackupListCommand(o *globalOptions) *cobra.Command {
@@ -62,6 +72,27 @@ func newBackupListCommand(o *globalOptions) *cobra.Command {
 	}
 }
 
+func newBackupShowCommand(o *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show BK",
+		Short: "Show one backup",
+		Args:  args("BK"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := model.ValidateID(model.KindBackup, args[0]); err != nil {
+				return err
+			}
+			b, err := o.client.Backup(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(b)
+			}
+			return o.backupTable([]model.Backup{b})
+		},
+	}
+}
+
 func (o *globalOptions) backupTable(bs []model.Backup) error {
 	rows := make([][]string, 0, len(bs))
 	for _, b := range bs {
@@ -72,8 +103,9 @@ func (o *globalOptions) backupTable(bs []model.Backup) error {
 
 func newBackupDeleteCommand(o *globalOptions) *cobra.Command {
 	var yes bool
+	var noWait *bool
 	c := &cobra.Command{
-		Use:   "delete BK [--yes]",
+		Use:   "delete BK [--yes] [--no-wait]",
 		Short: "Delete an on-demand backup (scheduled ones roll by retention and cannot be deleted)",
 		Args:  args("BK"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -85,7 +117,8 @@ func newBackupDeleteCommand(o *globalOptions) *cobra.Command {
 				fmt.Sprintf("Backup %s will be deleted for good: its VM can no longer be restored to it.", id)); err != nil {
 				return err
 			}
-			if err := o.client.DeleteBackup(cmd.Context(), id); err != nil {
+			op, err := o.client.DeleteBackup(cmd.Context(), id)
+			if _, done, err := o.started(cmd.Context(), op, err, *noWait); !done {
 				return err
 			}
 			if o.json() {
@@ -96,12 +129,14 @@ func newBackupDeleteCommand(o *globalOptions) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	noWait = addNoWait(c)
 	return c
 }
 
 func newBackupRestoreCommand(o *globalOptions) *cobra.Command {
 	var yes bool
 	var from string
+	var noWait *bool
 	c := &cobra.Command{
 		Use:   "restore VM (BK | --from latest|yesterday|YYYY-MM-DD) [--yes]",
 		Short: "Rewind a VM's disk to a backup in place and reboot it",
@@ -157,8 +192,12 @@ VM since the backup was taken is lost.`,
 				fmt.Sprintf("Anything written to %s since %s (backup %s) will be lost.", vmID, fmtTime(bk.TakenAt), bk.ID)); err != nil {
 				return err
 			}
-			o.progress("Restoring %s from %s and booting it; this returns once its agent reports the new boot…", vmID, bk.ID)
-			vm, err := o.client.RestoreVM(ctx, vmID, bk.ID)
+			o.progress("Restoring %s from %s and booting it; this returns once its agent reports the new boot (Ctrl-C stops waiting, not the restore)…", vmID, bk.ID)
+			op, err := o.client.RestoreVM(ctx, vmID, bk.ID)
+			if _, done, err := o.started(ctx, op, err, *noWait); !done {
+				return err
+			}
+			vm, err := o.client.VM(ctx, vmID)
 			if err != nil {
 				return err
 			}
@@ -171,5 +210,6 @@ VM since the backup was taken is lost.`,
 	}
 	c.Flags().StringVar(&from, "from", "", "latest, yesterday or a date YYYY-MM-DD: the newest backup of that day")
 	c.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	noWait = addNoWait(c)
 	return c
 }

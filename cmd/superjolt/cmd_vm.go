@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -33,8 +34,9 @@ func newVMCommand(o *globalOptions) *cobra.Command {
 
 func newVMCreateCommand(o *globalOptions) *cobra.Command {
 	var req api.CreateVMRequest
+	var noWait *bool
 	c := &cobra.Command{
-		Use:     "create --account ID --tier NAME [--image NAME] [--name NAME]",
+		Use:     "create --account ID --tier NAME [--image NAME] [--name NAME] [--no-wait]",
 		Short:   "Create a VM and boot it; returns once its guest agent answered",
 		Example: "  superjolt vm create --account ac-abc123 --tier small --name web-1",
 		Args:    args(),
@@ -45,14 +47,21 @@ func newVMCreateCommand(o *globalOptions) *cobra.Command {
 			if err := req.Validate(); err != nil {
 				return err
 			}
-			o.progress("Creating the VM and booting it; this returns once its guest agent answers…")
-			vm, err := o.client.CreateVM(cmd.Context(), req)
+			ctx := cmd.Context()
+			o.progress("Creating the VM and booting it; this returns once its guest agent answers (Ctrl-C stops waiting, not the creation)…")
+			op, err := o.client.CreateVM(ctx, req)
+			op, done, err := o.started(ctx, op, err, *noWait)
+			if !done {
+				return err
+			}
+			vm, err := o.client.VM(ctx, op.VMID)
 			if err != nil {
 				return err
 			}
 			return o.printVM(vm)
 		},
 	}
+	noWait = addNoWait(c)
 	c.Flags().StringVar(&req.AccountID, "account", "", "the account that pays for it")
 	c.Flags().StringVar(&req.Tier, "tier", "", "its size (see `superjolt tier list`)")
 	c.Flags().StringVar(&req.Image, "image", "", "the image to start from (default: the built-in one)")
@@ -159,32 +168,41 @@ func (o *globalOptions) printVM(vm model.VM) error {
 	return o.fields(kv...)
 }
 
-// newVMVerbCommand makes the command for a verb on one VM. call is a method
-// expression, such as (*api.Client).StopVM: o.client is made only once the
-// flags are parsed.
-func newVMVerbCommand(o *globalOptions, verb, doing, short string, call func(*api.Client, context.Context, string) (model.VM, error)) *cobra.Command {
-	return &cobra.Command{
-		Use:   verb + " ID",
+// newVMVerbCommand makes the command for a verb on one VM, an operation
+// the command follows to its end. call is a method expression, such as
+// (*api.Client).StopVM: o.client is made only once the flags are parsed.
+func newVMVerbCommand(o *globalOptions, verb, doing, short string, call func(*api.Client, context.Context, string) (model.Operation, error)) *cobra.Command {
+	var noWait *bool
+	c := &cobra.Command{
+		Use:   verb + " ID [--no-wait]",
 		Short: short,
 		Args:  args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := model.ValidateID(model.KindVM, args[0]); err != nil {
 				return err
 			}
+			ctx := cmd.Context()
 			o.progress("%s %s…", doing, args[0])
-			vm, err := call(o.client, cmd.Context(), args[0])
+			op, err := call(o.client, ctx, args[0])
+			if _, done, err := o.started(ctx, op, err, *noWait); !done {
+				return err
+			}
+			vm, err := o.client.VM(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			return o.printVM(vm)
 		},
 	}
+	noWait = addNoWait(c)
+	return c
 }
 
 func newVMDestroyCommand(o *globalOptions) *cobra.Command {
 	var yes bool
+	var noWait *bool
 	c := &cobra.Command{
-		Use:   "destroy ID [--yes]",
+		Use:   "destroy ID [--yes] [--no-wait]",
 		Short: "Destroy a VM: graveyard for 24 h, or reclaimed at once if younger than an hour",
 		Args:  args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -209,9 +227,19 @@ func newVMDestroyCommand(o *globalOptions) *cobra.Command {
 			if err := o.confirm(ctx, yes, "destroy "+vm.ID, consequence); err != nil {
 				return err
 			}
-			res, err := o.client.DestroyVM(ctx, id)
-			if err != nil {
+			op, err := o.client.DestroyVM(ctx, id)
+			if _, done, err := o.started(ctx, op, err, *noWait); !done {
 				return err
+			}
+			res := api.DestroyResult{VM: vm}
+			after, err := o.client.VM(ctx, id)
+			switch {
+			case errors.Is(err, model.ErrNotFound):
+				res.Reclaimed = true
+			case err != nil:
+				return err
+			default:
+				res.VM = after
 			}
 			if o.json() {
 				return o.printJSON(res)
@@ -225,6 +253,7 @@ func newVMDestroyCommand(o *globalOptions) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	noWait = addNoWait(c)
 	return c
 }
 

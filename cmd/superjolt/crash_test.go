@@ -283,7 +283,7 @@ func (b *crashBox) events(t *testing.T) []model.Event {
 	t.Helper()
 	var all []model.Event
 	for {
-		page := okJSON[[]model.Event](t, b.daemon, "events", "--after", strconv.FormatUint(b.seq, 10), "--limit", strconv.Itoa(appliance.MaxLedgerLimit))
+		page := okJSON[[]model.Event](t, b.daemon, "events", "--after", strconv.FormatUint(b.seq, 10), "--limit", strconv.Itoa(model.MaxListLimit))
 		all = append(all, page...)
 		if len(page) == 0 {
 			return all

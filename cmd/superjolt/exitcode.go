@@ -70,6 +70,10 @@ func exitCode(ctx context.Context, err error, ran bool) int {
 
 // message is what the user reads for err.
 func message(err error) string {
+	var detached *detachedError
+	if errors.As(err, &detached) {
+		return detached.Error()
+	}
 	if errors.Is(err, context.Canceled) {
 		return "cancelled"
 	}

@@ -126,15 +126,27 @@ func pathID(r *http.Request, name string, k model.Kind) (string, error) {
 	return id, nil
 }
 
-// queryLimit reads ?limit=N (1..MaxListLimit), def when absent.
+// queryBool reads ?name=1 (or true; 0, false or absent: false).
+func queryBool(r *http.Request, name string) (bool, error) {
+	switch v := r.URL.Query().Get(name); v {
+	case "", "0", "false":
+		return false, nil
+	case "1", "true":
+		return true, nil
+	default:
+		return false, invalidf("%s=%q: use %s=1", name, clip(v), name)
+	}
+}
+
+// queryLimit reads ?limit=N (1..model.MaxListLimit), def when absent.
 func queryLimit(r *http.Request, def int) (int, error) {
 	v := r.URL.Query().Get("limit")
 	if v == "" {
 		return def, nil
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > MaxListLimit {
-		return 0, invalidf("limit=%q: use a number from 1 to %d", clip(v), MaxListLimit)
+	if err != nil || n < 1 || n > model.MaxListLimit {
+		return 0, invalidf("limit=%q: use a number from 1 to %d", clip(v), model.MaxListLimit)
 	}
 	return n, nil
 }

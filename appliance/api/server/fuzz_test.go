@@ -77,7 +77,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		rec := httptest.NewRecorder()
 		srv.ServeHTTP(rec, req)
 		switch rec.Code {
-		case http.StatusOK, http.StatusCreated:
+		case http.StatusOK, http.StatusCreated, http.StatusAccepted:
 		case http.StatusBadRequest:
 			var eb api.ErrorBody
 			if err := json.Unmarshal(rec.Body.Bytes(), &eb); err != nil || eb.Error.Code != "invalid" || eb.Error.Message == "" {
@@ -157,10 +157,10 @@ func (a *validatingApp) TopUp(ctx contextT, id string, m model.Micro) (model.Acc
 	return model.Account{}, nil
 }
 
-func (a *validatingApp) CreateVM(ctx contextT, req appliance.CreateVMRequest) (model.VM, error) {
+func (a *validatingApp) SubmitCreateVM(ctx contextT, req appliance.CreateVMRequest) (model.Operation, error) {
 	a.check("account id", model.ValidateID(model.KindAccount, req.AccountID))
 	a.check("tier", model.ValidateTierName(req.Tier))
-	return model.VM{}, nil
+	return model.Operation{}, nil
 }
 
 func (a *validatingApp) AddPort(ctx contextT, id string, p model.Port) (model.VM, error) {
@@ -173,9 +173,9 @@ func (a *validatingApp) AddDomain(ctx contextT, id, d string) (model.VM, error) 
 	return model.VM{}, nil
 }
 
-func (a *validatingApp) RestoreVM(ctx contextT, id, bk string) (model.VM, error) {
+func (a *validatingApp) SubmitRestore(ctx contextT, id, bk string) (model.Operation, error) {
 	a.check("backup id", model.ValidateID(model.KindBackup, bk))
-	return model.VM{}, nil
+	return model.Operation{}, nil
 }
 
 func (a *validatingApp) ResolveBackup(ctx contextT, id, from string) (model.Backup, error) {

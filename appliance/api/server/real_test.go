@@ -104,7 +104,7 @@ func TestRealAccounts(t *testing.T) {
 			_, err := c.CreateVM(ctx, api.CreateVMRequest{AccountID: a.ID, Tier: "huge"})
 			return err
 		}, model.ErrNotFound},
-		{"unknown backup", func() error { return c.DeleteBackup(ctx, "bk-zzzzzzzzzz") }, model.ErrNotFound},
+		{"unknown backup", func() error { _, err := c.DeleteBackup(ctx, "bk-zzzzzzzzzz"); return err }, model.ErrNotFound},
 		{"unknown operation", func() error { _, err := c.Operation(ctx, "op-zzzzzzzzzz"); return err }, model.ErrNotFound},
 	}
 	for _, tt := range tests {

@@ -30,26 +30,32 @@ type Appliance interface {
 	Tiers(ctx context.Context) ([]model.Tier, error)
 	Images(ctx context.Context) ([]model.Image, error)
 
-	CreateVM(ctx context.Context, req appliance.CreateVMRequest) (model.VM, error)
+	// Verbs that are operations answer once the operation is accepted; it
+	// runs on in the daemon (see appliance's Submit methods).
+	SubmitCreateVM(ctx context.Context, req appliance.CreateVMRequest) (model.Operation, error)
 	VMs(ctx context.Context, f appliance.VMFilter) ([]model.VM, error)
 	VM(ctx context.Context, id string) (model.VM, error)
-	StopVM(ctx context.Context, id string) (model.VM, error)
-	StartVM(ctx context.Context, id string) (model.VM, error)
-	ResumeVM(ctx context.Context, id string) (model.VM, error)
-	DestroyVM(ctx context.Context, id string) (appliance.DestroyResult, error)
+	SubmitStopVM(ctx context.Context, id string) (model.Operation, error)
+	SubmitStartVM(ctx context.Context, id string) (model.Operation, error)
+	SubmitResumeVM(ctx context.Context, id string) (model.Operation, error)
+	SubmitDestroyVM(ctx context.Context, id string) (model.Operation, error)
 	Exec(ctx context.Context, id string, req guest.ExecRequest) (guest.ExecResult, error)
 	AddPort(ctx context.Context, id string, p model.Port) (model.VM, error)
 	RemovePort(ctx context.Context, id string, p model.Port) (model.VM, error)
 	AddDomain(ctx context.Context, id, domain string) (model.VM, error)
 	RemoveDomain(ctx context.Context, id, domain string) (model.VM, error)
 
-	CreateBackup(ctx context.Context, vmID string) (model.Backup, error)
+	SubmitBackup(ctx context.Context, vmID string) (model.Operation, error)
+	Backup(ctx context.Context, id string) (model.Backup, error)
 	Backups(ctx context.Context, vmID string) ([]model.Backup, error)
-	DeleteBackup(ctx context.Context, backupID string) error
+	SubmitDeleteBackup(ctx context.Context, backupID string) (model.Operation, error)
 	ResolveBackup(ctx context.Context, vmID, from string) (model.Backup, error)
-	RestoreVM(ctx context.Context, vmID, backupID string) (model.VM, error)
+	SubmitRestore(ctx context.Context, vmID, backupID string) (model.Operation, error)
 
 	Operation(ctx context.Context, id string) (model.Operation, error)
+	Operations(ctx context.Context, f appliance.OpFilter) ([]model.Operation, error)
+	WaitOperation(ctx context.Context, id, step string) (model.Operation, error)
+	CancelOperation(ctx context.Context, id string) (model.Operation, error)
 	Events(ctx context.Context, afterSeq uint64, limit int) ([]model.Event, error)
 	LastEvents(ctx context.Context, n int) ([]model.Event, error)
 	WaitEvents(ctx context.Context, afterSeq uint64) ([]model.Event, error)
@@ -61,7 +67,6 @@ type Appliance interface {
 const (
 	DefaultEventLimit  = 100
 	DefaultLedgerLimit = 100
-	MaxListLimit       = 10_000
 )
 
 // Options configure a Server. The zero value is usable.
@@ -186,10 +191,10 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/vms", s.vms)
 	m.HandleFunc("POST /v1/vms", s.createVM)
 	m.HandleFunc("GET /v1/vms/{id}", get(s, model.KindVM, s.app.VM))
-	m.HandleFunc("POST /v1/vms/{id}/stop", verb(s, model.KindVM, http.StatusOK, s.app.StopVM))
-	m.HandleFunc("POST /v1/vms/{id}/start", verb(s, model.KindVM, http.StatusOK, s.app.StartVM))
-	m.HandleFunc("POST /v1/vms/{id}/resume", verb(s, model.KindVM, http.StatusOK, s.app.ResumeVM))
-	m.HandleFunc("POST /v1/vms/{id}/destroy", verb(s, model.KindVM, http.StatusOK, s.destroyVM))
+	m.HandleFunc("POST /v1/vms/{id}/stop", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitStopVM))
+	m.HandleFunc("POST /v1/vms/{id}/start", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitStartVM))
+	m.HandleFunc("POST /v1/vms/{id}/resume", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitResumeVM))
+	m.HandleFunc("POST /v1/vms/{id}/destroy", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitDestroyVM))
 	m.HandleFunc("POST /v1/vms/{id}/exec", post(s, model.KindVM, s.exec))
 	m.HandleFunc("POST /v1/vms/{id}/ports", post(s, model.KindVM, s.addPort))
 	m.HandleFunc("DELETE /v1/vms/{id}/ports/{proto}/{number}", s.removePort)
@@ -197,12 +202,15 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /v1/vms/{id}/domains/{domain}", s.removeDomain)
 
 	m.HandleFunc("GET /v1/vms/{id}/backups", get(s, model.KindVM, s.backups))
-	m.HandleFunc("POST /v1/vms/{id}/backups", verb(s, model.KindVM, http.StatusCreated, s.app.CreateBackup))
+	m.HandleFunc("POST /v1/vms/{id}/backups", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitBackup))
 	m.HandleFunc("GET /v1/vms/{id}/backups/resolve", s.resolveBackup)
-	m.HandleFunc("POST /v1/vms/{id}/restore", post(s, model.KindVM, s.restore))
+	m.HandleFunc("POST /v1/vms/{id}/restore", postStatus(s, model.KindVM, http.StatusAccepted, s.restore))
+	m.HandleFunc("GET /v1/backups/{id}", get(s, model.KindBackup, s.app.Backup))
 	m.HandleFunc("DELETE /v1/backups/{id}", s.deleteBackup)
 
-	m.HandleFunc("GET /v1/operations/{id}", get(s, model.KindOperation, s.app.Operation))
+	m.HandleFunc("GET /v1/operations", s.operations)
+	m.HandleFunc("GET /v1/operations/{id}", s.operation)
+	m.HandleFunc("POST /v1/operations/{id}/cancel", verb(s, model.KindOperation, http.StatusOK, s.app.CancelOperation))
 	m.HandleFunc("GET /v1/events", s.events)
 
 	m.HandleFunc("POST /v1/debug/clock/advance", s.advanceClock)
@@ -243,6 +251,11 @@ func verb[T any](s *Server, k model.Kind, status int, fn func(context.Context, s
 // with the request body decoded (strictly) and validated as a Req: the answer
 // is fn's result.
 func post[Req request, T any](s *Server, k model.Kind, fn func(context.Context, string, Req) (T, error)) http.HandlerFunc {
+	return postStatus(s, k, http.StatusOK, fn)
+}
+
+// postStatus is post answering with status.
+func postStatus[Req request, T any](s *Server, k model.Kind, status int, fn func(context.Context, string, Req) (T, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, err := pathID(r, "id", k)
 		if err != nil {
@@ -255,7 +268,7 @@ func post[Req request, T any](s *Server, k model.Kind, fn func(context.Context, 
 			return
 		}
 		v, err := fn(r.Context(), id, req)
-		s.reply(w, r, http.StatusOK, v, err)
+		s.reply(w, r, status, v, err)
 	}
 }
 
@@ -335,15 +348,10 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	vm, err := s.app.CreateVM(r.Context(), appliance.CreateVMRequest{
+	op, err := s.app.SubmitCreateVM(r.Context(), appliance.CreateVMRequest{
 		AccountID: req.AccountID, Tier: req.Tier, Image: req.Image, Name: req.Name,
 	})
-	s.reply(w, r, http.StatusCreated, vm, err)
-}
-
-func (s *Server) destroyVM(ctx context.Context, id string) (api.DestroyResult, error) {
-	res, err := s.app.DestroyVM(ctx, id)
-	return api.DestroyResult{VM: res.VM, Reclaimed: res.Reclaimed}, err
+	s.reply(w, r, http.StatusAccepted, op, err)
 }
 
 func (s *Server) exec(ctx context.Context, id string, req api.ExecRequest) (api.ExecResult, error) {
@@ -418,16 +426,16 @@ func (s *Server) resolveBackup(w http.ResponseWriter, r *http.Request) {
 }
 
 // restore restores the backup req names, or the one req.From resolves to.
-func (s *Server) restore(ctx context.Context, vmID string, req api.RestoreRequest) (model.VM, error) {
+func (s *Server) restore(ctx context.Context, vmID string, req api.RestoreRequest) (model.Operation, error) {
 	bk := req.BackupID
 	if bk == "" {
 		b, err := s.app.ResolveBackup(ctx, vmID, req.From)
 		if err != nil {
-			return model.VM{}, err
+			return model.Operation{}, err
 		}
 		bk = b.ID
 	}
-	return s.app.RestoreVM(ctx, vmID, bk)
+	return s.app.SubmitRestore(ctx, vmID, bk)
 }
 
 func (s *Server) deleteBackup(w http.ResponseWriter, r *http.Request) {
@@ -436,11 +444,67 @@ func (s *Server) deleteBackup(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.app.DeleteBackup(r.Context(), id); err != nil {
+	op, err := s.app.SubmitDeleteBackup(r.Context(), id)
+	s.reply(w, r, http.StatusAccepted, op, err)
+}
+
+func (s *Server) operations(w http.ResponseWriter, r *http.Request) {
+	if err := onlyQuery(r, "vm", "running", "limit"); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	q := r.URL.Query()
+	f := appliance.OpFilter{VMID: q.Get("vm")}
+	if f.VMID != "" {
+		if err := model.ValidateID(model.KindVM, f.VMID); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	var err error
+	if f.Running, err = queryBool(r, "running"); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if f.Limit, err = queryLimit(r, model.MaxListLimit); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ops, err := s.app.Operations(r.Context(), f)
+	s.reply(w, r, http.StatusOK, nonNil(ops), err)
+}
+
+// operation answers an operation; with ?wait=1&step=S, once its step is
+// not S or it has ended, or after api.OperationWaitMax as it is then.
+func (s *Server) operation(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindOperation)
+	if err == nil {
+		err = onlyQuery(r, "wait", "step")
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	wait, err := queryBool(r, "wait")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !wait {
+		if r.URL.Query().Has("step") {
+			s.fail(w, r, invalidf("step= goes with wait=1: the step last seen, to wait for the next"))
+			return
+		}
+		op, err := s.app.Operation(r.Context(), id)
+		s.reply(w, r, http.StatusOK, op, err)
+		return
+	}
+	ctx, cancel := streamContext(r)
+	defer cancel()
+	ctx, cancelWait := context.WithTimeout(ctx, api.OperationWaitMax)
+	defer cancelWait()
+	op, err := s.app.WaitOperation(ctx, id, clip(r.URL.Query().Get("step")))
+	s.reply(w, r, http.StatusOK, op, err)
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
@@ -457,8 +521,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxListLimit {
-			s.fail(w, r, invalidf("tail=%q: use a number from 1 to %d", clip(v), MaxListLimit))
+		if err != nil || n < 1 || n > model.MaxListLimit {
+			s.fail(w, r, invalidf("tail=%q: use a number from 1 to %d", clip(v), model.MaxListLimit))
 			return
 		}
 		es, err := s.app.LastEvents(r.Context(), n)
@@ -474,13 +538,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 		after = n
 	}
-	follow := false
-	switch v := q.Get("follow"); v {
-	case "", "0", "false":
-	case "1", "true":
-		follow = true
-	default:
-		s.fail(w, r, invalidf("follow=%q: use follow=1", clip(v)))
+	follow, err := queryBool(r, "follow")
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if !follow {

@@ -223,13 +223,18 @@ func TestGoodRequestsReachTheAppliance(t *testing.T) {
 		{"POST", "/v1/accounts/ac-abc123/topup", `{"amount":1}`, "TopUp", "[ac-abc123 0.000001]"},
 		{"GET", "/v1/accounts/ac-abc123/ledger?limit=5", ``, "Ledger", "[ac-abc123 5]"},
 		{"GET", "/v1/vms?account=ac-abc123&state=graveyard", ``, "VMs", "[{ac-abc123 graveyard}]"},
-		{"POST", "/v1/vms", `{"account_id":"ac-abc123","tier":"small","name":"web-1"}`, "CreateVM", "[{ac-abc123 small  web-1}]"},
-		{"POST", "/v1/vms/vm-abc123/stop", `{}`, "StopVM", "[vm-abc123]"},
+		{"POST", "/v1/vms", `{"account_id":"ac-abc123","tier":"small","name":"web-1"}`, "SubmitCreateVM", "[{ac-abc123 small  web-1}]"},
+		{"POST", "/v1/vms/vm-abc123/stop", `{}`, "SubmitStopVM", "[vm-abc123]"},
+		{"POST", "/v1/vms/vm-abc123/backups", ``, "SubmitBackup", "[vm-abc123]"},
+		{"DELETE", "/v1/backups/bk-0123456789", ``, "SubmitDeleteBackup", "[bk-0123456789]"},
+		{"GET", "/v1/operations?vm=vm-abc123&running=1&limit=5", ``, "Operations", "[{vm-abc123 true 5}]"},
+		{"GET", "/v1/operations/op-0123456789?wait=1&step=frozen", ``, "WaitOperation", "[op-0123456789 frozen]"},
+		{"POST", "/v1/operations/op-0123456789/cancel", ``, "CancelOperation", "[op-0123456789]"},
 		{"POST", "/v1/vms/vm-abc123/exec", `{"path":"sh","args":["-c","echo hi"],"stdin":"aGk=","timeout":"1m"}`, "Exec", "[vm-abc123 {sh [-c echo hi] [104 105] 1m0s}]"},
 		{"DELETE", "/v1/vms/vm-abc123/ports/udp/53", ``, "RemovePort", "[vm-abc123 53/udp]"},
 		{"DELETE", "/v1/vms/vm-abc123/domains/app.example.com", ``, "RemoveDomain", "[vm-abc123 app.example.com]"},
 		{"GET", "/v1/vms/vm-abc123/backups/resolve?from=2026-11-28", ``, "ResolveBackup", "[vm-abc123 2026-11-28]"},
-		{"POST", "/v1/vms/vm-abc123/restore", `{"backup_id":"bk-0123456789"}`, "RestoreVM", "[vm-abc123 bk-0123456789]"},
+		{"POST", "/v1/vms/vm-abc123/restore", `{"backup_id":"bk-0123456789"}`, "SubmitRestore", "[vm-abc123 bk-0123456789]"},
 		{"GET", "/v1/events?after=7&limit=3", ``, "Events", "[7 3]"},
 		{"GET", "/v1/events?tail=50", ``, "LastEvents", "[50]"},
 		{"POST", "/v1/debug/clock/advance", `{"by":"7d"}`, "AdvanceClock", "[168h0m0s]"},
@@ -350,7 +355,7 @@ func TestServeStopsWithContext(t *testing.T) {
 	}
 }
 
-// slowApp blocks StopVM until release is closed, and WaitEvents until its
+// slowApp blocks SubmitStopVM until release is closed, and WaitEvents until its
 // context ends, like the real appliance with no events coming.
 type slowApp struct {
 	errApp
@@ -358,13 +363,13 @@ type slowApp struct {
 	release chan struct{}
 }
 
-func (a *slowApp) StopVM(ctx context.Context, id string) (model.VM, error) {
+func (a *slowApp) SubmitStopVM(ctx context.Context, id string) (model.Operation, error) {
 	close(a.entered)
 	select {
 	case <-a.release:
-		return model.VM{ID: id, State: model.StateStopped}, nil
+		return model.Operation{ID: "op-0123456789", VMID: id, State: model.OpRunning}, nil
 	case <-ctx.Done():
-		return model.VM{}, ctx.Err()
+		return model.Operation{}, ctx.Err()
 	}
 }
 

@@ -70,9 +70,9 @@ func (s *errApp) Images(context.Context) ([]model.Image, error) {
 	s.rec("Images")
 	return nil, s.err
 }
-func (s *errApp) CreateVM(_ context.Context, req appliance.CreateVMRequest) (model.VM, error) {
-	s.rec("CreateVM", req)
-	return model.VM{}, s.err
+func (s *errApp) SubmitCreateVM(_ context.Context, req appliance.CreateVMRequest) (model.Operation, error) {
+	s.rec("SubmitCreateVM", req)
+	return model.Operation{}, s.err
 }
 func (s *errApp) VMs(_ context.Context, f appliance.VMFilter) ([]model.VM, error) {
 	s.rec("VMs", f)
@@ -82,21 +82,21 @@ func (s *errApp) VM(_ context.Context, id string) (model.VM, error) {
 	s.rec("VM", id)
 	return model.VM{}, s.err
 }
-func (s *errApp) StopVM(_ context.Context, id string) (model.VM, error) {
-	s.rec("StopVM", id)
-	return model.VM{}, s.err
+func (s *errApp) SubmitStopVM(_ context.Context, id string) (model.Operation, error) {
+	s.rec("SubmitStopVM", id)
+	return model.Operation{}, s.err
 }
-func (s *errApp) StartVM(_ context.Context, id string) (model.VM, error) {
-	s.rec("StartVM", id)
-	return model.VM{}, s.err
+func (s *errApp) SubmitStartVM(_ context.Context, id string) (model.Operation, error) {
+	s.rec("SubmitStartVM", id)
+	return model.Operation{}, s.err
 }
-func (s *errApp) ResumeVM(_ context.Context, id string) (model.VM, error) {
-	s.rec("ResumeVM", id)
-	return model.VM{}, s.err
+func (s *errApp) SubmitResumeVM(_ context.Context, id string) (model.Operation, error) {
+	s.rec("SubmitResumeVM", id)
+	return model.Operation{}, s.err
 }
-func (s *errApp) DestroyVM(_ context.Context, id string) (appliance.DestroyResult, error) {
-	s.rec("DestroyVM", id)
-	return appliance.DestroyResult{}, s.err
+func (s *errApp) SubmitDestroyVM(_ context.Context, id string) (model.Operation, error) {
+	s.rec("SubmitDestroyVM", id)
+	return model.Operation{}, s.err
 }
 func (s *errApp) Exec(_ context.Context, id string, req guest.ExecRequest) (guest.ExecResult, error) {
 	s.rec("Exec", id, req)
@@ -118,28 +118,44 @@ func (s *errApp) RemoveDomain(_ context.Context, id, d string) (model.VM, error)
 	s.rec("RemoveDomain", id, d)
 	return model.VM{}, s.err
 }
-func (s *errApp) CreateBackup(_ context.Context, id string) (model.Backup, error) {
-	s.rec("CreateBackup", id)
+func (s *errApp) SubmitBackup(_ context.Context, id string) (model.Operation, error) {
+	s.rec("SubmitBackup", id)
+	return model.Operation{}, s.err
+}
+func (s *errApp) Backup(_ context.Context, id string) (model.Backup, error) {
+	s.rec("Backup", id)
 	return model.Backup{}, s.err
 }
 func (s *errApp) Backups(_ context.Context, id string) ([]model.Backup, error) {
 	s.rec("Backups", id)
 	return nil, s.err
 }
-func (s *errApp) DeleteBackup(_ context.Context, id string) error {
-	s.rec("DeleteBackup", id)
-	return s.err
+func (s *errApp) SubmitDeleteBackup(_ context.Context, id string) (model.Operation, error) {
+	s.rec("SubmitDeleteBackup", id)
+	return model.Operation{}, s.err
 }
 func (s *errApp) ResolveBackup(_ context.Context, id, from string) (model.Backup, error) {
 	s.rec("ResolveBackup", id, from)
 	return model.Backup{}, s.err
 }
-func (s *errApp) RestoreVM(_ context.Context, id, bk string) (model.VM, error) {
-	s.rec("RestoreVM", id, bk)
-	return model.VM{}, s.err
+func (s *errApp) SubmitRestore(_ context.Context, id, bk string) (model.Operation, error) {
+	s.rec("SubmitRestore", id, bk)
+	return model.Operation{}, s.err
 }
 func (s *errApp) Operation(_ context.Context, id string) (model.Operation, error) {
 	s.rec("Operation", id)
+	return model.Operation{}, s.err
+}
+func (s *errApp) Operations(_ context.Context, f appliance.OpFilter) ([]model.Operation, error) {
+	s.rec("Operations", f)
+	return nil, s.err
+}
+func (s *errApp) WaitOperation(_ context.Context, id, step string) (model.Operation, error) {
+	s.rec("WaitOperation", id, step)
+	return model.Operation{}, s.err
+}
+func (s *errApp) CancelOperation(_ context.Context, id string) (model.Operation, error) {
+	s.rec("CancelOperation", id)
 	return model.Operation{}, s.err
 }
 func (s *errApp) Events(_ context.Context, after uint64, limit int) ([]model.Event, error) {
