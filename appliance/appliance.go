@@ -111,6 +111,7 @@ type Appliance struct {
 
 	bgMu        sync.Mutex // one background pass at a time
 	nextBilling time.Time  // when the next billing pass is due
+	nextPurge   time.Time  // when set-aside orphans are next looked at
 }
 
 // machine is a running VM process and its supervisor.

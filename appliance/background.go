@@ -53,6 +53,14 @@ func (a *Appliance) runDue(ctx context.Context, now time.Time) error {
 	if err := a.reaperPass(ctx, now); err != nil {
 		errs = append(errs, err)
 	}
+	if !now.Before(a.nextPurge) {
+		// Hourly is plenty for a grace of days, and spares a listing of
+		// every backups directory at each pass.
+		if err := a.purgeOrphans(ctx, now); err != nil {
+			errs = append(errs, err)
+		}
+		a.nextPurge = now.Add(time.Hour)
+	}
 	if err := a.schedulerPass(ctx, now); err != nil {
 		errs = append(errs, err)
 	}

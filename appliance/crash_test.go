@@ -79,6 +79,10 @@ func crashChild() int {
 		}
 	case "create":
 		_, err = a.CreateVM(ctx, CreateVMRequest{AccountID: args[1], Tier: "nano"})
+	case "open": // New succeeded: that is all that was asked
+		a.Close()
+		st.Close()
+		return 0
 	default:
 		return fail("unknown action %q", args[0])
 	}
@@ -91,22 +95,40 @@ func crashChild() int {
 // crashAt runs action in a child that crashes at step, and reopens.
 func (e *env) crashAt(step, action string) {
 	e.t.Helper()
+	e.crashOnly(step, action)
+	e.open()
+}
+
+// child runs action in a child process on the appliance's state (closed
+// first), with CrashEnv at crashStep and prefixed by the command wrap (nil
+// for none), and returns how it ended and what it wrote.
+func (e *env) child(wrap []string, crashStep, action string) (*os.ProcessState, error, string) {
+	e.t.Helper()
 	now := e.clk.Now()
 	e.close()
 	hv := "stub"
 	if e.real {
 		hv = "qemu"
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", CrashEnv+"="+step,
+	argv := append(append([]string(nil), wrap...), os.Args[0], "-test.run=^$")
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), childEnv+"=1", CrashEnv+"="+crashStep,
 		"SJ_CLOCK="+now.Format(time.RFC3339Nano), "SJ_DB="+e.stateDir+"/db", "SJ_POOL="+e.pool.Root(),
 		"SJ_RUN="+e.runDir, "SJ_HV="+hv, "SJ_ACTION="+action)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
-	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return cmd.ProcessState, err, out.String()
+}
+
+// crashOnly runs action in a child that crashes at step, and leaves the
+// appliance closed.
+func (e *env) crashOnly(step, action string) {
+	e.t.Helper()
+	ps, err, out := e.child(nil, step, action)
+	ws, _ := ps.Sys().(syscall.WaitStatus)
 	if err == nil || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		e.t.Fatalf("child running %q did not die at %s: %v\n%s", action, step, err, out.String())
+		e.t.Fatalf("child running %q did not die at %s: %v\n%s", action, step, err, out)
 	}
 	if e.real {
 		e.noOrphans()
@@ -115,7 +137,6 @@ func (e *env) crashAt(step, action string) {
 		dd, _ := time.ParseDuration(d)
 		e.clk.Advance(dd) // where the child's clock went
 	}
-	e.open()
 }
 
 // noOrphans fails unless every QEMU the dead child started is gone: the

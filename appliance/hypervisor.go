@@ -33,6 +33,14 @@ type Pool interface {
 	// RestoreFile atomically replaces vms/<vmID>/<file> by a reflink of the backup's.
 	RestoreFile(ctx context.Context, vmID, bkID, file string) error
 
+	// QuarantineVM, QuarantineBackups and QuarantineBackup set vms/<vmID>,
+	// backups/<vmID> or one backup aside without deleting it;
+	// PurgeQuarantine deletes what was set aside before a time.
+	QuarantineVM(ctx context.Context, vmID string, at time.Time) (btrfs.Quarantined, error)
+	QuarantineBackups(ctx context.Context, vmID string, at time.Time) (btrfs.Quarantined, error)
+	QuarantineBackup(ctx context.Context, vmID, bkID string, at time.Time) (btrfs.Quarantined, error)
+	PurgeQuarantine(ctx context.Context, before time.Time) ([]btrfs.Quarantined, error)
+
 	// Usage returns the quota-group figures of a subvolume of the pool.
 	Usage(ctx context.Context, path string) (btrfs.Usage, error)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -13,8 +14,11 @@ import (
 )
 
 // recover finishes or rolls back every operation a crashed daemon left
-// unfinished, then deletes subvolumes no row knows about. It runs in New,
-// before anything else touches the store or the pool.
+// unfinished, then sets aside subvolumes no row knows about (see
+// sweepOrphans). It runs in New, before anything else touches the store or
+// the pool. It never deletes on doubt: an operation whose record does not
+// parse, or whose state in the pool cannot be read, stops recovery with an
+// error (and so the daemon's start) before anything else is changed.
 //
 // What each kind does:
 //
@@ -45,23 +49,28 @@ func (a *Appliance) recover(ctx context.Context) error {
 		return categorised(err, "read unfinished operations")
 	}
 	slices.SortFunc(ops, func(x, y model.Operation) int { return x.StartedAt.Compare(y.StartedAt) })
-	var errs []error
 	for _, o := range ops {
 		if err := a.recoverOp(ctx, o); err != nil {
-			a.log.Error("cannot recover an unfinished operation", "op", o.ID, "vm", o.VMID, "kind", o.Kind, "err", err)
-			errs = append(errs, err)
+			// On doubt, stop: nothing more is changed, the sweep does not
+			// run, and the daemon does not start until an operator looks.
+			a.log.Error("cannot recover an unfinished operation; stopping", "op", o.ID, "vm", o.VMID, "kind", o.Kind, "err", err)
+			return fmt.Errorf("appliance: cannot recover %s (%s of %s), left unfinished by the previous run: %w; "+
+				"nothing was deleted and superjoltd does not start until this is fixed", o.ID, o.Kind, o.VMID, err)
 		}
 	}
 	if err := a.sweepOrphans(ctx); err != nil {
-		a.log.Warn("cannot sweep orphan subvolumes", "err", err)
+		return fmt.Errorf("appliance: cannot check the pool for subvolumes the store does not know: %w; "+
+			"nothing was deleted and superjoltd does not start until this is fixed", err)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 func (a *Appliance) recoverOp(ctx context.Context, rec model.Operation) error {
 	var in intent
 	if len(rec.Intent) > 0 {
-		_ = json.Unmarshal(rec.Intent, &in)
+		if err := json.Unmarshal(rec.Intent, &in); err != nil {
+			return fmt.Errorf("its intent record does not parse (%v): the store is damaged; restore it from a copy, or ask for help with this log", err)
+		}
 	}
 	id := rec.VMID
 	log := a.log.With("op", rec.ID, "vm", id, "kind", string(rec.Kind), "steps", stepsIn(in))
@@ -91,7 +100,10 @@ func (a *Appliance) recoverOp(ctx context.Context, rec model.Operation) error {
 		}); err != nil {
 			return err
 		}
-		snaps, _ := a.pool.Backups(bg, id)
+		snaps, err := a.pool.Backups(bg, id)
+		if err != nil {
+			return fmt.Errorf("cannot list the backups of %s in the pool, so cannot tell whether its snapshot was taken: %w", id, err)
+		}
 		onDisk := slices.Contains(snaps, bkID)
 		switch {
 		case have:
@@ -158,6 +170,10 @@ func (a *Appliance) recoverOp(ctx context.Context, rec model.Operation) error {
 			if err := tx.PutVM(vm); err != nil {
 				return err
 			}
+			if final == model.OpFailed {
+				return event(tx, a.clock.Now(), "vm.restore_failed", id, vm.AccountID,
+					"restore of %s from %s, left unfinished by a restart, could not be finished: the disk is as it was before the restore", id, rec.BackupID)
+			}
 			return event(tx, a.clock.Now(), "vm.restored", id, vm.AccountID, "restore of %s from %s finished after a restart", id, rec.BackupID)
 		}
 
@@ -220,7 +236,7 @@ func (a *Appliance) recoverOp(ctx context.Context, rec model.Operation) error {
 		}
 		rec.State, rec.FinishedAt, rec.Step = final, a.clock.Now(), "recovered"
 		if final == model.OpFailed {
-			rec.Error, rec.ErrorCode = "could not be finished after a restart", "unavailable"
+			rec.Error, rec.ErrorCode = "could not be finished after a restart; see the daemon's log", "internal"
 		}
 		if err := tx.PutOperation(rec); err != nil {
 			return err
@@ -234,69 +250,6 @@ func ignoreNotFound(err error) error {
 		return nil
 	}
 	return err
-}
-
-// sweepOrphans deletes VM subvolumes and backup snapshots that no row
-// knows about: what a crash between a row's deletion and its subvolume's
-// can leave.
-func (a *Appliance) sweepOrphans(ctx context.Context) error {
-	vms := map[string]bool{}
-	bks := map[string]bool{}
-	if err := a.view(ctx, func(tx *store.Tx) error {
-		return tx.ForEachVM(func(vm model.VM) error {
-			vms[vm.ID] = true
-			list, err := tx.Backups(vm.ID)
-			for _, b := range list {
-				bks[b.ID] = true
-			}
-			return err
-		})
-	}); err != nil {
-		return err
-	}
-	var errs []error
-	disk, err := a.pool.VMs(ctx)
-	if err != nil {
-		return err
-	}
-	for _, id := range disk {
-		if model.ValidateID(model.KindVM, id) == nil && !vms[id] {
-			a.log.Warn("deleting an orphan VM subvolume", "vm", id)
-			if err := a.pool.DeleteVM(ctx, id); err != nil && !isPoolNotFound(err) {
-				errs = append(errs, err)
-			}
-		}
-	}
-	withBackups, err := a.pool.BackupVMs(ctx)
-	if err != nil {
-		return err
-	}
-	for _, id := range withBackups {
-		if model.ValidateID(model.KindVM, id) != nil {
-			continue
-		}
-		if !vms[id] {
-			a.log.Warn("deleting the orphan backups of a VM that no longer exists", "vm", id)
-			if err := a.pool.DeleteBackups(ctx, id); err != nil && !isPoolNotFound(err) {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		snaps, err := a.pool.Backups(ctx, id)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, b := range snaps {
-			if model.ValidateID(model.KindBackup, b) == nil && !bks[b] {
-				a.log.Warn("deleting an orphan backup snapshot", "vm", id, "backup", b)
-				if err := a.pool.DeleteBackup(ctx, id, b); err != nil && !isPoolNotFound(err) {
-					errs = append(errs, err)
-				}
-			}
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // bootWanted boots every VM that should be running (the daemon stopped or

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/containerd/btrfs/v2"
@@ -323,7 +324,8 @@ func (p *Pool) BackupVMs(ctx context.Context) ([]string, error) {
 }
 
 // list returns the names in dir that are valid pool names, sorted; anything
-// else there (an operator's stray file) is skipped.
+// else there (an operator's stray file, what is set aside by Quarantine) is
+// skipped.
 func (p *Pool) list(ctx context.Context, dir string) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -337,7 +339,7 @@ func (p *Pool) list(ctx context.Context, dir string) ([]string, error) {
 	}
 	names := make([]string, 0, len(ents))
 	for _, e := range ents {
-		if e.IsDir() && checkName(fileName, "", e.Name()) == nil {
+		if e.IsDir() && checkName(fileName, "", e.Name()) == nil && !strings.HasPrefix(e.Name(), orphanPrefix) {
 			names = append(names, e.Name())
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/containerd/btrfs/v2"
 )
@@ -38,7 +39,8 @@ func randomHex() string {
 
 // Purge deletes everything in trash/: subvolumes left by deletes that did not
 // finish (a crash, an error), and image staging left by a crash. Entries that
-// an operation of this Pool is still using are skipped. Open calls Purge.
+// an operation of this Pool is still using are skipped, and so is what is set
+// aside (see Quarantine): only PurgeQuarantine deletes that. Open calls Purge.
 func (p *Pool) Purge(ctx context.Context) error {
 	ents, err := os.ReadDir(p.trash())
 	if err != nil {
@@ -48,6 +50,9 @@ func (p *Pool) Purge(ctx context.Context) error {
 	for _, e := range ents {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if strings.HasPrefix(e.Name(), orphanPrefix) {
+			continue
 		}
 		p.mu.Lock()
 		if p.busy[e.Name()] {
