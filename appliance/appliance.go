@@ -14,6 +14,7 @@ import (
 	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
+	"github.com/superjolt/superjolt/btrfs"
 )
 
 // Defaults of [Options].
@@ -196,7 +197,8 @@ func (a *Appliance) seed(ctx context.Context, build func(context.Context, string
 	if !have[a.image] && build != nil {
 		a.log.Info("building the built-in image", "image", a.image)
 		if err := a.pool.CreateImage(ctx, a.image, func(dir string) error { return build(ctx, dir) }); err != nil {
-			return fmt.Errorf("appliance: build the built-in image %s: %w", a.image, err)
+			return a.noSpaceOr(ctx, err, "build the built-in image "+a.image,
+				fmt.Errorf("appliance: build the built-in image %s: %w", a.image, err))
 		}
 		have[a.image] = true
 		names = append(names, a.image)
@@ -327,10 +329,14 @@ func fundsf(format string, args ...any) error {
 }
 
 // categorised returns err unchanged when it already wraps a model category,
-// and otherwise wraps it in ErrUnavailable with what failed.
+// as ErrNoSpace when the pool is full, and otherwise wraps it in
+// ErrUnavailable with what failed.
 func categorised(err error, what string) error {
 	if err == nil || model.Code(err) != "internal" {
 		return err
+	}
+	if nse := (*btrfs.NoSpaceError)(nil); errors.As(err, &nse) {
+		return noSpaceError(what, nse)
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w: %s: %v; try again", model.ErrUnavailable, what, err)

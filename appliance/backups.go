@@ -42,6 +42,9 @@ func (a *Appliance) takeBackup(ctx context.Context, vmID string, kind model.Back
 	if vm.State != model.StateRunning && vm.State != model.StateStopped {
 		return model.Backup{}, st, stateError(vm, "back up")
 	}
+	if err := a.checkPoolSpace(ctx, "back up "+vmID); err != nil { // before freezing the guest for nothing
+		return model.Backup{}, st, err
+	}
 	o, err := a.begin(ctx, model.OpBackup, vmID, intent{BackupKind: kind}, func(tx *store.Tx, rec *model.Operation, in *intent) error {
 		cur, err := getVM(tx, vmID)
 		if err != nil {
@@ -104,7 +107,7 @@ func (a *Appliance) takeBackup(ctx context.Context, vmID string, kind model.Back
 
 	if _, err := a.pool.Backup(context.WithoutCancel(ctx), vmID, bkID); err != nil {
 		thaw()
-		return model.Backup{}, st, o.finish(ctx, unavailablef("cannot snapshot the disk of %s: %v", vmID, err), nil)
+		return model.Backup{}, st, o.finish(ctx, a.noSpaceOr(ctx, err, "back up "+vmID, unavailablef("cannot snapshot the disk of %s: %v", vmID, err)), nil)
 	}
 	if err := o.step(ctx, "snapshot", 50, nil); err != nil {
 		thaw()
@@ -451,6 +454,9 @@ func (a *Appliance) RestoreVM(ctx context.Context, vmID, backupID string) (model
 	if err := a.view(ctx, func(tx *store.Tx) error { _, err := check(tx); return err }); err != nil {
 		return vm, categorised(err, "check the restore")
 	}
+	if err := a.checkPoolSpace(ctx, "restore "+vmID); err != nil { // before stopping the guest
+		return vm, err
+	}
 	wasRunning := false
 	o, err := a.begin(ctx, model.OpRestore, vmID, intent{}, func(tx *store.Tx, rec *model.Operation, in *intent) error {
 		cur, err := check(tx)
@@ -478,7 +484,7 @@ func (a *Appliance) RestoreVM(ctx context.Context, vmID, backupID string) (model
 		return vm, o.finish(ctx, err, nil)
 	}
 	if err := a.pool.RestoreFile(context.WithoutCancel(ctx), vmID, backupID, RootfsFile); err != nil {
-		err = unavailablef("cannot put back the disk of %s from %s: %v; the disk is unchanged", vmID, backupID, err)
+		err = a.noSpaceOr(ctx, err, "restore "+vmID+" (its disk is unchanged)", unavailablef("cannot put back the disk of %s from %s: %v; the disk is unchanged", vmID, backupID, err))
 		if !wasRunning {
 			return vm, o.finish(ctx, err, nil)
 		}

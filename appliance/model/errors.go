@@ -20,6 +20,10 @@ var (
 	// ErrUnavailable: a part the request needs (a guest agent, the VMM) did not
 	// answer; trying again later may work.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrNoSpace: the storage pool is full; the message names it and says how
+	// much is free. Freeing space (deleting backups, destroying VMs) and
+	// trying again works.
+	ErrNoSpace = errors.New("no space")
 )
 
 // Code is the stable, machine-readable name of an error category, as the API
@@ -38,6 +42,8 @@ func Code(err error) string {
 		return "insufficient_funds"
 	case errors.Is(err, ErrUnavailable):
 		return "unavailable"
+	case errors.Is(err, ErrNoSpace):
+		return "no_space"
 	default:
 		return "internal"
 	}
@@ -57,6 +63,8 @@ func CodeError(code string) error {
 		return ErrInsufficientFunds
 	case "unavailable":
 		return ErrUnavailable
+	case "no_space":
+		return ErrNoSpace
 	}
 	return nil
 }
