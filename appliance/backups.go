@@ -454,7 +454,7 @@ func (a *Appliance) RestoreVM(ctx context.Context, vmID, backupID string) (model
 	if err := a.view(ctx, func(tx *store.Tx) error { _, err := check(tx); return err }); err != nil {
 		return vm, categorised(err, "check the restore")
 	}
-	if err := a.checkPoolSpace(ctx, "restore "+vmID); err != nil { // before stopping the guest
+	if err := a.checkRestoreSpace(ctx, vmID); err != nil { // before stopping the guest
 		return vm, err
 	}
 	wasRunning := false

@@ -129,3 +129,33 @@ func (a *Appliance) checkPoolSpace(ctx context.Context, what string) error {
 	}
 	return noSpaceError(what, nse)
 }
+
+// checkRestoreSpace refuses, with ErrNoSpace, a restore of vmID that would
+// leave the pool full. A restore writes no data (a reflink and a rename)
+// and frees what the VM's disk holds alone, so on a full pool it goes
+// ahead when that is enough to bring the pool back above its reserve (the
+// guest that filled the pool is rolled back, and the space comes back);
+// when something else holds the space, the guest would boot on a full pool
+// and fail its first write, so it is refused and the guest left running.
+func (a *Appliance) checkRestoreSpace(ctx context.Context, vmID string) error {
+	what := "restore " + vmID
+	err := a.pool.CheckSpace(ctx, what)
+	if err == nil {
+		return nil
+	}
+	var nse *btrfs.NoSpaceError
+	if !errors.As(err, &nse) {
+		a.log.Warn("cannot check the pool's free space", "what", what, "err", err)
+		return nil
+	}
+	if !nse.Metadata {
+		if dir, perr := a.pool.VMPath(vmID); perr == nil {
+			if u, uerr := a.pool.Usage(ctx, dir); uerr == nil && nse.Space.Free+u.Exclusive >= 2*nse.Space.Reserve {
+				a.log.Info("pool full, but the restore frees the space the VM's disk holds alone",
+					"vm", vmID, "free", nse.Space.Free, "frees", u.Exclusive, "reserve", nse.Space.Reserve)
+				return nil
+			}
+		}
+	}
+	return noSpaceError(what, nse)
+}

@@ -248,7 +248,9 @@ func (p *Pool) Backup(ctx context.Context, vmID, bkID string) (string, error) {
 // RestoreFile puts file (normally [RootfsFile]) of backup bkID back into
 // vms/<vmID>, replacing the VM's copy atomically: a reflink of the backup's
 // file is made under a temporary name in the VM's subvolume, fsynced, and
-// renamed over the file. A reader of the VM's file sees the old contents or
+// renamed over the file. Unlike the other operations it is not refused on a
+// pool whose data space is below the reserve (only when metadata is): it
+// writes no data, and it frees the blocks only the replaced file held. A reader of the VM's file sees the old contents or
 // the new, never a mix. Stop the VM first: an open file descriptor keeps
 // pointing at the old contents.
 func (p *Pool) RestoreFile(ctx context.Context, vmID, bkID, file string) error {
@@ -274,8 +276,11 @@ func (p *Pool) RestoreFile(ctx context.Context, vmID, bkID, file string) error {
 	if err := btrfs.IsSubvolume(vm); err != nil {
 		return fmt.Errorf("restore %s of %s: %w: %w", file, vmID, ErrNotFound, err)
 	}
+	// A restore writes no data (a reflink and a rename, metadata only), and
+	// it frees what the VM's old file held alone: it goes ahead on a pool
+	// whose data space is full, as long as metadata has room.
 	op := fmt.Sprintf("restore %s of %s from %s", file, vmID, bkID)
-	if err := p.CheckSpace(ctx, op); err != nil {
+	if err := p.checkSpace(ctx, op, false); err != nil {
 		return err
 	}
 	// Reflink removes tmp when it fails.

@@ -140,11 +140,16 @@ func (p *Pool) noSpace(err error, op string) error {
 // next writes must then copy, and a backup taken then keeps the space a
 // guest frees from coming back.
 func (p *Pool) CheckSpace(ctx context.Context, op string) error {
+	return p.checkSpace(ctx, op, true)
+}
+
+// checkSpace is CheckSpace, of metadata alone unless data is true.
+func (p *Pool) checkSpace(ctx context.Context, op string, data bool) error {
 	s, err := p.Space(ctx)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if full, meta := s.Full(); full {
+	if full, meta := s.Full(); full && (data || meta) {
 		p.log.Warn("btrfs: pool full, refusing", "subvolume", p.root, "op", op, "free", s.Free, "metadata_free", s.MetadataFree, "reserve", s.Reserve)
 		return &NoSpaceError{Op: op, Space: s, Metadata: meta}
 	}
