@@ -160,7 +160,7 @@ func (a *Appliance) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM
 	}
 	dir, err := a.pool.CreateVM(ctx, vm.ID, vm.Image)
 	if err != nil {
-		return fail(a.noSpaceOr(ctx, err, "make the disk of "+vm.ID, unavailablef("cannot make the disk of %s from image %s: %v", vm.ID, vm.Image, err)))
+		return fail(a.noSpaceOr(ctx, err, "create a VM", unavailablef("cannot make the disk of %s from image %s: %v", vm.ID, vm.Image, err)))
 	}
 	if err := o.step(ctx, "subvolume", 30, nil); err != nil {
 		return fail(err)
@@ -169,7 +169,7 @@ func (a *Appliance) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM
 		start := time.Now()
 		grown, err := growRootfs(ctx, filepath.Join(dir, RootfsFile), int64(tier.DiskGiB)<<30)
 		if err != nil {
-			return fail(a.noSpaceOr(ctx, err, "grow the disk of "+vm.ID, unavailablef("cannot grow the disk of %s to the %d GiB of tier %s: %v", vm.ID, tier.DiskGiB, tier.Name, err)))
+			return fail(a.noSpaceOr(ctx, err, "create a VM (growing its disk)", unavailablef("cannot grow the disk of %s to the %d GiB of tier %s: %v", vm.ID, tier.DiskGiB, tier.Name, err)))
 		}
 		o.log.Info("disk sized to the tier", "disk_gib", tier.DiskGiB, "grown", grown, "took", time.Since(start))
 	}
