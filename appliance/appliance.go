@@ -14,6 +14,7 @@ import (
 	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
+	"github.com/superjolt/superjolt/btrfs"
 )
 
 // Defaults of [Options].
@@ -201,7 +202,8 @@ func (a *Appliance) seed(ctx context.Context, build func(context.Context, string
 	if !have[a.image] && build != nil {
 		a.log.Info("building the built-in image", "image", a.image)
 		if err := a.pool.CreateImage(ctx, a.image, func(dir string) error { return build(ctx, dir) }); err != nil {
-			return fmt.Errorf("appliance: build the built-in image %s: %w", a.image, err)
+			return a.noSpaceOr(ctx, err, "build the built-in image "+a.image,
+				fmt.Errorf("appliance: build the built-in image %s: %w", a.image, err))
 		}
 		have[a.image] = true
 		names = append(names, a.image)
@@ -346,12 +348,16 @@ func fundsf(format string, args ...any) error {
 }
 
 // categorised returns err unchanged when it already wraps a model category,
-// and otherwise says what failed: an error without a category is an
+// as ErrNoSpace when the pool is full (see noSpaceError), and otherwise
+// says what failed: an error without a category is an
 // internal one (a bug, a broken disk), never "unavailable", which is kept
 // for a daemon or guest agent that cannot be reached.
 func categorised(err error, what string) error {
 	if err == nil || model.HasCategory(err) {
 		return err
+	}
+	if nse := (*btrfs.NoSpaceError)(nil); errors.As(err, &nse) {
+		return noSpaceError(what, nse)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }

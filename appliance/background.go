@@ -167,6 +167,7 @@ func (a *Appliance) schedulerPass(ctx context.Context, now time.Time) error {
 			return err
 		}
 		_, _, err := a.takeBackup(ctx, id, model.Scheduled)
+		cause := err
 		switch {
 		case err == nil:
 		case errors.Is(err, model.ErrConflict):
@@ -183,7 +184,7 @@ func (a *Appliance) schedulerPass(ctx context.Context, now time.Time) error {
 				if err := tx.PutVM(vm); err != nil {
 					return err
 				}
-				return event(tx, now, "backup.failed", id, vm.AccountID, "scheduled backup of %s failed (%v); retrying in an hour", id, err)
+				return event(tx, now, "backup.failed", id, vm.AccountID, "scheduled backup of %s failed (%v); retrying in an hour", id, cause)
 			})
 		}
 	}

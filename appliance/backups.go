@@ -80,6 +80,9 @@ func (a *Appliance) submitBackup(ctx context.Context, vmID string, kind model.Ba
 	if vm.State != model.StateRunning && vm.State != model.StateStopped {
 		return nil, stateError(vm, "back up")
 	}
+	if err := a.checkPoolSpace(ctx, "back up "+vmID); err != nil { // before freezing the guest for nothing
+		return nil, err
+	}
 	o, err := a.begin(ctx, model.OpBackup, vmID, intent{BackupKind: kind}, func(tx *store.Tx, rec *model.Operation, in *intent) error {
 		cur, err := getVM(tx, vmID)
 		if err != nil {
@@ -168,7 +171,7 @@ func (a *Appliance) runBackup(ctx context.Context, o *op, kind model.BackupKind)
 
 	if _, err := a.pool.Backup(bg, vmID, bkID); err != nil {
 		thaw()
-		return o.finish(unavailablef("cannot snapshot the disk of %s: %v", vmID, err), nil)
+		return o.finish(a.noSpaceOr(bg, err, "back up "+vmID, unavailablef("cannot snapshot the disk of %s: %v", vmID, err)), nil)
 	}
 	if err := o.step("snapshot", 50, nil); err != nil {
 		thaw()
@@ -550,6 +553,9 @@ func (a *Appliance) submitRestore(ctx context.Context, vmID, backupID string) (*
 	if err := a.view(ctx, func(tx *store.Tx) error { _, err := check(tx); return err }); err != nil {
 		return nil, categorised(err, "check the restore")
 	}
+	if err := a.checkRestoreSpace(ctx, vmID); err != nil { // before stopping the guest
+		return nil, err
+	}
 	wasRunning := false
 	o, err := a.begin(ctx, model.OpRestore, vmID, intent{}, func(tx *store.Tx, rec *model.Operation, in *intent) error {
 		cur, err := check(tx)
@@ -585,7 +591,7 @@ func (a *Appliance) runRestore(ctx context.Context, o *op, vm model.VM, wasRunni
 		return o.finish(err, nil)
 	}
 	if err := a.pool.RestoreFile(context.WithoutCancel(ctx), vmID, backupID, RootfsFile); err != nil {
-		err = unavailablef("cannot put back the disk of %s from %s: %v; the disk is unchanged", vmID, backupID, err)
+		err = a.noSpaceOr(ctx, err, "restore "+vmID+" (its disk is unchanged)", unavailablef("cannot put back the disk of %s from %s: %v; the disk is unchanged", vmID, backupID, err))
 		if !wasRunning {
 			return o.finish(err, nil)
 		}

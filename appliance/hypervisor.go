@@ -43,6 +43,14 @@ type Pool interface {
 
 	// Usage returns the quota-group figures of a subvolume of the pool.
 	Usage(ctx context.Context, path string) (btrfs.Usage, error)
+
+	// Space says how full the pool is (cheap); Status adds what images, VMs
+	// and backups use. CheckSpace returns a *btrfs.NoSpaceError while the
+	// pool is below its reserve. Operations that would need space fail with
+	// an error wrapping btrfs.ErrNoSpace.
+	Space(ctx context.Context) (btrfs.Space, error)
+	Status(ctx context.Context) (btrfs.Status, error)
+	CheckSpace(ctx context.Context, op string) error
 }
 
 var _ Pool = (*btrfs.Pool)(nil)

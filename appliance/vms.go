@@ -159,7 +159,7 @@ func (a *Appliance) runCreate(ctx context.Context, o *op, vm model.VM, tier mode
 	}
 	dir, err := a.pool.CreateVM(ctx, vm.ID, vm.Image)
 	if err != nil {
-		return fail(unavailablef("cannot make the disk of %s from image %s: %v", vm.ID, vm.Image, err))
+		return fail(a.noSpaceOr(ctx, err, "create a VM", unavailablef("cannot make the disk of %s from image %s: %v", vm.ID, vm.Image, err)))
 	}
 	if err := o.step("subvolume", 30, nil); err != nil {
 		return fail(err)
@@ -168,7 +168,7 @@ func (a *Appliance) runCreate(ctx context.Context, o *op, vm model.VM, tier mode
 		start := time.Now()
 		grown, err := growRootfs(ctx, filepath.Join(dir, RootfsFile), int64(tier.DiskGiB)<<30)
 		if err != nil {
-			return fail(unavailablef("cannot grow the disk of %s to the %d GiB of tier %s: %v", vm.ID, tier.DiskGiB, tier.Name, err))
+			return fail(a.noSpaceOr(ctx, err, "create a VM (growing its disk)", unavailablef("cannot grow the disk of %s to the %d GiB of tier %s: %v", vm.ID, tier.DiskGiB, tier.Name, err)))
 		}
 		o.log.Info("disk sized to the tier", "disk_gib", tier.DiskGiB, "grown", grown, "took", time.Since(start))
 	}

@@ -28,7 +28,16 @@
 //
 // Space figures ([Pool.Usage]) come from Btrfs quota groups, read with the
 // BTRFS_IOC_TREE_SEARCH ioctl on the quota tree after a transaction commit;
-// Open turns quotas on when they are off.
+// Open turns quotas on when they are off. [Pool.Status] reads them all at once,
+// with the pool's size, used and free space, to show what images, VMs and
+// backups use.
+//
+// A full pool is an error wrapping [ErrNoSpace] (a *NoSpaceError naming the
+// pool and its free bytes, and whether data or metadata ran out), whether a
+// write met ENOSPC or the pool refused up front: below a reserve of free data
+// space (1 %, 8 MiB to 1 GiB) it makes no new image, VM or backup, since on
+// a full Btrfs those still succeed (they need metadata only) but pin data the
+// guests then cannot rewrite. A restore needs metadata only and goes ahead.
 //
 // The package needs Linux and cgo (the containerd library is cgo); only the
 // name checks build everywhere. Tests use [github.com/superjolt/superjolt/btrfs/btrfstest]

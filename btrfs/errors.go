@@ -22,4 +22,11 @@ var (
 
 	// ErrExists means the image, VM or backup already exists.
 	ErrExists = errors.New("already exists")
+
+	// ErrNoSpace means the pool has no room for what was asked: a write, a
+	// subvolume, a snapshot or a reflink failed with ENOSPC (or EDQUOT), or
+	// the pool refused it because its free space was below its reserve (see
+	// [Pool.CheckSpace]). Such errors are a *NoSpaceError, which names the
+	// pool and says how much is free.
+	ErrNoSpace = errors.New("no space left in the pool")
 )

@@ -97,7 +97,12 @@ func OpenImage(ctx context.Context, opts OpenImageOptions) (*Pool, error) {
 	}
 	if mounted {
 		log.Info("btrfs: pool image already mounted, using it", "image", image, "subvolume", mnt)
-		return open(ctx, mnt, log)
+		p, err := open(ctx, mnt, log)
+		if err != nil {
+			return nil, err
+		}
+		p.imageFile = image
+		return p, nil
 	}
 
 	if _, err := os.Stat(image); errors.Is(err, os.ErrNotExist) {
@@ -120,7 +125,7 @@ func OpenImage(ctx context.Context, opts OpenImageOptions) (*Pool, error) {
 		}
 		return nil, err
 	}
-	p.img = m
+	p.img, p.imageFile = m, image
 	return p, nil
 }
 

@@ -27,6 +27,9 @@ type Pool struct {
 	// img is the loop device and mount OpenImage made, undone by Close;
 	// nil for a pool opened with Open or on a mount that already existed.
 	img *imageMount
+	// image is the pool's image file when it is loop-backed (OpenImage),
+	// for messages; empty otherwise.
+	imageFile string
 
 	mu sync.Mutex
 	// busy holds trash entries that an operation of this process is using
@@ -146,23 +149,26 @@ func (p *Pool) CreateImage(ctx context.Context, name string, fill func(dir strin
 	if _, err := os.Lstat(dst); err == nil {
 		return fmt.Errorf("create image %s: %w: delete it first or pick another name", name, ErrExists)
 	}
+	if err := p.CheckSpace(ctx, "create image "+name); err != nil {
+		return err
+	}
 	// Stage in trash/: a crash half-way leaves the staging subvolume where
 	// the next Open purges it.
 	stage, release := p.trashName("new-image." + name)
 	defer release()
 	if err := btrfs.SubvolCreate(stage); err != nil {
-		return fmt.Errorf("create image %s: %w", name, err)
+		return p.noSpace(fmt.Errorf("create image %s: %w", name, err), "create image "+name)
 	}
 	defer p.deleteLogged(context.WithoutCancel(ctx), stage)
 	if err := fill(stage); err != nil {
-		return fmt.Errorf("create image %s: fill: %w", name, err)
+		return p.noSpace(fmt.Errorf("create image %s: fill: %w", name, err), "create image "+name)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	// The snapshot flushes the staged data and commits the transaction.
 	if err := btrfs.SubvolSnapshot(dst, stage, true); err != nil {
-		return fmt.Errorf("create image %s: %w", name, existsErr(err))
+		return p.noSpace(fmt.Errorf("create image %s: %w", name, existsErr(err)), "create image "+name)
 	}
 	p.log.Info("btrfs: image created", "subvolume", dst)
 	return nil
@@ -186,8 +192,12 @@ func (p *Pool) CreateVM(ctx context.Context, vmID, image string) (string, error)
 	if err := btrfs.IsSubvolume(src); err != nil {
 		return "", fmt.Errorf("create %s from image %s: %w: %w", vmID, image, ErrNotFound, err)
 	}
+	op := fmt.Sprintf("create %s from image %s", vmID, image)
+	if err := p.CheckSpace(ctx, op); err != nil {
+		return "", err
+	}
 	if err := btrfs.SubvolSnapshot(dst, src, false); err != nil {
-		return "", fmt.Errorf("create %s from image %s: %w", vmID, image, existsErr(err))
+		return "", p.noSpace(fmt.Errorf("%s: %w", op, existsErr(err)), op)
 	}
 	p.log.Info("btrfs: vm subvolume created", "subvolume", dst, "vm", vmID, "image", image)
 	return dst, nil
@@ -212,11 +222,15 @@ func (p *Pool) Backup(ctx context.Context, vmID, bkID string) (string, error) {
 	if err := btrfs.IsSubvolume(src); err != nil {
 		return "", fmt.Errorf("back up %s: %w: %w", vmID, ErrNotFound, err)
 	}
+	op := fmt.Sprintf("back up %s as %s", vmID, bkID)
+	if err := p.CheckSpace(ctx, op); err != nil {
+		return "", err
+	}
 	dir := filepath.Dir(dst)
 	_, err = os.Lstat(dir)
 	madeDir := errors.Is(err, os.ErrNotExist)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("back up %s: %w", vmID, err)
+		return "", p.noSpace(fmt.Errorf("back up %s: %w", vmID, err), op)
 	}
 	if err := btrfs.SubvolSnapshot(dst, src, true); err != nil {
 		if madeDir {
@@ -226,7 +240,7 @@ func (p *Pool) Backup(ctx context.Context, vmID, bkID string) (string, error) {
 				p.log.Warn("btrfs: cannot remove backup directory after failed snapshot", "subvolume", dir, "err", rerr)
 			}
 		}
-		return "", fmt.Errorf("back up %s as %s: %w", vmID, bkID, existsErr(err))
+		return "", p.noSpace(fmt.Errorf("%s: %w", op, existsErr(err)), op)
 	}
 	p.log.Info("btrfs: backup taken", "subvolume", dst, "vm", vmID, "backup", bkID)
 	return dst, nil
@@ -235,7 +249,9 @@ func (p *Pool) Backup(ctx context.Context, vmID, bkID string) (string, error) {
 // RestoreFile puts file (normally [RootfsFile]) of backup bkID back into
 // vms/<vmID>, replacing the VM's copy atomically: a reflink of the backup's
 // file is made under a temporary name in the VM's subvolume, fsynced, and
-// renamed over the file. A reader of the VM's file sees the old contents or
+// renamed over the file. Unlike the other operations it is not refused on a
+// pool whose data space is below the reserve (only when metadata is): it
+// writes no data, and it frees the blocks only the replaced file held. A reader of the VM's file sees the old contents or
 // the new, never a mix. Stop the VM first: an open file descriptor keeps
 // pointing at the old contents.
 func (p *Pool) RestoreFile(ctx context.Context, vmID, bkID, file string) error {
@@ -261,16 +277,24 @@ func (p *Pool) RestoreFile(ctx context.Context, vmID, bkID, file string) error {
 	if err := btrfs.IsSubvolume(vm); err != nil {
 		return fmt.Errorf("restore %s of %s: %w: %w", file, vmID, ErrNotFound, err)
 	}
+	// A restore writes no data (a reflink and a rename, metadata only), and
+	// it frees what the VM's old file held alone: it goes ahead on a pool
+	// whose data space is full, as long as metadata has room.
+	op := fmt.Sprintf("restore %s of %s from %s", file, vmID, bkID)
+	if err := p.checkSpace(ctx, op, false); err != nil {
+		return err
+	}
+	// Reflink removes tmp when it fails.
 	tmp := filepath.Join(vm, "."+file+restoreSuffix+randomHex())
 	if err := Reflink(ctx, tmp, src); err != nil {
-		return fmt.Errorf("restore %s of %s from %s: %w", file, vmID, bkID, err)
+		return p.noSpace(fmt.Errorf("%s: %w", op, err), op)
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		removeLogged(tmp)
-		return fmt.Errorf("restore %s of %s from %s: %w", file, vmID, bkID, err)
+		return p.noSpace(fmt.Errorf("%s: %w", op, err), op)
 	}
 	if err := syncDir(vm); err != nil {
-		return fmt.Errorf("restore %s of %s from %s: %w", file, vmID, bkID, err)
+		return p.noSpace(fmt.Errorf("%s: %w", op, err), op)
 	}
 	p.log.Info("btrfs: file restored from backup", "subvolume", vm, "vm", vmID, "backup", bkID, "file", file)
 	return nil

@@ -22,6 +22,7 @@
 //	GET    /v1/accounts/{id}/ledger?limit=N    []model.LedgerEntry
 //	GET    /v1/tiers                           []model.Tier
 //	GET    /v1/images                          []model.Image
+//	GET    /v1/pool                            Pool: size, used, free, what uses it
 //	GET    /v1/vms?account=ID&state=S          []model.VM
 //	POST   /v1/vms                             CreateVMRequest -> model.VM
 //	GET    /v1/vms/{id}                        model.VM
@@ -50,7 +51,7 @@
 //	{"error":{"code":"not_found","message":"vm-abc123 does not exist; `superjolt vm list` shows the VMs"}}
 //
 // where code is [model.Code] of the error: not_found 404, invalid 400,
-// conflict 409, insufficient_funds 402, unavailable 503, internal 500.
+// conflict 409, insufficient_funds 402, unavailable 503, no_space 507, internal 500.
 // [Client] turns such an answer back into an [*Error] that wraps the model
 // category, so errors.Is(err, model.ErrNotFound) works on both sides of the
 // socket. A daemon that cannot be reached is model.ErrUnavailable too.

@@ -15,7 +15,7 @@ type ErrorBody struct {
 // ErrorDetail is the error inside an ErrorBody.
 type ErrorDetail struct {
 	// Code is model.Code of the error: not_found, invalid, conflict,
-	// insufficient_funds, unavailable or internal.
+	// insufficient_funds, unavailable, no_space or internal.
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
@@ -48,6 +48,8 @@ func StatusOf(code string) int {
 		return http.StatusPaymentRequired
 	case "unavailable":
 		return http.StatusServiceUnavailable
+	case "no_space":
+		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
 }
@@ -66,6 +68,8 @@ func codeOfStatus(status int) string {
 		return "insufficient_funds"
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return "unavailable"
+	case http.StatusInsufficientStorage:
+		return "no_space"
 	}
 	return "internal"
 }

@@ -90,7 +90,7 @@ func TestParsePort(t *testing.T) {
 func TestErrorWrapsItsCategory(t *testing.T) {
 	cats := map[string]error{
 		"not_found": model.ErrNotFound, "invalid": model.ErrInvalid, "conflict": model.ErrConflict,
-		"insufficient_funds": model.ErrInsufficientFunds, "unavailable": model.ErrUnavailable,
+		"insufficient_funds": model.ErrInsufficientFunds, "unavailable": model.ErrUnavailable, "no_space": model.ErrNoSpace,
 	}
 	for code, cat := range cats {
 		var err error = &Error{Code: code, Message: "m", Status: StatusOf(code)}

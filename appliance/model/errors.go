@@ -20,6 +20,10 @@ var (
 	// ErrUnavailable: a part the request needs (a guest agent, the VMM) did not
 	// answer; trying again later may work.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrNoSpace: the storage pool is full; the message names it and says how
+	// much is free. Freeing space (deleting backups, destroying VMs) and
+	// trying again works.
+	ErrNoSpace = errors.New("no space")
 )
 
 // HasCategory reports whether err wraps one of the categories above; an
@@ -44,6 +48,7 @@ var categories = [...]struct {
 	{ErrConflict, "conflict"},
 	{ErrInsufficientFunds, "insufficient_funds"},
 	{ErrUnavailable, "unavailable"},
+	{ErrNoSpace, "no_space"},
 }
 
 // CodedError is an error that crossed a boundary as a code and a message

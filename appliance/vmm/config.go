@@ -226,7 +226,11 @@ func argv(c Config, p paths, accel Accel, transport Transport, tscKHz uint64) []
 		"-initrd", c.Initrd,
 		"-append", kernelCmdline(accel, tscKHz, c.KernelArgs),
 		"-serial", "file:"+p.consoleLog,
-		"-drive", "id=root,file="+c.Rootfs+",format=raw,if=none,discard=unmap",
+		// werror/rerror=report: a write the host cannot do (the pool is
+		// full) fails in the guest as an I/O error, and the guest keeps
+		// running and answering its agent. QEMU's default (enospc) pauses
+		// the whole VM until someone resumes it over QMP.
+		"-drive", "id=root,file="+c.Rootfs+",format=raw,if=none,discard=unmap,werror=report,rerror=report",
 		"-device", "virtio-blk-device,drive=root",
 		"-qmp", "unix:"+p.qmpSock+",server=on,wait=off",
 		"-pidfile", p.pid,

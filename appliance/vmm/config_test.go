@@ -32,7 +32,7 @@ func TestArgv(t *testing.T) {
 				{"-kernel", "/i/vmlinuz"}, {"-initrd", "/i/initrd"},
 				{"-append", "console=ttyS0 panic=-1 quiet pci=off reboot=t tsc_early_khz=2096010"},
 				{"-serial", "file:/r/console.log"},
-				{"-drive", "id=root,file=/v/rootfs.img,format=raw,if=none,discard=unmap"},
+				{"-drive", "id=root,file=/v/rootfs.img,format=raw,if=none,discard=unmap,werror=report,rerror=report"},
 				{"-device", "virtio-blk-device,drive=root"},
 				{"-qmp", "unix:/r/qmp.sock,server=on,wait=off"},
 				{"-chardev", "socket,id=agent,path=/r/agent.sock,server=on,wait=off"},

@@ -14,6 +14,8 @@
 //	     while another operation runs, clock advance on a real clock)
 //	5    insufficient funds
 //	6    unavailable: superjoltd (or a guest agent) cannot be reached
+//	7    no space: the storage pool is full (the message names it and says
+//	     how much is free; `superjolt pool` shows what uses it)
 //	130  cancelled (SIGINT or SIGTERM, or a confirmation not answered yes)
 //
 // `superjolt vm exec` exits with the guest command's own status instead when

@@ -20,6 +20,7 @@ const (
 	exitConflict     = 4
 	exitFunds        = 5
 	exitUnavailable  = 6
+	exitNoSpace      = 7
 	exitCancelled    = 130
 	exitCodesHelpTxt = `Exit codes:
   0    success
@@ -29,6 +30,7 @@ const (
   4    conflict (the object's state forbids it now; clock advance on a real clock)
   5    insufficient funds
   6    unavailable (superjoltd or a guest agent cannot be reached)
+  7    no space (the storage pool is full: delete backups or destroy VMs; see 'superjolt pool')
   130  cancelled (SIGINT, or a confirmation not answered yes)
 'vm exec' exits with the guest command's status when the command ran.`
 )
@@ -62,6 +64,8 @@ func exitCode(ctx context.Context, err error, ran bool) int {
 		return exitFunds
 	case errors.Is(err, model.ErrUnavailable):
 		return exitUnavailable
+	case errors.Is(err, model.ErrNoSpace):
+		return exitNoSpace
 	case !ran:
 		return exitUsage
 	}
@@ -79,7 +83,7 @@ func message(err error) string {
 	}
 	msg := err.Error()
 	// The category is in the exit code; the message need not start with it.
-	for _, cat := range []error{model.ErrNotFound, model.ErrInvalid, model.ErrConflict, model.ErrInsufficientFunds, model.ErrUnavailable} {
+	for _, cat := range []error{model.ErrNotFound, model.ErrInvalid, model.ErrConflict, model.ErrInsufficientFunds, model.ErrUnavailable, model.ErrNoSpace} {
 		if rest, ok := strings.CutPrefix(msg, cat.Error()+": "); ok && errors.Is(err, cat) {
 			return rest
 		}

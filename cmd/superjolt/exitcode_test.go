@@ -33,6 +33,7 @@ func TestExitCode(t *testing.T) {
 		{"conflict", live, apiErr("conflict"), true, exitConflict},
 		{"funds", live, apiErr("insufficient_funds"), true, exitFunds},
 		{"unavailable", live, apiErr("unavailable"), true, exitUnavailable},
+		{"no space", live, apiErr("no_space"), true, exitNoSpace},
 		{"daemon down", live, fmt.Errorf("%w: cannot reach superjoltd", model.ErrUnavailable), true, exitUnavailable},
 		{"SIGINT", cancelled, context.Canceled, true, exitCancelled},
 		{"SIGINT mid-request", cancelled, fmt.Errorf("do: %w", context.Canceled), true, exitCancelled},

@@ -109,7 +109,7 @@ names) and prints a readable table otherwise. Money is in credits (2.5 means
 		c.GroupID = "objects"
 		r.cmd.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newEventsCommand(opts), newOpCommand(opts), newDebugCommand(opts)} {
+	for _, c := range []*cobra.Command{newEventsCommand(opts), newOpCommand(opts), newPoolCommand(opts), newDebugCommand(opts)} {
 		c.GroupID = "more"
 		r.cmd.AddCommand(c)
 	}

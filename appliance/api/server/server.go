@@ -29,6 +29,7 @@ type Appliance interface {
 
 	Tiers(ctx context.Context) ([]model.Tier, error)
 	Images(ctx context.Context) ([]model.Image, error)
+	PoolStatus(ctx context.Context) (appliance.PoolStatus, error)
 
 	// Verbs that are operations answer once the operation is accepted; it
 	// runs on in the daemon (see appliance's Submit methods).
@@ -187,6 +188,7 @@ func (s *Server) routes() {
 
 	m.HandleFunc("GET /v1/tiers", s.tiers)
 	m.HandleFunc("GET /v1/images", s.images)
+	m.HandleFunc("GET /v1/pool", s.pool)
 
 	m.HandleFunc("GET /v1/vms", s.vms)
 	m.HandleFunc("POST /v1/vms", s.createVM)

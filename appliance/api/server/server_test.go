@@ -84,6 +84,7 @@ func TestErrorMapping(t *testing.T) {
 		{fmt.Errorf("%w: vm-abc123 is being restored", model.ErrConflict), 409, "conflict"},
 		{fmt.Errorf("%w: balance is 0", model.ErrInsufficientFunds), 402, "insufficient_funds"},
 		{fmt.Errorf("%w: agent did not answer", model.ErrUnavailable), 503, "unavailable"},
+		{fmt.Errorf("%w: the pool is full", model.ErrNoSpace), 507, "no_space"},
 		{errors.New("disk on fire"), 500, "internal"},
 	}
 	for _, tt := range tests {
@@ -110,7 +111,7 @@ func TestErrorMapping(t *testing.T) {
 			if !errors.As(err, &ae) || ae.Status != tt.status || ae.Code != tt.code {
 				t.Fatalf("client error = %#v, want *api.Error with status %d code %q", err, tt.status, tt.code)
 			}
-			for _, cat := range []error{model.ErrNotFound, model.ErrInvalid, model.ErrConflict, model.ErrInsufficientFunds, model.ErrUnavailable} {
+			for _, cat := range []error{model.ErrNotFound, model.ErrInvalid, model.ErrConflict, model.ErrInsufficientFunds, model.ErrUnavailable, model.ErrNoSpace} {
 				if want := errors.Is(tt.err, cat); errors.Is(err, cat) != want {
 					t.Errorf("errors.Is(client error, %v) = %v, want %v", cat, !want, want)
 				}
@@ -235,6 +236,7 @@ func TestGoodRequestsReachTheAppliance(t *testing.T) {
 		{"DELETE", "/v1/vms/vm-abc123/domains/app.example.com", ``, "RemoveDomain", "[vm-abc123 app.example.com]"},
 		{"GET", "/v1/vms/vm-abc123/backups/resolve?from=2026-11-28", ``, "ResolveBackup", "[vm-abc123 2026-11-28]"},
 		{"POST", "/v1/vms/vm-abc123/restore", `{"backup_id":"bk-0123456789"}`, "SubmitRestore", "[vm-abc123 bk-0123456789]"},
+		{"GET", "/v1/pool", ``, "PoolStatus", "[]"},
 		{"GET", "/v1/events?after=7&limit=3", ``, "Events", "[7 3]"},
 		{"GET", "/v1/events?tail=50", ``, "LastEvents", "[50]"},
 		{"POST", "/v1/debug/clock/advance", `{"by":"7d"}`, "AdvanceClock", "[168h0m0s]"},

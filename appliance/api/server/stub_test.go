@@ -46,6 +46,10 @@ func (s *errApp) CreateAccount(_ context.Context, req appliance.CreateAccountReq
 	s.rec("CreateAccount", req)
 	return model.Account{}, s.err
 }
+func (s *errApp) PoolStatus(context.Context) (appliance.PoolStatus, error) {
+	s.rec("PoolStatus")
+	return appliance.PoolStatus{}, s.err
+}
 func (s *errApp) Accounts(context.Context) ([]model.Account, error) {
 	s.rec("Accounts")
 	return nil, s.err

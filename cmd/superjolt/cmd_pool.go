@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/superjolt/superjolt/appliance/api"
+)
+
+func newPoolCommand(o *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "pool",
+		Short: "Show the storage pool: size, used, free, and what uses it",
+		Long: `Show the storage pool that holds the images, the VMs' disks and the backups:
+its size, what is used and free, and how much the images, VMs and backups use
+(from Btrfs quota groups: "referenced" is all the data each can reach,
+"exclusive" what deleting it would free).
+
+When the pool is full (below its reserve), new VMs, backups and restores fail
+with exit code 7 until space is freed: delete on-demand backups
+('superjolt backup list VM', 'superjolt backup delete BACKUP') or destroy VMs.`,
+		Args: args(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := o.client.Pool(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(p)
+			}
+			return o.printPool(p)
+		},
+	}
+}
+
+// printPool writes the pool's figures, then what uses it, as a table.
+func (o *globalOptions) printPool(p api.Pool) error {
+	free := fmtBytes(p.FreeBytes)
+	if p.Full {
+		free += fmt.Sprintf(" (FULL: below the %s reserve; new VMs, backups and restores are refused)", fmtBytes(p.ReserveBytes))
+	}
+	if err := o.fields(
+		"Pool", p.Pool,
+		"Size", fmtBytes(p.SizeBytes),
+		"Used", fmtBytes(p.UsedBytes)+" ("+percent(p.UsedBytes, p.SizeBytes)+")",
+		"Free", free,
+		"Metadata free", fmtBytes(p.MetadataFreeBytes),
+	); err != nil {
+		return err
+	}
+	fmt.Fprintln(o.stdout)
+	row := func(kind string, u api.PoolUsage) []string {
+		return []string{kind, strconv.Itoa(u.Count), fmtBytes(u.ReferencedBytes), fmtBytes(u.ExclusiveBytes)}
+	}
+	return o.table([]string{"KIND", "COUNT", "REFERENCED", "EXCLUSIVE"}, [][]string{
+		row("images", p.Images), row("vms", p.VMs), row("backups", p.Backups),
+	})
+}
+
+// percent prints part of whole as a percentage with one decimal.
+func percent(part, whole int64) string {
+	if whole <= 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(float64(part)*100/float64(whole), 'f', 1, 64) + "%"
+}
