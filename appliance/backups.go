@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/superjolt/superjolt/appliance/model"
@@ -200,6 +201,84 @@ func (a *Appliance) runBackup(ctx context.Context, o *op, kind model.BackupKind)
 	return nil
 }
 
+// recoverBackup ends a backup the daemon left unfinished. A snapshot that
+// exists is kept and recorded (consistency frozen only if the freeze was
+// recorded, else crash), and retention pruning planned before the crash is
+// finished; with no snapshot it is rolled back. The guest cannot stay
+// frozen: its process died with the daemon (or is killed before the VM
+// boots again), and the agent thaws by itself at its deadline anyway; a
+// thaw is still sent if an agent answers.
+func (a *Appliance) recoverBackup(ctx context.Context, rec model.Operation, in intent) (recovery, error) {
+	id, bkID := rec.VMID, rec.BackupID
+	r := recovery{final: model.OpDone}
+	var have bool
+	if err := a.view(ctx, func(tx *store.Tx) error {
+		_, err := tx.Backup(bkID)
+		have = err == nil
+		if errors.Is(err, model.ErrNotFound) {
+			return nil
+		}
+		return err
+	}); err != nil {
+		return r, err
+	}
+	snaps, err := a.pool.Backups(ctx, id)
+	if err != nil {
+		return r, fmt.Errorf("cannot list the backups of %s in the pool, so cannot tell whether its snapshot was taken: %w", id, err)
+	}
+	onDisk := slices.Contains(snaps, bkID)
+	switch {
+	case have:
+		for _, p := range in.Prune {
+			if err := a.pool.DeleteBackup(ctx, id, p); err != nil && !isPoolNotFound(err) {
+				return r, err
+			}
+		}
+		r.also = func(tx *store.Tx) error { return a.dropBackupRows(tx, id, in.Prune) }
+	case onDisk:
+		cons := in.Consistency
+		if cons == model.Frozen && !in.did("frozen") {
+			cons = model.Crash
+		}
+		bk := model.Backup{ID: bkID, VMID: id, Kind: in.BackupKind, TakenAt: rec.StartedAt, Consistency: cons}
+		if bk.Kind == "" {
+			bk.Kind = model.OnDemand
+		}
+		if p, err := a.pool.BackupPath(id, bkID); err == nil {
+			if u, err := a.pool.Usage(ctx, p); err == nil {
+				bk.SizeBytes = u.Exclusive
+			}
+		}
+		r.also = func(tx *store.Tx) error {
+			vm, err := tx.VM(id)
+			if errors.Is(err, model.ErrNotFound) {
+				return nil // the sweep sets the snapshot aside
+			}
+			if err != nil {
+				return err
+			}
+			if err := tx.PutBackup(bk); err != nil {
+				return err
+			}
+			if bk.Kind == model.Scheduled {
+				vm.NextBackupAt = nextBackupAt(id, a.clock.Now())
+				if err := tx.PutVM(vm); err != nil {
+					return err
+				}
+			}
+			return event(tx, a.clock.Now(), "backup.taken", bkID, vm.AccountID, "%s backup %s of %s recovered after a restart (%s)", bk.Kind, bkID, id, cons)
+		}
+	default:
+		r.final = model.OpRolledBack
+	}
+	if ag := a.agent(id); ag != nil && in.did("frozen") {
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_ = ag.Thaw(tctx)
+		cancel()
+	}
+	return r, nil
+}
+
 // saveBackup records the backup row of a snapshot that exists, and (for a
 // scheduled one) plans which older scheduled backups retention drops, in
 // the step "saved".
@@ -213,7 +292,7 @@ func (a *Appliance) saveBackup(ctx context.Context, o *op, vmID, bkID string, ki
 		}
 	}
 	if kind == model.Scheduled {
-		var prune []string
+		var verdicts []retentionVerdict
 		if err := a.view(ctx, func(tx *store.Tx) error {
 			vm, err := getVM(tx, vmID)
 			if err != nil {
@@ -227,22 +306,12 @@ func (a *Appliance) saveBackup(ctx context.Context, o *op, vmID, bkID string, ki
 			if err != nil {
 				return err
 			}
-			keep := acct.Entitlements.BackupRetention - 1 // the new one counts
-			for _, b := range sortNewestFirst(bks) {
-				if b.Kind != model.Scheduled || b.ID == bkID {
-					continue
-				}
-				if keep > 0 {
-					keep--
-					continue
-				}
-				prune = append(prune, b.ID)
-			}
+			verdicts = applyRetention(append(bks, bk), acct.Entitlements.BackupRetention)
 			return nil
 		}); err != nil {
 			return bk, categorised(err, "plan retention")
 		}
-		o.in.Prune = prune
+		o.in.Prune = toRemove(verdicts)
 	}
 	err := o.step("saved", 80, func(tx *store.Tx) error {
 		vm, err := getVM(tx, vmID)
@@ -305,23 +374,6 @@ func (a *Appliance) dropBackupRows(tx *store.Tx, vmID string, ids []string) erro
 		}
 	}
 	return nil
-}
-
-func sortNewestFirst(bks []model.Backup) []model.Backup {
-	out := append([]model.Backup(nil), bks...)
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && newer(out[j], out[j-1]); j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
-	return out
-}
-
-func newer(x, y model.Backup) bool {
-	if !x.TakenAt.Equal(y.TakenAt) {
-		return x.TakenAt.After(y.TakenAt)
-	}
-	return x.ID > y.ID
 }
 
 // Backups lists a VM's backups, newest first. SizeBytes is what deleting
@@ -418,6 +470,16 @@ func (a *Appliance) submitDeleteBackup(ctx context.Context, backupID string) (*o
 	}), nil
 }
 
+// recoverDeleteBackup finishes the deletion of a backup whose row is gone
+// (its snapshot goes too); before that, it is rolled back: the backup is
+// whole.
+func (a *Appliance) recoverDeleteBackup(ctx context.Context, rec model.Operation, in intent) (recovery, error) {
+	if !in.did("row-deleted") {
+		return recovery{final: model.OpRolledBack}, nil
+	}
+	return recovery{final: model.OpDone}, a.deleteBackupSnapshot(ctx, model.Backup{ID: rec.BackupID, VMID: rec.VMID})
+}
+
 // dropBackupRow deletes a deleted backup's row, with an event.
 func (a *Appliance) dropBackupRow(tx *store.Tx, bk model.Backup) error {
 	if _, err := tx.Backup(bk.ID); errors.Is(err, model.ErrNotFound) {
@@ -504,151 +566,6 @@ func clipStr(s string) string {
 		return s[:40] + "…"
 	}
 	return s
-}
-
-// RestoreVM rewinds a VM's disk to one of its backups (SubmitRestore) and
-// returns the VM once it is done.
-func (a *Appliance) RestoreVM(ctx context.Context, vmID, backupID string) (model.VM, error) {
-	o, err := a.submitRestore(ctx, vmID, backupID)
-	return a.vmAfter(ctx, o, err)
-}
-
-// SubmitRestore starts rewinding a VM's disk to one of its backups, in
-// place: it stops the VM's process, replaces rootfs.img with a reflink of
-// the backup's (an atomic rename), and boots it again if it was running,
-// ending once the agent reports a new boot id. Id, address, ports and
-// domains stay.
-func (a *Appliance) SubmitRestore(ctx context.Context, vmID, backupID string) (model.Operation, error) {
-	return accepted(a.submitRestore(ctx, vmID, backupID))
-}
-
-func (a *Appliance) submitRestore(ctx context.Context, vmID, backupID string) (*op, error) {
-	if err := model.ValidateID(model.KindVM, vmID); err != nil {
-		return nil, err
-	}
-	if err := model.ValidateID(model.KindBackup, backupID); err != nil {
-		return nil, err
-	}
-	vm, err := a.readVM(ctx, vmID)
-	if err != nil {
-		return nil, err
-	}
-	check := func(tx *store.Tx) (model.VM, error) {
-		cur, err := getVM(tx, vmID)
-		if err != nil {
-			return cur, err
-		}
-		b, err := getBackup(tx, backupID)
-		if err != nil {
-			return cur, err
-		}
-		if b.VMID != vmID {
-			return cur, invalidf("%s is a backup of %s, not of %s: a VM can only be restored from its own backups (`superjolt backup list %s`)", backupID, b.VMID, vmID, vmID)
-		}
-		if cur.State != model.StateRunning && cur.State != model.StateStopped {
-			return cur, stateError(cur, "restore")
-		}
-		return cur, nil
-	}
-	if err := a.view(ctx, func(tx *store.Tx) error { _, err := check(tx); return err }); err != nil {
-		return nil, categorised(err, "check the restore")
-	}
-	if err := a.checkRestoreSpace(ctx, vmID); err != nil { // before stopping the guest
-		return nil, err
-	}
-	wasRunning := false
-	o, err := a.begin(ctx, model.OpRestore, vmID, intent{}, func(tx *store.Tx, rec *model.Operation, in *intent) error {
-		cur, err := check(tx)
-		if err != nil {
-			return err
-		}
-		rec.BackupID = backupID
-		in.OldBootID = cur.BootID
-		wasRunning = cur.State == model.StateRunning
-		vm = cur
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return a.launch(o, func(ctx context.Context) error { return a.runRestore(ctx, o, vm, wasRunning) }), nil
-}
-
-// runRestore stops the VM, puts the backup's disk in place and boots it
-// again when it was running.
-func (a *Appliance) runRestore(ctx context.Context, o *op, vm model.VM, wasRunning bool) error {
-	vmID, backupID := o.rec.VMID, o.rec.BackupID
-	log := o.log.With("backup", backupID)
-	a.halt(ctx, vmID)
-	if err := o.step("stopped", 20, func(tx *store.Tx) error {
-		cur, err := getVM(tx, vmID)
-		if err != nil {
-			return err
-		}
-		cur.BootID = ""
-		return tx.PutVM(cur)
-	}); err != nil {
-		return o.finish(err, nil)
-	}
-	if err := a.pool.RestoreFile(context.WithoutCancel(ctx), vmID, backupID, RootfsFile); err != nil {
-		err = a.noSpaceOr(ctx, err, "restore "+vmID+" (its disk is unchanged)", unavailablef("cannot put back the disk of %s from %s: %v; the disk is unchanged", vmID, backupID, err))
-		if !wasRunning {
-			return o.finish(err, nil)
-		}
-		bootID, berr := a.boot(ctx, vm)
-		return o.finish(err, func(tx *store.Tx) error {
-			if berr != nil {
-				log.Warn("cannot boot the VM again after a failed restore", "err", berr)
-				_, err := a.setStopped(tx, vmID, "vm.boot_failed", "%s did not boot again after a failed restore; try `superjolt vm start %s`", vmID, vmID)
-				return err
-			}
-			cur, err := getVM(tx, vmID)
-			if err != nil {
-				return err
-			}
-			cur.BootID = bootID
-			return tx.PutVM(cur)
-		})
-	}
-	if err := o.step("replaced", 60, nil); err != nil {
-		return o.finish(err, nil)
-	}
-	bootID := ""
-	if wasRunning {
-		var err error
-		bootID, err = a.boot(ctx, vm)
-		if err == nil && bootID == o.in.OldBootID {
-			a.halt(ctx, vmID)
-			err = unavailablef("%s came back with its old boot id %s: it did not reboot", vmID, bootID)
-		}
-		if err != nil {
-			return o.finish(err, func(tx *store.Tx) error {
-				_, err := a.setStopped(tx, vmID, "vm.boot_failed", "%s was restored from %s but did not boot; try `superjolt vm start %s`", vmID, backupID, vmID)
-				return err
-			})
-		}
-		a.testPoint(ctx, "restore:booted")
-	}
-	return o.finish(nil, func(tx *store.Tx) error {
-		cur, err := getVM(tx, vmID)
-		if err != nil {
-			return err
-		}
-		if wasRunning {
-			cur.State, cur.BootID = model.StateRunning, bootID
-		}
-		if err := tx.PutVM(cur); err != nil {
-			return err
-		}
-		return event(tx, a.clock.Now(), "vm.restored", vmID, cur.AccountID, "%s restored from backup %s%s", vmID, backupID, bootMsg(bootID))
-	})
-}
-
-func bootMsg(bootID string) string {
-	if bootID == "" {
-		return " (stopped: the new disk is used at the next start)"
-	}
-	return fmt.Sprintf("; running again with boot id %s", bootID)
 }
 
 // isPoolNotFound reports whether a pool error says the thing is not there.

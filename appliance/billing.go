@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math/bits"
-	"net/netip"
 	"time"
 
 	"github.com/superjolt/superjolt/appliance/model"
@@ -325,62 +324,4 @@ func (a *Appliance) archiveBroke(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// archive stops a VM whose account ran out of credits, frees its address
-// and keeps its disk and backups until ReclaimAt.
-func (a *Appliance) archive(ctx context.Context, id string) error {
-	o, err := a.begin(ctx, model.OpArchive, id, intent{}, func(tx *store.Tx, _ *model.Operation, _ *intent) error {
-		vm, err := getVM(tx, id)
-		if err != nil {
-			return err
-		}
-		if vm.State != model.StateRunning && vm.State != model.StateStopped {
-			return conflictf("%s is %s", id, vm.State)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	a.launch(o, func(ctx context.Context) error {
-		a.halt(ctx, id)
-		if err := o.step("stopped", 50, nil); err != nil {
-			return o.finish(err, nil)
-		}
-		return o.finish(nil, func(tx *store.Tx) error {
-			return a.toArchive(tx, id)
-		})
-	})
-	_, err = await(ctx, o, nil)
-	return err
-}
-
-// toArchive books the final charge of a live VM, frees its address and
-// marks it archived until now + RecoveryWindow.
-func (a *Appliance) toArchive(tx *store.Tx, id string) error {
-	vm, err := getVM(tx, id)
-	if err != nil {
-		return err
-	}
-	if !vm.State.Live() {
-		return nil
-	}
-	now := a.clock.Now()
-	if _, err := a.chargeInTx(tx, &vm, now, true); err != nil {
-		return err
-	}
-	if vm.IP.IsValid() {
-		if err := releaseIP(tx, vm.IP, id); err != nil {
-			return err
-		}
-		vm.LastIP, vm.IP = vm.IP, netip.Addr{}
-	}
-	vm.State, vm.BootID, vm.ArchivedAt, vm.ReclaimAt = model.StateArchived, "", now, now.Add(RecoveryWindow)
-	if err := tx.PutVM(vm); err != nil {
-		return err
-	}
-	return event(tx, now, "vm.archived", id, vm.AccountID,
-		"%s archived: account %s ran out of credits; top up with `superjolt account topup %s CREDITS` and `superjolt vm resume %s` before %s",
-		id, vm.AccountID, vm.AccountID, id, vm.ReclaimAt.UTC().Format(time.RFC3339))
 }

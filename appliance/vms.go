@@ -193,6 +193,15 @@ func (a *Appliance) runCreate(ctx context.Context, o *op, vm model.VM, tier mode
 	})
 }
 
+// recoverCreate rolls back a create the daemon left unfinished: the disk,
+// the row and the address go. A VM is wanted only once its create is done.
+func (a *Appliance) recoverCreate(ctx context.Context, rec model.Operation) (recovery, error) {
+	a.undoCreate(ctx, rec.VMID)
+	return recovery{final: model.OpRolledBack, also: func(tx *store.Tx) error {
+		return a.dropCreatingVM(tx, rec.VMID, errors.New("the daemon stopped during the creation"))
+	}}, nil
+}
+
 // undoCreate removes the disk a failed or crashed create made.
 func (a *Appliance) undoCreate(ctx context.Context, id string) {
 	ctx = context.WithoutCancel(ctx)
@@ -327,6 +336,19 @@ func (a *Appliance) submitStopVM(ctx context.Context, id string) (*op, error) {
 	}), nil
 }
 
+// recoverStop finishes a stop: the VM's process died with the daemon.
+func (a *Appliance) recoverStop(rec model.Operation) (recovery, error) {
+	id := rec.VMID
+	return recovery{final: model.OpDone, also: func(tx *store.Tx) error {
+		vm, err := tx.VM(id)
+		if err != nil || vm.State != model.StateRunning {
+			return ignoreNotFound(err)
+		}
+		_, err = a.setStopped(tx, id, "vm.stopped", "%s stopped (finished after a restart)", id)
+		return err
+	}}, nil
+}
+
 // setStopped books the VM's charges so far and marks it stopped, not
 // wanted running.
 func (a *Appliance) setStopped(tx *store.Tx, id, evType, format string, args ...any) (model.VM, error) {
@@ -421,203 +443,6 @@ func (a *Appliance) submitStartVM(ctx context.Context, id string) (*op, error) {
 	}), nil
 }
 
-// DestroyVM destroys a running or stopped VM (SubmitDestroyVM) and says
-// where it went.
-func (a *Appliance) DestroyVM(ctx context.Context, id string) (DestroyResult, error) {
-	vm, err := a.readVM(ctx, id)
-	if err != nil {
-		return DestroyResult{}, err
-	}
-	o, err := a.submitDestroyVM(ctx, id)
-	if _, err := await(ctx, o, err); err != nil {
-		return DestroyResult{VM: vm}, err
-	}
-	after, err := a.VM(ctx, id)
-	if errors.Is(err, model.ErrNotFound) {
-		return DestroyResult{VM: vm, Reclaimed: true}, nil
-	}
-	return DestroyResult{VM: after}, err
-}
-
-// SubmitDestroyVM starts destroying a running or stopped VM. A VM at least
-// an hour old goes to the graveyard: its process and address are freed, its
-// disk and backups kept until ReclaimAt (24 h), and ResumeVM brings it
-// back. A younger one is reclaimed at once, in the same operation: nothing
-// is left.
-func (a *Appliance) SubmitDestroyVM(ctx context.Context, id string) (model.Operation, error) {
-	return accepted(a.submitDestroyVM(ctx, id))
-}
-
-func (a *Appliance) submitDestroyVM(ctx context.Context, id string) (*op, error) {
-	vm, err := a.readVM(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	switch vm.State {
-	case model.StateRunning, model.StateStopped:
-	case model.StateGraveyard:
-		return nil, conflictf("%s is already destroyed: it is in the graveyard until %s; `superjolt vm resume %s` brings it back",
-			id, vm.ReclaimAt.UTC().Format(time.RFC3339), id)
-	default:
-		return nil, stateError(vm, "destroy")
-	}
-	reclaim := a.since(vm.CreatedAt) < GraveyardAge
-	o, err := a.begin(ctx, model.OpDestroy, id, intent{Reclaim: reclaim}, nil)
-	if err != nil {
-		return nil, err
-	}
-	return a.launch(o, func(ctx context.Context) error {
-		a.halt(ctx, id)
-		if err := o.step("stopped", 50, nil); err != nil {
-			return o.finish(err, nil)
-		}
-		if !reclaim {
-			return o.finish(nil, func(tx *store.Tx) error {
-				_, err := a.toGraveyard(tx, id, false)
-				return err
-			})
-		}
-		// Under an hour old: no graveyard. The VM passes through it (with
-		// ReclaimAt now, so that the reaper finishes after a crash) and is
-		// reclaimed by this same operation.
-		if err := o.step("graveyard", 60, func(tx *store.Tx) error {
-			_, err := a.toGraveyard(tx, id, true)
-			return err
-		}); err != nil {
-			return o.finish(err, nil)
-		}
-		if err := a.reclaimDisks(ctx, o); err != nil {
-			return o.finish(err, nil)
-		}
-		return o.finish(nil, func(tx *store.Tx) error { return a.dropVM(tx, id) })
-	}), nil
-}
-
-// toGraveyard books the final charge of a VM, frees its address and puts
-// it in the graveyard, until now + RecoveryWindow (or now, when it is to be
-// reclaimed at once). WantRunning keeps the state a resume returns to.
-func (a *Appliance) toGraveyard(tx *store.Tx, id string, reclaimNow bool) (model.VM, error) {
-	vm, err := getVM(tx, id)
-	if err != nil {
-		return vm, err
-	}
-	if !vm.State.Live() {
-		return vm, nil // already done (recovery)
-	}
-	now := a.clock.Now()
-	if _, err := a.chargeInTx(tx, &vm, now, true); err != nil {
-		return vm, err
-	}
-	if vm.IP.IsValid() {
-		if err := releaseIP(tx, vm.IP, id); err != nil {
-			return vm, err
-		}
-		vm.LastIP, vm.IP = vm.IP, netip.Addr{}
-	}
-	wasRunning := vm.State == model.StateRunning
-	vm.State, vm.BootID, vm.DestroyedAt = model.StateGraveyard, "", now
-	vm.WantRunning = wasRunning
-	vm.ReclaimAt = now.Add(RecoveryWindow)
-	msg := fmt.Sprintf("%s destroyed: in the graveyard until %s; `superjolt vm resume %s` brings it back", id, vm.ReclaimAt.UTC().Format(time.RFC3339), id)
-	if reclaimNow {
-		vm.ReclaimAt = now
-		msg = fmt.Sprintf("%s destroyed within its first hour: reclaimed at once", id)
-	}
-	if err := tx.PutVM(vm); err != nil {
-		return vm, err
-	}
-	return vm, event(tx, now, "vm.destroyed", id, vm.AccountID, "%s", msg)
-}
-
-// ResumeVM brings a VM back (SubmitResumeVM) and returns it once it is
-// back (and, when it boots, once its agent answers).
-func (a *Appliance) ResumeVM(ctx context.Context, id string) (model.VM, error) {
-	o, err := a.submitResumeVM(ctx, id)
-	return a.vmAfter(ctx, o, err)
-}
-
-// SubmitResumeVM starts bringing a VM back from the graveyard (to the
-// state it was in: running or stopped) or from the archive (running, once
-// the account's balance is positive). It gets its address back when still
-// free, else a new one.
-func (a *Appliance) SubmitResumeVM(ctx context.Context, id string) (model.Operation, error) {
-	return accepted(a.submitResumeVM(ctx, id))
-}
-
-func (a *Appliance) submitResumeVM(ctx context.Context, id string) (*op, error) {
-	vm, err := a.readVM(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if vm.State != model.StateGraveyard && vm.State != model.StateArchived {
-		return nil, conflictf("%s is %s, not in the graveyard or archived: nothing to resume", id, vm.State)
-	}
-	now := a.clock.Now()
-	var wantRunning bool
-	o, err := a.begin(ctx, model.OpResume, id, intent{}, func(tx *store.Tx, _ *model.Operation, _ *intent) error {
-		cur, err := getVM(tx, id)
-		if err != nil {
-			return err
-		}
-		if cur.State != model.StateGraveyard && cur.State != model.StateArchived {
-			return conflictf("%s is %s, not in the graveyard or archived: nothing to resume", id, cur.State)
-		}
-		acct, err := getAccount(tx, cur.AccountID)
-		if err != nil {
-			return err
-		}
-		if acct.Balance <= 0 {
-			return fundsf("account %s has a balance of %s credits; top up with `superjolt account topup %s CREDITS`, then resume %s",
-				acct.ID, acct.Balance, acct.ID, id)
-		}
-		if err := checkVMLimit(tx, acct); err != nil {
-			return err
-		}
-		ip, err := a.allocIP(tx, id, cur.LastIP)
-		if err != nil {
-			return err
-		}
-		wantRunning = cur.WantRunning || cur.State == model.StateArchived
-		from := cur.State
-		cur.State, cur.IP, cur.LastIP = model.StateStopped, ip, ip
-		cur.ReclaimAt, cur.WantRunning, cur.BilledUntil = time.Time{}, wantRunning, now
-		if cur.NextBackupAt.Before(now) {
-			cur.NextBackupAt = nextBackupAt(id, now)
-		}
-		if !wantRunning {
-			cur.StoppedAt = now
-		}
-		vm = cur
-		if err := tx.PutVM(cur); err != nil {
-			return err
-		}
-		return event(tx, now, "vm.resumed", id, cur.AccountID, "%s resumed from %s at %s", id, from, ip)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return a.launch(o, func(ctx context.Context) error {
-		if !wantRunning {
-			return o.finish(nil, nil)
-		}
-		bootID, err := a.boot(ctx, vm)
-		if err != nil {
-			return o.finish(err, func(tx *store.Tx) error {
-				_, err := a.setStopped(tx, id, "vm.boot_failed", "%s was resumed but did not boot; try `superjolt vm start %s`", id, id)
-				return err
-			})
-		}
-		return o.finish(nil, func(tx *store.Tx) error {
-			cur, err := getVM(tx, id)
-			if err != nil {
-				return err
-			}
-			cur.State, cur.BootID = model.StateRunning, bootID
-			return tx.PutVM(cur)
-		})
-	}), nil
-}
-
 // Exec runs a program in a running VM through its agent.
 func (a *Appliance) Exec(ctx context.Context, id string, req guest.ExecRequest) (guest.ExecResult, error) {
 	vm, err := a.readVM(ctx, id)
@@ -646,16 +471,6 @@ func (a *Appliance) Exec(ctx context.Context, id string, req guest.ExecRequest) 
 		return res, unavailablef("the agent of %s did not answer: %v; try again", id, err)
 	}
 	return res, nil
-}
-
-// agent returns the agent client of a running VM, or nil.
-func (a *Appliance) agent(id string) Agent {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if mc := a.machines[id]; mc != nil {
-		return mc.m.Agent()
-	}
-	return nil
 }
 
 // AddPort opens a port of the VM (an attribute of the VM, kept across stop,
@@ -776,147 +591,4 @@ func cmpString(a, b string) int {
 		return 1
 	}
 	return 0
-}
-
-// boot launches the VM's process under the appliance's life and starts its
-// supervisor. It returns the new boot id.
-func (a *Appliance) boot(ctx context.Context, vm model.VM) (string, error) {
-	var tier model.Tier
-	if err := a.view(ctx, func(tx *store.Tx) error {
-		var err error
-		tier, err = tx.Tier(vm.Tier)
-		return err
-	}); err != nil {
-		return "", categorised(notFoundIs(err, "tier %s of %s no longer exists", vm.Tier, vm.ID), "read the tier")
-	}
-	dir, err := a.pool.VMPath(vm.ID)
-	if err != nil {
-		return "", categorised(err, "find the disk")
-	}
-	spec := MachineSpec{ID: vm.ID, VCPUs: tier.VCPUs, MemoryMiB: tier.MemoryMiB,
-		Kernel: filepath.Join(dir, KernelFile), Initrd: filepath.Join(dir, InitrdFile), Rootfs: filepath.Join(dir, RootfsFile),
-		RunDir: a.vmRunDir(vm.ID)}
-	bctx, cancel := context.WithTimeout(ctx, a.bootMax)
-	defer cancel()
-	m, err := a.hv.Launch(a.life, bctx, spec)
-	if err != nil {
-		return "", unavailablef("%s did not boot: %v; its console log is in %s", vm.ID, err, spec.RunDir)
-	}
-	mc := &machine{m: m, bootID: m.BootID(), done: make(chan struct{})}
-	a.mu.Lock()
-	if a.halting {
-		a.mu.Unlock()
-		_ = m.Kill()
-		return "", unavailablef("the appliance is shutting down; %s was not started", vm.ID)
-	}
-	a.machines[vm.ID] = mc
-	a.wg.Add(1)
-	a.mu.Unlock()
-	go a.supervise(vm.ID, mc)
-	a.log.Info("VM booted", "vm", vm.ID, "boot_id", mc.bootID)
-	return mc.bootID, nil
-}
-
-// halt stops the VM's process, if it has one, and waits until it is gone.
-func (a *Appliance) halt(ctx context.Context, id string) {
-	a.mu.Lock()
-	mc := a.machines[id]
-	delete(a.machines, id)
-	a.mu.Unlock()
-	if mc == nil {
-		return
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if err := mc.m.Shutdown(sctx); err != nil {
-		a.log.Warn("VM did not shut down; killing it", "vm", id, "err", err)
-		_ = mc.m.Kill()
-	}
-	<-mc.done
-}
-
-// supervise waits for a VM's process to exit. An exit nobody asked for
-// (the guest powered itself off, QEMU crashed) marks the VM stopped.
-func (a *Appliance) supervise(id string, mc *machine) {
-	defer a.wg.Done()
-	err := mc.m.Wait(a.life)
-	if a.life.Err() != nil {
-		_ = mc.m.Kill()
-	}
-	a.mu.Lock()
-	expected := a.machines[id] != mc || a.halting
-	if !expected {
-		delete(a.machines, id)
-	}
-	a.mu.Unlock()
-	close(mc.done)
-	if expected {
-		return
-	}
-	a.log.Warn("VM process exited on its own", "vm", id, "err", err)
-	uerr := a.update(a.life, func(tx *store.Tx) error {
-		vm, err := getVM(tx, id)
-		if err != nil || vm.State != model.StateRunning || vm.BootID != mc.bootID {
-			return err
-		}
-		_, err = a.setStopped(tx, id, "vm.exited", "%s exited on its own (the guest powered off or its process died); start it with `superjolt vm start %s`", id, id)
-		return err
-	})
-	if uerr != nil && !errors.Is(uerr, model.ErrNotFound) {
-		a.log.Warn("cannot record that a VM exited", "vm", id, "err", uerr)
-	}
-}
-
-// allocIP claims an address of the subnet for vmID: prefer when it is free,
-// else the lowest free one. The network address, the first host (the
-// gateway) and the broadcast address are never given.
-func (a *Appliance) allocIP(tx *store.Tx, vmID string, prefer netip.Addr) (netip.Addr, error) {
-	free := func(ip netip.Addr) (bool, error) {
-		owner, err := tx.IPOwner(ip)
-		if errors.Is(err, model.ErrNotFound) {
-			return true, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		return owner == "" || owner == vmID, nil
-	}
-	gateway := a.subnet.Addr().Next()
-	usable := func(ip netip.Addr) bool {
-		return a.subnet.Contains(ip) && ip != a.subnet.Addr() && ip != gateway && a.subnet.Contains(ip.Next())
-	}
-	if prefer.IsValid() && usable(prefer) {
-		ok, err := free(prefer)
-		if err != nil {
-			return netip.Addr{}, err
-		}
-		if ok {
-			return prefer, tx.ClaimIP(prefer, vmID)
-		}
-	}
-	for ip := gateway.Next(); usable(ip); ip = ip.Next() {
-		ok, err := free(ip)
-		if err != nil {
-			return netip.Addr{}, err
-		}
-		if ok {
-			return ip, tx.ClaimIP(ip, vmID)
-		}
-	}
-	return netip.Addr{}, conflictf("no free address left in %s; destroy a VM or give the daemon a larger subnet", a.subnet)
-}
-
-// releaseIP frees ip if vmID holds it.
-func releaseIP(tx *store.Tx, ip netip.Addr, vmID string) error {
-	owner, err := tx.IPOwner(ip)
-	if errors.Is(err, model.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if owner != vmID {
-		return nil
-	}
-	return tx.ReleaseIP(ip)
 }
