@@ -11,10 +11,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/btrfs"
+	"github.com/superjolt/superjolt/clock"
 )
 
 // Defaults of [Options].
@@ -27,8 +27,9 @@ const (
 	DefaultBootTimeout = 2 * time.Minute
 )
 
-// DefaultSubnet is where VM addresses come from unless Options.Subnet says otherwise.
-var DefaultSubnet = netip.MustParsePrefix("10.42.0.0/16")
+// DefaultSubnet is where VM addresses come from unless Options.Subnet says
+// otherwise (superjoltd's --subnet takes it as its default too).
+const DefaultSubnet = "10.77.0.0/16"
 
 // Time windows of the rules.
 const (
@@ -155,11 +156,11 @@ func New(ctx context.Context, opts Options) (*Appliance, error) {
 		a.hv = &QEMU{Logger: a.log}
 	}
 	if !a.subnet.IsValid() {
-		a.subnet = DefaultSubnet
+		a.subnet = netip.MustParsePrefix(DefaultSubnet)
 	}
 	a.subnet = a.subnet.Masked()
 	if !a.subnet.Addr().Is4() || a.subnet.Bits() > 30 {
-		return nil, fmt.Errorf("appliance: %w: subnet %s: use an IPv4 prefix of /30 or larger, like 10.42.0.0/16", model.ErrInvalid, a.subnet)
+		return nil, fmt.Errorf("appliance: %w: subnet %s: use an IPv4 prefix of /30 or larger, like %s", model.ErrInvalid, a.subnet, DefaultSubnet)
 	}
 	if a.runDir == "" {
 		a.runDir = DefaultRunDir

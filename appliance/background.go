@@ -6,9 +6,9 @@ import (
 	"hash/fnv"
 	"time"
 
-	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
+	"github.com/superjolt/superjolt/clock"
 )
 
 // runTick is how often Run looks for due work on a real clock.

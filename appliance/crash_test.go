@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/appliance/vmm"
 	"github.com/superjolt/superjolt/btrfs"
+	"github.com/superjolt/superjolt/clock"
 	"github.com/superjolt/superjolt/guest"
 )
 
@@ -206,7 +206,7 @@ func TestCrashBackupRestore(t *testing.T) {
 	vm := e.vm(acct.ID)
 	e.guestExec(vm.ID, "echo before > /data/f && sync")
 
-	for _, step := range BackupSteps[:5] { // recorded … saved; "pruned" needs a scheduled backup
+	for _, step := range Steps(model.OpBackup)[:5] { // recorded … saved; "pruned" needs a scheduled backup
 		t.Run("backup:"+step, func(t *testing.T) {
 			e.t = t
 			before, _ := e.a.Backups(ctx, vm.ID)
@@ -237,7 +237,7 @@ func TestCrashBackupRestore(t *testing.T) {
 		t.Fatalf("no backup to restore from: %v", err)
 	}
 	bk := bks[len(bks)-1]
-	for _, step := range RestoreSteps {
+	for _, step := range Steps(model.OpRestore) {
 		t.Run("restore:"+step, func(t *testing.T) {
 			e.t = t
 			e.guestExec(vm.ID, "echo after > /data/f && sync")
@@ -268,7 +268,7 @@ func TestCrashDestroyReclaim(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	ctx := context.Background()
 	acct := e.account("crashy", 1000*model.Credit, 0)
-	for _, step := range DestroySteps {
+	for _, step := range Steps(model.OpDestroy) {
 		t.Run("destroy:"+step, func(t *testing.T) {
 			e.t = t
 			vm := e.vm(acct.ID)
@@ -294,7 +294,7 @@ func TestCrashDestroyReclaim(t *testing.T) {
 	e.t = t
 	e = newEnv(t, envOptions{}) // no graveyard VMs of the destroy cases
 	acct = e.account("crashy", 1000*model.Credit, 0)
-	for _, step := range ReclaimSteps {
+	for _, step := range Steps(model.OpReclaim) {
 		t.Run("reclaim:"+step, func(t *testing.T) {
 			e.t = t
 			vm := e.vm(acct.ID)
@@ -327,7 +327,7 @@ func TestCrashCreateArchive(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	ctx := context.Background()
 	acct := e.account("crashy", 1000*model.Credit, 0)
-	for _, step := range CreateSteps {
+	for _, step := range Steps(model.OpCreate) {
 		t.Run("create:"+step, func(t *testing.T) {
 			e.t = t
 			e.crashAt("create:"+step, "create "+acct.ID)
@@ -344,7 +344,7 @@ func TestCrashCreateArchive(t *testing.T) {
 		})
 	}
 	e.t = t
-	for _, step := range ArchiveSteps {
+	for _, step := range Steps(model.OpArchive) {
 		t.Run("archive:"+step, func(t *testing.T) {
 			e.t = t
 			poor := e.account("poor-"+step, 100, 0)

@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/appliance/vmm"
 	"github.com/superjolt/superjolt/btrfs"
 	"github.com/superjolt/superjolt/btrfs/btrfstest"
+	"github.com/superjolt/superjolt/clock"
 	"github.com/superjolt/superjolt/guest"
 	"github.com/superjolt/superjolt/testvm"
 )

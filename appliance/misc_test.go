@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
+	"github.com/superjolt/superjolt/clock"
 )
 
 // TestCreateFailureLeavesNothing: a VM that cannot boot is undone: no row,
@@ -37,7 +37,7 @@ func TestCreateFailureLeavesNothing(t *testing.T) {
 		t.Errorf("a failed create left subvolumes %v", disk)
 	}
 	vm := e.vm(acct.ID)
-	if vm.IP.String() != "10.42.0.2" {
+	if vm.IP.String() != "10.77.0.2" {
 		t.Errorf("the failed create's address was not freed: the next VM got %v", vm.IP)
 	}
 	if o := lastOp(t, e, model.OpCreate); o.State != model.OpDone {

@@ -24,17 +24,28 @@ import (
 // the Step values operations go through (see the *Steps constants).
 const CrashEnv = "SUPERJOLT_TEST_CRASH_AT"
 
-// Steps of each operation kind, in order. A crash hook at "kind:step"
-// fires after the step's effect happened and before the step is recorded
-// in the operation's intent: the hardest point for recovery.
-var (
-	CreateSteps  = []string{"recorded", "subvolume", "grown", "booted"}
-	BackupSteps  = []string{"recorded", "frozen", "snapshot", "thawed", "saved", "pruned"}
-	RestoreSteps = []string{"recorded", "stopped", "replaced", "booted"}
-	DestroySteps = []string{"recorded", "stopped"}
-	ReclaimSteps = []string{"recorded", "vm-deleted", "backups-deleted"}
-	ArchiveSteps = []string{"recorded", "stopped"}
-)
+// Steps returns the steps an operation of kind goes through, in order. A
+// crash hook at "kind:step" fires after the step's effect happened and
+// before the step is recorded in the operation's intent: the hardest point
+// for recovery. A destroy within the VM's first hour goes on after "stopped"
+// with "graveyard" and the steps of a reclaim.
+func Steps(kind model.OpKind) []string {
+	switch kind {
+	case model.OpCreate:
+		return []string{"recorded", "subvolume", "grown", "booted"}
+	case model.OpBackup:
+		return []string{"recorded", "frozen", "snapshot", "thawed", "saved", "pruned"}
+	case model.OpRestore:
+		return []string{"recorded", "stopped", "replaced", "booted"}
+	case model.OpDestroy, model.OpArchive:
+		return []string{"recorded", "stopped"}
+	case model.OpReclaim:
+		return []string{"recorded", "vm-deleted", "backups-deleted"}
+	case model.OpDeleteBackup:
+		return []string{"recorded", "row-deleted"}
+	}
+	return []string{"recorded"}
+}
 
 // SlowEnv names the environment variable that holds operations for a
 // while at chosen points, for tests of what happens while one is under way

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/superjolt/superjolt/clock"
 )
 
 // Freeze deadlines, for AgentOptions left at zero.
@@ -87,8 +89,8 @@ type AgentOptions struct {
 	Power PowerFunc
 	// Sync flushes all filesystems before a freeze (default unix.Sync).
 	Sync func()
-	// Clock times the automatic thaw (default SystemClock{}).
-	Clock Clock
+	// Clock times the automatic thaw (default clock.Real{}).
+	Clock clock.Clock
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 	// ProcDir is where proc is mounted (default "/proc").
@@ -119,7 +121,7 @@ type Agent struct {
 	fmu      sync.Mutex // held for a whole freeze or thaw
 	frozen   []string   // mount points frozen by us, in freeze order; nil when thawed
 	gen      uint64     // counts freezes, so a stale auto-thaw does nothing
-	autoThaw Timer
+	autoThaw clock.Timer
 }
 
 // NewAgent returns an agent with opts, defaults filled in.
@@ -140,7 +142,7 @@ func NewAgent(opts AgentOptions) *Agent {
 		opts.Sync = syncAll
 	}
 	if opts.Clock == nil {
-		opts.Clock = SystemClock{}
+		opts.Clock = clock.Real{}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

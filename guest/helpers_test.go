@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/superjolt/superjolt/clock"
 )
 
 // testLogger logs through t.Log so that output shows only for failures;
@@ -174,90 +176,13 @@ func (p *fakePower) done() []string {
 	return append([]string{}, p.actions...)
 }
 
-// fakeClock is a Clock that moves only on Advance; timers due fire inside
-// Advance, in order.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
-
-type fakeTimer struct {
-	c      *fakeClock
-	when   time.Time
-	f      func()
-	ch     chan time.Time
-	active bool
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) NewTimer(d time.Duration) (Timer, <-chan time.Time) {
-	t := c.add(d, nil)
-	return t, t.ch
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer { return c.add(d, f) }
-
-func (c *fakeClock) add(d time.Duration, f func()) *fakeTimer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, when: c.now.Add(d), f: f, ch: make(chan time.Time, 1), active: true}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-// Advance moves the clock and fires the timers that came due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	now := c.now
-	var due []*fakeTimer
-	for _, t := range c.timers {
-		if t.active && !t.when.After(now) {
-			t.active = false
-			due = append(due, t)
-		}
-	}
-	c.mu.Unlock()
-	for _, t := range due {
-		if t.f != nil {
-			t.f()
-		} else {
-			t.ch <- now
-		}
-	}
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.active = false
-	return was
-}
-
-func (t *fakeTimer) Reset(d time.Duration) bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.active, t.when = true, t.c.now.Add(d)
-	return was
-}
-
 // testAgent is an agent with fakes for everything that touches the
 // machine, except exec, which runs real programs unless Runner is set.
 type testAgent struct {
 	*Agent
 	freezer *fakeFreezer
 	power   *fakePower
-	clock   *fakeClock
+	clock   *clock.Manual
 	bootID  string
 }
 
@@ -266,7 +191,7 @@ func newTestAgent(t testing.TB, mod func(*AgentOptions)) *testAgent {
 	ta := &testAgent{
 		freezer: newFakeFreezer("/", "/data"),
 		power:   &fakePower{},
-		clock:   newFakeClock(),
+		clock:   clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)),
 		bootID:  "0b5e3a1c-7d4e-4a53-9b0c-1f2e3d4c5b6a",
 	}
 	opts := AgentOptions{

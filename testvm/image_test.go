@@ -44,8 +44,8 @@ func TestBuildImage(t *testing.T) {
 			t.Errorf("module order %v: %s must come before %s", img.Modules, dep[0], dep[1])
 		}
 	}
-	if len(img.Modules) != len(GuestModules) {
-		t.Errorf("modules %v, want all of %v", img.Modules, GuestModules)
+	if len(img.Modules) != len(guestModules) {
+		t.Errorf("modules %v, want all of %v", img.Modules, guestModules)
 	}
 
 	// The kernel is a bzImage.

@@ -18,10 +18,10 @@ import (
 // KernelPackage is the Debian metapackage whose dependency is the guest kernel.
 const KernelPackage = "linux-image-cloud-amd64"
 
-// GuestModules are the kernel modules the guest's init loads (in dependency order, worked out from each
+// guestModules are the kernel modules the guest's init loads (in dependency order, worked out from each
 // module's modinfo): virtio-mmio devices for microvm, the root disk, the agent's virtio-serial port,
 // and vsock (with its loopback transport, so the guest can test vsock on itself).
-var GuestModules = []string{
+var guestModules = []string{
 	"virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "virtio_console",
 	"vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport", "vsock_loopback",
 }
@@ -157,7 +157,7 @@ func extractKernel(ctx context.Context, deb, dir, pkg string) error {
 	defer cmd.Wait()
 
 	wanted := map[string]bool{}
-	for _, m := range GuestModules {
+	for _, m := range guestModules {
 		wanted[m] = true
 	}
 	var release string
@@ -225,9 +225,9 @@ func extractKernel(ctx context.Context, deb, dir, pkg string) error {
 			return fmt.Errorf("module %s is built for %q, the kernel is %s", m.Name, m.Vermagic, release)
 		}
 	}
-	// Keep GuestModules' order where dependencies allow.
+	// Keep guestModules' order where dependencies allow.
 	slices.SortStableFunc(mods, func(a, b modInfo) int {
-		return slices.Index(GuestModules, a.Name) - slices.Index(GuestModules, b.Name)
+		return slices.Index(guestModules, a.Name) - slices.Index(guestModules, b.Name)
 	})
 	order, err := loadOrder(mods)
 	if err != nil {

@@ -527,7 +527,7 @@ func TestCrashBackup(t *testing.T) {
 	b := newCrashBox(t)
 	vm, first := b.setUp(t, "crash-backup", "--retention", "1")
 	snapshotTaken := map[string]bool{"recorded": false, "frozen": false, "snapshot": true, "thawed": true, "saved": true, "pruned": true}
-	steps(t, "backup", appliance.BackupSteps, func(t *testing.T, step string) {
+	steps(t, "backup", appliance.Steps(model.OpBackup), func(t *testing.T, step string) {
 		taken, ok := snapshotTaken[step]
 		if !ok {
 			t.Fatalf("no expectation for the backup step %q: add it to this test", step)
@@ -599,7 +599,7 @@ func TestCrashRestore(t *testing.T) {
 	needVMs(t)
 	b := newCrashBox(t)
 	vm, bk := b.setUp(t, "crash-restore")
-	steps(t, "restore", appliance.RestoreSteps, func(t *testing.T, step string) {
+	steps(t, "restore", appliance.Steps(model.OpRestore), func(t *testing.T, step string) {
 		b.ok(t, "vm", "exec", vm.ID, "--", "sh", "-c", "echo after > /data/f && sync")
 		b.scheduleClear(t, vm.ID)
 		pre := b.crash(t, "restore:"+step, "backup", "restore", vm.ID, bk.ID, "--yes")
@@ -622,7 +622,7 @@ func TestCrashDestroy(t *testing.T) {
 	b := newCrashBox(t)
 	vm, bk := b.setUp(t, "crash-destroy")
 	okJSON[api.ClockResult](t, b.daemon, "debug", "clock", "advance", "2h")
-	steps(t, "destroy", appliance.DestroySteps, func(t *testing.T, step string) {
+	steps(t, "destroy", appliance.Steps(model.OpDestroy), func(t *testing.T, step string) {
 		pre := b.crash(t, "destroy:"+step, "vm", "destroy", vm.ID, "--yes")[vm.ID]
 		b.recovered(t, model.OpDestroy, vm.ID, model.OpDone)
 		now := okJSON[api.Status](t, b.daemon, "debug", "clock", "show").Now
@@ -656,7 +656,7 @@ func TestCrashReclaim(t *testing.T) {
 	b := newCrashBox(t)
 	b.up(t, "")
 	acct := okJSON[model.Account](t, b.daemon, "account", "create", "crash-reclaim", "--balance", "1000")
-	steps(t, "reclaim", appliance.ReclaimSteps, func(t *testing.T, step string) {
+	steps(t, "reclaim", appliance.Steps(model.OpReclaim), func(t *testing.T, step string) {
 		vm := okJSON[model.VM](t, b.daemon, "vm", "create", "--account", acct.ID, "--tier", "nano")
 		okJSON[model.Backup](t, b.daemon, "backup", "create", vm.ID)
 		okJSON[api.ClockResult](t, b.daemon, "debug", "clock", "advance", "2h")

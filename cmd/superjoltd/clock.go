@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/superjolt/superjolt/appliance/clock"
+	"github.com/superjolt/superjolt/clock"
 )
 
 // manualClockFile keeps a manual clock's time across restarts, so that a

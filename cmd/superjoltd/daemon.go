@@ -18,9 +18,9 @@ import (
 
 	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/api/server"
-	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/btrfs"
+	"github.com/superjolt/superjolt/clock"
 	"github.com/superjolt/superjolt/testvm"
 )
 

@@ -82,7 +82,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&poolSize, "pool-size", "20G", "size of a new pool image (sparse): 20G, 512M, 1T")
 	fs.StringVar(&cfg.socket, "socket", api.DefaultSocket, "the local API's UNIX socket")
 	fs.StringVar(&cfg.sockGroup, "socket-group", "", "group whose members may use the API socket (mode 0660); default: root's group only")
-	fs.StringVar(&subnet, "subnet", "10.77.0.0/24", "where VM addresses come from (an address attribute only: no traffic is routed yet)")
+	fs.StringVar(&subnet, "subnet", appliance.DefaultSubnet, "where VM addresses come from (an address attribute only: no traffic is routed yet)")
 	fs.StringVar(&clock, "clock", "real", "real, or manual: time moves only with 'superjolt debug clock advance' (tests, demos)")
 	fs.StringVar(&cfg.runDir, "run-dir", appliance.DefaultRunDir, "per-VM runtime directories (sockets, logs, pid files)")
 	fs.StringVar(&cfg.agent, "agent", "", "the guest agent binary for the built-in image (default: superjolt-agent next to superjoltd, else built from the source tree)")
@@ -111,7 +111,7 @@ func parseFlags(args []string) (config, error) {
 	}
 	cfg.poolSize = n
 	if cfg.subnet, err = netip.ParsePrefix(subnet); err != nil || !cfg.subnet.Addr().Is4() {
-		return cfg, fmt.Errorf("--subnet %q: give an IPv4 prefix like 10.77.0.0/24", subnet)
+		return cfg, fmt.Errorf("--subnet %q: give an IPv4 prefix like %s", subnet, appliance.DefaultSubnet)
 	}
 	switch clock {
 	case "real":

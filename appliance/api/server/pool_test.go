@@ -11,9 +11,9 @@ import (
 	"testing"
 
 	"github.com/superjolt/superjolt/appliance"
-	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/btrfs/btrfstest"
+	"github.com/superjolt/superjolt/clock"
 	"golang.org/x/sys/unix"
 )
 

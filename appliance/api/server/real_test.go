@@ -12,10 +12,10 @@ import (
 
 	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/api"
-	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/btrfs/btrfstest"
+	"github.com/superjolt/superjolt/clock"
 )
 
 // newAppliance opens the real appliance over an in-memory store and a real

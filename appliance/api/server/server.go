@@ -12,8 +12,8 @@ import (
 
 	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/api"
-	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/clock"
 	"github.com/superjolt/superjolt/guest"
 )
 

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/superjolt/superjolt/appliance"
-	"github.com/superjolt/superjolt/appliance/clock"
 	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/clock"
 	"github.com/superjolt/superjolt/guest"
 )
 

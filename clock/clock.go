@@ -1,7 +1,8 @@
-// Package clock is superjolt's source of time. Everything that reads the time
-// or waits for it takes a Clock, so that the 24-hour, one-hour and daily rules
-// are tested in microseconds with a Manual clock, and `superjoltd
-// --clock=manual` lets a demo move through days on command.
+// Package clock is superjolt's source of time, shared by the appliance and
+// the guest agent. Everything that reads the time or waits for it takes a
+// Clock, so that the 24-hour, one-hour and daily rules (and the agent's
+// freeze deadline) are tested in microseconds with a Manual clock, and
+// `superjoltd --clock=manual` lets a demo move through days on command.
 package clock
 
 import (
@@ -15,7 +16,8 @@ type Clock interface {
 	Now() time.Time
 	// NewTimer returns a timer that fires once after d.
 	NewTimer(d time.Duration) Timer
-	// AfterFunc calls f in its own goroutine after d.
+	// AfterFunc calls f after d (Real: in its own goroutine; Manual: within
+	// the Advance that makes it due).
 	AfterFunc(d time.Duration, f func()) Timer
 }
 
@@ -68,7 +70,8 @@ func (m *Manual) NewTimer(d time.Duration) Timer {
 	return m.add(d, nil)
 }
 
-// AfterFunc calls f in its own goroutine when the clock has been advanced by d.
+// AfterFunc calls f when the clock has been advanced by d, within that
+// Advance; with d <= 0, in its own goroutine at once, as time.AfterFunc.
 func (m *Manual) AfterFunc(d time.Duration, f func()) Timer {
 	return m.add(d, f)
 }
@@ -81,7 +84,9 @@ func (m *Manual) add(d time.Duration, f func()) *manualTimer {
 		t.c = make(chan time.Time, 1)
 	}
 	if d <= 0 {
-		t.fire(m.now)
+		if f := t.fire(m.now); f != nil {
+			go f()
+		}
 		return t
 	}
 	m.timers = append(m.timers, t)
@@ -90,23 +95,31 @@ func (m *Manual) add(d time.Duration, f func()) *manualTimer {
 
 // Advance moves the clock forward by d and fires, in due order, every timer
 // that fell due. A timer's channel carries its due time; AfterFunc callbacks
-// run in their own goroutines and see the new time as Now.
+// run before Advance returns (so that a test sees what they did), outside
+// the clock's lock, and see the new time as Now.
 func (m *Manual) Advance(d time.Duration) time.Time {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.now = m.now.Add(d)
+	now := m.now
 	sort.SliceStable(m.timers, func(i, j int) bool { return m.timers[i].at.Before(m.timers[j].at) })
 	keep := m.timers[:0]
+	var funcs []func()
 	for _, t := range m.timers {
 		if t.at.After(m.now) {
 			keep = append(keep, t)
 			continue
 		}
-		t.fire(t.at)
+		if f := t.fire(t.at); f != nil {
+			funcs = append(funcs, f)
+		}
 	}
 	clear(m.timers[len(keep):])
 	m.timers = keep
-	return m.now
+	m.mu.Unlock()
+	for _, f := range funcs {
+		f()
+	}
+	return now
 }
 
 // Set moves the clock to t if t is later than now (a clock never runs back).
@@ -126,14 +139,15 @@ type manualTimer struct {
 	fired bool
 }
 
-// fire runs with m.mu held.
-func (t *manualTimer) fire(at time.Time) {
+// fire runs with m.mu held: it sends on the timer's channel, or returns its
+// callback for Advance to run once the lock is released.
+func (t *manualTimer) fire(at time.Time) func() {
 	t.fired = true
 	if t.f != nil {
-		go t.f()
-		return
+		return t.f
 	}
 	t.c <- at
+	return nil
 }
 
 func (t *manualTimer) C() <-chan time.Time { return t.c }
