@@ -12,6 +12,7 @@ import (
 
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
+	"github.com/superjolt/superjolt/ext4"
 	"github.com/superjolt/superjolt/guest"
 )
 
@@ -21,6 +22,10 @@ const (
 	MaxDomains     = 32
 	MaxExecTimeout = 10 * time.Minute
 )
+
+// maxDiskGiB bounds a tier's disk size, well below what overflows an int64
+// of bytes.
+const maxDiskGiB = 1 << 20
 
 // CreateVMRequest is what CreateVM needs.
 type CreateVMRequest struct {
@@ -72,7 +77,7 @@ func stateError(vm model.VM, verb string) error {
 }
 
 // CreateVM makes a VM for an account: a writable snapshot of the image,
-// grown to the tier's disk size (see growRootfs), an address from the
+// grown to the tier's disk size (see ext4.Grow), an address from the
 // subnet, a boot. It returns once the guest agent has reported a boot id.
 // On failure nothing is left behind.
 func (a *Appliance) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM, error) {
@@ -167,7 +172,7 @@ func (a *Appliance) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM
 	}
 	if tier.DiskGiB > 0 && tier.DiskGiB <= maxDiskGiB {
 		start := time.Now()
-		grown, err := growRootfs(ctx, filepath.Join(dir, RootfsFile), int64(tier.DiskGiB)<<30)
+		grown, err := ext4.Grow(ctx, filepath.Join(dir, RootfsFile), int64(tier.DiskGiB)<<30)
 		if err != nil {
 			return fail(unavailablef("cannot grow the disk of %s to the %d GiB of tier %s: %v", vm.ID, tier.DiskGiB, tier.Name, err))
 		}
