@@ -1,16 +1,8 @@
 package appliance
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
-	"time"
 
 	"github.com/superjolt/superjolt/appliance/vmm"
 )
@@ -41,7 +33,7 @@ func (q *QEMU) Launch(life, boot context.Context, spec MachineSpec) (Machine, er
 	if cfg.Logger == nil {
 		cfg.Logger = q.Logger
 	}
-	killStale(spec.RunDir, spec.ID, cfg.Logger)
+	vmm.KillStale(spec.RunDir, spec.ID, cfg.Logger)
 	m, err := vmm.New(life, cfg)
 	if err != nil {
 		return nil, err
@@ -60,31 +52,4 @@ func (m qemuMachine) Agent() Agent {
 		return c
 	}
 	return nil
-}
-
-// killStale kills a QEMU of this VM that an earlier daemon left behind.
-func killStale(runDir, id string, log *slog.Logger) {
-	if log == nil {
-		log = slog.Default()
-	}
-	b, err := os.ReadFile(filepath.Join(runDir, "qemu.pid"))
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !bytes.Contains(cmdline, []byte("superjolt-"+id)) {
-		return
-	}
-	log.Warn("killing a QEMU left by an earlier daemon", "vm", id, "pid", pid)
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	for range 100 {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond) // waiting for the kernel to reap, not for the clock
-	}
 }
