@@ -141,7 +141,8 @@ func (e *env) crashOnly(step, action string) {
 
 // noOrphans fails unless every QEMU the dead child started is gone: the
 // daemon's VMs must not outlive it (vmm sets Pdeathsig). The kernel kills
-// them right after the parent dies; allow it a moment to reap them.
+// them right after the parent dies; allow it a moment to reap them. QEMU
+// is handed its files as descriptors: its open files show whose it is.
 func (e *env) noOrphans() {
 	e.t.Helper()
 	var left []string
@@ -150,8 +151,15 @@ func (e *env) noOrphans() {
 		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 		for _, p := range procs {
 			b, err := os.ReadFile(p)
-			if err == nil && bytes.Contains(b, []byte(e.runDir)) && bytes.Contains(b, []byte("qemu")) {
-				left = append(left, p)
+			if err != nil || !bytes.Contains(b, []byte("qemu")) {
+				continue
+			}
+			fds, _ := filepath.Glob(filepath.Join(filepath.Dir(p), "fd", "*"))
+			for _, fd := range fds {
+				if target, err := os.Readlink(fd); err == nil && strings.HasPrefix(target, e.runDir) {
+					left = append(left, p)
+					break
+				}
 			}
 		}
 		if len(left) == 0 {

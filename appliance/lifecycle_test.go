@@ -2,11 +2,16 @@ package appliance
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/appliance/vmm"
 )
 
 // TestRealBackupRestore: with a real guest, data written before a frozen
@@ -28,11 +33,18 @@ func TestRealBackupRestore(t *testing.T) {
 	if _, err := e.a.AddDomain(ctx, vm.ID, "app.example.com"); err != nil {
 		t.Fatal(err)
 	}
+	e.checkConfined(vm.ID)
 	e.guestExec(vm.ID, "echo before > /data/f && sync")
 
 	bk, err := e.a.CreateBackup(ctx, vm.ID)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The backup, a snapshot of the VM's closed directory, is closed too.
+	if p, err := e.pool.BackupPath(vm.ID, bk.ID); err != nil {
+		t.Fatal(err)
+	} else if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("backup directory %s: %v, %v; want mode 0700", p, fi.Mode(), err)
 	}
 	if bk.Consistency != model.Frozen || bk.Kind != model.OnDemand || bk.VMID != vm.ID {
 		t.Fatalf("backup: %+v, want an on-demand frozen backup of %s", bk, vm.ID)
@@ -72,6 +84,7 @@ func TestRealBackupRestore(t *testing.T) {
 	if restored.ID != vm.ID || restored.IP != vm.IP || len(restored.Ports) != 1 || len(restored.Domains) != 1 || restored.State != model.StateRunning {
 		t.Errorf("restore changed the VM: %+v", restored)
 	}
+	e.checkConfined(vm.ID) // the restored disk, a copy made by root, was handed to QEMU's user again
 	if out := e.guestExec(vm.ID, "cat /data/f; test -e /data/g && echo g-survived; true"); out != "before\n" {
 		t.Errorf("after the restore the guest reads %q, want the backed-up %q", out, "before\n")
 	}
@@ -108,10 +121,56 @@ func TestRealBackupRestore(t *testing.T) {
 	if vm2.State != model.StateRunning || vm2.BootID == "" || vm2.BootID == restored.BootID {
 		t.Errorf("after a restart: %+v", vm2)
 	}
+	e.checkConfined(vm.ID)
 	if out := e.guestExec(vm.ID, "cat /data/f"); out != "third\n" {
 		t.Errorf("after a restart the guest reads %q", out)
 	}
 	e.checkConsistent()
+}
+
+// checkConfined checks that the QEMU of a running VM runs as a user of its
+// own (not root) under its seccomp sandbox, that its disk belongs to that
+// user alone and that the VM's directory is closed to all but root.
+func (e *env) checkConfined(id string) {
+	e.t.Helper()
+	e.a.mu.Lock()
+	mc := e.a.machines[id]
+	e.a.mu.Unlock()
+	if mc == nil {
+		e.t.Fatalf("%s has no machine", id)
+	}
+	q, ok := mc.m.(qemuMachine)
+	if !ok {
+		e.t.Fatalf("%s runs on %T, not QEMU", id, mc.m)
+	}
+	uid := q.UID()
+	if os.Geteuid() == 0 && (uid < vmm.UIDBase || uid >= vmm.UIDBase+vmm.UIDCount) {
+		e.t.Errorf("QEMU of %s runs as uid %d, want one of its own from the range", id, uid)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", q.PID()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, want := range []string{fmt.Sprintf("\nUid:\t%d\t%d\t%d\t%d\n", uid, uid, uid, uid), "\nSeccomp:\t2\n", "\nNoNewPrivs:\t1\n"} {
+		if os.Geteuid() == 0 && !strings.Contains(string(status), want) {
+			e.t.Errorf("/proc/%d/status of %s's QEMU lacks %q", q.PID(), id, want)
+		}
+	}
+	dir, err := e.pool.VMPath(id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		e.t.Errorf("%s: %v, %v; want root's, mode 0700", dir, fi.Mode(), err)
+	}
+	disk := filepath.Join(dir, RootfsFile)
+	fi, err := os.Stat(disk)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != uid || fi.Mode().Perm() != 0o600 {
+		e.t.Errorf("%s: owner %d mode %v, want %d and 0600", disk, st.Uid, fi.Mode().Perm(), uid)
+	}
 }
 
 // lastOp returns the newest operation of kind, found through the

@@ -1,16 +1,11 @@
 package appliance
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
-	"time"
 
 	"github.com/superjolt/superjolt/appliance/vmm"
 )
@@ -18,6 +13,19 @@ import (
 // QEMU is the real [Hypervisor]: every VM is a QEMU microvm process driven
 // by package vmm, supervised by the daemon itself (vmm kills QEMU when the
 // daemon dies, through Pdeathsig, and when the life context ends).
+//
+// QEMU does not run as root: vmm gives every QEMU a uid of its own, runs it
+// under QEMU's seccomp sandbox and hands it descriptors of its kernel,
+// initrd, disk, console log and sockets instead of paths (see package vmm).
+// Before each launch vmm makes the VM's rootfs.img owned by that uid, mode
+// 0600, which a restore (a reflink made by root) or a backup (which keeps
+// the owner of its day) may have changed; Launch closes the VM's own
+// subvolume directory to everyone but root (0700), so that no other VM's
+// user can even look into it, and makes the VM's own copies of its kernel
+// and initrd readable for QEMU. What stays root is the daemon: btrfs
+// subvolumes and snapshots (ioctls), the pool's loop device, the growth of
+// disks, and the launch itself (the switch of user happens in the child,
+// before QEMU's code runs); later also TAP devices and nftables.
 type QEMU struct {
 	// Config is the base machine configuration; Name, VCPUs, MemoryMiB,
 	// Kernel, Initrd, Rootfs and RunDir are filled in per VM. Zero fields
@@ -41,7 +49,10 @@ func (q *QEMU) Launch(life, boot context.Context, spec MachineSpec) (Machine, er
 	if cfg.Logger == nil {
 		cfg.Logger = q.Logger
 	}
-	killStale(spec.RunDir, spec.ID, cfg.Logger)
+	vmm.KillStale(spec.RunDir, spec.ID, cfg.Logger)
+	if err := sealVMDir(spec); err != nil {
+		return nil, err
+	}
 	m, err := vmm.New(life, cfg)
 	if err != nil {
 		return nil, err
@@ -62,29 +73,28 @@ func (m qemuMachine) Agent() Agent {
 	return nil
 }
 
-// killStale kills a QEMU of this VM that an earlier daemon left behind.
-func killStale(runDir, id string, log *slog.Logger) {
-	if log == nil {
-		log = slog.Default()
+// sealVMDir closes the directory holding a VM's files (its subvolume) to
+// everyone but root, and makes the VM's own copies of its kernel and initrd
+// readable, which QEMU needs to reopen them through /proc/self/fd and which
+// leaks nothing once the directory above them is closed. Backups, as
+// snapshots of the subvolume, inherit the closed directory.
+func sealVMDir(spec MachineSpec) error {
+	if err := os.Chmod(filepath.Dir(spec.Rootfs), 0o700); err != nil {
+		return fmt.Errorf("close the directory of %s: %w", spec.ID, err)
 	}
-	b, err := os.ReadFile(filepath.Join(runDir, "qemu.pid"))
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !bytes.Contains(cmdline, []byte("superjolt-"+id)) {
-		return
-	}
-	log.Warn("killing a QEMU left by an earlier daemon", "vm", id, "pid", pid)
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	for range 100 {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
-			return
+	for _, f := range []string{spec.Kernel, spec.Initrd} {
+		if filepath.Dir(f) != filepath.Dir(spec.Rootfs) {
+			continue // not the VM's own copy: leave it as it is
 		}
-		time.Sleep(20 * time.Millisecond) // waiting for the kernel to reap, not for the clock
+		fi, err := os.Lstat(f)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() && fi.Mode().Perm()&0o444 != 0o444 {
+			if err := os.Chmod(f, fi.Mode().Perm()|0o444); err != nil {
+				return fmt.Errorf("make %s readable: %w", f, err)
+			}
+		}
 	}
+	return nil
 }

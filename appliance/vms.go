@@ -12,8 +12,13 @@ import (
 
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
+	"github.com/superjolt/superjolt/ext4"
 	"github.com/superjolt/superjolt/guest"
 )
+
+// maxDiskGiB bounds a tier's disk size, well below what overflows an int64
+// of bytes.
+const maxDiskGiB = 1 << 20
 
 // CreateVMRequest is what CreateVM needs.
 type CreateVMRequest struct {
@@ -79,7 +84,7 @@ func (a *Appliance) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM
 // SubmitCreateVM checks req, records the new VM (creating, with its
 // address) and its operation, and returns the operation; the daemon then
 // makes its disk (a writable snapshot of the image, grown to the tier's
-// disk size, see growRootfs) and boots it. On failure nothing is left
+// disk size, see ext4.Grow) and boots it. On failure nothing is left
 // behind.
 func (a *Appliance) SubmitCreateVM(ctx context.Context, req CreateVMRequest) (model.Operation, error) {
 	return accepted(a.submitCreateVM(ctx, req))
@@ -166,7 +171,7 @@ func (a *Appliance) runCreate(ctx context.Context, o *op, vm model.VM, tier mode
 	}
 	if tier.DiskGiB > 0 && tier.DiskGiB <= maxDiskGiB {
 		start := time.Now()
-		grown, err := growRootfs(ctx, filepath.Join(dir, RootfsFile), int64(tier.DiskGiB)<<30)
+		grown, err := ext4.Grow(ctx, filepath.Join(dir, RootfsFile), int64(tier.DiskGiB)<<30)
 		if err != nil {
 			return fail(a.noSpaceOr(ctx, err, "create a VM (growing its disk)", unavailablef("cannot grow the disk of %s to the %d GiB of tier %s: %v", vm.ID, tier.DiskGiB, tier.Name, err)))
 		}

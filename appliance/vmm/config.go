@@ -146,6 +146,10 @@ func makePaths(runDir, name string) (paths, error) {
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return p, fmt.Errorf("vmm: run directory: %w", err)
 	}
+	// The run directory is the daemon's alone: QEMU gets descriptors, not paths (see confine.go).
+	if err := os.Chmod(runDir, 0o700); err != nil {
+		return p, fmt.Errorf("vmm: run directory: %w", err)
+	}
 	p.consoleLog = filepath.Join(runDir, "console.log")
 	p.qemuLog = filepath.Join(runDir, "qemu.log")
 	p.pid = filepath.Join(runDir, "qemu.pid")
@@ -208,8 +212,16 @@ func kernelCmdline(accel Accel, tscKHz uint64, extra string) string {
 	return strings.Join(args, " ")
 }
 
-// argv returns QEMU's arguments (without the binary) for one boot.
-func argv(c Config, p paths, accel Accel, transport Transport, tscKHz uint64) []string {
+// qemuFDs are the descriptor numbers QEMU inherits (see [handover]); 0 means not passed.
+type qemuFDs struct {
+	kernel, initrd, rootfs, console int // files, reopened by QEMU through /proc/self/fd
+	qmp, agent                      int // listening UNIX sockets
+	vhost                           int // /dev/vhost-vsock
+}
+
+// argv returns QEMU's arguments (without the binary) for one boot. QEMU reaches every file and socket
+// through a descriptor the daemon opened (fds), never through a path of its own.
+func argv(c Config, fds qemuFDs, accel Accel, transport Transport, tscKHz uint64) []string {
 	a := []string{
 		"-name", "superjolt-" + c.Name + ",debug-threads=on",
 		"-M", "microvm",
@@ -222,25 +234,27 @@ func argv(c Config, p paths, accel Accel, transport Transport, tscKHz uint64) []
 		"-smp", strconv.Itoa(c.VCPUs),
 		"-m", strconv.Itoa(c.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-kernel", c.Kernel,
-		"-initrd", c.Initrd,
+		"-sandbox", sandboxArg,
+		"-kernel", procFD(fds.kernel),
+		"-initrd", procFD(fds.initrd),
 		"-append", kernelCmdline(accel, tscKHz, c.KernelArgs),
-		"-serial", "file:"+p.consoleLog,
+		"-serial", "file:"+procFD(fds.console),
 		// werror/rerror=report: a write the host cannot do (the pool is
 		// full) fails in the guest as an I/O error, and the guest keeps
 		// running and answering its agent. QEMU's default (enospc) pauses
 		// the whole VM until someone resumes it over QMP.
-		"-drive", "id=root,file="+c.Rootfs+",format=raw,if=none,discard=unmap,werror=report,rerror=report",
+		"-drive", "id=root,file="+procFD(fds.rootfs)+",format=raw,if=none,discard=unmap,werror=report,rerror=report",
 		"-device", "virtio-blk-device,drive=root",
-		"-qmp", "unix:"+p.qmpSock+",server=on,wait=off",
-		"-pidfile", p.pid,
+		"-chardev", "socket,id=qmp,fd="+strconv.Itoa(fds.qmp)+",server=on,wait=off",
+		"-mon", "chardev=qmp,mode=control",
 	)
 	switch transport {
 	case TransportVsock:
-		a = append(a, "-device", "vhost-vsock-device,guest-cid="+strconv.FormatUint(uint64(c.GuestCID), 10))
+		a = append(a, "-device", "vhost-vsock-device,guest-cid="+strconv.FormatUint(uint64(c.GuestCID), 10)+
+			",vhostfd="+strconv.Itoa(fds.vhost))
 	default:
 		a = append(a,
-			"-chardev", "socket,id=agent,path="+p.agentSock+",server=on,wait=off",
+			"-chardev", "socket,id=agent,fd="+strconv.Itoa(fds.agent)+",server=on,wait=off",
 			"-device", "virtio-serial-device",
 			"-device", "virtserialport,id=agentport,chardev=agent,name="+AgentPortName,
 		)

@@ -7,13 +7,17 @@
 // used when /dev/kvm can really run a vCPU (probed once, see [ProbeHost]); otherwise TCG, with the
 // host's TSC frequency on the guest kernel command line so that microvm boots do not hang under load.
 //
+// QEMU never runs as root: with a root daemon each QEMU process runs as a uid of its own from
+// [UIDBase], under QEMU's seccomp sandbox, and reaches its files and sockets only through descriptors
+// the daemon opened for it (see confine.go for the whole model and for what stays root).
+//
 // [QEMU.Start] returns once the agent reports a boot id; a boot that misses its deadline is killed and
 // retried. [QEMU.Shutdown] asks the agent, then presses the ACPI power button, then kills. The QEMU
 // process lives under the context given to [New] (the daemon's), never under a request's, and dies
 // with its parent (PR_SET_PDEATHSIG). The argv is built as a list and run without a shell.
 //
-// Runtime files live in the machine's run directory (default /run/superjolt/vm/<name>): qmp.sock,
-// agent.sock, console.log, qemu.log and qemu.pid. When the run directory is too deep for a UNIX socket
+// Runtime files live in the machine's run directory (default /run/superjolt/vm/<name>, root's, 0700):
+// qmp.sock, agent.sock, console.log, qemu.log and qemu.pid (written by the daemon). When the run directory is too deep for a UNIX socket
 // path (108 bytes), the two sockets move to a short directory of their own under /run/superjolt/s.
 //
 // *QEMU satisfies [Machine]; all its methods are safe for concurrent use.

@@ -17,9 +17,12 @@ import (
 
 // Host is what the driver found out about the machine it runs on. [ProbeHost] fills it once per process.
 type Host struct {
-	// KVM is true when /dev/kvm exists and could run a vCPU (see [probeKVM]); KVMError says why not.
+	// KVM is true when /dev/kvm exists and could run a vCPU (see [probeKVM]) and, with a root daemon,
+	// QEMU's unprivileged user can open it too; KVMError says why not.
 	KVM      bool
 	KVMError error
+	// KVMGroup is the group QEMU gets as a supplementary group to open /dev/kvm (-1: none needed).
+	KVMGroup int
 	// VhostVsock is true when /dev/vhost-vsock exists, so guests can get a virtio-vsock device.
 	VhostVsock bool
 	// TSCKHz is the host's TSC frequency in kHz, 0 when unknown; TSCSource says where it came from.
@@ -36,7 +39,12 @@ var (
 // KVM boot has failed where TCG then worked, see [markKVMBroken]).
 func ProbeHost() Host {
 	hostOnce.Do(func() {
+		host.KVMGroup = -1
 		host.KVMError = probeKVM()
+		if host.KVMError == nil && confined() {
+			// The probe ran as root; QEMU will not.
+			host.KVMGroup, host.KVMError = kvmGroup()
+		}
 		host.KVM = host.KVMError == nil
 		_, err := os.Stat("/dev/vhost-vsock")
 		host.VhostVsock = err == nil

@@ -52,6 +52,7 @@ type process struct {
 	agent  *guest.Client
 	exited chan struct{}
 	err    error // how it exited; read after exited is closed
+	uid    int   // the uid QEMU runs as; -1: the daemon's own
 }
 
 func (p *process) hasExited() bool {
@@ -134,6 +135,17 @@ func (m *QEMU) PID() int {
 		return 0
 	}
 	return m.proc.cmd.Process.Pid
+}
+
+// UID returns the uid the running QEMU runs as: one leased for it alone when the daemon is root (see
+// [UIDBase]); -1 when it runs as the daemon's own user or is not running.
+func (m *QEMU) UID() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil || m.proc.hasExited() {
+		return -1
+	}
+	return m.proc.uid
 }
 
 // AgentSocket is the path of the virtio-serial agent socket of the running machine ("" when it uses
@@ -298,30 +310,90 @@ func (m *QEMU) boot(ctx context.Context, bin string, accel Accel, transport Tran
 	return nil
 }
 
-// launch starts the QEMU process and a goroutine that reaps it.
-func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint64) (*process, error) {
+// launch starts the QEMU process and a goroutine that reaps it. With a root daemon, QEMU runs as a
+// uid leased for it alone, and gets its files and sockets as descriptors (see confine.go).
+func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint64) (p *process, err error) {
 	pp, err := makePaths(m.cfg.RunDir, m.cfg.Name)
 	if err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(pp.qemuLog)
+	var (
+		lease    *userLease
+		uid, gid = -1, -1
+		h        handover
+	)
+	defer func() {
+		h.close() // QEMU has its own copies once started
+		if err != nil {
+			lease.release()
+			m.removeSockDir(pp)
+		}
+	}()
+	if confined() {
+		if lease, err = leaseUser(LeaseDir, m.cfg.Name); err != nil {
+			return nil, err
+		}
+		uid, gid = int(lease.uid), int(lease.uid)
+	}
+	// qemu.log is the daemon's (QEMU's stdout and stderr); removed first so that nothing planted at
+	// its path is followed.
+	os.Remove(pp.qemuLog)
+	logf, err := os.OpenFile(pp.qemuLog, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("vmm: %w", err)
 	}
 	defer logf.Close()
-	os.Remove(pp.consoleLog)
 
-	args := argv(m.cfg, pp, accel, transport, tscKHz)
+	var fds qemuFDs
+	open := []struct {
+		fd   *int
+		file func() (*os.File, error)
+	}{
+		{&fds.kernel, func() (*os.File, error) { return openReadable("kernel", m.cfg.Kernel, uid) }},
+		{&fds.initrd, func() (*os.File, error) { return openReadable("initrd", m.cfg.Initrd, uid) }},
+		{&fds.rootfs, func() (*os.File, error) { return openOwned("rootfs", m.cfg.Rootfs, uid, gid) }},
+		{&fds.console, func() (*os.File, error) { return createOwned("console log", pp.consoleLog, uid, gid) }},
+		{&fds.qmp, func() (*os.File, error) { return listen(pp.qmpSock) }},
+	}
+	if transport == TransportVsock {
+		open = append(open, struct {
+			fd   *int
+			file func() (*os.File, error)
+		}{&fds.vhost, func() (*os.File, error) { return os.OpenFile("/dev/vhost-vsock", os.O_RDWR, 0) }})
+	} else {
+		open = append(open, struct {
+			fd   *int
+			file func() (*os.File, error)
+		}{&fds.agent, func() (*os.File, error) { return listen(pp.agentSock) }})
+	}
+	for _, o := range open {
+		f, err := o.file()
+		if err != nil {
+			return nil, err
+		}
+		*o.fd = h.add(f)
+	}
+
+	args := argv(m.cfg, fds, accel, transport, tscKHz)
 	cmd := exec.CommandContext(m.life, bin, args...)
 	cmd.Stdin = nil
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	cmd.ExtraFiles = h.files
 	cmd.WaitDelay = killWait
 	// Without systemd the daemon supervises its VMs: they must not outlive it. Setpgid keeps a
 	// terminal's Ctrl-C (meant for the daemon) away from QEMU, which then stops only through us.
+	// Go sets the parent-death signal after the switch of user, which would otherwise clear it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	m.log.Debug("starting qemu", "argv", append([]string{bin}, args...))
-	p := &process{cmd: cmd, paths: pp, exited: make(chan struct{})}
+	if lease != nil {
+		cred := &syscall.Credential{Uid: lease.uid, Gid: lease.uid, Groups: []uint32{}}
+		if g := ProbeHost().KVMGroup; accel == AccelKVM && g >= 0 {
+			cred.Groups = append(cred.Groups, uint32(g))
+		}
+		cmd.SysProcAttr.Credential = cred
+	}
+	m.log.Debug("starting qemu", "argv", append([]string{bin}, args...), "uid", uid)
+	p = &process{cmd: cmd, paths: pp, exited: make(chan struct{}), uid: uid}
 	started := make(chan error, 1)
 	// PR_SET_PDEATHSIG fires when the *thread* that forked QEMU exits, and the Go runtime ends threads
 	// whose goroutine exits while locked to them. So QEMU is started and reaped by one goroutine locked
@@ -337,6 +409,8 @@ func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint6
 		// Sockets go before exited is closed, so that a new boot in the same run directory never has
 		// its fresh sockets removed by this one.
 		m.removeSockDir(pp)
+		os.Remove(pp.pid)
+		lease.release() // only now: the uid is free once nothing runs as it
 		m.mu.Lock()
 		p.err = err
 		close(p.exited)
@@ -354,10 +428,34 @@ func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint6
 		m.log.Info("qemu exited", "pid", cmd.Process.Pid, "err", err)
 	}()
 	if err := <-started; err != nil {
-		m.removeSockDir(pp)
 		return nil, fmt.Errorf("vmm: start qemu: %w", err)
 	}
+	// The pid file is written by the daemon, in its own directory, so that QEMU cannot point it at
+	// another process.
+	if err := writePidFile(pp.pid, cmd.Process.Pid); err != nil {
+		m.log.Warn("cannot write the pid file", "err", err)
+	}
 	return p, nil
+}
+
+func writePidFile(path string, pid int) error {
+	tmp := path + ".tmp"
+	os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(f, "%d\n", pid)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }
 
 // dialQMP connects to QMP as soon as QEMU has made its socket.

@@ -207,7 +207,9 @@ func (b *crashBox) noQEMULeft(t *testing.T) {
 	}
 }
 
-// qemuPIDs returns the live QEMU processes whose command line has s in it.
+// qemuPIDs returns the live QEMU processes whose command line has s in
+// it, or one of whose open files has s in its path. QEMU is handed its
+// files as descriptors, so its run directory shows only there.
 func qemuPIDs(s string) []int {
 	var pids []int
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
@@ -217,7 +219,17 @@ func qemuPIDs(s string) []int {
 			continue
 		}
 		argv0, _, _ := bytes.Cut(b, []byte{0})
-		if strings.Contains(filepath.Base(string(argv0)), "qemu") && bytes.Contains(b, []byte(s)) {
+		if !strings.Contains(filepath.Base(string(argv0)), "qemu") {
+			continue
+		}
+		match := bytes.Contains(b, []byte(s))
+		fds, _ := filepath.Glob(filepath.Join(filepath.Dir(p), "fd", "*"))
+		for _, fd := range fds {
+			if target, err := os.Readlink(fd); err == nil && strings.Contains(target, s) {
+				match = true
+			}
+		}
+		if match {
 			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
 			pids = append(pids, pid)
 		}

@@ -1,4 +1,11 @@
-package appliance
+// Package ext4 grows ext2/3/4 filesystem images offline: a raw disk file is
+// extended (sparse) and the filesystem in it checked with e2fsck and grown
+// with resize2fs, both from e2fsprogs, run as separate processes with their
+// arguments as a list (no shell). Nothing here ever shrinks a disk.
+//
+// The appliance uses it to size a new VM's disk to its tier before the first
+// boot; the image must not be in use (no VM running on it).
+package ext4
 
 import (
 	"bytes"
@@ -12,23 +19,17 @@ import (
 	"strings"
 )
 
-// A VM's disk starts as the image's rootfs.img, snapshotted, so it is as
-// big as the image (a few MiB for the built-in one). CreateVM grows it to
-// the tier's DiskGiB before the first boot: the file is extended with
-// truncate (sparse: it costs no space until the guest writes), then an
-// ext2/3/4 filesystem in it is checked (e2fsck -fy, which resize2fs wants
-// after any mount) and grown to fill it (resize2fs), offline. A disk that
-// is already as big or bigger is left alone: nothing ever shrinks. A disk
-// holding another filesystem is grown as a block device only; its guest
-// has to grow the filesystem itself.
-
-// maxDiskGiB bounds a tier's disk size, well below what overflows an int64
-// of bytes.
-const maxDiskGiB = 1 << 20
-
-// growRootfs grows the disk file at path to size bytes and the ext
-// filesystem in it with it. It reports whether it grew anything.
-func growRootfs(ctx context.Context, path string, size int64) (bool, error) {
+// Grow grows the disk file at path to size bytes and the ext2/3/4
+// filesystem in it with it, offline. It reports whether it grew anything.
+//
+// The file is extended with truncate (sparse: it costs no space until the
+// guest writes), then the filesystem in it is checked (e2fsck -fy, which
+// resize2fs wants after any mount) and grown to fill it (resize2fs). The
+// check runs before the file grows: a filesystem that e2fsck cannot repair
+// is not touched at all. A disk that is already as big or bigger is left
+// alone. A disk holding another filesystem is grown as a block device only;
+// its guest has to grow the filesystem itself.
+func Grow(ctx context.Context, path string, size int64) (bool, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return false, err
@@ -36,7 +37,7 @@ func growRootfs(ctx context.Context, path string, size int64) (bool, error) {
 	if fi.Size() >= size {
 		return false, nil
 	}
-	ext, err := isExtFS(path)
+	ext, err := IsExt(path)
 	if err != nil {
 		return false, err
 	}
@@ -58,19 +59,19 @@ func growRootfs(ctx context.Context, path string, size int64) (bool, error) {
 	return true, nil
 }
 
-// extMagicOffset is where an ext2/3/4 superblock's magic number (0xEF53,
+// MagicOffset is where an ext2/3/4 superblock's magic number (0xEF53,
 // little-endian) sits: the superblock starts at 1024, the magic 56 bytes in.
-const extMagicOffset = 1024 + 56
+const MagicOffset = 1024 + 56
 
-// isExtFS reports whether the file at path holds an ext2/3/4 filesystem.
-func isExtFS(path string) (bool, error) {
+// IsExt reports whether the file at path holds an ext2/3/4 filesystem.
+func IsExt(path string) (bool, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
 	var magic [2]byte
-	if _, err := f.ReadAt(magic[:], extMagicOffset); err != nil {
+	if _, err := f.ReadAt(magic[:], MagicOffset); err != nil {
 		if errors.Is(err, io.EOF) {
 			return false, nil
 		}
@@ -82,7 +83,7 @@ func isExtFS(path string) (bool, error) {
 // runE2fs runs one e2fsprogs tool. For e2fsck, exit codes 1 and 2 mean
 // errors were found and corrected: the filesystem is sound then.
 func runE2fs(ctx context.Context, tool string, args ...string) error {
-	bin, err := lookSbin(tool)
+	bin, err := Tool(tool)
 	if err != nil {
 		return err
 	}
@@ -100,9 +101,10 @@ func runE2fs(ctx context.Context, tool string, args ...string) error {
 	return nil
 }
 
-// lookSbin finds a system tool on PATH or in the sbin directories, which
-// are not always on the PATH of a shell or a test.
-func lookSbin(tool string) (string, error) {
+// Tool finds an e2fsprogs tool (e2fsck, resize2fs, mkfs.ext4, dumpe2fs …)
+// on PATH or in the sbin directories, which are not always on the PATH of a
+// shell or a test. Its error says which package to install.
+func Tool(tool string) (string, error) {
 	if p, err := exec.LookPath(tool); err == nil {
 		return p, nil
 	}
