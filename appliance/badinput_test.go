@@ -29,7 +29,10 @@ func TestBadInput(t *testing.T) {
 	e.advance(vm.NextBackupAt.Sub(e.clk.Now()) + time.Minute) // vm has a scheduled backup
 	poor := e.account("poor", 1, 0)
 	poorVM := e.vm(poor.ID)
-	e.advance(BillingPeriod) // poor's VM is archived
+	// A whole billing period after its creation (which may fall a few
+	// seconds before a period's end, too short to cost a whole granule), the
+	// poor VM is archived.
+	e.advance(2 * BillingPeriod)
 	if got := e.getVM(poorVM.ID); got.State != model.StateArchived {
 		t.Fatalf("poor VM is %s, want archived", got.State)
 	}

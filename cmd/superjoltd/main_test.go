@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/superjolt/superjolt/appliance"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -18,7 +20,7 @@ func TestParseFlags(t *testing.T) {
 	}{
 		{nil, true, func(c config) bool {
 			return c.stateDir == "/var/lib/superjolt" && c.poolImage == "/var/lib/superjolt/pool.img" && c.poolSize == 20<<30 &&
-				c.socket == "/run/superjolt/superjolt.sock" && c.subnet.String() == "10.77.0.0/24" && !c.manual
+				c.socket == "/run/superjolt/superjolt.sock" && c.subnet.String() == appliance.DefaultSubnet && !c.manual
 		}},
 		{[]string{"--state-dir", "/srv/sj", "--pool-size", "1G", "--clock=manual"}, true, func(c config) bool {
 			return c.poolImage == "/srv/sj/pool.img" && c.poolSize == 1<<30 && c.manual
