@@ -7,7 +7,7 @@ TESTFLAGS ?=
 BENCH   ?= .
 COUNT   ?= 6
 
-.PHONY: all build agent test bench lint deps image demo clean
+.PHONY: all build agent test test-long bench lint deps image demo clean
 
 all: build
 
@@ -25,6 +25,12 @@ agent:
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 60m $(TESTFLAGS) $(PKGS)
+
+# Longer runs that do not fit `make test`'s budget: the stress run of racing
+# clients on real guests for STRESS (10 minutes by default).
+STRESS ?= 10m
+test-long: deps
+	SUPERJOLT_STRESS=$(STRESS) $(GO) test -count=1 -timeout 60m -run '^TestStress$$' -v ./cmd/superjolt/
 
 # Benchmarks: COUNT runs of each so that benchstat can report medians.
 bench: deps

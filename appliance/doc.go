@@ -6,6 +6,28 @@
 // destroy / resume / exec, ports and domains, backups and restore, the
 // ledger, operations and events.
 //
+// # Where each rule lives
+//
+//	ops.go        operations: accepted, then the daemon's; follow, cancel, list
+//	recover.go    the start: finish or roll back what a crash left, stop on doubt
+//	orphans.go    subvolumes no row knows: set aside, deleted after OrphanGrace
+//	vms.go        create, stop, start, exec, ports and domains
+//	retire.go     graveyard and archive (one retire), resume, the reaper, reclaim
+//	backups.go    backups: freeze, snapshot, thaw; list, delete, resolve a date
+//	retention.go  which scheduled backups a VM keeps (a pure function)
+//	restore.go    restore in place: stop, reflink, boot, new boot id
+//	background.go the daily schedule, the background pass, the manual clock
+//	billing.go    charges, low-balance warnings, archiving an account at zero
+//	accounts.go   accounts, top-ups, the ledger
+//	addresses.go  IP addresses from the subnet (IPAM)
+//	machines.go   VM processes: boot, halt, supervise
+//	pool.go       the pool's space: status, and refusing work when it is full
+//	hypervisor.go the small interfaces to the pool, the VMM and the agent
+//	qemu.go       the QEMU Hypervisor (package vmm underneath)
+//	testhook.go   crash and hold points for tests of the real daemon
+//
+// Each kind of operation's recovery sits beside its forward path.
+//
 // # Lifecycle
 //
 //	create -> running <-> stopped
