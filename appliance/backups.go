@@ -504,26 +504,15 @@ func (a *Appliance) deleteBackupSnapshot(ctx context.Context, bk model.Backup) e
 	return nil
 }
 
-// ResolveBackup picks a backup of vmID: from is "latest", "yesterday" (the
-// newest backup taken on the previous UTC day), a date "YYYY-MM-DD" (the
-// newest taken that UTC day) or a backup id of this VM. Days are UTC days of
-// the appliance's clock.
-func (a *Appliance) ResolveBackup(ctx context.Context, vmID, from string) (model.Backup, error) {
+// ResolveBackup picks the backup of vmID that from names (see
+// model.PickBackup): "latest", "yesterday" or a date YYYY-MM-DD (calendar
+// days in loc; nil is UTC), or a backup id of this VM.
+func (a *Appliance) ResolveBackup(ctx context.Context, vmID, from string, loc *time.Location) (model.Backup, error) {
 	if err := model.ValidateID(model.KindVM, vmID); err != nil {
 		return model.Backup{}, err
 	}
-	var day time.Time
-	switch {
-	case from == "latest":
-	case from == "yesterday":
-		day = a.clock.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
-	case model.KindOf(from) == model.KindBackup:
-	default:
-		d, err := time.Parse("2006-01-02", from)
-		if err != nil {
-			return model.Backup{}, invalidf("%q is not a backup to restore from: use latest, yesterday, a UTC date YYYY-MM-DD (like 2026-01-31), or a backup id", clipStr(from))
-		}
-		day = d.UTC()
+	if err := model.ValidateFrom(from); err != nil {
+		return model.Backup{}, err
 	}
 	var bks []model.Backup
 	if err := a.view(ctx, func(tx *store.Tx) error {
@@ -536,36 +525,11 @@ func (a *Appliance) ResolveBackup(ctx context.Context, vmID, from string) (model
 	}); err != nil {
 		return model.Backup{}, categorised(err, "list backups")
 	}
-	for _, b := range sortNewestFirst(bks) {
-		switch {
-		case from == "latest":
-			return b, nil
-		case model.KindOf(from) == model.KindBackup:
-			if b.ID == from {
-				return b, nil
-			}
-		default:
-			t := b.TakenAt.UTC()
-			if !t.Before(day) && t.Before(day.Add(24*time.Hour)) {
-				return b, nil
-			}
-		}
+	b, err := model.PickBackup(bks, from, a.clock.Now(), loc)
+	if err != nil {
+		return b, fmt.Errorf("%s: %w; `superjolt backup list %s` shows its backups", vmID, err, vmID)
 	}
-	if model.KindOf(from) == model.KindBackup {
-		return model.Backup{}, notFoundf("%s has no backup %s; `superjolt backup list %s` shows its backups", vmID, from, vmID)
-	}
-	what := "any backup"
-	if !day.IsZero() {
-		what = "a backup taken on " + day.Format("2006-01-02") + " (UTC)"
-	}
-	return model.Backup{}, notFoundf("%s has no %s; `superjolt backup list %s` shows its backups", vmID, what, vmID)
-}
-
-func clipStr(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "…"
-	}
-	return s
+	return b, nil
 }
 
 // isPoolNotFound reports whether a pool error says the thing is not there.

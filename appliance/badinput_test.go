@@ -94,7 +94,7 @@ func TestBadInput(t *testing.T) {
 		{"restore another VM's backup", "invalid", "own backups", func() error { _, err := e.a.RestoreVM(ctx, vm.ID, bkOther.ID); return err }},
 		{"restore unknown backup", "not_found", "backup list", func() error { _, err := e.a.RestoreVM(ctx, vm.ID, "bk-zzzzzzzzzz"); return err }},
 		{"restore malformed backup id", "invalid", "bk-", func() error { _, err := e.a.RestoreVM(ctx, vm.ID, "latest"); return err }},
-		{"resolve nonsense", "invalid", "YYYY", func() error { _, err := e.a.ResolveBackup(ctx, vm.ID, "last tuesday"); return err }},
+		{"resolve nonsense", "invalid", "YYYY", func() error { _, err := e.a.ResolveBackup(ctx, vm.ID, "last tuesday", time.UTC); return err }},
 		{"delete scheduled backup", "conflict", "retention", func() error { return e.a.DeleteBackup(ctx, scheduled) }},
 		{"delete unknown backup", "not_found", "backup list", func() error { return e.a.DeleteBackup(ctx, "bk-zzzzzzzzzz") }},
 		{"double destroy", "conflict", "vm resume " + graveyard.ID, func() error { _, err := e.a.DestroyVM(ctx, graveyard.ID); return err }},

@@ -64,14 +64,14 @@ func TestRealBackupRestore(t *testing.T) {
 	}
 	e.a.unlock(vm.ID, holder)
 
-	got, err := e.a.ResolveBackup(ctx, vm.ID, "latest")
+	got, err := e.a.ResolveBackup(ctx, vm.ID, "latest", time.UTC)
 	if err != nil || got.ID != bk.ID {
 		t.Fatalf("ResolveBackup(latest) = %v, %v; want %s", got.ID, err, bk.ID)
 	}
-	if got, err := e.a.ResolveBackup(ctx, vm.ID, t0.Format("2006-01-02")); err != nil || got.ID != bk.ID {
+	if got, err := e.a.ResolveBackup(ctx, vm.ID, t0.Format("2006-01-02"), time.UTC); err != nil || got.ID != bk.ID {
 		t.Fatalf("ResolveBackup(today) = %v, %v; want %s", got.ID, err, bk.ID)
 	}
-	_, err = e.a.ResolveBackup(ctx, vm.ID, "yesterday")
+	_, err = e.a.ResolveBackup(ctx, vm.ID, "yesterday", time.UTC)
 	wantCode(t, err, "not_found")
 
 	restored, err := e.a.RestoreVM(ctx, vm.ID, bk.ID)

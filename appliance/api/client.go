@@ -211,10 +211,14 @@ func (c *Client) DeleteBackup(ctx context.Context, backupID string) (model.Opera
 }
 
 // ResolveBackup returns the backup of a VM that from names: "latest",
-// "yesterday" or "YYYY-MM-DD".
-func (c *Client) ResolveBackup(ctx context.Context, vmID, from string) (model.Backup, error) {
+// "yesterday", a date YYYY-MM-DD (calendar days in the IANA zone tz; ""
+// is UTC) or a backup id.
+func (c *Client) ResolveBackup(ctx context.Context, vmID, from, tz string) (model.Backup, error) {
 	var b model.Backup
 	q := url.Values{"from": {from}}
+	if tz != "" {
+		q.Set("tz", tz)
+	}
 	return b, c.do(ctx, http.MethodGet, vmPath(vmID, "/backups/resolve"), q, nil, &b)
 }
 

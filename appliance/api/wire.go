@@ -7,6 +7,9 @@ import (
 	"strings"
 	"time"
 
+	// The zone database, for LoadZone on a box without tzdata.
+	_ "time/tzdata"
+
 	"github.com/superjolt/superjolt/appliance/model"
 )
 
@@ -198,8 +201,11 @@ func (r DomainRequest) Validate() error { return model.ValidateDomain(r.Domain) 
 type RestoreRequest struct {
 	BackupID string `json:"backup_id,omitempty"`
 	// From is "latest", "yesterday" or a date YYYY-MM-DD: the newest backup
-	// of the VM taken that day.
+	// of the VM taken that day, in TZ.
 	From string `json:"from,omitempty"`
+	// TZ is the IANA time zone the days of From are read in (default UTC);
+	// see model.PickBackup.
+	TZ string `json:"tz,omitempty"`
 }
 
 // Validate checks that the request names one backup.
@@ -210,20 +216,28 @@ func (r RestoreRequest) Validate() error {
 	case r.BackupID != "":
 		return model.ValidateID(model.KindBackup, r.BackupID)
 	case r.From != "":
-		return ValidateFrom(r.From)
+		if _, err := LoadZone(r.TZ); err != nil {
+			return err
+		}
+		return model.ValidateFrom(r.From)
 	}
 	return invalidf("restore: say which backup: a backup id, or from latest, yesterday or a date YYYY-MM-DD")
 }
 
-// ValidateFrom checks a backup selector: latest, yesterday or YYYY-MM-DD.
-func ValidateFrom(from string) error {
-	if from == "latest" || from == "yesterday" {
-		return nil
+// LoadZone returns the IANA time zone name names ("" is UTC), or an
+// invalid error saying what a zone looks like.
+func LoadZone(name string) (*time.Location, error) {
+	if name == "" {
+		return time.UTC, nil
 	}
-	if _, err := time.Parse(time.DateOnly, from); err != nil {
-		return invalidf("backup %q: use a backup id, latest, yesterday or a date YYYY-MM-DD", clip(from))
+	if len(name) > 64 || strings.ContainsAny(name, " \x00") {
+		return nil, invalidf("time zone %q: give an IANA zone name like Europe/Berlin or UTC", clip(name))
 	}
-	return nil
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, invalidf("time zone %q is unknown: give an IANA zone name like Europe/Berlin or UTC", clip(name))
+	}
+	return loc, nil
 }
 
 // AdvanceClockRequest is the body of POST /v1/debug/clock/advance.

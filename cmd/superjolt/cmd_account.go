@@ -73,7 +73,7 @@ func newAccountListCommand(o *globalOptions) *cobra.Command {
 			rows := make([][]string, 0, len(as))
 			for _, a := range as {
 				rows = append(rows, []string{a.ID, a.Name, a.Balance.String(),
-					strconv.Itoa(a.Entitlements.BackupRetention), strconv.Itoa(a.Entitlements.VMLimit), fmtTime(a.CreatedAt)})
+					strconv.Itoa(a.Entitlements.BackupRetention), strconv.Itoa(a.Entitlements.VMLimit), o.fmtTime(a.CreatedAt)})
 			}
 			return o.table([]string{"ID", "NAME", "BALANCE", "RETENTION", "VM LIMIT", "CREATED"}, rows)
 		},
@@ -162,7 +162,7 @@ func (o *globalOptions) printAccount(a model.Account, ledger []model.LedgerEntry
 		"Balance", a.Balance.String()+" credits",
 		"Backup retention", strconv.Itoa(a.Entitlements.BackupRetention)+" scheduled backups per VM",
 		"VM limit", strconv.Itoa(a.Entitlements.VMLimit),
-		"Created", fmtTime(a.CreatedAt),
+		"Created", o.fmtTime(a.CreatedAt),
 	); err != nil {
 		return err
 	}
@@ -178,9 +178,9 @@ func (o *globalOptions) ledgerTable(es []model.LedgerEntry) error {
 	for _, e := range es {
 		period := "-"
 		if !e.PeriodStart.IsZero() {
-			period = fmtTime(e.PeriodStart) + " .. " + e.PeriodEnd.Local().Format("15:04:05")
+			period = o.fmtTime(e.PeriodStart) + " .. " + e.PeriodEnd.In(o.loc).Format("15:04:05")
 		}
-		rows = append(rows, []string{fmtTime(e.At), string(e.Kind), e.Amount.String(), e.BalanceAfter.String(), dash(e.VMID), period})
+		rows = append(rows, []string{o.fmtTime(e.At), string(e.Kind), e.Amount.String(), e.BalanceAfter.String(), dash(e.VMID), period})
 	}
 	return o.table([]string{"AT", "KIND", "AMOUNT", "BALANCE", "VM", "PERIOD"}, rows)
 }

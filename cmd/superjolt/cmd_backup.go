@@ -5,7 +5,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/superjolt/superjolt/appliance/api"
 	"github.com/superjolt/superjolt/appliance/model"
 )
 
@@ -96,7 +95,7 @@ func newBackupShowCommand(o *globalOptions) *cobra.Command {
 func (o *globalOptions) backupTable(bs []model.Backup) error {
 	rows := make([][]string, 0, len(bs))
 	for _, b := range bs {
-		rows = append(rows, []string{b.ID, b.VMID, string(b.Kind), fmtTime(b.TakenAt), fmtBytes(b.SizeBytes), string(b.Consistency)})
+		rows = append(rows, []string{b.ID, b.VMID, string(b.Kind), o.fmtTime(b.TakenAt), fmtBytes(b.SizeBytes), string(b.Consistency)})
 	}
 	return o.table([]string{"ID", "VM", "KIND", "TAKEN AT", "SIZE", "CONSISTENCY"}, rows)
 }
@@ -161,35 +160,31 @@ VM since the backup was taken is lost.`,
 			if err := model.ValidateID(model.KindVM, vmID); err != nil {
 				return err
 			}
-			var bk model.Backup
-			if from != "" {
-				if err := api.ValidateFrom(from); err != nil {
+			sel := from
+			if sel == "" {
+				sel = args[1]
+				if err := model.ValidateID(model.KindBackup, sel); err != nil {
 					return err
 				}
-				b, err := o.client.ResolveBackup(ctx, vmID, from)
-				if err != nil {
-					return err
-				}
-				bk = b
-			} else {
-				if err := model.ValidateID(model.KindBackup, args[1]); err != nil {
-					return err
-				}
-				bs, err := o.client.Backups(ctx, vmID)
-				if err != nil {
-					return err
-				}
-				for _, b := range bs {
-					if b.ID == args[1] {
-						bk = b
-					}
-				}
-				if bk.ID == "" {
-					return fmt.Errorf("%w: %s is not a backup of %s; `superjolt backup list %s` shows its backups", model.ErrNotFound, args[1], vmID, vmID)
-				}
+			} else if err := model.ValidateFrom(sel); err != nil {
+				return err
+			}
+			// Resolved here, in the zone the operator reads `backup list`
+			// in, from the same list, so that the two agree.
+			bs, err := o.client.Backups(ctx, vmID)
+			if err != nil {
+				return err
+			}
+			st, err := o.client.Status(ctx)
+			if err != nil {
+				return err
+			}
+			bk, err := model.PickBackup(bs, sel, st.Now, o.zone())
+			if err != nil {
+				return fmt.Errorf("%s: %w; `superjolt backup list %s` shows its backups", vmID, err, vmID)
 			}
 			if err := o.confirm(ctx, yes, "restore "+vmID+" from "+bk.ID,
-				fmt.Sprintf("Anything written to %s since %s (backup %s) will be lost.", vmID, fmtTime(bk.TakenAt), bk.ID)); err != nil {
+				fmt.Sprintf("Anything written to %s since %s (backup %s) will be lost.", vmID, o.fmtTime(bk.TakenAt), bk.ID)); err != nil {
 				return err
 			}
 			o.progress("Restoring %s from %s and booting it; this returns once its agent reports the new boot (Ctrl-C stops waiting, not the restore)…", vmID, bk.ID)
@@ -204,11 +199,11 @@ VM since the backup was taken is lost.`,
 			if o.json() {
 				return o.printJSON(vm)
 			}
-			fmt.Fprintf(o.stdout, "%s restored from %s (taken %s); it booted again with boot id %s\n", vmID, bk.ID, fmtTime(bk.TakenAt), dash(vm.BootID))
+			fmt.Fprintf(o.stdout, "%s restored from %s (taken %s); it booted again with boot id %s\n", vmID, bk.ID, o.fmtTime(bk.TakenAt), dash(vm.BootID))
 			return nil
 		},
 	}
-	c.Flags().StringVar(&from, "from", "", "latest, yesterday or a date YYYY-MM-DD: the newest backup of that day")
+	c.Flags().StringVar(&from, "from", "", "latest, yesterday or a date YYYY-MM-DD: the newest backup taken that day in your time zone (--utc: UTC)")
 	c.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	noWait = addNoWait(c)
 	return c

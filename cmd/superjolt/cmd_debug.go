@@ -32,7 +32,7 @@ order. Refused unless superjoltd was started with --clock=manual.`,
 			if o.json() {
 				return o.printJSON(api.ClockResult{Now: now})
 			}
-			fmt.Fprintf(o.stdout, "the clock is now %s\n", fmtTime(now))
+			fmt.Fprintf(o.stdout, "the clock is now %s\n", o.fmtTime(now))
 			return nil
 		},
 	}
@@ -48,7 +48,7 @@ order. Refused unless superjoltd was started with --clock=manual.`,
 			if o.json() {
 				return o.printJSON(st)
 			}
-			return o.fields("Now", fmtTime(st.Now), "Clock", st.Clock)
+			return o.fields("Now", o.fmtTime(st.Now), "Clock", st.Clock)
 		},
 	}
 	return group("debug", "Tools for tests and demos", group("clock", "The daemon's clock", advance, show))

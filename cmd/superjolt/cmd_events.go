@@ -69,7 +69,7 @@ array, or one JSON object per line with --follow.`,
 				}
 				rows := make([][]string, 0, len(es))
 				for _, ev := range es {
-					rows = append(rows, []string{fmt.Sprint(ev.Seq), fmtTime(ev.At), ev.Type, dash(ev.Object), ev.Message})
+					rows = append(rows, []string{fmt.Sprint(ev.Seq), o.fmtTime(ev.At), ev.Type, dash(ev.Object), o.localize(ev.Message)})
 				}
 				return o.table([]string{"SEQ", "AT", "TYPE", "OBJECT", "MESSAGE"}, rows)
 			}
@@ -80,7 +80,7 @@ array, or one JSON object per line with --follow.`,
 				if o.json() {
 					return o.printJSONLine(ev)
 				}
-				_, err := fmt.Fprintf(o.stdout, followFormat, fmt.Sprint(ev.Seq), fmtTime(ev.At), ev.Type, dash(ev.Object), ev.Message)
+				_, err := fmt.Fprintf(o.stdout, followFormat, fmt.Sprint(ev.Seq), o.fmtTime(ev.At), ev.Type, dash(ev.Object), o.localize(ev.Message))
 				return err
 			}
 			for _, ev := range es {

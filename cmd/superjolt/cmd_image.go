@@ -24,7 +24,7 @@ func newImageCommand(o *globalOptions) *cobra.Command {
 				if i.Builtin {
 					builtin = "yes"
 				}
-				rows = append(rows, []string{i.Name, builtin, fmtBytes(i.SizeBytes), fmtTime(i.CreatedAt)})
+				rows = append(rows, []string{i.Name, builtin, fmtBytes(i.SizeBytes), o.fmtTime(i.CreatedAt)})
 			}
 			return o.table([]string{"NAME", "BUILTIN", "SIZE", "CREATED"}, rows)
 		},

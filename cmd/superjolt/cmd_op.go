@@ -45,7 +45,7 @@ func newOpListCommand(o *globalOptions) *cobra.Command {
 			rows := make([][]string, 0, len(ops))
 			for _, op := range ops {
 				rows = append(rows, []string{op.ID, string(op.Kind), dash(op.VMID), dash(op.BackupID), string(op.State),
-					dash(op.Step), fmtTime(op.StartedAt), fmtTime(op.FinishedAt)})
+					dash(op.Step), o.fmtTime(op.StartedAt), o.fmtTime(op.FinishedAt)})
 			}
 			return o.table([]string{"ID", "KIND", "VM", "BACKUP", "STATE", "STEP", "STARTED", "FINISHED"}, rows)
 		},
@@ -130,8 +130,8 @@ func (o *globalOptions) printOp(op model.Operation) error {
 		"State", string(op.State),
 		"Step", dash(op.Step),
 		"Progress", fmt.Sprintf("%d%%", op.Progress),
-		"Started", fmtTime(op.StartedAt),
-		"Finished", fmtTime(op.FinishedAt),
+		"Started", o.fmtTime(op.StartedAt),
+		"Finished", o.fmtTime(op.FinishedAt),
 		"Error", errText,
 	)
 }

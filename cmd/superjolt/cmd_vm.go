@@ -105,9 +105,9 @@ func (o *globalOptions) vmTable(vms []model.VM) error {
 		}
 		note := ""
 		if !vm.ReclaimAt.IsZero() {
-			note = "reclaimed at " + fmtTime(vm.ReclaimAt)
+			note = "reclaimed at " + o.fmtTime(vm.ReclaimAt)
 		}
-		rows = append(rows, []string{vm.ID, vm.Name, vm.AccountID, vm.Tier, string(vm.State), ip, fmtTime(vm.CreatedAt), note})
+		rows = append(rows, []string{vm.ID, vm.Name, vm.AccountID, vm.Tier, string(vm.State), ip, o.fmtTime(vm.CreatedAt), note})
 	}
 	return o.table([]string{"ID", "NAME", "ACCOUNT", "TIER", "STATE", "IP", "CREATED", ""}, rows)
 }
@@ -155,14 +155,14 @@ func (o *globalOptions) printVM(vm model.VM) error {
 		"Ports", dash(strings.Join(ports, ", ")),
 		"Domains", dash(strings.Join(vm.Domains, ", ")),
 		"Boot ID", dash(vm.BootID),
-		"Created", fmtTime(vm.CreatedAt),
+		"Created", o.fmtTime(vm.CreatedAt),
 	}
 	for _, t := range []struct {
 		label string
 		at    time.Time
 	}{{"Stopped", vm.StoppedAt}, {"Destroyed", vm.DestroyedAt}, {"Archived", vm.ArchivedAt}, {"Reclaimed at", vm.ReclaimAt}, {"Next backup", vm.NextBackupAt}} {
 		if !t.at.IsZero() {
-			kv = append(kv, t.label, fmtTime(t.at))
+			kv = append(kv, t.label, o.fmtTime(t.at))
 		}
 	}
 	return o.fields(kv...)
@@ -220,7 +220,7 @@ func newVMDestroyCommand(o *globalOptions) *cobra.Command {
 				return err
 			}
 			consequence := fmt.Sprintf("%s (%s) goes to the graveyard: its process stops, its IP and memory are freed, and its disk and backups are kept until %s (bring it back with `superjolt vm resume %s`).",
-				vm.ID, vm.Name, fmtTime(st.Now.Add(24*time.Hour)), vm.ID)
+				vm.ID, vm.Name, o.fmtTime(st.Now.Add(24*time.Hour)), vm.ID)
 			if st.Now.Sub(vm.CreatedAt) < graveyardAge {
 				consequence = fmt.Sprintf("%s (%s) is younger than an hour, so it is reclaimed at once: its disk and every backup are deleted for good.", vm.ID, vm.Name)
 			}
@@ -248,7 +248,7 @@ func newVMDestroyCommand(o *globalOptions) *cobra.Command {
 				fmt.Fprintf(o.stdout, "%s destroyed and reclaimed: nothing of it is left.\n", id)
 				return nil
 			}
-			fmt.Fprintf(o.stdout, "%s is in the graveyard until %s; `superjolt vm resume %s` brings it back.\n", id, fmtTime(res.VM.ReclaimAt), id)
+			fmt.Fprintf(o.stdout, "%s is in the graveyard until %s; `superjolt vm resume %s` brings it back.\n", id, o.fmtTime(res.VM.ReclaimAt), id)
 			return nil
 		},
 	}

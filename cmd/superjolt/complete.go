@@ -85,7 +85,7 @@ func completeVMThenBackup(o *globalOptions) cobra.CompletionFunc {
 			}
 			out := make([]cobra.Completion, 0, len(bs))
 			for _, b := range bs {
-				out = append(out, cobra.CompletionWithDesc(b.ID, string(b.Kind)+" "+fmtTime(b.TakenAt)))
+				out = append(out, cobra.CompletionWithDesc(b.ID, string(b.Kind)+" "+o.fmtTime(b.TakenAt)))
 			}
 			return out, cobra.ShellCompDirectiveNoFileComp
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,6 +26,10 @@ import (
 type globalOptions struct {
 	socket string
 	output string
+	// utc shows and reads times in UTC instead of the local zone; loc is
+	// then UTC (nil: the local zone, see zone).
+	utc bool
+	loc *time.Location
 
 	stdin  io.Reader
 	stdout io.Writer
@@ -68,7 +73,12 @@ accounts with prepaid balances, VMs from tiers and images, daily and on-demand
 backups, in-place restore, and a 24-hour graveyard for destroyed VMs.
 
 Every command takes -o json for the API's own JSON (stable snake_case field
-names) and prints a readable table otherwise. Money is in credits (2.5 means
+names, times in UTC) and prints a readable table otherwise.
+
+Times are shown in your time zone (TZ, else the system's), each with its
+zone's name, and read in it: ` + "`backup restore --from 2027-01-12`" + ` restores the
+newest backup that ` + "`backup list`" + ` shows as taken on 2027-01-12, and
+"yesterday" is the day before today there. --utc shows and reads UTC. Money is in credits (2.5 means
 2.5 credits); JSON carries integer micro-credits.
 
 ` + exitCodesHelpTxt,
@@ -78,6 +88,9 @@ names) and prints a readable table otherwise. Money is in credits (2.5 means
 			r.ran = true
 			if opts.output != "text" && opts.output != "json" {
 				return fmt.Errorf("%w: -o %q: use -o text or -o json", model.ErrInvalid, opts.output)
+			}
+			if opts.utc {
+				opts.loc = time.UTC
 			}
 			opts.client = api.NewClient(opts.socket)
 			return nil
@@ -101,6 +114,7 @@ names) and prints a readable table otherwise. Money is in credits (2.5 means
 	f := r.cmd.PersistentFlags()
 	f.StringVar(&opts.socket, "socket", socket, "superjoltd's API socket (env SUPERJOLT_SOCKET)")
 	f.StringVarP(&opts.output, "output", "o", "text", "output format: text or json")
+	f.BoolVar(&opts.utc, "utc", false, "show and read times in UTC instead of your time zone")
 	r.cmd.AddGroup(&cobra.Group{ID: "objects", Title: "Objects:"}, &cobra.Group{ID: "more", Title: "More:"})
 	for _, c := range []*cobra.Command{
 		newAccountCommand(opts), newTierCommand(opts), newImageCommand(opts),
@@ -234,13 +248,35 @@ func (o *globalOptions) confirm(ctx context.Context, yes bool, what, consequence
 
 // Formatting for tables.
 
-func fmtTime(t time.Time) string {
+func (o *globalOptions) fmtTime(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return t.Local().Format("2006-01-02 15:04:05")
+	return t.In(o.zone()).Format("2006-01-02 15:04:05 MST")
 }
 
+// zone is where times are shown and read: the local zone unless --utc.
+func (o *globalOptions) zone() *time.Location {
+	if o.loc == nil {
+		return time.Local
+	}
+	return o.loc
+}
+
+// rfc3339 matches the UTC times superjoltd writes into its messages.
+var rfc3339 = regexp.MustCompile(`\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)
+
+// localize rewrites the times in a message of superjoltd (RFC 3339, UTC)
+// the way the CLI shows times, so that a message and a table agree.
+func (o *globalOptions) localize(msg string) string {
+	return rfc3339.ReplaceAllStringFunc(msg, func(s string) string {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return s
+		}
+		return o.fmtTime(t)
+	})
+}
 func fmtBytes(n int64) string {
 	if n < 0 {
 		return "-"

@@ -18,7 +18,7 @@ func main() {
 	if err != nil {
 		var st exitStatus
 		if !errors.As(err, &st) {
-			fmt.Fprintf(os.Stderr, "superjolt: %s\n", message(err))
+			fmt.Fprintf(os.Stderr, "superjolt: %s\n", root.opts.localize(message(err)))
 			if code == exitUsage && !root.ran {
 				c, _, ferr := root.cmd.Find(os.Args[1:])
 				if ferr != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/api"
@@ -178,8 +179,8 @@ func (a *validatingApp) SubmitRestore(ctx contextT, id, bk string) (model.Operat
 	return model.Operation{}, nil
 }
 
-func (a *validatingApp) ResolveBackup(ctx contextT, id, from string) (model.Backup, error) {
-	a.check("from", api.ValidateFrom(from))
+func (a *validatingApp) ResolveBackup(ctx contextT, id, from string, loc *time.Location) (model.Backup, error) {
+	a.check("from", model.ValidateFrom(from))
 	return model.Backup{ID: "bk-0123456789"}, nil
 }
 

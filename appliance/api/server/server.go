@@ -50,7 +50,7 @@ type Appliance interface {
 	Backup(ctx context.Context, id string) (model.Backup, error)
 	Backups(ctx context.Context, vmID string) ([]model.Backup, error)
 	SubmitDeleteBackup(ctx context.Context, backupID string) (model.Operation, error)
-	ResolveBackup(ctx context.Context, vmID, from string) (model.Backup, error)
+	ResolveBackup(ctx context.Context, vmID, from string, loc *time.Location) (model.Backup, error)
 	SubmitRestore(ctx context.Context, vmID, backupID string) (model.Operation, error)
 
 	Operation(ctx context.Context, id string) (model.Operation, error)
@@ -412,18 +412,23 @@ func (s *Server) backups(ctx context.Context, vmID string) ([]model.Backup, erro
 func (s *Server) resolveBackup(w http.ResponseWriter, r *http.Request) {
 	id, err := pathID(r, "id", model.KindVM)
 	if err == nil {
-		err = onlyQuery(r, "from")
+		err = onlyQuery(r, "from", "tz")
 	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	from := r.URL.Query().Get("from")
-	if err := api.ValidateFrom(from); err != nil {
+	if err := model.ValidateFrom(from); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	b, err := s.app.ResolveBackup(r.Context(), id, from)
+	loc, err := api.LoadZone(r.URL.Query().Get("tz"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	b, err := s.app.ResolveBackup(r.Context(), id, from, loc)
 	s.reply(w, r, http.StatusOK, b, err)
 }
 
@@ -431,7 +436,11 @@ func (s *Server) resolveBackup(w http.ResponseWriter, r *http.Request) {
 func (s *Server) restore(ctx context.Context, vmID string, req api.RestoreRequest) (model.Operation, error) {
 	bk := req.BackupID
 	if bk == "" {
-		b, err := s.app.ResolveBackup(ctx, vmID, req.From)
+		loc, err := api.LoadZone(req.TZ)
+		if err != nil {
+			return model.Operation{}, err
+		}
+		b, err := s.app.ResolveBackup(ctx, vmID, req.From, loc)
 		if err != nil {
 			return model.Operation{}, err
 		}

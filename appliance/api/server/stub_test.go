@@ -138,8 +138,8 @@ func (s *errApp) SubmitDeleteBackup(_ context.Context, id string) (model.Operati
 	s.rec("SubmitDeleteBackup", id)
 	return model.Operation{}, s.err
 }
-func (s *errApp) ResolveBackup(_ context.Context, id, from string) (model.Backup, error) {
-	s.rec("ResolveBackup", id, from)
+func (s *errApp) ResolveBackup(_ context.Context, id, from string, loc *time.Location) (model.Backup, error) {
+	s.rec("ResolveBackup", id, from, loc)
 	return model.Backup{}, s.err
 }
 func (s *errApp) SubmitRestore(_ context.Context, id, bk string) (model.Operation, error) {
