@@ -14,13 +14,17 @@ all: build
 deps:
 	@scripts/install-deps
 
+# The version the binaries report (superjolt --version, superjolt status).
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  = -X github.com/superjolt/superjolt/version.version=$(VERSION)
+
 build:
-	$(GO) build -o $(BIN)/ ./cmd/superjoltd ./cmd/superjolt
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/superjoltd ./cmd/superjolt
 	$(MAKE) agent
 
 # The guest agent runs inside VMs: static, no cgo.
 agent:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/superjolt-agent ./cmd/superjolt-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(BIN)/superjolt-agent ./cmd/superjolt-agent
 
 test: deps
 	$(GO) vet $(PKGS)

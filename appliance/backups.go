@@ -79,7 +79,7 @@ func (a *Appliance) submitBackup(ctx context.Context, vmID string, kind model.Ba
 		return nil, err
 	}
 	if vm.State != model.StateRunning && vm.State != model.StateStopped {
-		return nil, stateError(vm, "back up")
+		return nil, stateError(vm, "back it up")
 	}
 	if err := a.checkPoolSpace(ctx, "back up "+vmID); err != nil { // before freezing the guest for nothing
 		return nil, err
@@ -90,7 +90,7 @@ func (a *Appliance) submitBackup(ctx context.Context, vmID string, kind model.Ba
 			return err
 		}
 		if cur.State != model.StateRunning && cur.State != model.StateStopped {
-			return stateError(cur, "back up")
+			return stateError(cur, "back it up")
 		}
 		if rec.BackupID, err = tx.NewID(model.KindBackup); err != nil {
 			return err

@@ -3,6 +3,8 @@ package appliance
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -220,4 +222,26 @@ func TestCancelBackupBeforeItsSnapshot(t *testing.T) {
 		t.Fatalf("op list of %s, newest first = %s; want %s", vm.ID, strings.Join(kinds, " "), want)
 	}
 	e.checkConsistent()
+}
+
+// TestReclaimLeavesNoRunDir: nothing of a reclaimed VM is left on the
+// host, its run directory (console log, sockets) included.
+func TestReclaimLeavesNoRunDir(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	acct := e.account("alice", 100*model.Credit, 5)
+	vm := e.vm(acct.ID)
+	dir := e.a.vmRunDir(vm.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "console.log"), []byte("boot\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.a.DestroyVM(context.Background(), vm.ID) // under an hour old: reclaimed at once
+	if err != nil || !res.Reclaimed {
+		t.Fatalf("DestroyVM = %+v, %v; want reclaimed", res, err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the run directory of reclaimed %s is still there: %v", vm.ID, err)
+	}
 }

@@ -49,7 +49,7 @@ func (a *Appliance) submitRestore(ctx context.Context, vmID, backupID string) (*
 			return cur, invalidf("%s is a backup of %s, not of %s: a VM can only be restored from its own backups (`superjolt backup list %s`)", backupID, b.VMID, vmID, vmID)
 		}
 		if cur.State != model.StateRunning && cur.State != model.StateStopped {
-			return cur, stateError(cur, "restore")
+			return cur, stateError(cur, "restore it")
 		}
 		return cur, nil
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/superjolt/superjolt/appliance/model"
@@ -108,7 +109,7 @@ func (a *Appliance) submitDestroyVM(ctx context.Context, id string) (*op, error)
 		return nil, conflictf("%s is already destroyed: it is in the graveyard until %s; `superjolt vm resume %s` brings it back",
 			id, vm.ReclaimAt.UTC().Format(time.RFC3339), id)
 	default:
-		return nil, stateError(vm, "destroy")
+		return nil, stateError(vm, "destroy it")
 	}
 	reclaim := a.since(vm.CreatedAt) < GraveyardAge
 	o, err := a.begin(ctx, model.OpDestroy, id, intent{Reclaim: reclaim}, nil)
@@ -305,7 +306,8 @@ func (a *Appliance) reclaim(ctx context.Context, id string) error {
 	return err
 }
 
-// reclaimDisks deletes a VM's subvolume and backups, recording each step.
+// reclaimDisks deletes a VM's subvolume, backups and run directory,
+// recording each step.
 func (a *Appliance) reclaimDisks(ctx context.Context, o *op) error {
 	id := o.rec.VMID
 	ctx = context.WithoutCancel(ctx)
@@ -317,6 +319,11 @@ func (a *Appliance) reclaimDisks(ctx context.Context, o *op) error {
 	}
 	if err := a.pool.DeleteBackups(ctx, id); err != nil && !isPoolNotFound(err) {
 		return unavailablef("cannot delete the backups of %s: %v; the reaper tries again", id, err)
+	}
+	// Its run directory (console log, sockets) goes too: nothing of a
+	// reclaimed VM is left on the host.
+	if err := os.RemoveAll(a.vmRunDir(id)); err != nil {
+		o.log.Warn("cannot remove the run directory of a reclaimed VM", "dir", a.vmRunDir(id), "err", err)
 	}
 	return o.step("backups-deleted", 80, nil)
 }
@@ -343,7 +350,7 @@ func (a *Appliance) dropVM(tx *store.Tx, id string) error {
 	if err := tx.DeleteVM(id); err != nil {
 		return err
 	}
-	return event(tx, a.clock.Now(), "vm.reclaimed", id, vm.AccountID, "%s reclaimed: its disk, %d backups, address, ports and domains are gone", id, len(bks))
+	return event(tx, a.clock.Now(), "vm.reclaimed", id, vm.AccountID, "%s reclaimed: its disk, %s, address, ports and domains are gone", id, model.Count(len(bks), "backup"))
 }
 
 // recoverRetire finishes a destroy or an archive: the VM's process died

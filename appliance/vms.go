@@ -51,21 +51,22 @@ func getVM(tx *store.Tx, id string) (model.VM, error) {
 }
 
 // stateError says why a VM in its state cannot do what was asked, and what
-// to do instead.
-func stateError(vm model.VM, verb string) error {
+// to do instead. doIt is what was asked, with its object: "back it up",
+// "add a port to it".
+func stateError(vm model.VM, doIt string) error {
 	switch vm.State {
 	case model.StateGraveyard:
-		return conflictf("%s is in the graveyard (destroyed) until %s; resume it with `superjolt vm resume %s` before you %s it",
-			vm.ID, vm.ReclaimAt.UTC().Format(time.RFC3339), vm.ID, verb)
+		return conflictf("%s is in the graveyard (destroyed) until %s; resume it with `superjolt vm resume %s` before you %s",
+			vm.ID, vm.ReclaimAt.UTC().Format(time.RFC3339), vm.ID, doIt)
 	case model.StateArchived:
 		return conflictf("%s is archived because its account ran out of credits; top up with `superjolt account topup %s CREDITS`, then `superjolt vm resume %s`",
 			vm.ID, vm.AccountID, vm.ID)
 	case model.StateCreating:
-		return conflictf("%s is still being created; wait until it is running, then %s it", vm.ID, verb)
+		return conflictf("%s is still being created; wait until it is running, then %s", vm.ID, doIt)
 	case model.StateStopped:
 		return conflictf("%s is stopped; start it with `superjolt vm start %s` first", vm.ID, vm.ID)
 	default:
-		return conflictf("%s is %s: cannot %s it now", vm.ID, vm.State, verb)
+		return conflictf("%s is %s: cannot %s now", vm.ID, vm.State, doIt)
 	}
 }
 
@@ -265,6 +266,12 @@ func (a *Appliance) VMs(ctx context.Context, f VMFilter) ([]model.VM, error) {
 	}
 	var out []model.VM
 	err := a.view(ctx, func(tx *store.Tx) error {
+		if f.AccountID != "" {
+			// An account that does not exist is not an empty list.
+			if _, err := getAccount(tx, f.AccountID); err != nil {
+				return err
+			}
+		}
 		var err error
 		out, err = tx.VMs(store.VMFilter{AccountID: f.AccountID, State: f.State})
 		return err
@@ -326,7 +333,7 @@ func (a *Appliance) submitStopVM(ctx context.Context, id string) (*op, error) {
 		if vm.State == model.StateStopped {
 			return nil, conflictf("%s is already stopped; start it with `superjolt vm start %s`", id, id)
 		}
-		return nil, stateError(vm, "stop")
+		return nil, stateError(vm, "stop it")
 	}
 	o, err := a.begin(ctx, model.OpStop, id, intent{}, nil)
 	if err != nil {
@@ -393,7 +400,7 @@ func (a *Appliance) submitStartVM(ctx context.Context, id string) (*op, error) {
 		if vm.State == model.StateRunning {
 			return nil, conflictf("%s is already running", id)
 		}
-		return nil, stateError(vm, "start")
+		return nil, stateError(vm, "start it")
 	}
 	o, err := a.begin(ctx, model.OpStart, id, intent{}, func(tx *store.Tx, _ *model.Operation, _ *intent) error {
 		cur, err := getVM(tx, id)
@@ -401,7 +408,7 @@ func (a *Appliance) submitStartVM(ctx context.Context, id string) (*op, error) {
 			return err
 		}
 		if cur.State != model.StateStopped {
-			return stateError(cur, "start")
+			return stateError(cur, "start it")
 		}
 		acct, err := getAccount(tx, cur.AccountID)
 		if err != nil {
@@ -461,7 +468,7 @@ func (a *Appliance) Exec(ctx context.Context, id string, req guest.ExecRequest) 
 		return guest.ExecResult{}, invalidf("exec timeout %s is out of range: 0 (the default) to %s", req.Timeout, model.MaxExecTimeout)
 	}
 	if vm.State != model.StateRunning {
-		return guest.ExecResult{}, stateError(vm, "exec in")
+		return guest.ExecResult{}, stateError(vm, "exec in it")
 	}
 	ag := a.agent(id)
 	if ag == nil {
@@ -484,7 +491,7 @@ func (a *Appliance) AddPort(ctx context.Context, id string, p model.Port) (model
 	if err := model.ValidatePort(p); err != nil {
 		return model.VM{}, err
 	}
-	return a.editVM(ctx, id, "add a port to", func(tx *store.Tx, vm *model.VM) (string, error) {
+	return a.editVM(ctx, id, "add a port to it", func(tx *store.Tx, vm *model.VM) (string, error) {
 		if slices.Contains(vm.Ports, p) {
 			return "", conflictf("%s already has port %s", id, p)
 		}
@@ -507,7 +514,7 @@ func (a *Appliance) RemovePort(ctx context.Context, id string, p model.Port) (mo
 	if err := model.ValidatePort(p); err != nil {
 		return model.VM{}, err
 	}
-	return a.editVM(ctx, id, "remove a port from", func(tx *store.Tx, vm *model.VM) (string, error) {
+	return a.editVM(ctx, id, "remove a port from it", func(tx *store.Tx, vm *model.VM) (string, error) {
 		i := slices.Index(vm.Ports, p)
 		if i < 0 {
 			return "", notFoundf("%s has no port %s; `superjolt vm show %s` lists its ports", id, p, id)
@@ -519,10 +526,11 @@ func (a *Appliance) RemovePort(ctx context.Context, id string, p model.Port) (mo
 
 // AddDomain attaches a DNS name to the VM. A domain belongs to one VM at most.
 func (a *Appliance) AddDomain(ctx context.Context, id, domain string) (model.VM, error) {
+	domain = model.NormalizeDomain(domain)
 	if err := model.ValidateDomain(domain); err != nil {
 		return model.VM{}, err
 	}
-	return a.editVM(ctx, id, "add a domain to", func(tx *store.Tx, vm *model.VM) (string, error) {
+	return a.editVM(ctx, id, "add a domain to it", func(tx *store.Tx, vm *model.VM) (string, error) {
 		if slices.Contains(vm.Domains, domain) {
 			return "", conflictf("%s already has domain %s", id, domain)
 		}
@@ -549,10 +557,11 @@ func (a *Appliance) AddDomain(ctx context.Context, id, domain string) (model.VM,
 
 // RemoveDomain detaches a DNS name from the VM.
 func (a *Appliance) RemoveDomain(ctx context.Context, id, domain string) (model.VM, error) {
+	domain = model.NormalizeDomain(domain)
 	if err := model.ValidateDomain(domain); err != nil {
 		return model.VM{}, err
 	}
-	return a.editVM(ctx, id, "remove a domain from", func(tx *store.Tx, vm *model.VM) (string, error) {
+	return a.editVM(ctx, id, "remove a domain from it", func(tx *store.Tx, vm *model.VM) (string, error) {
 		i := slices.Index(vm.Domains, domain)
 		if i < 0 {
 			return "", notFoundf("%s has no domain %s; `superjolt vm show %s` lists its domains", id, domain, id)

@@ -27,6 +27,8 @@ type Status struct {
 	// Clock is "real", or "manual" when superjoltd runs with --clock=manual
 	// and /v1/debug/clock/advance moves it.
 	Clock string `json:"clock"`
+	// Version is superjoltd's build (see package version).
+	Version string `json:"version"`
 }
 
 // CreateAccountRequest is the body of POST /v1/accounts.
@@ -193,8 +195,9 @@ type DomainRequest struct {
 	Domain string `json:"domain"`
 }
 
-// Validate checks the domain name.
-func (r DomainRequest) Validate() error { return model.ValidateDomain(r.Domain) }
+// Validate checks the domain name (in any case: DNS names are not case
+// sensitive; the appliance keeps them in lowercase).
+func (r DomainRequest) Validate() error { return model.ValidateDomain(model.NormalizeDomain(r.Domain)) }
 
 // RestoreRequest is the body of POST /v1/vms/{id}/restore: exactly one of
 // BackupID and From.
@@ -346,7 +349,7 @@ func ParsePort(s string) (model.Port, error) {
 	if err != nil {
 		return model.Port{}, invalidf("port %q: write it as NUMBER/PROTO, like 80/tcp or 53/udp (1-65535)", clip(s))
 	}
-	p := model.Port{Proto: proto, Number: uint16(n)}
+	p := model.Port{Proto: strings.ToLower(proto), Number: uint16(n)}
 	if err := model.ValidatePort(p); err != nil {
 		return model.Port{}, err
 	}

@@ -35,10 +35,10 @@ var idLen = map[Kind]int{
 }
 
 var kindNoun = map[Kind]string{
-	KindAccount:   "account",
-	KindVM:        "VM",
-	KindBackup:    "backup",
-	KindOperation: "operation",
+	KindAccount:   "an account",
+	KindVM:        "a VM",
+	KindBackup:    "a backup",
+	KindOperation: "an operation",
 }
 
 // NewID returns a fresh random id of kind k. It does not know which ids are
@@ -73,7 +73,7 @@ func ValidateID(k Kind, id string) error {
 	}
 	want := string(k) + "-"
 	if len(id) != len(want)+n || !strings.HasPrefix(id, want) || !isIDChars(id[len(want):]) {
-		return invalidf("%q is not a %s id: expected %s followed by %d lowercase letters or digits, like %s",
+		return invalidf("%q is not %s id: expected %s followed by %d lowercase letters or digits, like %s",
 			clip(id), kindNoun[k], want, n, example(k))
 	}
 	return nil

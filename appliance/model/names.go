@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -92,3 +93,19 @@ func isLabel(s string) bool {
 }
 
 func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+// Count says how many of noun there are, in English: "1 backup",
+// "3 backups", "no backups".
+func Count(n int, noun string) string {
+	switch n {
+	case 0:
+		return "no " + noun + "s"
+	case 1:
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// NormalizeDomain returns a DNS name as the appliance keeps it: lowercase
+// (DNS names are not case sensitive), without a final dot.
+func NormalizeDomain(s string) string { return strings.ToLower(strings.TrimSuffix(s, ".")) }

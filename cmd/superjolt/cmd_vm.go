@@ -63,7 +63,7 @@ func newVMCreateCommand(o *globalOptions) *cobra.Command {
 	}
 	noWait = addNoWait(c)
 	c.Flags().StringVar(&req.AccountID, "account", "", "the account that pays for it")
-	c.Flags().StringVar(&req.Tier, "tier", "", "its size (see `superjolt tier list`)")
+	c.Flags().StringVar(&req.Tier, "tier", "", "its size: a tier name, as superjolt tier list shows them")
 	c.Flags().StringVar(&req.Image, "image", "", "the image to start from (default: the built-in one)")
 	c.Flags().StringVar(&req.Name, "name", "", "its name and hostname (default: chosen by the appliance)")
 	return c
@@ -109,7 +109,7 @@ func (o *globalOptions) vmTable(vms []model.VM) error {
 		}
 		rows = append(rows, []string{vm.ID, vm.Name, vm.AccountID, vm.Tier, string(vm.State), ip, o.fmtTime(vm.CreatedAt), note})
 	}
-	return o.table([]string{"ID", "NAME", "ACCOUNT", "TIER", "STATE", "IP", "CREATED", ""}, rows)
+	return o.table([]string{"ID", "NAME", "ACCOUNT", "TIER", "STATE", "IP", "CREATED", "NOTE"}, rows)
 }
 
 func newVMShowCommand(o *globalOptions) *cobra.Command {
@@ -297,10 +297,11 @@ func newVMDomainsCommand(o *globalOptions) *cobra.Command {
 				if err := model.ValidateID(model.KindVM, args[0]); err != nil {
 					return err
 				}
-				if err := model.ValidateDomain(args[1]); err != nil {
+				domain := model.NormalizeDomain(args[1])
+				if err := model.ValidateDomain(domain); err != nil {
 					return err
 				}
-				vm, err := call(o.client, cmd.Context(), args[0], args[1])
+				vm, err := call(o.client, cmd.Context(), args[0], domain)
 				if err != nil {
 					return err
 				}

@@ -294,7 +294,7 @@ func TestCLIAccountsAndBadInput(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"account", "topup", "ac-zzzzzz", "5"}, exitNotFound, "ac-zzzzzz"},
-		{[]string{"account", "topup", "alice", "5"}, exitUsage, "not a account id"},
+		{[]string{"account", "topup", "alice", "5"}, exitUsage, "not an account id"},
 		{[]string{"account", "topup", a.ID, "-5"}, exitUsage, "negative"},
 		{[]string{"account", "topup", a.ID, "0"}, exitUsage, "is zero"},
 		{[]string{"account", "topup", a.ID, "10000000000"}, exitUsage, "allowed at once"},
@@ -304,7 +304,7 @@ func TestCLIAccountsAndBadInput(t *testing.T) {
 		{[]string{"account", "create", ""}, exitUsage, "empty"},
 		{[]string{"account", "create", "bob", "--balance", "-1"}, exitUsage, "negative"},
 		{[]string{"account", "create", "bob", "--retention", "1000"}, exitUsage, "retention"},
-		{[]string{"account", "show", "AC-ABC123"}, exitUsage, "not a account id"},
+		{[]string{"account", "show", "AC-ABC123"}, exitUsage, "not an account id"},
 		{[]string{"vm", "show", "vm-zzzzzz"}, exitNotFound, "vm-zzzzzz"},
 		{[]string{"vm", "show", "vm-../../etc"}, exitUsage, "not a VM id"},
 		{[]string{"vm", "destroy", "vm-zzzzzz", "--yes"}, exitNotFound, "vm-zzzzzz"},

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/superjolt/superjolt/appliance/api"
 	"github.com/superjolt/superjolt/appliance/model"
 )
 
@@ -96,4 +98,13 @@ func commandPath(c *cobra.Command) string {
 		return "superjolt"
 	}
 	return strings.TrimSpace(c.CommandPath())
+}
+
+// printError writes err to stderr as the API's JSON error body, for -o json.
+func (o *globalOptions) printError(err error) {
+	code := model.Code(err)
+	if errors.Is(err, context.Canceled) || errors.Is(err, errNotConfirmed) {
+		code = "cancelled"
+	}
+	_ = json.NewEncoder(o.stderr).Encode(api.ErrorBody{Error: api.ErrorDetail{Code: code, Message: message(err)}})
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,10 +15,12 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/mattn/go-isatty"
+	"github.com/mattn/go-runewidth"
 	"github.com/spf13/cobra"
 
 	"github.com/superjolt/superjolt/appliance/api"
 	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/version"
 )
 
 // globalOptions are the flags every command takes.
@@ -82,6 +83,7 @@ newest backup that ` + "`backup list`" + ` shows as taken on 2027-01-12, and
 2.5 credits); JSON carries integer micro-credits.
 
 ` + exitCodesHelpTxt,
+		Version:       version.String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -123,7 +125,7 @@ newest backup that ` + "`backup list`" + ` shows as taken on 2027-01-12, and
 		c.GroupID = "objects"
 		r.cmd.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newEventsCommand(opts), newOpCommand(opts), newPoolCommand(opts), newDebugCommand(opts)} {
+	for _, c := range []*cobra.Command{newStatusCommand(opts), newEventsCommand(opts), newOpCommand(opts), newPoolCommand(opts), newDebugCommand(opts)} {
 		c.GroupID = "more"
 		r.cmd.AddCommand(c)
 	}
@@ -186,21 +188,29 @@ func (o *globalOptions) printJSONLine(v any) error {
 }
 
 // table writes rows under headers, aligned, without trailing blanks.
+// Columns are as wide as their widest cell as a terminal shows it: East
+// Asian wide characters and emoji take two cells (tabwriter counts them
+// as one and misaligns every column after them).
 func (o *globalOptions) table(headers []string, rows [][]string) error {
-	var buf bytes.Buffer
-	tw := tabwriter.NewWriter(&buf, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(headers, "\t"))
-	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	for _, line := range strings.SplitAfter(buf.String(), "\n") {
-		if line == "" {
-			continue
+	widths := make([]int, len(headers))
+	all := append([][]string{headers}, rows...)
+	for _, r := range all {
+		for i, cell := range r {
+			if i < len(widths) {
+				widths[i] = max(widths[i], runewidth.StringWidth(cell))
+			}
 		}
-		if _, err := io.WriteString(o.stdout, strings.TrimRight(line, " \n")+"\n"); err != nil {
+	}
+	var b strings.Builder
+	for _, r := range all {
+		b.Reset()
+		for i, cell := range r {
+			b.WriteString(cell)
+			if i < len(r)-1 {
+				b.WriteString(strings.Repeat(" ", widths[i]-runewidth.StringWidth(cell)+2))
+			}
+		}
+		if _, err := io.WriteString(o.stdout, strings.TrimRight(b.String(), " ")+"\n"); err != nil {
 			return err
 		}
 	}
@@ -239,7 +249,7 @@ func (o *globalOptions) confirm(ctx context.Context, yes bool, what, consequence
 		fmt.Fprintln(o.stderr)
 		return ctx.Err()
 	case s := <-line:
-		if s != "yes" && s != "y" {
+		if s != "yes" {
 			return errNotConfirmed
 		}
 	}

@@ -17,7 +17,13 @@ func main() {
 	code := exitCode(ctx, err, root.ran)
 	if err != nil {
 		var st exitStatus
-		if !errors.As(err, &st) {
+		switch {
+		case errors.As(err, &st):
+		case root.opts.json():
+			// Scripts that asked for JSON get the error as JSON too, in the
+			// API's shape, on stderr; stdout stays empty.
+			root.opts.printError(err)
+		default:
 			fmt.Fprintf(os.Stderr, "superjolt: %s\n", root.opts.localize(message(err)))
 			if code == exitUsage && !root.ran {
 				c, _, ferr := root.cmd.Find(os.Args[1:])

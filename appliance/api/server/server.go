@@ -15,6 +15,7 @@ import (
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/clock"
 	"github.com/superjolt/superjolt/guest"
+	"github.com/superjolt/superjolt/version"
 )
 
 // Appliance is what the API serves: the verbs of *appliance.Appliance.
@@ -280,7 +281,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	if _, ok := c.(*clock.Manual); ok {
 		kind = "manual"
 	}
-	s.reply(w, r, http.StatusOK, api.Status{Now: c.Now().UTC(), Clock: kind}, nil)
+	s.reply(w, r, http.StatusOK, api.Status{Now: c.Now().UTC(), Clock: kind, Version: version.String()}, nil)
 }
 
 func (s *Server) accounts(w http.ResponseWriter, r *http.Request) {
@@ -386,7 +387,7 @@ func (s *Server) removePort(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) addDomain(ctx context.Context, id string, req api.DomainRequest) (model.VM, error) {
-	return s.app.AddDomain(ctx, id, req.Domain)
+	return s.app.AddDomain(ctx, id, model.NormalizeDomain(req.Domain))
 }
 
 func (s *Server) removeDomain(w http.ResponseWriter, r *http.Request) {
@@ -395,7 +396,7 @@ func (s *Server) removeDomain(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	d := r.PathValue("domain")
+	d := model.NormalizeDomain(r.PathValue("domain"))
 	if err := model.ValidateDomain(d); err != nil {
 		s.fail(w, r, err)
 		return

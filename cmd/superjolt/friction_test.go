@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/model"
+)
+
+// TestTableWideCharacters: a VM named in Japanese or with an emoji keeps
+// every column after it aligned, as a terminal draws it (two cells for a
+// wide character).
+func TestTableWideCharacters(t *testing.T) {
+	var out bytes.Buffer
+	o := &globalOptions{stdout: &out, loc: time.UTC}
+	if err := o.table([]string{"ID", "NAME", "STATE"}, [][]string{
+		{"vm-aaaaaa", "web-1", "running"},
+		{"vm-bbbbbb", "ウェブ", "stopped"},
+		{"vm-cccccc", "db🚀", "running"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := `ID         NAME    STATE
+vm-aaaaaa  web-1   running
+vm-bbbbbb  ウェブ  stopped
+vm-cccccc  db🚀    running
+`
+	if out.String() != want {
+		t.Fatalf("table:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
+// TestTimesNameTheirZone: every time the CLI prints says its zone, and
+// the daemon's RFC 3339 times in messages are shown the same way.
+func TestTimesNameTheirZone(t *testing.T) {
+	la, err := time.LoadLocation("America/Los_Angeles")
+	if err != nil {
+		t.Skip("no zone database: ", err)
+	}
+	o := &globalOptions{loc: la}
+	at := time.Date(2027, 1, 12, 2, 21, 25, 0, time.UTC)
+	if got := o.fmtTime(at); got != "2027-01-11 18:21:25 PST" {
+		t.Fatalf("fmtTime = %q", got)
+	}
+	msg := "vm-abc123 destroyed: in the graveyard until 2027-01-12T02:21:25Z; `superjolt vm resume vm-abc123` brings it back"
+	if got := o.localize(msg); !strings.Contains(got, "until 2027-01-11 18:21:25 PST;") {
+		t.Fatalf("localize = %q", got)
+	}
+}
+
+// TestFriction: small things a person notices, through the real daemon.
+func TestFriction(t *testing.T) {
+	d := startDaemon(t, "--clock=manual")
+	a := okJSON[model.Account](t, d, "account", "create", "friction")
+
+	// --version, and both versions in status.
+	if out := d.ok(t, "--version"); !strings.HasPrefix(out, "superjolt version ") {
+		t.Errorf("--version: %q", out)
+	}
+	if out := d.ok(t, "status"); !strings.Contains(out, "superjoltd:") || !strings.Contains(out, "superjolt:") {
+		t.Errorf("status does not show both versions:\n%s", out)
+	}
+
+	// Grammar.
+	if r := d.sj(t, "account", "show", "AC-ABC123"); !strings.Contains(r.stderr, "is not an account id") {
+		t.Errorf("a bad account id says %q", r.stderr)
+	}
+
+	// Help of a flag names no command as its argument.
+	if out := d.ok(t, "vm", "create", "--help"); strings.Contains(out, "--tier superjolt") {
+		t.Errorf("vm create --help:\n%s", out)
+	}
+
+	// -o json errors are JSON, in the API's shape, with the exit code.
+	r := d.sj(t, "vm", "list", "--account", "ac-zzzzzz", "-o", "json")
+	var body api.ErrorBody
+	if err := json.Unmarshal([]byte(r.stderr), &body); err != nil || body.Error.Code != "not_found" || r.code != exitNotFound || r.stdout != "" {
+		t.Errorf("vm list --account ac-zzzzzz -o json: exit %d, stdout %q, stderr %q; want exit %d and a JSON not_found error", r.code, r.stdout, r.stderr, exitNotFound)
+	}
+	// An account that does not exist is "not found", not an empty list.
+	if r := d.sj(t, "vm", "list", "--account", "ac-zzzzzz"); r.code != exitNotFound || !strings.Contains(r.stderr, "ac-zzzzzz does not exist") {
+		t.Errorf("vm list --account ac-zzzzzz: exit %d, %q", r.code, r.stderr)
+	}
+	if out := d.ok(t, "vm", "list", "--account", a.ID); !strings.HasPrefix(out, "ID ") || !strings.Contains(out, " NOTE") {
+		t.Errorf("vm list of an account without VMs, every column named:\n%s", out)
+	}
+
+	// A confirmation that asks to type yes takes only yes (on a terminal;
+	// here through the same code with a scripted answer).
+	for answer, ok := range map[string]bool{"yes\n": true, "y\n": false, "YES\n": false, "yes please\n": false} {
+		o := &globalOptions{stdin: strings.NewReader(answer), stderr: &bytes.Buffer{}, interactive: true}
+		err := o.confirm(t.Context(), false, "delete backup bk-aaaaaaaaaa", "It goes for good.")
+		if (err == nil) != ok {
+			t.Errorf("confirm answered %q = %v, want accepted=%v", answer, err, ok)
+		}
+	}
+}
+
+// TestPortsAndDomainsAnyCase: 443/TCP is 443/tcp and APP.Example.com is
+// app.example.com.
+func TestPortsAndDomainsAnyCase(t *testing.T) {
+	p, err := api.ParsePort("443/TCP")
+	if err != nil || p != (model.Port{Proto: "tcp", Number: 443}) {
+		t.Fatalf("ParsePort(443/TCP) = %v, %v", p, err)
+	}
+	if d := model.NormalizeDomain("APP.Example.com."); d != "app.example.com" || model.ValidateDomain(d) != nil {
+		t.Fatalf("NormalizeDomain = %q", d)
+	}
+	if err := (api.DomainRequest{Domain: "APP.Example.com"}).Validate(); err != nil {
+		t.Fatalf("an uppercase domain is refused: %v", err)
+	}
+}
