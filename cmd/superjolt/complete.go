@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/model"
 )
 
 // Shell completion of ids: asks the daemon, quietly gives nothing when it
@@ -18,18 +20,19 @@ func completionClient(o *globalOptions) (*api.Client, context.Context, context.C
 	return api.NewClient(o.socket), ctx, cancel
 }
 
-// completeVMs completes the first argument with VM ids, described by name
-// and state.
-func completeVMs(o *globalOptions) cobra.CompletionFunc {
+// completeVMs completes the first argument with the ids of the VMs in one
+// of states (any state when none is given: the verb takes them all),
+// described by name and state.
+func completeVMs(o *globalOptions, states ...model.VMState) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		return vmCompletions(o), cobra.ShellCompDirectiveNoFileComp
+		return vmCompletions(o, states...), cobra.ShellCompDirectiveNoFileComp
 	}
 }
 
-func vmCompletions(o *globalOptions) []cobra.Completion {
+func vmCompletions(o *globalOptions, states ...model.VMState) []cobra.Completion {
 	c, ctx, cancel := completionClient(o)
 	defer cancel()
 	defer c.Close()
@@ -39,9 +42,63 @@ func vmCompletions(o *globalOptions) []cobra.Completion {
 	}
 	out := make([]cobra.Completion, 0, len(vms))
 	for _, vm := range vms {
-		out = append(out, cobra.CompletionWithDesc(vm.ID, vm.Name+" ("+string(vm.State)+")"))
+		if len(states) == 0 || slices.Contains(states, vm.State) {
+			out = append(out, cobra.CompletionWithDesc(vm.ID, vm.Name+" ("+string(vm.State)+")"))
+		}
 	}
 	return out
+}
+
+// completeBackups completes the first argument with backup ids of every
+// VM: with onDemand, only those that can be deleted by hand.
+func completeBackups(o *globalOptions, onDemand bool) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		c, ctx, cancel := completionClient(o)
+		defer cancel()
+		defer c.Close()
+		vms, err := c.VMs(ctx, api.VMFilter{})
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []cobra.Completion
+		for _, vm := range vms {
+			bs, err := c.Backups(ctx, vm.ID)
+			if err != nil {
+				continue
+			}
+			for _, b := range bs {
+				if !onDemand || b.Kind == model.OnDemand {
+					out = append(out, cobra.CompletionWithDesc(b.ID, vm.Name+" "+string(b.Kind)+" "+o.fmtTime(b.TakenAt)))
+				}
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeOps completes the first argument with operation ids, newest
+// first (only those under way with running).
+func completeOps(o *globalOptions, running bool) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		c, ctx, cancel := completionClient(o)
+		defer cancel()
+		defer c.Close()
+		ops, err := c.Operations(ctx, api.OpFilter{Running: running, Limit: 50})
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		out := make([]cobra.Completion, 0, len(ops))
+		for _, op := range ops {
+			out = append(out, cobra.CompletionWithDesc(op.ID, string(op.Kind)+" of "+op.VMID+" ("+string(op.State)+")"))
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
 }
 
 // completeAccounts completes the first argument with account ids.
@@ -125,18 +182,22 @@ func addCompletions(root *cobra.Command, o *globalOptions) {
 		"superjolt account topup":       completeAccounts(o),
 		"superjolt account ledger":      completeAccounts(o),
 		"superjolt vm show":             completeVMs(o),
-		"superjolt vm stop":             completeVMs(o),
-		"superjolt vm start":            completeVMs(o),
-		"superjolt vm resume":           completeVMs(o),
-		"superjolt vm destroy":          completeVMs(o),
-		"superjolt vm exec":             completeVMs(o),
-		"superjolt vm ports add":        completeVMs(o),
-		"superjolt vm ports rm":         completeVMs(o),
-		"superjolt vm domains add":      completeVMs(o),
-		"superjolt vm domains rm":       completeVMs(o),
-		"superjolt backup create":       completeVMs(o),
+		"superjolt vm stop":             completeVMs(o, model.StateRunning),
+		"superjolt vm start":            completeVMs(o, model.StateStopped),
+		"superjolt vm resume":           completeVMs(o, model.StateGraveyard, model.StateArchived),
+		"superjolt vm destroy":          completeVMs(o, model.StateRunning, model.StateStopped),
+		"superjolt vm exec":             completeVMs(o, model.StateRunning),
+		"superjolt vm ports add":        completeVMs(o, model.StateRunning, model.StateStopped),
+		"superjolt vm ports rm":         completeVMs(o, model.StateRunning, model.StateStopped),
+		"superjolt vm domains add":      completeVMs(o, model.StateRunning, model.StateStopped),
+		"superjolt vm domains rm":       completeVMs(o, model.StateRunning, model.StateStopped),
+		"superjolt backup create":       completeVMs(o, model.StateRunning, model.StateStopped),
 		"superjolt backup list":         completeVMs(o),
 		"superjolt backup restore":      completeVMThenBackup(o),
+		"superjolt backup show":         completeBackups(o, false),
+		"superjolt backup delete":       completeBackups(o, true),
+		"superjolt op show":             completeOps(o, false),
+		"superjolt op cancel":           completeOps(o, true),
 		"superjolt debug clock advance": completeNames("1h", "24h", "7d"),
 	}
 	accounts := func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {

@@ -114,3 +114,31 @@ func TestPortsAndDomainsAnyCase(t *testing.T) {
 		t.Fatalf("an uppercase domain is refused: %v", err)
 	}
 }
+
+// TestCLICompletionAndSuggestions: completion offers what the verb takes
+// (resume: only resumable VMs; backup delete: on-demand backups, not
+// files), and a mistyped subcommand gets a suggestion.
+func TestCLICompletionAndSuggestions(t *testing.T) {
+	needVMs(t)
+	d := startDaemon(t, "--clock=manual")
+	a := okJSON[model.Account](t, d, "account", "create", "complete", "--balance", "100")
+	vm := okJSON[model.VM](t, d, "vm", "create", "--account", a.ID, "--tier", "nano")
+	bk := okJSON[model.Backup](t, d, "backup", "create", vm.ID)
+	d.ok(t, "vm", "stop", vm.ID)
+
+	complete := func(args ...string) string {
+		return d.ok(t, append([]string{"__complete"}, append(args, "")...)...)
+	}
+	if out := complete("vm", "resume"); strings.Contains(out, vm.ID) {
+		t.Errorf("vm resume completes the stopped %s, which cannot be resumed:\n%s", vm.ID, out)
+	}
+	if out := complete("vm", "start"); !strings.Contains(out, vm.ID) {
+		t.Errorf("vm start does not complete the stopped %s:\n%s", vm.ID, out)
+	}
+	if out := complete("backup", "delete"); !strings.Contains(out, bk.ID) || !strings.HasSuffix(strings.TrimSpace(out), ":4") {
+		t.Errorf("backup delete does not complete %s without files (directive 4):\n%s", bk.ID, out)
+	}
+	if r := d.sj(t, "backup", "lsit", vm.ID); r.code != exitUsage || !strings.Contains(r.stderr, "did you mean list") {
+		t.Errorf("backup lsit: exit %d, %q; want a suggestion", r.code, r.stderr)
+	}
+}

@@ -141,7 +141,12 @@ func group(use, short string, subs ...*cobra.Command) *cobra.Command {
 		Short: short,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return fmt.Errorf("%w: unknown command %q for %q", model.ErrInvalid, args[0], cmd.CommandPath())
+				msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+				cmd.SuggestionsMinimumDistance = 2 // cobra's own default, which SuggestionsFor does not apply
+				if sugg := cmd.SuggestionsFor(args[0]); len(sugg) > 0 {
+					msg += "; did you mean " + strings.Join(sugg, " or ") + "?"
+				}
+				return fmt.Errorf("%w: %s", model.ErrInvalid, msg)
 			}
 			return nil
 		},
