@@ -76,6 +76,9 @@ type Options struct {
 	BuildImage func(ctx context.Context, dir string) error
 	// BootTimeout bounds a boot. Default: DefaultBootTimeout.
 	BootTimeout time.Duration
+	// HostMemoryMiB is the host's memory, which live VMs reserve (see
+	// capacity.go). Default: MemTotal of /proc/meminfo.
+	HostMemoryMiB int64
 }
 
 // Appliance is the domain core. Its methods are safe for concurrent use.
@@ -89,6 +92,7 @@ type Appliance struct {
 	log     *slog.Logger
 	image   string
 	bootMax time.Duration
+	hostMiB int64
 
 	// life is the context VM processes and background work live under; it
 	// ends with Close.
@@ -170,6 +174,13 @@ func New(ctx context.Context, opts Options) (*Appliance, error) {
 	}
 	if a.bootMax <= 0 {
 		a.bootMax = DefaultBootTimeout
+	}
+	if a.hostMiB = opts.HostMemoryMiB; a.hostMiB <= 0 {
+		mib, err := hostMemoryMiB()
+		if err != nil {
+			return nil, fmt.Errorf("appliance: the host's memory: %w", err)
+		}
+		a.hostMiB = mib
 	}
 	a.testHook = envTestHook()
 	a.life, a.stop = context.WithCancel(context.WithoutCancel(ctx))

@@ -128,6 +128,7 @@ type env struct {
 	stateDir string
 	runDir   string
 	real     bool
+	hostMiB  int64
 }
 
 type envOptions struct {
@@ -135,13 +136,19 @@ type envOptions struct {
 	poolSize int64 // 0: 1 GiB
 	// imageFill replaces how the built-in image is made.
 	imageFill func(ctx context.Context, dir string) error
+	// hostMemoryMiB is the host's memory as the appliance sees it (0: 64 GiB,
+	// so that no test but the capacity one meets the limit).
+	hostMemoryMiB int64
 }
 
 // newEnv opens an appliance on a fresh loop-backed pool and store, with a
 // manual clock at t0.
 func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
-	e := &env{t: t, clk: clock.NewManual(t0), real: o.realVMs}
+	e := &env{t: t, clk: clock.NewManual(t0), real: o.realVMs, hostMiB: o.hostMemoryMiB}
+	if e.hostMiB == 0 {
+		e.hostMiB = 64 << 10
+	}
 	fill := o.imageFill
 	if o.realVMs {
 		img := testvm.Require(t)
@@ -180,7 +187,7 @@ func (e *env) open() {
 	}
 	e.st = st
 	a, err := New(context.Background(), Options{Store: st, Pool: e.pool, Hypervisor: e.hv, Clock: e.clk,
-		RunDir: e.runDir, Logger: testLogger(e.t)})
+		RunDir: e.runDir, Logger: testLogger(e.t), HostMemoryMiB: e.hostMiB})
 	if err != nil {
 		st.Close()
 		e.t.Fatalf("New: %v", err)

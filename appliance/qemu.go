@@ -98,3 +98,16 @@ func sealVMDir(spec MachineSpec) error {
 	}
 	return nil
 }
+
+// Accel says how guests run: the configured accelerator, or KVM when the
+// host has a KVM that QEMU's user can use, TCG (software emulation)
+// otherwise.
+func (q *QEMU) Accel() string {
+	if q.Config.Accel != vmm.AccelAuto {
+		return string(q.Config.Accel)
+	}
+	if vmm.ProbeHost().KVM {
+		return string(vmm.AccelKVM)
+	}
+	return string(vmm.AccelTCG)
+}

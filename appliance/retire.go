@@ -187,6 +187,13 @@ func (a *Appliance) submitResumeVM(ctx context.Context, id string) (*op, error) 
 		if err := checkVMLimit(tx, acct); err != nil {
 			return err
 		}
+		tier, err := tx.Tier(cur.Tier)
+		if err != nil {
+			return notFoundIs(err, "tier %s of %s no longer exists", cur.Tier, id)
+		}
+		if err := a.reserveMemory(tx, id, acct.ID, tier, false); err != nil {
+			return err
+		}
 		ip, err := a.allocIP(tx, id, cur.LastIP)
 		if err != nil {
 			return err

@@ -28,6 +28,9 @@ type CreateVMRequest struct {
 	Image string `json:"image,omitempty"`
 	// Name defaults to the VM's id.
 	Name string `json:"name,omitempty"`
+	// Overcommit creates the VM even when its memory does not fit in what
+	// the host has left (see capacity.go).
+	Overcommit bool `json:"overcommit,omitempty"`
 }
 
 // VMFilter selects VMs; zero fields select all.
@@ -130,6 +133,9 @@ func (a *Appliance) submitCreateVM(ctx context.Context, req CreateVMRequest) (*o
 		}
 		id, err := tx.NewID(model.KindVM)
 		if err != nil {
+			return err
+		}
+		if err := a.reserveMemory(tx, id, acct.ID, tier, req.Overcommit); err != nil {
 			return err
 		}
 		ip, err := a.allocIP(tx, id, netip.Addr{})

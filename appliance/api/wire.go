@@ -29,6 +29,9 @@ type Status struct {
 	Clock string `json:"clock"`
 	// Version is superjoltd's build (see package version).
 	Version string `json:"version"`
+	// Capacity is the host's memory and CPUs and what the VMs hold, and
+	// whether guests run under KVM or TCG.
+	Capacity model.Capacity `json:"capacity"`
 }
 
 // CreateAccountRequest is the body of POST /v1/accounts.
@@ -77,6 +80,9 @@ type CreateVMRequest struct {
 	Image string `json:"image,omitempty"`
 	// Name is the VM's hostname; "" lets the appliance pick one.
 	Name string `json:"name,omitempty"`
+	// Overcommit creates the VM even when its memory does not fit in what
+	// the host has left.
+	Overcommit bool `json:"overcommit,omitempty"`
 }
 
 // Validate checks the ids and names.

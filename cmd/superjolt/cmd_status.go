@@ -1,8 +1,11 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 
+	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/version"
 )
 
@@ -19,9 +22,26 @@ func newStatusCommand(o *globalOptions) *cobra.Command {
 			if o.json() {
 				return o.printJSON(map[string]any{"daemon": st, "cli_version": version.String()})
 			}
+			c := st.Capacity
+			accel := c.Accel
+			if accel == "tcg" {
+				accel += " (software emulation: no usable KVM; guests run slower)"
+			}
+			memory := fmt.Sprintf("%s held by %s of %s (%s kept for the host): %s free",
+				fmtMiB(int(c.ReservedMiB)), model.Count(c.LiveVMs, "live VM"), fmtMiB(int(c.MemoryMiB)), fmtMiB(int(c.ReserveMiB)), fmtMiB(int(max(c.FreeMiB(), 0))))
+			if c.FreeMiB() < 0 {
+				memory += fmt.Sprintf(", overcommitted by %s", fmtMiB(int(-c.FreeMiB())))
+			}
+			cpus := fmt.Sprintf("%d vCPUs of live VMs on %d host CPUs", c.VCPUs, c.CPUs)
+			if c.VCPUs > c.CPUs {
+				cpus += " (overcommitted: they share)"
+			}
 			return o.fields(
 				"superjoltd", st.Version,
 				"superjolt", version.String(),
+				"Guests", accel,
+				"Memory", memory,
+				"CPUs", cpus,
 				"Clock", st.Clock,
 				"Now", o.fmtTime(st.Now),
 			)

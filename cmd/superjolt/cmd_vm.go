@@ -66,6 +66,7 @@ func newVMCreateCommand(o *globalOptions) *cobra.Command {
 	c.Flags().StringVar(&req.Tier, "tier", "", "its size: a tier name, as superjolt tier list shows them")
 	c.Flags().StringVar(&req.Image, "image", "", "the image to start from (default: the built-in one)")
 	c.Flags().StringVar(&req.Name, "name", "", "its name and hostname (default: chosen by the appliance)")
+	c.Flags().BoolVar(&req.Overcommit, "overcommit", false, "create it even when its memory does not fit in what the host has left")
 	return c
 }
 

@@ -61,8 +61,9 @@ func TestFriction(t *testing.T) {
 	if out := d.ok(t, "--version"); !strings.HasPrefix(out, "superjolt version ") {
 		t.Errorf("--version: %q", out)
 	}
-	if out := d.ok(t, "status"); !strings.Contains(out, "superjoltd:") || !strings.Contains(out, "superjolt:") {
-		t.Errorf("status does not show both versions:\n%s", out)
+	if out := d.ok(t, "status"); !strings.Contains(out, "superjoltd:") || !strings.Contains(out, "superjolt:") ||
+		!(strings.Contains(out, "Guests:      tcg") || strings.Contains(out, "Guests:      kvm")) || !strings.Contains(out, "kept for the host") {
+		t.Errorf("status does not show both versions, KVM or TCG, and the memory:\n%s", out)
 	}
 
 	// Grammar.

@@ -21,6 +21,7 @@ import (
 // Appliance is what the API serves: the verbs of *appliance.Appliance.
 type Appliance interface {
 	Clock() clock.Clock
+	Capacity(ctx context.Context) (model.Capacity, error)
 
 	CreateAccount(ctx context.Context, req appliance.CreateAccountRequest) (model.Account, error)
 	Accounts(ctx context.Context) ([]model.Account, error)
@@ -281,7 +282,8 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	if _, ok := c.(*clock.Manual); ok {
 		kind = "manual"
 	}
-	s.reply(w, r, http.StatusOK, api.Status{Now: c.Now().UTC(), Clock: kind, Version: version.String()}, nil)
+	capa, err := s.app.Capacity(r.Context())
+	s.reply(w, r, http.StatusOK, api.Status{Now: c.Now().UTC(), Clock: kind, Version: version.String(), Capacity: capa}, err)
 }
 
 func (s *Server) accounts(w http.ResponseWriter, r *http.Request) {
@@ -352,7 +354,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	op, err := s.app.SubmitCreateVM(r.Context(), appliance.CreateVMRequest{
-		AccountID: req.AccountID, Tier: req.Tier, Image: req.Image, Name: req.Name,
+		AccountID: req.AccountID, Tier: req.Tier, Image: req.Image, Name: req.Name, Overcommit: req.Overcommit,
 	})
 	s.reply(w, r, http.StatusAccepted, op, err)
 }

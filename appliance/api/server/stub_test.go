@@ -42,6 +42,9 @@ func (s *errApp) reached() []call {
 var _ Appliance = (*errApp)(nil)
 
 func (s *errApp) Clock() clock.Clock { return clock.Real{} }
+func (s *errApp) Capacity(context.Context) (model.Capacity, error) {
+	return model.Capacity{}, nil
+}
 func (s *errApp) CreateAccount(_ context.Context, req appliance.CreateAccountRequest) (model.Account, error) {
 	s.rec("CreateAccount", req)
 	return model.Account{}, s.err
