@@ -118,6 +118,15 @@ func (a *Appliance) noSpaceOr(ctx context.Context, err error, what string, other
 // below its reserve; a failure to read the space lets it go ahead (the
 // operation meets the full pool itself then).
 func (a *Appliance) checkPoolSpace(ctx context.Context, what string) error {
+	if nse := a.poolBelowReserve(ctx, what); nse != nil {
+		return noSpaceError(what, nse)
+	}
+	return nil
+}
+
+// poolBelowReserve returns the pool's no-space error when it is below its
+// reserve, nil when it is not or its space cannot be read (logged).
+func (a *Appliance) poolBelowReserve(ctx context.Context, what string) *btrfs.NoSpaceError {
 	err := a.pool.CheckSpace(ctx, what)
 	if err == nil {
 		return nil
@@ -127,7 +136,7 @@ func (a *Appliance) checkPoolSpace(ctx context.Context, what string) error {
 		a.log.Warn("cannot check the pool's free space", "what", what, "err", err)
 		return nil
 	}
-	return noSpaceError(what, nse)
+	return nse
 }
 
 // checkRestoreSpace refuses, with ErrNoSpace, a restore of vmID that would
@@ -139,13 +148,8 @@ func (a *Appliance) checkPoolSpace(ctx context.Context, what string) error {
 // and fail its first write, so it is refused and the guest left running.
 func (a *Appliance) checkRestoreSpace(ctx context.Context, vmID string) error {
 	what := "restore " + vmID
-	err := a.pool.CheckSpace(ctx, what)
-	if err == nil {
-		return nil
-	}
-	var nse *btrfs.NoSpaceError
-	if !errors.As(err, &nse) {
-		a.log.Warn("cannot check the pool's free space", "what", what, "err", err)
+	nse := a.poolBelowReserve(ctx, what)
+	if nse == nil {
 		return nil
 	}
 	if !nse.Metadata {

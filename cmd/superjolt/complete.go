@@ -49,9 +49,9 @@ func vmCompletions(o *globalOptions, states ...model.VMState) []cobra.Completion
 	return out
 }
 
-// completeBackups completes the first argument with backup ids of every
-// VM: with onDemand, only those that can be deleted by hand.
-func completeBackups(o *globalOptions, onDemand bool) cobra.CompletionFunc {
+// completeFirst completes the first argument with what list asks the
+// daemon for, and nothing after it.
+func completeFirst(o *globalOptions, list func(context.Context, *api.Client) []cobra.Completion) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
@@ -59,9 +59,17 @@ func completeBackups(o *globalOptions, onDemand bool) cobra.CompletionFunc {
 		c, ctx, cancel := completionClient(o)
 		defer cancel()
 		defer c.Close()
+		return list(ctx, c), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeBackups completes the first argument with backup ids of every
+// VM: with onDemand, only those that can be deleted by hand.
+func completeBackups(o *globalOptions, onDemand bool) cobra.CompletionFunc {
+	return completeFirst(o, func(ctx context.Context, c *api.Client) []cobra.Completion {
 		vms, err := c.VMs(ctx, api.VMFilter{})
 		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
+			return nil
 		}
 		var out []cobra.Completion
 		for _, vm := range vms {
@@ -75,30 +83,24 @@ func completeBackups(o *globalOptions, onDemand bool) cobra.CompletionFunc {
 				}
 			}
 		}
-		return out, cobra.ShellCompDirectiveNoFileComp
-	}
+		return out
+	})
 }
 
 // completeOps completes the first argument with operation ids, newest
 // first (only those under way with running).
 func completeOps(o *globalOptions, running bool) cobra.CompletionFunc {
-	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		if len(args) > 0 {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		c, ctx, cancel := completionClient(o)
-		defer cancel()
-		defer c.Close()
+	return completeFirst(o, func(ctx context.Context, c *api.Client) []cobra.Completion {
 		ops, err := c.Operations(ctx, api.OpFilter{Running: running, Limit: 50})
 		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
+			return nil
 		}
 		out := make([]cobra.Completion, 0, len(ops))
 		for _, op := range ops {
 			out = append(out, cobra.CompletionWithDesc(op.ID, string(op.Kind)+" of "+op.VMID+" ("+string(op.State)+")"))
 		}
-		return out, cobra.ShellCompDirectiveNoFileComp
-	}
+		return out
+	})
 }
 
 // completeAccounts completes the first argument with account ids.
