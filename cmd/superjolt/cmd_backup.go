@@ -180,6 +180,9 @@ VM since the backup was taken is lost.`,
 				return err
 			}
 			bk, err := model.PickBackup(bs, sel, st.Now, o.zone())
+			if err != nil && model.KindOf(sel) == model.KindBackup {
+				return fmt.Errorf("%w: %s is not a backup of %s; `superjolt backup list %s` shows its backups", model.ErrNotFound, sel, vmID, vmID)
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w; `superjolt backup list %s` shows its backups", vmID, err, vmID)
 			}
