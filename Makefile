@@ -65,7 +65,8 @@ SJ_DEMO      = $(BIN)/superjolt --socket $(DEMO_SOCKET)
 demo: deps build
 	@mkdir -p $(DEMO_DIR) $(DEMO_RUN)
 	@if $(SJ_DEMO) debug clock show >/dev/null 2>&1; then echo "demo: superjoltd is already running on $(DEMO_SOCKET)"; \
-	else echo "demo: starting superjoltd (state in $(DEMO_DIR), log in $(DEMO_DIR)/superjoltd.log; the first start builds the built-in image)"; \
+	else first=""; [ -e $(DEMO_DIR)/pool.img ] || first="; this first start builds the built-in image, about a minute"; \
+	  echo "demo: starting superjoltd (state in $(DEMO_DIR), log in $(DEMO_DIR)/superjoltd.log$$first)"; \
 	  setsid $(BIN)/superjoltd --state-dir $(DEMO_DIR) --socket $(DEMO_SOCKET) --run-dir $(DEMO_RUN)/vm --clock=manual \
 	    >>$(DEMO_DIR)/superjoltd.log 2>&1 </dev/null & echo $$! >$(DEMO_RUN)/superjoltd.pid; fi
 	@for i in $$(seq 600); do $(SJ_DEMO) tier list >/dev/null 2>&1 && break; \

@@ -32,7 +32,7 @@ func newStatusCommand(o *globalOptions) *cobra.Command {
 			if c.FreeMiB() < 0 {
 				memory += fmt.Sprintf(", overcommitted by %s", fmtMiB(int(-c.FreeMiB())))
 			}
-			cpus := fmt.Sprintf("%d vCPUs of live VMs on %d host CPUs", c.VCPUs, c.CPUs)
+			cpus := model.Count(c.VCPUs, "vCPU") + " of live VMs on " + model.Count(c.CPUs, "host CPU")
 			if c.VCPUs > c.CPUs {
 				cpus += " (overcommitted: they share)"
 			}
