@@ -77,7 +77,7 @@ func TestParsePort(t *testing.T) {
 		{"80/sctp", model.Port{}, false},
 		{"-1/tcp", model.Port{}, false},
 		{"http", model.Port{}, false},
-		{"80/TCP", model.Port{}, false},
+		{"80/TCP", model.Port{Proto: "tcp", Number: 80}, true}, // protocols in any case
 	}
 	for _, tt := range tests {
 		got, err := ParsePort(tt.in)
