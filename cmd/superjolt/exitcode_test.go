@@ -70,7 +70,7 @@ func TestConfirm(t *testing.T) {
 		{"--yes on a terminal", true, true, "", nil},
 		{"no terminal, no --yes", false, false, "yes\n", model.ErrInvalid},
 		{"typed yes", true, false, "yes\n", nil},
-		{"typed y", true, false, "y\n", nil},
+		{"typed y (asked for yes)", true, false, "y\n", errNotConfirmed},
 		{"typed no", true, false, "no\n", errNotConfirmed},
 		{"typed nothing", true, false, "\n", errNotConfirmed},
 		{"end of input", true, false, "", errNotConfirmed},
