@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"sort"
+	"strings"
 
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
@@ -42,6 +43,17 @@ func (a *Appliance) CreateAccount(ctx context.Context, req CreateAccountRequest)
 	}
 	var acct model.Account
 	err := a.update(ctx, func(tx *store.Tx) error {
+		// Names are what people type (`--account alice`): one account per
+		// name, whatever its case.
+		accts, err := tx.Accounts()
+		if err != nil {
+			return err
+		}
+		for _, o := range accts {
+			if strings.EqualFold(o.Name, req.Name) {
+				return conflictf("an account named %q already exists (%s); give this one another name", o.Name, o.ID)
+			}
+		}
 		id, err := tx.NewID(model.KindAccount)
 		if err != nil {
 			return err

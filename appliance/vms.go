@@ -111,6 +111,9 @@ func (a *Appliance) submitCreateVM(ctx context.Context, req CreateVMRequest) (*o
 		if err := model.ValidateVMName(req.Name); err != nil {
 			return nil, err
 		}
+		if model.ValidateID(model.KindVM, req.Name) == nil {
+			return nil, invalidf("VM name %q looks like a VM id, which would make `superjolt vm show %s` ambiguous; give another name", req.Name, req.Name)
+		}
 	}
 	var vm model.VM
 	var tier model.Tier
@@ -130,6 +133,19 @@ func (a *Appliance) submitCreateVM(ctx context.Context, req CreateVMRequest) (*o
 		}
 		if _, err := tx.Image(req.Image); err != nil {
 			return notFoundIs(err, "image %s does not exist; `superjolt image list` shows the images", req.Image)
+		}
+		if req.Name != "" {
+			// A VM's name is what people type (`superjolt vm show web-1`)
+			// and its guest's hostname: one per name in an account.
+			mine, err := tx.VMs(store.VMFilter{AccountID: acct.ID})
+			if err != nil {
+				return err
+			}
+			for _, o := range mine {
+				if o.Name == req.Name {
+					return conflictf("account %s already has a VM named %s (%s); give this one another name", acct.ID, req.Name, o.ID)
+				}
+			}
 		}
 		id, err := tx.NewID(model.KindVM)
 		if err != nil {

@@ -86,7 +86,7 @@ func newAccountShowCommand(o *globalOptions) *cobra.Command {
 		Short: "Show an account and its latest ledger entries",
 		Args:  args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := model.ValidateID(model.KindAccount, args[0]); err != nil {
+			if err := o.resolveAccount(cmd.Context(), &args[0]); err != nil {
 				return err
 			}
 			a, err := o.client.Account(cmd.Context(), args[0])
@@ -112,7 +112,7 @@ func newAccountTopUpCommand(o *globalOptions) *cobra.Command {
 		Example: "  superjolt account topup ac-abc123 50",
 		Args:    args("ID", "CREDITS"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := model.ValidateID(model.KindAccount, args[0]); err != nil {
+			if err := o.resolveAccount(cmd.Context(), &args[0]); err != nil {
 				return err
 			}
 			m, err := model.ParseCredits(args[1])
@@ -135,7 +135,7 @@ func newAccountLedgerCommand(o *globalOptions) *cobra.Command {
 		Short: "Show an account's charges and top-ups, newest first",
 		Args:  args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := model.ValidateID(model.KindAccount, args[0]); err != nil {
+			if err := o.resolveAccount(cmd.Context(), &args[0]); err != nil {
 				return err
 			}
 			es, err := o.client.Ledger(cmd.Context(), args[0], limit)

@@ -25,7 +25,7 @@ func newBackupCreateCommand(o *globalOptions) *cobra.Command {
 		Short: "Take an on-demand backup (freeze, snapshot, thaw); kept until deleted",
 		Args:  args("VM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := model.ValidateID(model.KindVM, args[0]); err != nil {
+			if err := o.resolveVM(cmd.Context(), &args[0]); err != nil {
 				return err
 			}
 			ctx := cmd.Context()
@@ -56,7 +56,7 @@ func newBackupListCommand(o *globalOptions) *cobra.Command {
 		Short:   "List a VM's backups, newest first",
 		Args:    args("VM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := model.ValidateID(model.KindVM, args[0]); err != nil {
+			if err := o.resolveVM(cmd.Context(), &args[0]); err != nil {
 				return err
 			}
 			bs, err := o.client.Backups(cmd.Context(), args[0])
@@ -157,7 +157,7 @@ VM since the backup was taken is lost.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			vmID := args[0]
-			if err := model.ValidateID(model.KindVM, vmID); err != nil {
+			if err := o.resolveVM(cmd.Context(), &vmID); err != nil {
 				return err
 			}
 			sel := from

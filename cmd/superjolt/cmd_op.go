@@ -28,7 +28,7 @@ func newOpListCommand(o *globalOptions) *cobra.Command {
 		Args:    args(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.VMID != "" {
-				if err := model.ValidateID(model.KindVM, f.VMID); err != nil {
+				if err := o.resolveVM(cmd.Context(), &f.VMID); err != nil {
 					return err
 				}
 			}

@@ -38,11 +38,14 @@ func newVMCreateCommand(o *globalOptions) *cobra.Command {
 	c := &cobra.Command{
 		Use:     "create --account ID --tier NAME [--image NAME] [--name NAME] [--no-wait]",
 		Short:   "Create a VM and boot it; returns once its guest agent answered",
-		Example: "  superjolt vm create --account ac-abc123 --tier small --name web-1",
+		Example: "  superjolt vm create --account alice --tier small --name web-1",
 		Args:    args(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if req.AccountID == "" || req.Tier == "" {
 				return fmt.Errorf("%w: vm create needs --account ID and --tier NAME (`superjolt tier list` shows the tiers)", model.ErrInvalid)
+			}
+			if err := o.resolveAccount(cmd.Context(), &req.AccountID); err != nil {
+				return err
 			}
 			if err := req.Validate(); err != nil {
 				return err
@@ -62,7 +65,7 @@ func newVMCreateCommand(o *globalOptions) *cobra.Command {
 		},
 	}
 	noWait = addNoWait(c)
-	c.Flags().StringVar(&req.AccountID, "account", "", "the account that pays for it")
+	c.Flags().StringVar(&req.AccountID, "account", "", "the account that pays for it: its id or its name")
 	c.Flags().StringVar(&req.Tier, "tier", "", "its size: a tier name, as superjolt tier list shows them")
 	c.Flags().StringVar(&req.Image, "image", "", "the image to start from (default: the built-in one)")
 	c.Flags().StringVar(&req.Name, "name", "", "its name and hostname (default: chosen by the appliance)")
@@ -78,6 +81,11 @@ func newVMListCommand(o *globalOptions) *cobra.Command {
 		Short:   "List VMs",
 		Args:    args(),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if account != "" {
+				if err := o.resolveAccount(cmd.Context(), &account); err != nil {
+					return err
+				}
+			}
 			f := api.VMFilter{AccountID: account, State: model.VMState(state)}
 			if err := f.Validate(); err != nil {
 				return err
@@ -92,7 +100,7 @@ func newVMListCommand(o *globalOptions) *cobra.Command {
 			return o.vmTable(vms)
 		},
 	}
-	c.Flags().StringVar(&account, "account", "", "only this account's VMs")
+	c.Flags().StringVar(&account, "account", "", "only this account's VMs (its id or its name)")
 	c.Flags().StringVar(&state, "state", "", "only VMs in this state: creating, running, stopped, graveyard, archived")
 	return c
 }
@@ -119,7 +127,7 @@ func newVMShowCommand(o *globalOptions) *cobra.Command {
 		Short: "Show a VM",
 		Args:  args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := model.ValidateID(model.KindVM, args[0]); err != nil {
+			if err := o.resolveVM(cmd.Context(), &args[0]); err != nil {
 				return err
 			}
 			vm, err := o.client.VM(cmd.Context(), args[0])
@@ -179,7 +187,7 @@ func newVMVerbCommand(o *globalOptions, verb, doing, short string, call func(*ap
 		Short: short,
 		Args:  args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := model.ValidateID(model.KindVM, args[0]); err != nil {
+			if err := o.resolveVM(cmd.Context(), &args[0]); err != nil {
 				return err
 			}
 			ctx := cmd.Context()
@@ -208,7 +216,7 @@ func newVMDestroyCommand(o *globalOptions) *cobra.Command {
 		Args:  args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := model.ValidateID(model.KindVM, id); err != nil {
+			if err := o.resolveVM(cmd.Context(), &id); err != nil {
 				return err
 			}
 			ctx := cmd.Context()
@@ -266,7 +274,7 @@ func newVMPortsCommand(o *globalOptions) *cobra.Command {
 			Example: "  superjolt vm ports " + verb + " vm-abc123 443/tcp",
 			Args:    args("ID", "PORT/PROTO"),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				if err := model.ValidateID(model.KindVM, args[0]); err != nil {
+				if err := o.resolveVM(cmd.Context(), &args[0]); err != nil {
 					return err
 				}
 				p, err := api.ParsePort(args[1])
@@ -295,7 +303,7 @@ func newVMDomainsCommand(o *globalOptions) *cobra.Command {
 			Example: "  superjolt vm domains " + verb + " vm-abc123 app.example.com",
 			Args:    args("ID", "DOMAIN"),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				if err := model.ValidateID(model.KindVM, args[0]); err != nil {
+				if err := o.resolveVM(cmd.Context(), &args[0]); err != nil {
 					return err
 				}
 				domain := model.NormalizeDomain(args[1])

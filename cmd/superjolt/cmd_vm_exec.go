@@ -34,7 +34,7 @@ standard input is sent to the command.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := model.ValidateID(model.KindVM, id); err != nil {
+			if err := o.resolveVM(cmd.Context(), &id); err != nil {
 				return err
 			}
 			req := api.ExecRequest{Path: args[1], Args: args[2:], Timeout: api.Duration(timeout)}

@@ -116,14 +116,49 @@ func TestPortsAndDomainsAnyCase(t *testing.T) {
 	}
 }
 
-// TestCLICompletionAndSuggestions: completion offers what the verb takes
-// (resume: only resumable VMs; backup delete: on-demand backups, not
-// files), and a mistyped subcommand gets a suggestion.
+// TestCLICompletionAndSuggestions: names are accepted wherever ids are,
+// and one name names one VM of an account and one account; completion
+// offers what the verb takes (resume: only resumable VMs; backup delete:
+// on-demand backups, not files), and a mistyped subcommand gets a
+// suggestion.
 func TestCLICompletionAndSuggestions(t *testing.T) {
 	needVMs(t)
 	d := startDaemon(t, "--clock=manual")
 	a := okJSON[model.Account](t, d, "account", "create", "complete", "--balance", "100")
-	vm := okJSON[model.VM](t, d, "vm", "create", "--account", a.ID, "--tier", "nano")
+	// By name: the account, then the VM.
+	vm := okJSON[model.VM](t, d, "vm", "create", "--account", "Complete", "--tier", "nano", "--name", "web-1")
+	if vm.AccountID != a.ID {
+		t.Fatalf("vm create --account Complete made a VM of %s, want %s", vm.AccountID, a.ID)
+	}
+	if got := okJSON[model.VM](t, d, "vm", "show", "web-1"); got.ID != vm.ID {
+		t.Fatalf("vm show web-1 = %s, want %s", got.ID, vm.ID)
+	}
+	if out := d.ok(t, "vm", "list", "--account", "complete"); !strings.Contains(out, vm.ID) {
+		t.Fatalf("vm list --account complete:\n%s", out)
+	}
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"account", "create", "COMPLETE"}, exitConflict, "already exists (" + a.ID + ")"},
+		{[]string{"vm", "create", "--account", a.ID, "--tier", "nano", "--name", "web-1"}, exitConflict, "already has a VM named web-1 (" + vm.ID + ")"},
+		{[]string{"vm", "create", "--account", a.ID, "--tier", "nano", "--name", "vm-zzzzzz"}, exitUsage, "looks like a VM id"},
+		{[]string{"vm", "show", "web-2"}, exitNotFound, "no VM is named web-2"},
+		{[]string{"vm", "list", "--account", "nobody"}, exitNotFound, "no account is named nobody"},
+	} {
+		if r := d.sj(t, tt.args...); r.code != tt.code || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("superjolt %s: exit %d, %q; want exit %d and %q", strings.Join(tt.args, " "), r.code, r.stderr, tt.code, tt.want)
+		}
+	}
+	// The same VM name in another account: a name then names two VMs, and
+	// the CLI asks for the id rather than pick one.
+	b := okJSON[model.Account](t, d, "account", "create", "other", "--balance", "100")
+	twin := okJSON[model.VM](t, d, "vm", "create", "--account", "other", "--tier", "nano", "--name", "web-1")
+	if r := d.sj(t, "vm", "show", "web-1"); r.code != exitConflict || !strings.Contains(r.stderr, vm.ID) || !strings.Contains(r.stderr, twin.ID) || !strings.Contains(r.stderr, b.ID) {
+		t.Errorf("vm show web-1 with two of them: exit %d, %q", r.code, r.stderr)
+	}
+	d.ok(t, "vm", "destroy", twin.ID, "--yes")
 	bk := okJSON[model.Backup](t, d, "backup", "create", vm.ID)
 	d.ok(t, "vm", "stop", vm.ID)
 

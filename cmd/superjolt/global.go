@@ -79,7 +79,10 @@ names, times in UTC) and prints a readable table otherwise.
 Times are shown in your time zone (TZ, else the system's), each with its
 zone's name, and read in it: ` + "`backup restore --from 2027-01-12`" + ` restores the
 newest backup that ` + "`backup list`" + ` shows as taken on 2027-01-12, and
-"yesterday" is the day before today there. --utc shows and reads UTC. Money is in credits (2.5 means
+"yesterday" is the day before today there. --utc shows and reads UTC.
+
+A VM or an account is named by its id or by its name: superjolt vm show
+web-1, superjolt vm create --account alice. Money is in credits (2.5 means
 2.5 credits); JSON carries integer micro-credits.
 
 ` + exitCodesHelpTxt,
