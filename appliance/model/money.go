@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Micro is an amount of money in micro-credits (one credit is 1,000,000
@@ -68,6 +70,46 @@ func ParseCredits(s string) (Micro, error) {
 		return bad(fmt.Sprintf("is more than the %s allowed at once", MaxAmount))
 	}
 	return m, nil
+}
+
+// ParseSignedCredits parses an adjustment: a non-zero amount of credits
+// that may be negative ("-5", "+2.5", "0.000001").
+func ParseSignedCredits(s string) (Micro, error) {
+	t := strings.TrimSpace(s)
+	if rest, ok := strings.CutPrefix(t, "-"); ok && rest != "" && rest[0] != '-' && rest[0] != '+' {
+		m, err := ParseCredits(rest)
+		if err != nil {
+			return 0, invalidf("amount %q is not a number of credits; write one with at most 6 decimals, like -25 or 2.5", clip(s))
+		}
+		return -m, nil
+	}
+	return ParseCredits(t)
+}
+
+// ValidateAdjustment checks an adjustment: an amount that is not zero, at
+// most MaxAmount either way, and a reason: printable text, not blank, at
+// most MaxReasonLen bytes.
+func ValidateAdjustment(m Micro, reason string) error {
+	switch {
+	case m == 0:
+		return invalidf("an adjustment of zero changes nothing; give a positive or negative number of credits")
+	case m > MaxAmount || m < -MaxAmount:
+		return invalidf("adjustment %s is more than the %s allowed at once", m, MaxAmount)
+	}
+	switch {
+	case strings.TrimSpace(reason) == "":
+		return invalidf("an adjustment needs a reason (--reason TEXT): the ledger keeps it for whoever reads it later")
+	case !utf8.ValidString(reason):
+		return invalidf("the reason is not valid UTF-8")
+	case len(reason) > MaxReasonLen:
+		return invalidf("the reason is %d bytes long; keep it to %d", len(reason), MaxReasonLen)
+	}
+	for _, r := range reason {
+		if !unicode.IsPrint(r) {
+			return invalidf("the reason holds a control character (%U); write it on one line, in plain text", r)
+		}
+	}
+	return nil
 }
 
 // ValidateAmount checks an amount given in micro-credits (as the API takes it).
