@@ -21,19 +21,34 @@ const MaxAmount = 1_000_000_000 * Credit
 
 // ParseCredits parses a positive amount of credits written in decimal with at
 // most six digits after the point ("10", "2.5", "0.000001").
-func ParseCredits(s string) (Micro, error) {
+func ParseCredits(s string) (Micro, error) { return parseCredits(s, false) }
+
+// ParseSignedCredits parses an adjustment: a non-zero amount of credits
+// that may be negative ("-5", "+2.5", "0.000001"), at most MaxAmount either
+// way.
+func ParseSignedCredits(s string) (Micro, error) { return parseCredits(s, true) }
+
+func parseCredits(s string, signed bool) (Micro, error) {
 	orig := s
 	s = strings.TrimSpace(s)
 	bad := func(why string) (Micro, error) {
+		if signed {
+			return 0, invalidf("amount %q %s; write a number of credits with at most 6 decimals, like -25 or 2.5", clip(orig), why)
+		}
 		return 0, invalidf("amount %q %s; write a positive number of credits with at most 6 decimals, like 25 or 2.5", clip(orig), why)
 	}
 	if s == "" {
 		return bad("is empty")
 	}
+	neg := false
 	if s[0] == '-' {
-		return bad("is negative")
+		if !signed {
+			return bad("is negative")
+		}
+		neg, s = true, s[1:]
+	} else {
+		s = strings.TrimPrefix(s, "+")
 	}
-	s = strings.TrimPrefix(s, "+")
 	whole, frac, hasPoint := strings.Cut(s, ".")
 	if whole == "" && (!hasPoint || frac == "") {
 		return bad("is not a number")
@@ -69,21 +84,10 @@ func ParseCredits(s string) (Micro, error) {
 	if m > MaxAmount {
 		return bad(fmt.Sprintf("is more than the %s allowed at once", MaxAmount))
 	}
-	return m, nil
-}
-
-// ParseSignedCredits parses an adjustment: a non-zero amount of credits
-// that may be negative ("-5", "+2.5", "0.000001").
-func ParseSignedCredits(s string) (Micro, error) {
-	t := strings.TrimSpace(s)
-	if rest, ok := strings.CutPrefix(t, "-"); ok && rest != "" && rest[0] != '-' && rest[0] != '+' {
-		m, err := ParseCredits(rest)
-		if err != nil {
-			return 0, invalidf("amount %q is not a number of credits; write one with at most 6 decimals, like -25 or 2.5", clip(s))
-		}
-		return -m, nil
+	if neg {
+		m = -m
 	}
-	return ParseCredits(t)
+	return m, nil
 }
 
 // ValidateAdjustment checks an adjustment: an amount that is not zero, at
