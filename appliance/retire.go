@@ -186,9 +186,11 @@ func (a *Appliance) ResumeVM(ctx context.Context, id string) (model.VM, error) {
 }
 
 // SubmitResumeVM starts bringing a VM back from the graveyard (to the
-// state it was in: running or stopped) or from the archive (running, once
-// the account's balance is positive). It gets its address back when still
-// free, else a new one.
+// state it was in: running or stopped) or from the archive (running). The
+// balance must cover MinResumeRunway of the account's burn with the VM back
+// (resumeRunway); the refusal says how much to top up. It gets its address
+// back when still free, else a new one. Its recovery deadline is kept for
+// a retire within RecoveryWindow of the resume.
 func (a *Appliance) SubmitResumeVM(ctx context.Context, id string) (model.Operation, error) {
 	return accepted(a.submitResumeVM(ctx, id))
 }
