@@ -144,6 +144,52 @@ func (a *Appliance) TopUp(ctx context.Context, id string, amount model.Micro) (m
 	return acct, nil
 }
 
+// Adjust corrects an account's balance by amount (micro-credits, positive
+// or negative, not zero, at most model.MaxAmount either way) with an
+// operator's reason (model.ValidateAdjustment): a ledger entry of kind
+// adjustment that carries the reason, and an account.adjusted event. It is
+// how a mistaken top-up is taken back: the ledger keeps both, history is
+// never edited. It cannot take the balance below zero (there is no debt,
+// see billing.go) nor past MaxBalance. Like a top-up, it resumes nothing;
+// a balance taken to zero archives the account's VMs at the next billing
+// pass.
+func (a *Appliance) Adjust(ctx context.Context, id string, amount model.Micro, reason string) (model.Account, error) {
+	if err := model.ValidateID(model.KindAccount, id); err != nil {
+		return model.Account{}, err
+	}
+	if err := model.ValidateAdjustment(amount, reason); err != nil {
+		return model.Account{}, err
+	}
+	var acct model.Account
+	err := a.update(ctx, func(tx *store.Tx) error {
+		var err error
+		if acct, err = getAccount(tx, id); err != nil {
+			return err
+		}
+		switch {
+		case amount < 0 && acct.Balance+amount < 0:
+			return fundsf("%s has %s credits: an adjustment can take back at most that much (there is no debt)", id, max(acct.Balance, 0))
+		case amount > 0 && acct.Balance > MaxBalance-amount:
+			return invalidf("an adjustment of %s would take %s past the largest balance allowed, %s", amount, id, MaxBalance)
+		}
+		acct.Balance += amount
+		now := a.clock.Now()
+		if err := tx.PutAccount(acct); err != nil {
+			return err
+		}
+		if _, err := tx.AppendLedger(model.LedgerEntry{AccountID: id, At: now, Amount: amount, Kind: model.Adjustment,
+			BalanceAfter: acct.Balance, Reason: reason}); err != nil {
+			return err
+		}
+		return event(tx, now, "account.adjusted", id, id, "%s adjusted by %s (%q); balance %s", id, amount, reason, acct.Balance)
+	})
+	if err != nil {
+		return model.Account{}, categorised(err, "adjust the balance")
+	}
+	a.log.Info("account adjusted", "account", id, "amount", int64(amount), "balance", int64(acct.Balance), "reason", reason)
+	return acct, nil
+}
+
 // Ledger returns an account's ledger entries, newest first, at most limit
 // (0 or less: 100; capped at model.MaxListLimit).
 func (a *Appliance) Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error) {

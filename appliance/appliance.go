@@ -36,7 +36,10 @@ const (
 	// GraveyardAge is the age from which a destroyed VM goes to the graveyard
 	// rather than being reclaimed at once.
 	GraveyardAge = time.Hour
-	// RecoveryWindow is how long graveyard and archived VMs are kept.
+	// RecoveryWindow is how long graveyard and archived VMs are kept. The
+	// archive's does not slide: a VM archived again before it has been
+	// back for a whole RecoveryWindow since its last resume keeps the
+	// deadline of its first archival (retire.go).
 	RecoveryWindow = 24 * time.Hour
 	// BillingPeriod is how often live VMs are charged.
 	BillingPeriod = 10 * time.Minute

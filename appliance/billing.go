@@ -3,12 +3,46 @@ package appliance
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/bits"
 	"time"
 
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
 )
+
+// What money means here
+//
+// An account is prepaid: its balance is what it has left, never below zero,
+// and always exactly the sum of its ledger (opening top-up, top-ups,
+// adjustments, charges). Nothing else moves it.
+//
+// No debt. Every booking charges min(price, balance): when the balance runs
+// out, the last period is charged only what was left, and the rest is
+// forgiven. The charge entry says so (Amount is what was taken, Forgiven
+// what the period cost beyond it), so the ledger still explains the
+// balance, and -Amount + Forgiven of a VM's charges adds up to the exact
+// price of the time it billed. We chose this over debt that a top-up pays
+// first because a prepaid box has nobody to collect a debt from: an archived
+// account that never comes back would carry a negative balance forever
+// (after its VMs are reclaimed, for nothing that still exists), and a
+// top-up that silently went to an old debt would resume less than the
+// operator paid for. What can be forgiven is small: archival follows within
+// one BillingPeriod of the balance reaching zero, so at most a period of
+// the account's VMs, and only once per run-out, since a resume needs runway.
+//
+// Runway to resume. A VM comes back from the archive or the graveyard only
+// when the balance covers MinResumeRunway (one hour) of what the account
+// then burns: the rates of its billing VMs plus this one (resumeRunway). A
+// smaller top-up would buy minutes, not a working VM: it would be archived
+// again at the next billing pass. The refusal says how much to top up.
+//
+// Corrections. A mistaken top-up is corrected by an adjustment (Adjust): a
+// ledger entry of its own kind, positive or negative, with the operator's
+// reason, and an event. History is never edited. An adjustment cannot take
+// the balance below zero (no debt) nor above MaxBalance.
+//
+// The recovery window (retire.go) does not slide: see RecoveryWindow.
 
 // How charges stay exact
 //
@@ -177,21 +211,57 @@ func burnRate(tx *store.Tx, acctID string) (model.Micro, int, error) {
 	return burn, n, nil
 }
 
-// bookCharge charges vm to acct (not put) and appends the ledger entry.
+// bookCharge charges vm to acct (not put) and appends the ledger entry. It
+// takes at most the balance: what the period cost beyond it is forgiven,
+// and recorded as such in the entry (no debt). It returns what it took.
 func bookCharge(tx *store.Tx, vm *model.VM, acct *model.Account, rate model.Micro, now time.Time, final bool) (model.Micro, error) {
 	from := vm.BilledUntil
 	if from.IsZero() {
 		from = vm.CreatedAt
 	}
-	amount, until := charge(rate, from, now, final)
+	price, until := charge(rate, from, now, final)
 	vm.BilledUntil = until
-	if amount == 0 {
+	if price == 0 {
 		return 0, nil
 	}
+	amount := min(price, max(acct.Balance, 0))
 	acct.Balance -= amount
 	_, err := tx.AppendLedger(model.LedgerEntry{AccountID: acct.ID, At: now, Amount: -amount, Kind: model.Charge,
-		VMID: vm.ID, PeriodStart: from, PeriodEnd: until, BalanceAfter: acct.Balance})
+		VMID: vm.ID, PeriodStart: from, PeriodEnd: until, BalanceAfter: acct.Balance, Forgiven: price - amount})
 	return amount, err
+}
+
+// MinResumeRunway is how long the balance must last, at the rate the
+// account burns once the VM is back, for a resume to be accepted.
+const MinResumeRunway = time.Hour
+
+// resumeRunway refuses, with model.ErrInsufficientFunds and the amount to
+// top up, to bring vm back unless acct's balance covers MinResumeRunway of
+// the rates of its billing VMs plus vm's own.
+func resumeRunway(tx *store.Tx, acct model.Account, vm model.VM) error {
+	tier, err := tx.Tier(vm.Tier)
+	if err != nil {
+		return err
+	}
+	burn, n, err := burnRate(tx, acct.ID)
+	if err != nil {
+		return err
+	}
+	burn += tier.RatePerHour
+	need := max(burn*model.Micro(MinResumeRunway/time.Hour), 1)
+	if acct.Balance >= need {
+		return nil
+	}
+	short := need - max(acct.Balance, 0)
+	what := vm.ID + " costs"
+	switch {
+	case n == 1:
+		what = vm.ID + " and the account's other billing VM cost"
+	case n > 1:
+		what = fmt.Sprintf("%s and the account's %d other billing VMs cost", vm.ID, n)
+	}
+	return fundsf("account %s has %s credits; resuming %s needs at least an hour of what %s, %s credits (%s credits/hour): top up at least %s credits with `superjolt account topup %s %s`, then `superjolt vm resume %s`",
+		acct.ID, acct.Balance, vm.ID, what, need, burn, short, acct.ID, short, vm.ID)
 }
 
 // billingChunk bounds the VMs charged in one transaction.

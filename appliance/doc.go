@@ -17,8 +17,8 @@
 //	retention.go  which scheduled backups a VM keeps (a pure function)
 //	restore.go    restore in place: stop, reflink, boot, new boot id
 //	background.go the daily schedule, the background pass, the manual clock
-//	billing.go    charges, low-balance warnings, archiving an account at zero
-//	accounts.go   accounts, top-ups, the ledger
+//	billing.go    charges (no debt), runway to resume, low-balance warnings, archiving at zero
+//	accounts.go   accounts, top-ups, adjustments, the ledger
 //	addresses.go  IP addresses from the subnet (IPAM)
 //	machines.go   VM processes: boot, halt, supervise
 //	pool.go       the pool's space: status, and refusing work when it is full
@@ -32,8 +32,8 @@
 //
 //	create -> running <-> stopped
 //	destroy: age >= 1h -> graveyard (24 h), age < 1h -> reclaimed at once
-//	balance <= 0 -> every VM of the account archived (24 h)
-//	resume: graveyard -> its previous state; archived -> running (balance > 0)
+//	balance <= 0 -> every VM of the account archived (24 h, not extended by resuming)
+//	resume: graveyard -> its previous state; archived -> running (an hour of runway)
 //	after 24 h in the graveyard or archived: reclaimed (nothing left)
 //
 // # Background work
@@ -77,7 +77,12 @@
 // floor(rate × whole seconds / 3600): periods advance BilledUntil only by
 // whole "granules" of seconds whose price is an integer number of
 // micro-credits, and the remainder is charged, rounded down once, when the
-// span ends. See billing.go.
+// span ends. There is no debt: a charge takes at most the balance and the
+// rest is forgiven, recorded on the charge, so the balance never goes below
+// zero and always equals the sum of the ledger. A resume needs an hour of
+// runway; corrections are adjustments with a reason (accounts.go). See
+// billing.go; the archive's recovery window, which a resume does not
+// extend, is in retire.go.
 //
 // # Errors
 //

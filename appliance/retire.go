@@ -18,6 +18,21 @@ import (
 // balance reached zero has its VMs archived (billing.go decides when);
 // resume_vm brings either back; after RecoveryWindow the reaper reclaims
 // it. This file holds those rules.
+//
+// The archive's recovery window does not slide. An archival opens an
+// episode: ReclaimAt = now + RecoveryWindow, remembered as RecoveryDeadline.
+// A resume clears ReclaimAt but keeps RecoveryDeadline. A VM archived (or
+// destroyed) again before it has been back for a whole RecoveryWindow since
+// its last resume is in the same episode: it gets that first deadline back,
+// however many times it was resumed, even when the deadline has passed
+// already (then the reaper's next pass reclaims it). Only a VM that stayed
+// back, and billed, for RecoveryWindow ends its episode; its next archival
+// opens a new one with a fresh 24 hours. So a top-up of a little runway
+// cannot keep an unpaid disk for ever, and a VM that was put right gets its
+// full window the next time. A destroy outside an episode is the
+// operator's own decision and gets the full window every time, as the
+// product promises ("a destroy_vm you regret is recoverable for a day");
+// a destroy inside one cannot be used to escape it.
 
 // retire takes a live VM off the host, into the graveyard (to is
 // model.StateGraveyard: destroyed) or the archive (model.StateArchived: its
@@ -42,7 +57,12 @@ func (a *Appliance) retire(tx *store.Tx, id string, to model.VMState, reclaimNow
 		}
 		vm.LastIP, vm.IP = vm.IP, netip.Addr{}
 	}
-	vm.BootID, vm.ReclaimAt = "", now.Add(RecoveryWindow)
+	vm.BootID = ""
+	vm.ReclaimAt, vm.RecoveryDeadline = recoveryDeadline(vm, to, now)
+	again := ""
+	if !vm.ReclaimAt.Equal(now.Add(RecoveryWindow)) {
+		again = " (the deadline its recovery window began with: a resume does not extend it)"
+	}
 	var typ, msg string
 	switch to {
 	case model.StateGraveyard:
@@ -50,7 +70,7 @@ func (a *Appliance) retire(tx *store.Tx, id string, to model.VMState, reclaimNow
 		vm.WantRunning = vm.State == model.StateRunning
 		vm.DestroyedAt = now
 		typ = "vm.destroyed"
-		msg = fmt.Sprintf("%s destroyed: in the graveyard until %s; `superjolt vm resume %s` brings it back", id, vm.ReclaimAt.UTC().Format(time.RFC3339), id)
+		msg = fmt.Sprintf("%s destroyed: in the graveyard until %s%s; `superjolt vm resume %s` brings it back", id, vm.ReclaimAt.UTC().Format(time.RFC3339), again, id)
 		if reclaimNow {
 			vm.ReclaimAt = now
 			msg = fmt.Sprintf("%s destroyed within its first hour: reclaimed at once", id)
@@ -59,8 +79,8 @@ func (a *Appliance) retire(tx *store.Tx, id string, to model.VMState, reclaimNow
 		// A resume from the archive boots it, whatever it was.
 		vm.ArchivedAt = now
 		typ = "vm.archived"
-		msg = fmt.Sprintf("%s archived: account %s ran out of credits; top up with `superjolt account topup %s CREDITS` and `superjolt vm resume %s` before %s",
-			id, vm.AccountID, vm.AccountID, id, vm.ReclaimAt.UTC().Format(time.RFC3339))
+		msg = fmt.Sprintf("%s archived: account %s ran out of credits; top up with `superjolt account topup %s CREDITS` and `superjolt vm resume %s` before %s%s",
+			id, vm.AccountID, vm.AccountID, id, vm.ReclaimAt.UTC().Format(time.RFC3339), again)
 	default:
 		return vm, fmt.Errorf("retire %s to %s: only the graveyard and the archive take VMs off the host", id, to)
 	}
@@ -69,6 +89,22 @@ func (a *Appliance) retire(tx *store.Tx, id string, to model.VMState, reclaimNow
 		return vm, err
 	}
 	return vm, event(tx, now, typ, id, vm.AccountID, "%s", msg)
+}
+
+// recoveryDeadline returns the ReclaimAt of a VM retired to to at now, and
+// the RecoveryDeadline of its archive episode: the episode's first deadline
+// while the episode lasts; for an archival outside one, now +
+// RecoveryWindow, opening a new one; for a destroy outside one, now +
+// RecoveryWindow and no episode.
+func recoveryDeadline(vm model.VM, to model.VMState, now time.Time) (reclaimAt, episode time.Time) {
+	if !vm.RecoveryDeadline.IsZero() && now.Sub(vm.ResumedAt) < RecoveryWindow {
+		return vm.RecoveryDeadline, vm.RecoveryDeadline
+	}
+	d := now.Add(RecoveryWindow)
+	if to == model.StateArchived {
+		return d, d
+	}
+	return d, time.Time{}
 }
 
 // DestroyVM destroys a running or stopped VM (SubmitDestroyVM) and says
@@ -151,9 +187,11 @@ func (a *Appliance) ResumeVM(ctx context.Context, id string) (model.VM, error) {
 }
 
 // SubmitResumeVM starts bringing a VM back from the graveyard (to the
-// state it was in: running or stopped) or from the archive (running, once
-// the account's balance is positive). It gets its address back when still
-// free, else a new one.
+// state it was in: running or stopped) or from the archive (running). The
+// balance must cover MinResumeRunway of the account's burn with the VM back
+// (resumeRunway); the refusal says how much to top up. It gets its address
+// back when still free, else a new one. Its recovery deadline is kept for
+// a retire within RecoveryWindow of the resume.
 func (a *Appliance) SubmitResumeVM(ctx context.Context, id string) (model.Operation, error) {
 	return accepted(a.submitResumeVM(ctx, id))
 }
@@ -180,9 +218,8 @@ func (a *Appliance) submitResumeVM(ctx context.Context, id string) (*op, error) 
 		if err != nil {
 			return err
 		}
-		if acct.Balance <= 0 {
-			return fundsf("account %s has a balance of %s credits; top up with `superjolt account topup %s CREDITS`, then resume %s",
-				acct.ID, acct.Balance, acct.ID, id)
+		if err := resumeRunway(tx, acct, cur); err != nil {
+			return err
 		}
 		if err := checkVMLimit(tx, acct); err != nil {
 			return err
@@ -201,7 +238,9 @@ func (a *Appliance) submitResumeVM(ctx context.Context, id string) (*op, error) 
 		wantRunning = cur.WantRunning || cur.State == model.StateArchived
 		from := cur.State
 		cur.State, cur.IP, cur.LastIP = model.StateStopped, ip, ip
-		cur.ReclaimAt, cur.WantRunning, cur.BilledUntil = time.Time{}, wantRunning, now
+		// RecoveryDeadline stays: a retire within RecoveryWindow of this
+		// resume gives the VM that deadline back rather than a new one.
+		cur.ReclaimAt, cur.ResumedAt, cur.WantRunning, cur.BilledUntil = time.Time{}, now, wantRunning, now
 		if cur.NextBackupAt.Before(now) {
 			cur.NextBackupAt = nextBackupAt(id, now)
 		}
@@ -212,7 +251,13 @@ func (a *Appliance) submitResumeVM(ctx context.Context, id string) (*op, error) 
 		if err := tx.PutVM(cur); err != nil {
 			return err
 		}
-		return event(tx, now, "vm.resumed", id, cur.AccountID, "%s resumed from %s at %s", id, from, ip)
+		kept := ""
+		if !cur.RecoveryDeadline.IsZero() {
+			// A retire within RecoveryWindow from now is in this episode.
+			kept = fmt.Sprintf("; if it is archived or destroyed again before %s, it keeps its recovery deadline, %s",
+				now.Add(RecoveryWindow).UTC().Format(time.RFC3339), cur.RecoveryDeadline.UTC().Format(time.RFC3339))
+		}
+		return event(tx, now, "vm.resumed", id, cur.AccountID, "%s resumed from %s at %s%s", id, from, ip, kept)
 	})
 	if err != nil {
 		return nil, err

@@ -83,6 +83,13 @@ func (c *Client) TopUp(ctx context.Context, id string, amount model.Micro) (mode
 	return a, c.do(ctx, http.MethodPost, "/v1/accounts/"+url.PathEscape(id)+"/topup", nil, TopUpRequest{Amount: amount}, &a)
 }
 
+// Adjust corrects an account's balance by amount micro-credits (negative
+// takes back) with the operator's reason, as a ledger entry of its own.
+func (c *Client) Adjust(ctx context.Context, id string, amount model.Micro, reason string) (model.Account, error) {
+	var a model.Account
+	return a, c.do(ctx, http.MethodPost, "/v1/accounts/"+url.PathEscape(id)+"/adjust", nil, AdjustRequest{Amount: amount, Reason: reason}, &a)
+}
+
 // Ledger returns the newest limit ledger entries of an account (0: the
 // daemon's default).
 func (c *Client) Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error) {

@@ -19,6 +19,7 @@
 //	POST   /v1/accounts                        CreateAccountRequest -> model.Account
 //	GET    /v1/accounts/{id}                   model.Account
 //	POST   /v1/accounts/{id}/topup             TopUpRequest -> model.Account
+//	POST   /v1/accounts/{id}/adjust            AdjustRequest -> model.Account
 //	GET    /v1/accounts/{id}/ledger?limit=N    []model.LedgerEntry
 //	GET    /v1/tiers                           []model.Tier
 //	GET    /v1/images                          []model.Image

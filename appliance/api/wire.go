@@ -72,6 +72,16 @@ type TopUpRequest struct {
 // Validate checks the amount.
 func (r TopUpRequest) Validate() error { return model.ValidateAmount(r.Amount) }
 
+// AdjustRequest is the body of POST /v1/accounts/{id}/adjust: an
+// operator's correction of the balance, with its reason.
+type AdjustRequest struct {
+	Amount model.Micro `json:"amount"` // micro-credits; negative takes back, never zero
+	Reason string      `json:"reason"` // required; at most model.MaxReasonLen bytes, one line
+}
+
+// Validate checks the amount and the reason.
+func (r AdjustRequest) Validate() error { return model.ValidateAdjustment(r.Amount, r.Reason) }
+
 // CreateVMRequest is the body of POST /v1/vms.
 type CreateVMRequest struct {
 	AccountID string `json:"account_id"`

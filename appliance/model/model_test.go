@@ -120,6 +120,69 @@ func TestParseCredits(t *testing.T) {
 	}
 }
 
+func TestParseSignedCredits(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Micro
+		ok   bool
+	}{
+		{"-5", -5 * Credit, true},
+		{" -2.5 ", -2_500_000, true},
+		{"-.000001", -1, true},
+		{"+3", 3 * Credit, true},
+		{"4", 4 * Credit, true},
+		{"-1000000000", -MaxAmount, true},
+		{"-1000000000.000001", 0, false},
+		{"-0", 0, false},
+		{"0", 0, false},
+		{"--5", 0, false},
+		{"-+5", 0, false},
+		{"-", 0, false},
+		{"- 5", 0, false},
+		{"-1e3", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseSignedCredits(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseSignedCredits(%q) = %d, %v; want %d, ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+		if err != nil && !errors.Is(err, ErrInvalid) {
+			t.Errorf("ParseSignedCredits(%q): %v does not wrap ErrInvalid", tt.in, err)
+		}
+	}
+}
+
+func TestValidateAdjustment(t *testing.T) {
+	tests := []struct {
+		amount Micro
+		reason string
+		ok     bool
+	}{
+		{-Credit, "top-up typed twice", true},
+		{Credit, "goodwill, 30 € off — Müller", true},
+		{MaxAmount, strings.Repeat("x", MaxReasonLen), true},
+		{-MaxAmount, "all of it", true},
+		{0, "nothing", false},
+		{MaxAmount + 1, "too much", false},
+		{-MaxAmount - 1, "too much", false},
+		{Credit, "", false},
+		{Credit, " \t ", false},
+		{Credit, strings.Repeat("x", MaxReasonLen+1), false},
+		{Credit, "two\nlines", false},
+		{Credit, "bell\a", false},
+		{Credit, "\xff\xfe", false},
+	}
+	for _, tt := range tests {
+		err := ValidateAdjustment(tt.amount, tt.reason)
+		if (err == nil) != tt.ok {
+			t.Errorf("ValidateAdjustment(%d, %q) = %v, want ok=%v", tt.amount, tt.reason, err, tt.ok)
+		}
+		if err != nil && !errors.Is(err, ErrInvalid) {
+			t.Errorf("ValidateAdjustment(%d, %q): %v does not wrap ErrInvalid", tt.amount, tt.reason, err)
+		}
+	}
+}
+
 func TestMicroString(t *testing.T) {
 	for m, want := range map[Micro]string{0: "0", 3 * Credit: "3", 2_500_000: "2.5", 1: "0.000001", -1_250_000: "-1.25"} {
 		if got := m.String(); got != want {

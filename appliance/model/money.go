@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Micro is an amount of money in micro-credits (one credit is 1,000,000
@@ -19,19 +21,34 @@ const MaxAmount = 1_000_000_000 * Credit
 
 // ParseCredits parses a positive amount of credits written in decimal with at
 // most six digits after the point ("10", "2.5", "0.000001").
-func ParseCredits(s string) (Micro, error) {
+func ParseCredits(s string) (Micro, error) { return parseCredits(s, false) }
+
+// ParseSignedCredits parses an adjustment: a non-zero amount of credits
+// that may be negative ("-5", "+2.5", "0.000001"), at most MaxAmount either
+// way.
+func ParseSignedCredits(s string) (Micro, error) { return parseCredits(s, true) }
+
+func parseCredits(s string, signed bool) (Micro, error) {
 	orig := s
 	s = strings.TrimSpace(s)
 	bad := func(why string) (Micro, error) {
+		if signed {
+			return 0, invalidf("amount %q %s; write a number of credits with at most 6 decimals, like -25 or 2.5", clip(orig), why)
+		}
 		return 0, invalidf("amount %q %s; write a positive number of credits with at most 6 decimals, like 25 or 2.5", clip(orig), why)
 	}
 	if s == "" {
 		return bad("is empty")
 	}
+	neg := false
 	if s[0] == '-' {
-		return bad("is negative")
+		if !signed {
+			return bad("is negative")
+		}
+		neg, s = true, s[1:]
+	} else {
+		s = strings.TrimPrefix(s, "+")
 	}
-	s = strings.TrimPrefix(s, "+")
 	whole, frac, hasPoint := strings.Cut(s, ".")
 	if whole == "" && (!hasPoint || frac == "") {
 		return bad("is not a number")
@@ -67,7 +84,36 @@ func ParseCredits(s string) (Micro, error) {
 	if m > MaxAmount {
 		return bad(fmt.Sprintf("is more than the %s allowed at once", MaxAmount))
 	}
+	if neg {
+		m = -m
+	}
 	return m, nil
+}
+
+// ValidateAdjustment checks an adjustment: an amount that is not zero, at
+// most MaxAmount either way, and a reason: printable text, not blank, at
+// most MaxReasonLen bytes.
+func ValidateAdjustment(m Micro, reason string) error {
+	switch {
+	case m == 0:
+		return invalidf("an adjustment of zero changes nothing; give a positive or negative number of credits")
+	case m > MaxAmount || m < -MaxAmount:
+		return invalidf("adjustment %s is more than the %s allowed at once", m, MaxAmount)
+	}
+	switch {
+	case strings.TrimSpace(reason) == "":
+		return invalidf("an adjustment needs a reason (--reason TEXT): the ledger keeps it for whoever reads it later")
+	case !utf8.ValidString(reason):
+		return invalidf("the reason is not valid UTF-8")
+	case len(reason) > MaxReasonLen:
+		return invalidf("the reason is %d bytes long; keep it to %d", len(reason), MaxReasonLen)
+	}
+	for _, r := range reason {
+		if !unicode.IsPrint(r) {
+			return invalidf("the reason holds a control character (%U); write it on one line, in plain text", r)
+		}
+	}
+	return nil
 }
 
 // ValidateAmount checks an amount given in micro-credits (as the API takes it).

@@ -23,7 +23,7 @@ const DefaultVMLimit = 10
 type Account struct {
 	ID           string       `json:"id"`
 	Name         string       `json:"name"`
-	Balance      Micro        `json:"balance"` // micro-credits; may go below zero by at most one billing period
+	Balance      Micro        `json:"balance"` // micro-credits; never below zero (no debt), always the sum of its ledger
 	Entitlements Entitlements `json:"entitlements"`
 	CreatedAt    time.Time    `json:"created_at"`
 }
@@ -148,6 +148,15 @@ type VM struct {
 	ArchivedAt  time.Time `json:"archived_at,omitzero"`
 	ReclaimAt   time.Time `json:"reclaim_at,omitzero"` // set in graveyard and archived
 
+	// RecoveryDeadline is the ReclaimAt its latest archival gave the VM,
+	// kept across resumes: a VM archived or destroyed again before it has
+	// been back for a whole recovery window gets this deadline back instead
+	// of a new one, so resuming never extends it. Zero when the VM was
+	// never archived, or was last retired outside such an episode.
+	RecoveryDeadline time.Time `json:"recovery_deadline,omitzero"`
+	// ResumedAt is when the VM was last brought back by a resume.
+	ResumedAt time.Time `json:"resumed_at,omitzero"`
+
 	// WantRunning is the state to return to on resume or daemon start.
 	WantRunning bool `json:"want_running"`
 	// BilledUntil is the end of the last period booked to the ledger.
@@ -194,9 +203,16 @@ type EntryKind string
 const (
 	Charge EntryKind = "charge"
 	TopUp  EntryKind = "topup"
+	// Adjustment is an operator's correction (of a mistaken top-up, a
+	// goodwill credit), positive or negative, with a reason.
+	Adjustment EntryKind = "adjustment"
 )
 
+// MaxReasonLen bounds an adjustment's reason, in bytes.
+const MaxReasonLen = 200
+
 // LedgerEntry is one movement of an account's balance. Charges are negative.
+// An account's balance is always the sum of the Amounts of its entries.
 type LedgerEntry struct {
 	AccountID    string    `json:"account_id"`
 	Seq          uint64    `json:"seq"`
@@ -207,6 +223,12 @@ type LedgerEntry struct {
 	PeriodStart  time.Time `json:"period_start,omitzero"`
 	PeriodEnd    time.Time `json:"period_end,omitzero"`
 	BalanceAfter Micro     `json:"balance_after"`
+	// Forgiven, on a charge, is what the period cost beyond the balance
+	// left: not charged (there is no debt) and not part of the balance.
+	// -Amount + Forgiven is the period's full price.
+	Forgiven Micro `json:"forgiven,omitempty"`
+	// Reason says why an adjustment was made.
+	Reason string `json:"reason,omitempty"`
 }
 
 // OpKind is the kind of a long operation.

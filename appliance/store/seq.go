@@ -52,8 +52,8 @@ func (tx *Tx) AppendLedger(e model.LedgerEntry) (model.LedgerEntry, error) {
 	if err := keyTime("ledger entry time", e.At); err != nil {
 		return e, err
 	}
-	if e.Kind != model.Charge && e.Kind != model.TopUp {
-		return e, invalid("ledger entry kind %q: use %q or %q", e.Kind, model.Charge, model.TopUp)
+	if e.Kind != model.Charge && e.Kind != model.TopUp && e.Kind != model.Adjustment {
+		return e, invalid("ledger entry kind %q: use %q, %q or %q", e.Kind, model.Charge, model.TopUp, model.Adjustment)
 	}
 	seq, err := tx.nextSeq(keyLedgerSq, "ledger")
 	if err != nil {

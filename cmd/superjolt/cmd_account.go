@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -16,6 +17,7 @@ func newAccountCommand(o *globalOptions) *cobra.Command {
 		newAccountListCommand(o),
 		newAccountShowCommand(o),
 		newAccountTopUpCommand(o),
+		newAccountAdjustCommand(o),
 		newAccountLedgerCommand(o),
 	)
 }
@@ -128,11 +130,87 @@ func newAccountTopUpCommand(o *globalOptions) *cobra.Command {
 	}
 }
 
+func newAccountAdjustCommand(o *globalOptions) *cobra.Command {
+	var reason string
+	c := &cobra.Command{
+		Use:   "adjust ID CREDITS --reason TEXT",
+		Short: "Correct an account's balance with a ledger entry that says why",
+		Long: `Correct an account's balance, up or down, with a ledger entry of kind
+adjustment that keeps the reason. This is how a mistaken top-up is taken
+back: history is never edited, the ledger shows both, and the balance stays
+the sum of the ledger. CREDITS may be negative (not zero); an adjustment
+cannot take the balance below zero. The reason is required, one line, at
+most ` + strconv.Itoa(model.MaxReasonLen) + ` bytes.`,
+		Example: `  superjolt account adjust ac-abc123 -50 --reason "top-up of 50 booked twice"
+  superjolt account adjust ac-abc123 2.5 --reason "goodwill: outage on 2026-11-30"`,
+		Args: args("ID", "CREDITS"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.resolveAccount(cmd.Context(), &args[0]); err != nil {
+				return err
+			}
+			m, err := model.ParseSignedCredits(args[1])
+			if err != nil {
+				return err
+			}
+			if err := (api.AdjustRequest{Amount: m, Reason: reason}).Validate(); err != nil {
+				return err
+			}
+			a, err := o.client.Adjust(cmd.Context(), args[0], m, reason)
+			if err != nil {
+				return err
+			}
+			return o.printAccount(a, nil)
+		},
+	}
+	c.Flags().StringVar(&reason, "reason", "", "why (required; kept in the ledger)")
+	return c
+}
+
+// negativeAmounts lets `superjolt account adjust ID -5 --reason TEXT` mean
+// minus five credits: pflag would read "-5" as a flag. For that command
+// alone, a word that reads as a negative number and is not the value of a
+// flag moves after a "--", where words are arguments; the ID stays first.
+func negativeAmounts(args []string) []string {
+	at := -1
+	for i := 0; i+1 < len(args) && args[i] != "--"; i++ {
+		if args[i] == "account" && args[i+1] == "adjust" {
+			at = i + 2
+			break
+		}
+	}
+	if at < 0 {
+		return args
+	}
+	out := append([]string(nil), args[:at]...)
+	var moved []string
+	for i := at; i < len(args); i++ {
+		w := args[i]
+		if w == "--" {
+			out = append(out, args[i:]...)
+			break
+		}
+		prev := args[i-1]
+		takesValue := prev == "--reason" || prev == "--socket" || prev == "-o" || prev == "--output"
+		if len(w) > 1 && w[0] == '-' && (w[1] >= '0' && w[1] <= '9' || w[1] == '.') && !takesValue {
+			moved = append(moved, w)
+			continue
+		}
+		out = append(out, w)
+	}
+	if len(moved) == 0 {
+		return args
+	}
+	if !slices.Contains(out[at:], "--") {
+		out = append(out, "--")
+	}
+	return append(out, moved...)
+}
+
 func newAccountLedgerCommand(o *globalOptions) *cobra.Command {
 	var limit int
 	c := &cobra.Command{
 		Use:   "ledger ID",
-		Short: "Show an account's charges and top-ups, newest first",
+		Short: "Show an account's charges, top-ups and adjustments, newest first",
 		Args:  args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.resolveAccount(cmd.Context(), &args[0]); err != nil {
@@ -178,9 +256,13 @@ func (o *globalOptions) ledgerTable(es []model.LedgerEntry) error {
 	for _, e := range es {
 		period := "-"
 		if !e.PeriodStart.IsZero() {
-			period = o.fmtTime(e.PeriodStart) + " .. " + e.PeriodEnd.In(o.loc).Format("15:04:05")
+			period = o.fmtTime(e.PeriodStart) + " .. " + e.PeriodEnd.In(o.zone()).Format("15:04:05")
 		}
-		rows = append(rows, []string{o.fmtTime(e.At), string(e.Kind), e.Amount.String(), e.BalanceAfter.String(), dash(e.VMID), period})
+		note := e.Reason
+		if e.Forgiven > 0 {
+			note = "forgiven " + e.Forgiven.String() + ": the balance ran out"
+		}
+		rows = append(rows, []string{o.fmtTime(e.At), string(e.Kind), e.Amount.String(), e.BalanceAfter.String(), dash(e.VMID), period, dash(note)})
 	}
-	return o.table([]string{"AT", "KIND", "AMOUNT", "BALANCE", "VM", "PERIOD"}, rows)
+	return o.table([]string{"AT", "KIND", "AMOUNT", "BALANCE", "VM", "PERIOD", "NOTE"}, rows)
 }

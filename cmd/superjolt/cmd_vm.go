@@ -24,7 +24,7 @@ func newVMCommand(o *globalOptions) *cobra.Command {
 		newVMShowCommand(o),
 		newVMVerbCommand(o, "stop", "Stopping", "Shut a VM down; it keeps billing, its IP, ports and domains", (*api.Client).StopVM),
 		newVMVerbCommand(o, "start", "Starting", "Boot a stopped VM", (*api.Client).StartVM),
-		newVMVerbCommand(o, "resume", "Resuming", "Bring a VM back from the graveyard, or from archived once its account has a positive balance", (*api.Client).ResumeVM),
+		newVMVerbCommand(o, "resume", "Resuming", "Bring a VM back from the graveyard or the archive (the balance must cover an hour of its account's VMs)", (*api.Client).ResumeVM),
 		newVMDestroyCommand(o),
 		newVMExecCommand(o),
 		newVMPortsCommand(o),

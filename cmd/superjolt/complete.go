@@ -182,6 +182,7 @@ func addCompletions(root *cobra.Command, o *globalOptions) {
 	args := map[string]cobra.CompletionFunc{
 		"superjolt account show":        completeAccounts(o),
 		"superjolt account topup":       completeAccounts(o),
+		"superjolt account adjust":      completeAccounts(o),
 		"superjolt account ledger":      completeAccounts(o),
 		"superjolt vm show":             completeVMs(o),
 		"superjolt vm stop":             completeVMs(o, model.StateRunning),

@@ -12,6 +12,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	root := newRootCommand()
+	root.cmd.SetArgs(negativeAmounts(os.Args[1:]))
 	err := root.cmd.ExecuteContext(ctx)
 	stop()
 	code := exitCode(ctx, err, root.ran)

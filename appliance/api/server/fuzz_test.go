@@ -89,6 +89,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 		roundTrip[api.CreateAccountRequest](t, body)
 		roundTrip[api.TopUpRequest](t, body)
+		roundTrip[api.AdjustRequest](t, body)
 		roundTrip[api.CreateVMRequest](t, body)
 		roundTrip[api.ExecRequest](t, body)
 		roundTrip[api.RestoreRequest](t, body)
@@ -155,6 +156,12 @@ func (a *validatingApp) CreateAccount(ctx contextT, req appliance.CreateAccountR
 func (a *validatingApp) TopUp(ctx contextT, id string, m model.Micro) (model.Account, error) {
 	a.check("account id", model.ValidateID(model.KindAccount, id))
 	a.check("amount", model.ValidateAmount(m))
+	return model.Account{}, nil
+}
+
+func (a *validatingApp) Adjust(ctx contextT, id string, m model.Micro, reason string) (model.Account, error) {
+	a.check("account id", model.ValidateID(model.KindAccount, id))
+	a.check("adjustment", model.ValidateAdjustment(m, reason))
 	return model.Account{}, nil
 }
 

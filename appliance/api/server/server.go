@@ -27,6 +27,7 @@ type Appliance interface {
 	Accounts(ctx context.Context) ([]model.Account, error)
 	Account(ctx context.Context, id string) (model.Account, error)
 	TopUp(ctx context.Context, id string, amount model.Micro) (model.Account, error)
+	Adjust(ctx context.Context, id string, amount model.Micro, reason string) (model.Account, error)
 	Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error)
 
 	Tiers(ctx context.Context) ([]model.Tier, error)
@@ -186,6 +187,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/accounts", s.createAccount)
 	m.HandleFunc("GET /v1/accounts/{id}", get(s, model.KindAccount, s.app.Account))
 	m.HandleFunc("POST /v1/accounts/{id}/topup", post(s, model.KindAccount, s.topUp))
+	m.HandleFunc("POST /v1/accounts/{id}/adjust", post(s, model.KindAccount, s.adjust))
 	m.HandleFunc("GET /v1/accounts/{id}/ledger", s.ledger)
 
 	m.HandleFunc("GET /v1/tiers", s.tiers)
@@ -305,6 +307,10 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) topUp(ctx context.Context, id string, req api.TopUpRequest) (model.Account, error) {
 	return s.app.TopUp(ctx, id, req.Amount)
+}
+
+func (s *Server) adjust(ctx context.Context, id string, req api.AdjustRequest) (model.Account, error) {
+	return s.app.Adjust(ctx, id, req.Amount, req.Reason)
 }
 
 func (s *Server) ledger(w http.ResponseWriter, r *http.Request) {

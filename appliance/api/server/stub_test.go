@@ -65,6 +65,10 @@ func (s *errApp) TopUp(_ context.Context, id string, m model.Micro) (model.Accou
 	s.rec("TopUp", id, m)
 	return model.Account{}, s.err
 }
+func (s *errApp) Adjust(_ context.Context, id string, m model.Micro, reason string) (model.Account, error) {
+	s.rec("Adjust", id, m, reason)
+	return model.Account{}, s.err
+}
 func (s *errApp) Ledger(_ context.Context, id string, limit int) ([]model.LedgerEntry, error) {
 	s.rec("Ledger", id, limit)
 	return nil, s.err
