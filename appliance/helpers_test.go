@@ -75,7 +75,9 @@ type stubMachine struct {
 	exited   chan struct{}
 }
 
-func (m *stubMachine) BootID() string { return m.boot }
+func (m *stubMachine) BootID() string            { return m.boot }
+func (m *stubMachine) Rebooted() <-chan struct{} { return nil }
+func (m *stubMachine) Exit() Exit                { return ExitUnasked }
 func (m *stubMachine) Agent() Agent   { return m }
 func (m *stubMachine) Shutdown(context.Context) error {
 	m.once.Do(func() { close(m.exited) })
