@@ -78,7 +78,7 @@ type stubMachine struct {
 func (m *stubMachine) BootID() string            { return m.boot }
 func (m *stubMachine) Rebooted() <-chan struct{} { return nil }
 func (m *stubMachine) Exit() Exit                { return ExitUnasked }
-func (m *stubMachine) Agent() Agent   { return m }
+func (m *stubMachine) Agent() Agent              { return m }
 func (m *stubMachine) Shutdown(context.Context) error {
 	m.once.Do(func() { close(m.exited) })
 	return nil
