@@ -223,4 +223,7 @@ func TestStopReasonDescribe(t *testing.T) {
 			t.Errorf("%q.Describe = %q, want %q", r, got, want)
 		}
 	}
+	if got := StopExited.Describe(""); got != "exited unexpectedly" {
+		t.Errorf("Describe without a time = %q", got)
+	}
 }

@@ -97,7 +97,7 @@ const (
 )
 
 // Describe says why in words, for tables and messages; at is when it
-// stopped.
+// stopped, "" where the time is shown already.
 func (r StopReason) Describe(at string) string {
 	switch r {
 	case StopOperator:
@@ -105,6 +105,9 @@ func (r StopReason) Describe(at string) string {
 	case StopGuestPowerOff:
 		return "powered off from inside"
 	case StopExited:
+		if at == "" {
+			return "exited unexpectedly"
+		}
 		return "exited unexpectedly at " + at
 	case StopBootFailed:
 		return "did not boot"

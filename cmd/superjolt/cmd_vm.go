@@ -114,7 +114,7 @@ func (o *globalOptions) vmTable(vms []model.VM) error {
 	return o.table([]string{"ID", "NAME", "ACCOUNT", "TIER", "STATE", "IP", "CREATED", "NOTE"}, rows)
 }
 
-// stopReason says why a stopped VM is stopped.
+// stopReason says why a stopped VM is stopped, and when (for tables).
 func stopReason(vm model.VM) string {
 	return vm.StopReason.Describe(fmtTime(vm.StoppedAt))
 }
@@ -167,7 +167,7 @@ func (o *globalOptions) printVM(vm model.VM) error {
 	// Only the times that describe the VM now: a running VM has no
 	// "Stopped", a resumed one no "Destroyed".
 	if vm.State == model.StateStopped && !vm.StoppedAt.IsZero() {
-		kv = append(kv, "Stopped", fmtTime(vm.StoppedAt)+" ("+stopReason(vm)+")")
+		kv = append(kv, "Stopped", fmtTime(vm.StoppedAt)+" ("+vm.StopReason.Describe("")+")")
 	}
 	for _, t := range []struct {
 		label string
