@@ -20,7 +20,7 @@
 //	billing.go    charges (no debt), runway to resume, low-balance warnings, archiving at zero
 //	accounts.go   accounts, top-ups, adjustments, the ledger
 //	addresses.go  IP addresses from the subnet (IPAM)
-//	machines.go   VM processes: boot, halt, supervise
+//	machines.go   VM processes: boot, halt, supervise (a reboot inside is a new boot id, an exit a stop with its reason)
 //	pool.go       the pool's space: status, and refusing work when it is full
 //	hypervisor.go the small interfaces to the pool, the VMM and the agent
 //	qemu.go       the QEMU Hypervisor (package vmm underneath)

@@ -75,8 +75,10 @@ type stubMachine struct {
 	exited   chan struct{}
 }
 
-func (m *stubMachine) BootID() string { return m.boot }
-func (m *stubMachine) Agent() Agent   { return m }
+func (m *stubMachine) BootID() string            { return m.boot }
+func (m *stubMachine) Rebooted() <-chan struct{} { return nil }
+func (m *stubMachine) Exit() Exit                { return ExitUnasked }
+func (m *stubMachine) Agent() Agent              { return m }
 func (m *stubMachine) Shutdown(context.Context) error {
 	m.once.Do(func() { close(m.exited) })
 	return nil

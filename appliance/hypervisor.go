@@ -78,10 +78,17 @@ type MachineSpec struct {
 
 // Machine is one running VM process.
 type Machine interface {
-	// BootID is the boot id the agent reported when the machine came up.
+	// BootID is the boot id the agent reported when the machine came up,
+	// or after its last reboot.
 	BootID() string
 	// Agent is the client of the guest agent of this boot.
 	Agent() Agent
+	// Rebooted receives a value after the guest restarted within the same
+	// process (a reboot from inside) and its agent reported a new boot id;
+	// BootID and Agent then give the new boot's.
+	Rebooted() <-chan struct{}
+	// Exit says how the process ended; meaningful once Wait has returned.
+	Exit() Exit
 	// Shutdown stops the guest cleanly (agent, then ACPI, then kill) and
 	// returns once the process is gone.
 	Shutdown(ctx context.Context) error
@@ -90,6 +97,19 @@ type Machine interface {
 	// Kill ends the process at once.
 	Kill() error
 }
+
+// Exit is how a Machine's process ended.
+type Exit int
+
+const (
+	// ExitUnasked: nobody asked; the process crashed or was killed.
+	ExitUnasked Exit = iota
+	// ExitPoweredOff: the guest powered the machine off.
+	ExitPoweredOff
+	// ExitRebootFailed: the guest rebooted and never came back up, so the
+	// machine was ended.
+	ExitRebootFailed
+)
 
 // Agent is the part of a guest agent client (*guest.Client) the appliance uses.
 type Agent interface {

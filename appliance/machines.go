@@ -67,11 +67,24 @@ func (a *Appliance) halt(ctx context.Context, id string) {
 	<-mc.done
 }
 
-// supervise waits for a VM's process to exit. An exit nobody asked for
-// (the guest powered itself off, QEMU crashed) marks the VM stopped.
+// supervise follows a VM's process until it exits. A reboot of the guest
+// (the process goes on, the agent comes back with a new boot id) is
+// recorded as the VM's new boot. An exit nobody asked for marks the VM
+// stopped, saying why: the guest powered itself off, or the process
+// ended unasked (QEMU crashed or was killed, or a reboot never came back).
 func (a *Appliance) supervise(id string, mc *machine) {
 	defer a.wg.Done()
-	err := mc.m.Wait(a.life)
+	exited := make(chan error, 1)
+	go func() { exited <- mc.m.Wait(a.life) }()
+	var err error
+	for waiting := true; waiting; {
+		select {
+		case err = <-exited:
+			waiting = false
+		case <-mc.m.Rebooted():
+			a.recordReboot(id, mc)
+		}
+	}
 	if a.life.Err() != nil {
 		_ = mc.m.Kill()
 	}
@@ -85,17 +98,54 @@ func (a *Appliance) supervise(id string, mc *machine) {
 	if expected {
 		return
 	}
-	a.log.Warn("VM process exited on its own", "vm", id, "err", err)
+	how := mc.m.Exit()
+	a.log.Warn("VM process exited on its own", "vm", id, "err", err, "exit", how)
 	uerr := a.update(a.life, func(tx *store.Tx) error {
 		vm, err := getVM(tx, id)
 		if err != nil || vm.State != model.StateRunning || vm.BootID != mc.bootID {
 			return err
 		}
-		_, err = a.setStopped(tx, id, "vm.exited", "%s exited on its own (the guest powered off or its process died); start it with `superjolt vm start %s`", id, id)
+		switch how {
+		case ExitPoweredOff:
+			_, err = a.setStopped(tx, id, model.StopGuestPowerOff, "vm.exited", "%s was powered off from inside; it keeps billing while stopped; start it with `superjolt vm start %s`", id, id)
+		case ExitRebootFailed:
+			_, err = a.setStopped(tx, id, model.StopExited, "vm.exited", "%s rebooted from inside but did not come back up (see its console log in %s); start it with `superjolt vm start %s`", id, a.vmRunDir(id), id)
+		default:
+			_, err = a.setStopped(tx, id, model.StopExited, "vm.exited", "%s exited unexpectedly (%s); start it with `superjolt vm start %s`", id, processEnd(err), id)
+		}
 		return err
 	})
 	if uerr != nil && !errors.Is(uerr, model.ErrNotFound) {
 		a.log.Warn("cannot record that a VM exited", "vm", id, "err", uerr)
+	}
+}
+
+// recordReboot records the new boot of a VM whose guest rebooted itself,
+// unless an operation has taken the VM over meanwhile.
+func (a *Appliance) recordReboot(id string, mc *machine) {
+	bootID := mc.m.BootID()
+	a.mu.Lock()
+	if a.machines[id] != mc || a.halting || bootID == "" || bootID == mc.bootID {
+		a.mu.Unlock()
+		return
+	}
+	old := mc.bootID
+	mc.bootID = bootID
+	a.mu.Unlock()
+	a.log.Info("VM rebooted from inside", "vm", id, "old_boot_id", old, "boot_id", bootID)
+	uerr := a.update(a.life, func(tx *store.Tx) error {
+		vm, err := getVM(tx, id)
+		if err != nil || vm.State != model.StateRunning || vm.BootID != old {
+			return err
+		}
+		vm.BootID = bootID
+		if err := tx.PutVM(vm); err != nil {
+			return err
+		}
+		return event(tx, a.clock.Now(), "vm.rebooted", id, vm.AccountID, "%s rebooted from inside; it runs again with boot id %s", id, bootID)
+	})
+	if uerr != nil && !errors.Is(uerr, model.ErrNotFound) {
+		a.log.Warn("cannot record that a VM rebooted", "vm", id, "err", uerr)
 	}
 }
 
@@ -107,4 +157,12 @@ func (a *Appliance) agent(id string) Agent {
 		return mc.m.Agent()
 	}
 	return nil
+}
+
+// processEnd says how a VM process ended, from what Wait returned.
+func processEnd(err error) string {
+	if err == nil {
+		return "its process exited with status 0, the guest did not power off"
+	}
+	return "its process ended: " + err.Error()
 }

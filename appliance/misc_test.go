@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,31 +132,114 @@ func TestMissedDaysCaughtUpOnce(t *testing.T) {
 	}
 }
 
-// TestGuestPowerOff: a guest that powers itself off is seen by the
-// supervisor and marked stopped (not left "running" without a process);
-// it keeps billing and starts again.
+// TestGuestPowerOff: `poweroff` inside a guest (busybox signalling the
+// agent, PID 1) is seen by the supervisor and the VM marked stopped, with
+// the reason (not left "running" without a process); it keeps billing
+// while stopped and starts again, and then says no more that it stopped.
 func TestGuestPowerOff(t *testing.T) {
 	e := newEnv(t, envOptions{realVMs: true})
 	ctx := context.Background()
 	acct := e.account("self-stopper", 100*model.Credit, 0)
 	vm := e.vm(acct.ID)
-	// The agent answers before the machine goes down (or the connection drops).
-	_, _ = e.a.Exec(ctx, vm.ID, guestSh("sync; (sleep 1; poweroff -f) >/dev/null 2>&1 &"))
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute) // a hang guard, not timing
-	defer cancel()
-	evs, err := e.a.WaitEvents(wctx, lastSeq(t, e))
-	for err == nil && !hasEvent(evs, "vm.exited") {
-		evs, err = e.a.WaitEvents(wctx, evs[len(evs)-1].Seq)
-	}
-	if err != nil {
-		t.Fatalf("no vm.exited event: %v", err)
-	}
+	since := lastSeq(t, e)
+	start := time.Now()
+	// The agent may or may not answer before the machine goes down.
+	_, _ = e.a.Exec(ctx, vm.ID, guestSh("poweroff"))
+	ev := waitEvent(t, e, since, "vm.exited", 2*time.Minute)
+	t.Logf("poweroff inside -> stopped in %v", time.Since(start).Round(time.Millisecond))
 	got := e.getVM(vm.ID)
 	if got.State != model.StateStopped || got.WantRunning || e.isRunning(vm.ID) {
 		t.Fatalf("after the guest powered off: state %s want_running %v process %v", got.State, got.WantRunning, e.isRunning(vm.ID))
 	}
-	if _, err := e.a.StartVM(ctx, vm.ID); err != nil {
+	if got.StopReason != model.StopGuestPowerOff || got.StoppedAt.IsZero() || got.BootID != "" {
+		t.Errorf("after the guest powered off: stop reason %q at %v, boot id %q; want %q", got.StopReason, got.StoppedAt, got.BootID, model.StopGuestPowerOff)
+	}
+	if !strings.Contains(ev.Message, "powered off from inside") {
+		t.Errorf("event %q does not say the guest powered off", ev.Message)
+	}
+
+	// Stopped VMs bill.
+	before, err := e.a.Account(ctx, acct.ID)
+	if err != nil {
 		t.Fatal(err)
+	}
+	e.advance(time.Hour)
+	after, err := e.a.Account(ctx, acct.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Balance >= before.Balance {
+		t.Errorf("balance %v -> %v over an hour stopped: a stopped VM bills", before.Balance, after.Balance)
+	}
+	if e.getVM(vm.ID).State != model.StateStopped {
+		t.Fatalf("state %s after an hour, want stopped", e.getVM(vm.ID).State)
+	}
+
+	started, err := e.a.StartVM(ctx, vm.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if started.State != model.StateRunning || started.BootID == "" || !started.StoppedAt.IsZero() || started.StopReason != "" {
+		t.Errorf("started again: state %s boot %q stopped at %v reason %q; want running, no stop left", started.State, started.BootID, started.StoppedAt, started.StopReason)
+	}
+	e.guestExec(vm.ID, "true")
+}
+
+// TestGuestReboot: `reboot` inside a guest resets the machine; the
+// supervisor notices, the agent answers with a new boot id, the VM is
+// still running with that boot id and a vm.rebooted event says so. Its
+// disk is the same disk. A second reboot works the same way.
+func TestGuestReboot(t *testing.T) {
+	e := newEnv(t, envOptions{realVMs: true})
+	ctx := context.Background()
+	acct := e.account("rebooter", 100*model.Credit, 0)
+	vm := e.vm(acct.ID)
+	e.guestExec(vm.ID, "echo kept > /data/f && sync")
+	boot := vm.BootID
+	for i := range 2 {
+		since := lastSeq(t, e)
+		start := time.Now()
+		_, err := e.a.Exec(ctx, vm.ID, guestSh("reboot"))
+		t.Logf("reboot %d: exec returned after %v: %v", i+1, time.Since(start).Round(time.Millisecond), err)
+		ev := waitEvent(t, e, since, "vm.rebooted", 2*time.Minute)
+		took := time.Since(start)
+		got := e.getVM(vm.ID)
+		if got.State != model.StateRunning || got.BootID == "" || got.BootID == boot || !e.isRunning(vm.ID) {
+			t.Fatalf("reboot %d: state %s boot id %q (was %q) process %v; want running with a new boot id", i+1, got.State, got.BootID, boot, e.isRunning(vm.ID))
+		}
+		if !strings.Contains(ev.Message, got.BootID) {
+			t.Errorf("event %q does not name the new boot id %s", ev.Message, got.BootID)
+		}
+		res, err := e.a.Exec(ctx, vm.ID, guestSh("cat /data/f; cat /proc/sys/kernel/random/boot_id"))
+		if err != nil {
+			t.Fatalf("reboot %d: the agent does not answer: %v", i+1, err)
+		}
+		if out := strings.Fields(string(res.Stdout)); len(out) != 2 || out[0] != "kept" || strings.ReplaceAll(out[1], "-", "") != strings.ReplaceAll(got.BootID, "-", "") {
+			t.Errorf("reboot %d: guest says %q; want the kept file and boot id %s", i+1, res.Stdout, got.BootID)
+		}
+		t.Logf("reboot %d: running again with a new boot id in %v", i+1, took.Round(time.Millisecond))
+		boot = got.BootID
+	}
+	e.checkConsistent()
+}
+
+// waitEvent waits (up to limit, a hang guard) for an event of type typ
+// after seq.
+func waitEvent(t *testing.T, e *env, seq uint64, typ string, limit time.Duration) model.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	for {
+		evs, err := e.a.WaitEvents(ctx, seq)
+		if err != nil {
+			t.Fatalf("no %s event within %v: %v", typ, limit, err)
+		}
+		for _, ev := range evs {
+			if ev.Type == typ {
+				return ev
+			}
+		}
+		seq = evs[len(evs)-1].Seq
 	}
 }
 

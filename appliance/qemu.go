@@ -66,6 +66,16 @@ func (q *QEMU) Launch(life, boot context.Context, spec MachineSpec) (Machine, er
 
 type qemuMachine struct{ *vmm.QEMU }
 
+func (m qemuMachine) Exit() Exit {
+	switch m.QEMU.Exit() {
+	case vmm.ExitGuestPowerOff:
+		return ExitPoweredOff
+	case vmm.ExitRebootFailed:
+		return ExitRebootFailed
+	}
+	return ExitUnasked
+}
+
 func (m qemuMachine) Agent() Agent {
 	if c := m.QEMU.Agent(); c != nil {
 		return c

@@ -146,7 +146,7 @@ func (a *Appliance) bootWanted(ctx context.Context) {
 			bootID, err := a.boot(ctx, vm)
 			uerr := a.update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 				if err != nil {
-					_, serr := a.setStopped(tx, vm.ID, "vm.boot_failed", "%s did not boot at the daemon's start (%v); try `superjolt vm start %s`", vm.ID, err, vm.ID)
+					_, serr := a.setStopped(tx, vm.ID, model.StopBootFailed, "vm.boot_failed", "%s did not boot at the daemon's start (%v); try `superjolt vm start %s`", vm.ID, err, vm.ID)
 					return serr
 				}
 				cur, gerr := getVM(tx, vm.ID)

@@ -102,7 +102,7 @@ func (a *Appliance) runRestore(ctx context.Context, o *op, vm model.VM, wasRunni
 		return o.finish(err, func(tx *store.Tx) error {
 			if berr != nil {
 				log.Warn("cannot boot the VM again after a failed restore", "err", berr)
-				_, err := a.setStopped(tx, vmID, "vm.boot_failed", "%s did not boot again after a failed restore; try `superjolt vm start %s`", vmID, vmID)
+				_, err := a.setStopped(tx, vmID, model.StopBootFailed, "vm.boot_failed", "%s did not boot again after a failed restore; try `superjolt vm start %s`", vmID, vmID)
 				return err
 			}
 			cur, err := getVM(tx, vmID)
@@ -126,7 +126,7 @@ func (a *Appliance) runRestore(ctx context.Context, o *op, vm model.VM, wasRunni
 		}
 		if err != nil {
 			return o.finish(err, func(tx *store.Tx) error {
-				_, err := a.setStopped(tx, vmID, "vm.boot_failed", "%s was restored from %s but did not boot; try `superjolt vm start %s`", vmID, backupID, vmID)
+				_, err := a.setStopped(tx, vmID, model.StopBootFailed, "vm.boot_failed", "%s was restored from %s but did not boot; try `superjolt vm start %s`", vmID, backupID, vmID)
 				return err
 			})
 		}

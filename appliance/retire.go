@@ -269,7 +269,7 @@ func (a *Appliance) submitResumeVM(ctx context.Context, id string) (*op, error) 
 		bootID, err := a.boot(ctx, vm)
 		if err != nil {
 			return o.finish(err, func(tx *store.Tx) error {
-				_, err := a.setStopped(tx, id, "vm.boot_failed", "%s was resumed but did not boot; try `superjolt vm start %s`", id, id)
+				_, err := a.setStopped(tx, id, model.StopBootFailed, "vm.boot_failed", "%s was resumed but did not boot; try `superjolt vm start %s`", id, id)
 				return err
 			})
 		}

@@ -364,7 +364,7 @@ func (a *Appliance) submitStopVM(ctx context.Context, id string) (*op, error) {
 	return a.launch(o, func(ctx context.Context) error {
 		a.halt(ctx, id)
 		return o.finish(nil, func(tx *store.Tx) error {
-			_, err := a.setStopped(tx, id, "vm.stopped", "%s stopped; it keeps its address and disk and keeps billing", id)
+			_, err := a.setStopped(tx, id, model.StopOperator, "vm.stopped", "%s stopped; it keeps its address and disk and keeps billing", id)
 			return err
 		})
 	}), nil
@@ -378,14 +378,14 @@ func (a *Appliance) recoverStop(rec model.Operation) (recovery, error) {
 		if err != nil || vm.State != model.StateRunning {
 			return ignoreNotFound(err)
 		}
-		_, err = a.setStopped(tx, id, "vm.stopped", "%s stopped (finished after a restart)", id)
+		_, err = a.setStopped(tx, id, model.StopOperator, "vm.stopped", "%s stopped (finished after a restart)", id)
 		return err
 	}}, nil
 }
 
 // setStopped books the VM's charges so far and marks it stopped, not
-// wanted running.
-func (a *Appliance) setStopped(tx *store.Tx, id, evType, format string, args ...any) (model.VM, error) {
+// wanted running, for the reason given (shown by `vm show` and `vm list`).
+func (a *Appliance) setStopped(tx *store.Tx, id string, why model.StopReason, evType, format string, args ...any) (model.VM, error) {
 	vm, err := getVM(tx, id)
 	if err != nil {
 		return vm, err
@@ -394,7 +394,7 @@ func (a *Appliance) setStopped(tx *store.Tx, id, evType, format string, args ...
 	if _, err := a.chargeInTx(tx, &vm, now, false); err != nil {
 		return vm, err
 	}
-	vm.State, vm.BootID, vm.WantRunning, vm.StoppedAt = model.StateStopped, "", false, now
+	vm.State, vm.BootID, vm.WantRunning, vm.StoppedAt, vm.StopReason = model.StateStopped, "", false, now, why
 	if err := tx.PutVM(vm); err != nil {
 		return vm, err
 	}

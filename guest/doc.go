@@ -53,5 +53,8 @@
 // /dev/vda (ext4) holding /sbin/superjolt-agent. It switches to that disk
 // and execs /sbin/superjolt-agent serve, which as PID 1 runs
 // [StartInitServices] (tmpfs on /tmp and /run, a [Reaper] for orphans)
-// and serves, with [InitPower] powering the machine off or restarting it.
+// and serves, with [InitPower] powering the machine off or restarting it
+// when the host asks, and [HandleInitSignals] doing the same when the
+// guest's own `reboot`, `poweroff` or `halt` signal PID 1 (busybox init's
+// signals, [InitSignals]).
 package guest

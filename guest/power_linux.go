@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -61,9 +63,68 @@ func InitPower(log *slog.Logger) PowerFunc {
 	}
 }
 
+// InitSignals are the signals by which a guest's own tools ask PID 1 to
+// end the machine, in busybox init's conventions (checked against busybox
+// 1.35's reboot, poweroff and halt applets, which signal PID 1 unless
+// given -f): SIGTERM reboots (`reboot`), SIGUSR2 powers off (`poweroff`),
+// SIGUSR1 and SIGPWR halt (`halt`), SIGINT is Ctrl-Alt-Del, which busybox
+// init turns into a reboot by default.
+var InitSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPWR}
+
+// InitSignalAction says what a signal sent to PID 1 asks for. A halt
+// powers off: a VM halted without power is a process that burns its host's
+// CPU and bills for nothing, which nobody wants from a VM.
+func InitSignalAction(sig os.Signal) (PowerAction, bool) {
+	switch sig {
+	case unix.SIGTERM, unix.SIGINT:
+		return Restart, true
+	case unix.SIGUSR1, unix.SIGUSR2, unix.SIGPWR:
+		return PowerOff, true
+	}
+	return 0, false
+}
+
+// HandleInitSignals makes a PID 1 agent act on InitSignals, as busybox
+// init would, until ctx ends: before() runs first (the agent thaws what it
+// froze, or the read-only remount would hang), then every other process
+// is stopped, filesystems are synced and / remounted read-only, and
+// reboot(2) restarts or powers the machine off. The host sees a reset of
+// the machine or its QEMU exit after a guest shutdown.
+func HandleInitSignals(ctx context.Context, log *slog.Logger, before func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, InitSignals...)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sig := <-ch:
+			action, ok := InitSignalAction(sig)
+			if !ok {
+				continue
+			}
+			log.Info("signal to init", "signal", sig.String(), "action", action.String())
+			if before != nil {
+				before()
+			}
+			haltSystem(log, action)
+		}
+	}
+}
+
+// halting is held by the haltSystem under way: a second one (a signal
+// while a host's request is being carried out) is ignored, the first one
+// ends the machine.
+var halting sync.Mutex
+
 // haltSystem ends the machine as PID 1. It returns only if reboot(2)
 // fails.
 func haltSystem(log *slog.Logger, action PowerAction) {
+	if !halting.TryLock() {
+		log.Info("already stopping; ignoring a second power action", "action", action.String())
+		return
+	}
+	defer halting.Unlock()
 	log.Info("stopping all processes", "action", action.String())
 	_ = unix.Kill(-1, unix.SIGTERM)
 	for deadline := time.Now().Add(2 * time.Second); len(userProcesses()) > 0 && time.Now().Before(deadline); {

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestUserProcesses(t *testing.T) {
@@ -83,5 +85,57 @@ func TestCommandPower(t *testing.T) {
 				t.Errorf("ran %q, want %q", got, tt.wantRan)
 			}
 		})
+	}
+}
+
+// TestInitSignalAction: the signals busybox's reboot, poweroff and halt
+// send PID 1 (checked by running them under a PID namespace whose init
+// traps signals) reboot or power off; others are not init's business.
+func TestInitSignalAction(t *testing.T) {
+	for _, tc := range []struct {
+		sig  os.Signal
+		want PowerAction
+		ok   bool
+	}{
+		{unix.SIGTERM, Restart, true},  // reboot
+		{unix.SIGINT, Restart, true},   // Ctrl-Alt-Del
+		{unix.SIGUSR2, PowerOff, true}, // poweroff
+		{unix.SIGUSR1, PowerOff, true}, // halt: a VM halted without power is useless
+		{unix.SIGPWR, PowerOff, true},  // halt
+		{unix.SIGHUP, 0, false},
+		{unix.SIGQUIT, 0, false},
+	} {
+		got, ok := InitSignalAction(tc.sig)
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("InitSignalAction(%v) = %v, %v; want %v, %v", tc.sig, got, ok, tc.want, tc.ok)
+		}
+	}
+	for _, sig := range InitSignals {
+		if _, ok := InitSignalAction(sig); !ok {
+			t.Errorf("%v is in InitSignals but has no action", sig)
+		}
+	}
+}
+
+// TestBusyboxSignalsInit checks the convention InitSignalAction relies on:
+// busybox's reboot, poweroff and halt signal PID 1 (here the init of a new
+// PID namespace, a shell that traps signals).
+func TestBusyboxSignalsInit(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a PID namespace")
+	}
+	for _, bin := range []string{"busybox", "unshare"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("needs %s: %v", bin, err)
+		}
+	}
+	script := `for s in TERM INT USR1 USR2 PWR; do trap "echo SIG$s" $s; done
+busybox reboot; sleep 0.3; busybox poweroff; sleep 0.3; busybox halt; sleep 0.3`
+	out, err := exec.Command("unshare", "--fork", "--pid", "--mount-proc", "bash", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Skipf("cannot make a PID namespace here: %v: %s", err, out)
+	}
+	if got, want := strings.Fields(string(out)), []string{"SIGTERM", "SIGUSR2", "SIGUSR1"}; !slices.Equal(got, want) {
+		t.Fatalf("busybox reboot, poweroff, halt sent %q to PID 1; want %q", got, want)
 	}
 }

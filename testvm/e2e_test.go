@@ -181,6 +181,18 @@ func TestGuestRebootKeepsMachine(t *testing.T) {
 		res, err := c.Ping(ctxT(t, 2*time.Second))
 		if err == nil && res.BootID != first {
 			t.Logf("rebooted in %v (guest uptime %v)", time.Since(start), res.Uptime)
+			// The driver follows the reset too: it says so, with the new boot id.
+			select {
+			case <-vm.Rebooted():
+			case <-time.After(30 * time.Second):
+				t.Fatal("the driver did not report the reboot on Rebooted")
+			}
+			if got := vm.BootID(); got != res.BootID {
+				t.Errorf("BootID() = %q after the reboot, the agent says %q", got, res.BootID)
+			}
+			if vm.Status() != vmm.StatusRunning {
+				t.Errorf("status %v after the reboot, want running", vm.Status())
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -190,6 +202,27 @@ func TestGuestRebootKeepsMachine(t *testing.T) {
 			t.Fatalf("QEMU exited on guest reboot\n%s", vm.Console())
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestGuestExitReasons: the driver tells a guest that powered itself off (busybox `poweroff`, which
+// signals the agent as PID 1) from a QEMU killed unasked.
+func TestGuestExitReasons(t *testing.T) {
+	vm := testvm.Boot(t, testvm.Options{})
+	_, _ = vm.Client().Exec(ctxT(t, 10*time.Second), guest.ExecRequest{Path: "poweroff"})
+	if err := vm.Wait(ctxT(t, 60*time.Second)); err != nil {
+		t.Fatalf("Wait after poweroff inside: %v\n%s", err, vm.Console())
+	}
+	if got := vm.Exit(); got != vmm.ExitGuestPowerOff {
+		t.Errorf("Exit() after poweroff inside = %v, want %v", got, vmm.ExitGuestPowerOff)
+	}
+
+	vm = testvm.Boot(t, testvm.Options{})
+	if err := vm.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if got := vm.Exit(); got != vmm.ExitUnasked {
+		t.Errorf("Exit() after a kill = %v, want %v", got, vmm.ExitUnasked)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNewIDValidates(t *testing.T) {
@@ -247,5 +248,45 @@ func TestParseVMState(t *testing.T) {
 	}
 	if _, err := ParseVMState("deleted"); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("ParseVMState(deleted) = %v, want ErrInvalid", err)
+	}
+}
+
+// TestDropStale: a VM that runs again has no stop time or reason left; a
+// stopped one keeps them, and so does one in the graveyard (a resume to
+// stopped still says why).
+func TestDropStale(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		state VMState
+		keep  bool
+	}{
+		{StateCreating, false},
+		{StateRunning, false},
+		{StateStopped, true},
+		{StateGraveyard, true},
+		{StateArchived, true},
+	} {
+		vm := VM{State: tc.state, StoppedAt: at, StopReason: StopGuestPowerOff}
+		vm.DropStale()
+		if kept := !vm.StoppedAt.IsZero() && vm.StopReason != ""; kept != tc.keep {
+			t.Errorf("%s: stop kept = %v, want %v", tc.state, kept, tc.keep)
+		}
+	}
+}
+
+func TestStopReasonDescribe(t *testing.T) {
+	for r, want := range map[StopReason]string{
+		StopOperator:      "stopped by the operator",
+		StopGuestPowerOff: "powered off from inside",
+		StopExited:        "exited unexpectedly at 12:00",
+		StopBootFailed:    "did not boot",
+		"":                "reason not recorded",
+	} {
+		if got := r.Describe("12:00"); got != want {
+			t.Errorf("%q.Describe = %q, want %q", r, got, want)
+		}
+	}
+	if got := StopExited.Describe(""); got != "exited unexpectedly" {
+		t.Errorf("Describe without a time = %q", got)
 	}
 }

@@ -78,6 +78,56 @@ type Image struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
+// StopReason says why a VM is stopped. The set is closed; "" is a VM
+// stopped before reasons were recorded.
+type StopReason string
+
+const (
+	// StopOperator: stopped with stop_vm (or the stop was finished after
+	// a restart of the daemon).
+	StopOperator StopReason = "operator"
+	// StopGuestPowerOff: the guest powered itself off (poweroff inside).
+	StopGuestPowerOff StopReason = "guest_poweroff"
+	// StopExited: its VM process ended without anyone asking (a crash, a
+	// kill, a reboot whose agent never came back).
+	StopExited StopReason = "exited"
+	// StopBootFailed: a boot (start, restore, resume, the daemon's start)
+	// did not bring its agent up.
+	StopBootFailed StopReason = "boot_failed"
+)
+
+// Describe says why in words, for tables and messages; at is when it
+// stopped, "" where the time is shown already.
+func (r StopReason) Describe(at string) string {
+	switch r {
+	case StopOperator:
+		return "stopped by the operator"
+	case StopGuestPowerOff:
+		return "powered off from inside"
+	case StopExited:
+		if at == "" {
+			return "exited unexpectedly"
+		}
+		return "exited unexpectedly at " + at
+	case StopBootFailed:
+		return "did not boot"
+	case "":
+		return "reason not recorded"
+	}
+	return string(r)
+}
+
+// DropStale clears what no longer describes the VM: the time and reason
+// of its last stop once it runs again. (They stay through the graveyard,
+// so that a VM resumed stopped still says why it stopped; destroyed and
+// archived times stay as the record of the last time. Front ends show
+// each only in its state.)
+func (vm *VM) DropStale() {
+	if vm.State == StateRunning || vm.State == StateCreating {
+		vm.StoppedAt, vm.StopReason = time.Time{}, ""
+	}
+}
+
 // VMState is where a VM is in its lifecycle. The set is closed.
 type VMState string
 
@@ -142,11 +192,14 @@ type VM struct {
 	Domains   []string   `json:"domains"`
 	BootID    string     `json:"boot_id,omitempty"` // of the running guest, as its agent reported
 
-	CreatedAt   time.Time `json:"created_at"`
-	StoppedAt   time.Time `json:"stopped_at,omitzero"`
-	DestroyedAt time.Time `json:"destroyed_at,omitzero"`
-	ArchivedAt  time.Time `json:"archived_at,omitzero"`
-	ReclaimAt   time.Time `json:"reclaim_at,omitzero"` // set in graveyard and archived
+	CreatedAt time.Time `json:"created_at"`
+	// StoppedAt and StopReason say when and why the VM last stopped;
+	// cleared when it runs again (see VM.DropStale).
+	StoppedAt   time.Time  `json:"stopped_at,omitzero"`
+	StopReason  StopReason `json:"stop_reason,omitempty"`
+	DestroyedAt time.Time  `json:"destroyed_at,omitzero"`
+	ArchivedAt  time.Time  `json:"archived_at,omitzero"`
+	ReclaimAt   time.Time  `json:"reclaim_at,omitzero"` // set in graveyard and archived
 
 	// RecoveryDeadline is the ReclaimAt its latest archival gave the VM,
 	// kept across resumes: a VM archived or destroyed again before it has

@@ -139,7 +139,9 @@ func (tx *Tx) VM(id string) (model.VM, error) {
 }
 
 // PutVM creates or replaces a VM and keeps its account and state index
-// entries in step with it.
+// entries in step with it. What no longer applies to the VM's state (the
+// time and reason of a stop, once it runs again) is dropped
+// (model.VM.DropStale), whichever verb changed the state.
 func (tx *Tx) PutVM(vm model.VM) error {
 	if err := model.ValidateID(model.KindVM, vm.ID); err != nil {
 		return err
@@ -150,6 +152,7 @@ func (tx *Tx) PutVM(vm model.VM) error {
 	if _, err := model.ParseVMState(string(vm.State)); err != nil {
 		return fmt.Errorf("VM %s: %w", vm.ID, err)
 	}
+	vm.DropStale()
 	old, err := tx.VM(vm.ID)
 	isNew := errors.Is(err, model.ErrNotFound)
 	if err != nil && !isNew {

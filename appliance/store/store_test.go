@@ -18,8 +18,32 @@ import (
 	"github.com/superjolt/superjolt/appliance/model"
 )
 
-func TestRoundTrip(t *testing.T) {
+// TestPutVMDropsStaleStop: a VM written running loses the time and
+// reason of its last stop, whichever verb wrote it.
+func TestPutVMDropsStaleStop(t *testing.T) {
+	s := openMem(t)
 	vm := testVM("vm-abc123", "ac-alice1", model.StateRunning)
+	vm.StopReason = model.StopOperator
+	if err := s.Update(context.Background(), func(tx *Tx) error { return tx.PutVM(vm) }); err != nil {
+		t.Fatal(err)
+	}
+	var got model.VM
+	if err := s.View(context.Background(), func(tx *Tx) error {
+		var err error
+		got, err = tx.VM(vm.ID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !got.StoppedAt.IsZero() || got.StopReason != "" {
+		t.Errorf("running VM stored with stop %v (%q)", got.StoppedAt, got.StopReason)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	// Stopped: a running VM keeps no stop time or reason (TestPutVMDropsStaleStop).
+	vm := testVM("vm-abc123", "ac-alice1", model.StateStopped)
+	vm.StopReason = model.StopGuestPowerOff
 	vm.DestroyedAt = t0.Add(3 * time.Hour)
 	vm.ArchivedAt = t0.Add(4 * time.Hour)
 	vm.ReclaimAt = t0.Add(27 * time.Hour)

@@ -12,7 +12,11 @@
 // the daemon opened for it (see confine.go for the whole model and for what stays root).
 //
 // [QEMU.Start] returns once the agent reports a boot id; a boot that misses its deadline is killed and
-// retried. [QEMU.Shutdown] asks the agent, then presses the ACPI power button, then kills. The QEMU
+// retried. QEMU runs with -no-reboot but set-action reboot=reset: a guest's reboot resets the machine
+// and QEMU goes on; the driver sees QMP's RESET, waits for the agent of the new boot and reports it on
+// [QEMU.Rebooted] ([QEMU.BootID] and [QEMU.Agent] then give the new boot's). [QEMU.Exit] says how QEMU
+// ended: the guest powered off (QMP SHUTDOWN, guest-shutdown), a reboot that never came back, or
+// unasked. [QEMU.Shutdown] asks the agent, then presses the ACPI power button, then kills. The QEMU
 // process lives under the context given to [New] (the daemon's), never under a request's, and dies
 // with its parent (PR_SET_PDEATHSIG). The argv is built as a list and run without a shell.
 //

@@ -3,6 +3,7 @@ package vmm
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +43,8 @@ type QEMU struct {
 	accel     Accel
 	transport Transport
 	bootID    string
+
+	rebooted chan struct{} // one pending notice of a guest reboot; see Rebooted
 }
 
 // process is one run of the QEMU binary.
@@ -53,6 +56,13 @@ type process struct {
 	exited chan struct{}
 	err    error // how it exited; read after exited is closed
 	uid    int   // the uid QEMU runs as; -1: the daemon's own
+
+	// eventsDone is closed when watchEvents has read QEMU's last event; the reaper waits for it, so
+	// that exit is set before exited is closed.
+	eventsDone chan struct{}
+	// Under QEMU.mu:
+	exit      Exit // how it ended, as the events said
+	resetting bool // a reboot is being followed (afterReset)
 }
 
 func (p *process) hasExited() bool {
@@ -71,7 +81,7 @@ func New(life context.Context, cfg Config) (*QEMU, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &QEMU{cfg: cfg, life: life, log: cfg.Logger.With("vm", cfg.Name)}, nil
+	return &QEMU{cfg: cfg, life: life, log: cfg.Logger.With("vm", cfg.Name), rebooted: make(chan struct{}, 1)}, nil
 }
 
 // Config returns the machine's configuration with defaults filled in.
@@ -82,6 +92,22 @@ func (m *QEMU) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.status
+}
+
+// Rebooted receives a value after the guest restarted (a reset of the machine, whoever asked for it;
+// QEMU itself goes on) and its agent then reported a new boot id, which [QEMU.BootID] returns from
+// then on, as [QEMU.Agent] returns the client of the new boot. Several reboots before the value is
+// read leave one value.
+func (m *QEMU) Rebooted() <-chan struct{} { return m.rebooted }
+
+// Exit says how the last QEMU process ended; it is meaningful once [QEMU.Wait] has returned.
+func (m *QEMU) Exit() Exit {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil {
+		return ExitUnasked
+	}
+	return m.proc.exit
 }
 
 // Accel and Transport return what the last boot used.
@@ -274,6 +300,7 @@ func (m *QEMU) boot(ctx context.Context, bin string, accel Accel, transport Tran
 	}
 	m.mu.Lock()
 	p.qmp = q
+	go m.watchEvents(p) // started with p.qmp set: the reaper waits for it
 	if p.hasExited() {
 		q.Close() // the reaper has already run
 	}
@@ -283,7 +310,6 @@ func (m *QEMU) boot(ctx context.Context, bin string, accel Accel, transport Tran
 	if _, err := q.Execute(ctx, "set-action", map[string]string{"reboot": "reset"}); err != nil {
 		return fail(err)
 	}
-	go m.watchEvents(p)
 
 	if m.cfg.Paused {
 		m.setStatus(StatusRunning)
@@ -291,7 +317,7 @@ func (m *QEMU) boot(ctx context.Context, bin string, accel Accel, transport Tran
 		return nil
 	}
 
-	c, ping, err := m.waitAgent(ctx, p, transport)
+	c, ping, err := m.waitAgent(ctx, p, transport, nil, "")
 	if err != nil {
 		return fail(err)
 	}
@@ -393,7 +419,7 @@ func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint6
 		cmd.SysProcAttr.Credential = cred
 	}
 	m.log.Debug("starting qemu", "argv", append([]string{bin}, args...), "uid", uid)
-	p = &process{cmd: cmd, paths: pp, exited: make(chan struct{}), uid: uid}
+	p = &process{cmd: cmd, paths: pp, exited: make(chan struct{}), uid: uid, eventsDone: make(chan struct{})}
 	started := make(chan error, 1)
 	// PR_SET_PDEATHSIG fires when the *thread* that forked QEMU exits, and the Go runtime ends threads
 	// whose goroutine exits while locked to them. So QEMU is started and reaped by one goroutine locked
@@ -406,6 +432,16 @@ func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint6
 		}
 		started <- nil
 		err := cmd.Wait()
+		// QEMU's last events (a guest's SHUTDOWN) say how it ended: read them before saying it did.
+		m.mu.Lock()
+		watched := p.qmp != nil
+		m.mu.Unlock()
+		if watched {
+			select {
+			case <-p.eventsDone:
+			case <-time.After(time.Second):
+			}
+		}
 		// Sockets go before exited is closed, so that a new boot in the same run directory never has
 		// its fresh sockets removed by this one.
 		m.removeSockDir(pp)
@@ -475,8 +511,11 @@ func dialQMP(ctx context.Context, p *process) (*qmp.Conn, error) {
 	}
 }
 
-// watchEvents logs QMP events until the connection ends.
+// watchEvents follows QMP events until the connection ends: a SHUTDOWN the guest asked for records
+// how QEMU will end; a RESET (the guest rebooted, or someone reset the machine) starts following the
+// new boot (afterReset).
 func (m *QEMU) watchEvents(p *process) {
+	defer close(p.eventsDone)
 	for ev := range p.qmp.Events() {
 		switch ev.Name {
 		case "RESET", "SHUTDOWN", "POWERDOWN", "GUEST_PANICKED":
@@ -484,12 +523,91 @@ func (m *QEMU) watchEvents(p *process) {
 		default:
 			m.log.Debug("qemu event", "event", ev.Name, "data", string(ev.Data))
 		}
+		var data struct {
+			Guest  bool   `json:"guest"`
+			Reason string `json:"reason"`
+		}
+		_ = json.Unmarshal(ev.Data, &data)
+		switch {
+		case ev.Name == "SHUTDOWN" && data.Reason == "guest-shutdown":
+			m.mu.Lock()
+			if p.exit == ExitUnasked {
+				p.exit = ExitGuestPowerOff
+			}
+			m.mu.Unlock()
+		case ev.Name == "RESET":
+			m.mu.Lock()
+			follow := m.proc == p && p.agent != nil && !p.resetting
+			if follow {
+				p.resetting = true
+			}
+			m.mu.Unlock()
+			if follow {
+				go m.afterReset(p)
+			}
+		}
 	}
 }
 
-// waitAgent connects to the agent and pings it until it reports a boot id.
-func (m *QEMU) waitAgent(ctx context.Context, p *process, transport Transport) (*guest.Client, guest.PingResult, error) {
-	var c *guest.Client
+// afterReset follows a reboot of the guest: it waits for the agent of the new boot (over
+// virtio-serial the host's connection survives the reset; over vsock it is dialled again), records
+// its boot id and says so on Rebooted. An agent that does not answer within the boot deadline means
+// a guest stuck in its boot: the machine is killed, and Exit says why.
+func (m *QEMU) afterReset(p *process) {
+	m.mu.Lock()
+	old, c := m.bootID, p.agent
+	if m.status == StatusRunning {
+		m.status = StatusStarting
+	}
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		p.resetting = false
+		m.mu.Unlock()
+	}()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(m.life, m.cfg.BootTimeout)
+	defer cancel()
+	nc, ping, err := m.waitAgent(ctx, p, m.Transport(), c, old)
+	if err != nil {
+		if p.hasExited() || m.life.Err() != nil {
+			return
+		}
+		m.log.Warn("the guest rebooted but its agent did not come back; killing the machine", "err", err)
+		m.mu.Lock()
+		p.exit = ExitRebootFailed
+		m.mu.Unlock()
+		_ = m.killProcess(p)
+		return
+	}
+	m.mu.Lock()
+	if m.proc != p || p.hasExited() {
+		m.mu.Unlock()
+		if nc != c {
+			nc.Close()
+		}
+		return
+	}
+	p.agent = nc
+	m.bootID = ping.BootID
+	if m.status == StatusStarting {
+		m.status = StatusRunning
+	}
+	m.mu.Unlock()
+	if nc != c && c != nil {
+		c.Close()
+	}
+	m.log.Info("guest rebooted", "old_boot_id", old, "boot_id", ping.BootID, "guest_uptime", ping.Uptime,
+		"took", time.Since(start).Round(time.Millisecond))
+	select {
+	case m.rebooted <- struct{}{}:
+	default: // a notice is already pending
+	}
+}
+
+// waitAgent connects to the agent and pings it until it reports a boot id other than old. It starts
+// with the client c when there is one (a reboot's; it is closed when it breaks).
+func (m *QEMU) waitAgent(ctx context.Context, p *process, transport Transport, c *guest.Client, old string) (*guest.Client, guest.PingResult, error) {
 	var last error
 	for {
 		if c == nil {
@@ -504,11 +622,13 @@ func (m *QEMU) waitAgent(ctx context.Context, p *process, transport Transport) (
 			pctx, cancel := context.WithTimeout(ctx, readyPingTimeout)
 			res, err := c.Ping(pctx)
 			cancel()
-			if err == nil && res.BootID != "" {
+			if err == nil && res.BootID != "" && res.BootID != old {
 				return c, res, nil
 			}
-			if err == nil {
+			if err == nil && res.BootID == "" {
 				err = errors.New("agent answered a ping without boot id")
+			} else if err == nil {
+				err = fmt.Errorf("agent still reports the old boot id %s", old)
 			}
 			last = err
 			// Over virtio-serial, pings written before the guest opened its port are answered late and
@@ -574,6 +694,7 @@ func (m *QEMU) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	m.status = StatusStopping
+	agent, q := p.agent, p.qmp // a reboot under way may change the agent: read them under mu
 	m.mu.Unlock()
 	start := time.Now()
 
@@ -589,9 +710,9 @@ func (m *QEMU) Shutdown(ctx context.Context) error {
 		return false
 	}
 
-	if p.agent != nil && ctx.Err() == nil {
+	if agent != nil && ctx.Err() == nil {
 		actx, cancel := context.WithTimeout(ctx, readyPingTimeout)
-		err := p.agent.Shutdown(actx)
+		err := agent.Shutdown(actx)
 		cancel()
 		// The agent may power off before its answer leaves: a closed connection is not a failure.
 		if err != nil && !errors.Is(err, guest.ErrClosed) {
@@ -601,9 +722,9 @@ func (m *QEMU) Shutdown(ctx context.Context) error {
 			return nil
 		}
 	}
-	if p.qmp != nil && ctx.Err() == nil {
+	if q != nil && ctx.Err() == nil {
 		qctx, cancel := context.WithTimeout(ctx, readyPingTimeout)
-		_, err := p.qmp.Execute(qctx, "system_powerdown", nil)
+		_, err := q.Execute(qctx, "system_powerdown", nil)
 		cancel()
 		if err == nil && waitExit(powerdownWait) {
 			m.log.Info("shut down by ACPI power button", "took", time.Since(start).Round(time.Millisecond))

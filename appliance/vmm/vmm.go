@@ -50,6 +50,31 @@ func (s Status) String() string {
 	return "unknown"
 }
 
+// Exit says how a machine's VMM process ended, as far as the driver saw.
+type Exit int
+
+const (
+	// ExitUnasked: the process ended without the guest asking (it crashed or was killed), or
+	// before it ran a guest.
+	ExitUnasked Exit = iota
+	// ExitGuestPowerOff: the guest powered the machine off (QMP SHUTDOWN, reason guest-shutdown),
+	// by itself or because the host asked its agent or pressed the power button.
+	ExitGuestPowerOff
+	// ExitRebootFailed: the guest restarted and its agent did not report a boot id within the boot
+	// deadline, so the driver killed the machine.
+	ExitRebootFailed
+)
+
+func (e Exit) String() string {
+	switch e {
+	case ExitGuestPowerOff:
+		return "guest-poweroff"
+	case ExitRebootFailed:
+		return "reboot-failed"
+	}
+	return "unasked"
+}
+
 // Errors the driver returns, to be tested with errors.Is.
 var (
 	// ErrBootTimeout: the guest agent did not report a boot id within the boot deadline, on every attempt.

@@ -11,7 +11,8 @@
 // Run as PID 1 from /init (the test image's initramfs), it is the init:
 // it mounts the root disk, switches to it and execs /sbin/superjolt-agent
 // serve there, which then runs as PID 1: it reaps orphans and powers the
-// machine off or restarts it itself.
+// machine off or restarts it itself, when the host asks and when the
+// guest's own reboot, poweroff or halt signal it (busybox init's signals).
 //
 // A hidden subcommand, `superjolt-agent selftest vsock`, checks vsock inside
 // a guest: it listens on a vsock port, dials itself at CID 1 (needs the
@@ -102,8 +103,14 @@ func run(args []string) int {
 	log := guest.TextLogger(logOut, level)
 	slog.SetDefault(log)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// As PID 1 the agent is the init: SIGTERM and the other init signals
+	// ask it to reboot or power off the machine (see serve), not to stop.
+	ctx := context.Background()
+	if os.Getpid() != 1 {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
 
 	cmd := "serve"
 	if fs.NArg() > 0 {
@@ -140,8 +147,9 @@ func run(args []string) int {
 }
 
 // serve runs the agent until a signal. As PID 1 it also mounts /tmp and
-// /run, reaps orphans, and powers the machine off if it is ever told to
-// stop.
+// /run, reaps orphans, reboots or powers off on the signals of busybox's
+// reboot, poweroff and halt (guest.InitSignals), and powers the machine off
+// if the agent ever stops.
 func serve(ctx context.Context, log *slog.Logger, opts guest.ServeOptions) int {
 	agentOpts := guest.AgentOptions{Version: agentVersion(), Logger: log}
 	pid1 := os.Getpid() == 1
@@ -154,6 +162,11 @@ func serve(ctx context.Context, log *slog.Logger, opts guest.ServeOptions) int {
 		agentOpts.Power = guest.InitPower(log)
 	}
 	agent := guest.NewAgent(agentOpts)
+	if pid1 {
+		// busybox's reboot and poweroff signal PID 1: act on them as its
+		// init would, thawing first what the host froze.
+		go guest.HandleInitSignals(ctx, log, agent.ThawAll)
+	}
 	log.Info("superjolt-agent serving", "version", agentOpts.Version, "pid1", pid1)
 	err := agent.ServeTransports(ctx, opts)
 	agent.ThawAll()

@@ -138,7 +138,7 @@ func newBackupRestoreCommand(o *globalOptions) *cobra.Command {
 	var noWait *bool
 	c := &cobra.Command{
 		Use:   "restore VM (BK | --from latest|yesterday|YYYY-MM-DD) [--yes]",
-		Short: "Rewind a VM's disk to a backup in place and reboot it",
+		Short: "Rewind a VM's disk to a backup in place; a running VM boots again, a stopped one stays stopped",
 		Long: `Rewind a VM's disk to one of its backups, in place: the VM keeps its id, IP,
 ports and domains; only the disk goes back. The command returns once the guest
 booted again and its agent reported the new boot id. Anything written to the
@@ -190,7 +190,7 @@ VM since the backup was taken is lost.`,
 				fmt.Sprintf("Anything written to %s since %s (backup %s) will be lost.", vmID, o.fmtTime(bk.TakenAt), bk.ID)); err != nil {
 				return err
 			}
-			o.progress("Restoring %s from %s and booting it; this returns once its agent reports the new boot (Ctrl-C stops waiting, not the restore)…", vmID, bk.ID)
+			o.progress("Restoring %s from %s; a running VM boots again and this returns once its agent reports the new boot (Ctrl-C stops waiting, not the restore)…", vmID, bk.ID)
 			op, err := o.client.RestoreVM(ctx, vmID, bk.ID)
 			if _, done, err := o.started(ctx, op, err, *noWait); !done {
 				return err
@@ -202,7 +202,11 @@ VM since the backup was taken is lost.`,
 			if o.json() {
 				return o.printJSON(vm)
 			}
-			fmt.Fprintf(o.stdout, "%s restored from %s (taken %s); it booted again with boot id %s\n", vmID, bk.ID, o.fmtTime(bk.TakenAt), dash(vm.BootID))
+			if vm.State != model.StateRunning {
+				fmt.Fprintf(o.stdout, "%s restored from %s (taken %s): its disk was rolled back; it is still %s (start it with `superjolt vm start %s`)\n", vmID, bk.ID, o.fmtTime(bk.TakenAt), vm.State, vmID)
+				return nil
+			}
+			fmt.Fprintf(o.stdout, "%s restored from %s (taken %s): its disk was rolled back and it booted again with boot id %s\n", vmID, bk.ID, o.fmtTime(bk.TakenAt), vm.BootID)
 			return nil
 		},
 	}

@@ -115,10 +115,17 @@ func (o *globalOptions) vmTable(vms []model.VM) error {
 		note := ""
 		if !vm.ReclaimAt.IsZero() {
 			note = "reclaimed at " + o.fmtTime(vm.ReclaimAt)
+		} else if vm.State == model.StateStopped {
+			note = o.stopReason(vm)
 		}
 		rows = append(rows, []string{vm.ID, vm.Name, vm.AccountID, vm.Tier, string(vm.State), ip, o.fmtTime(vm.CreatedAt), note})
 	}
 	return o.table([]string{"ID", "NAME", "ACCOUNT", "TIER", "STATE", "IP", "CREATED", "NOTE"}, rows)
+}
+
+// stopReason says why a stopped VM is stopped, and when (for tables).
+func (o *globalOptions) stopReason(vm model.VM) string {
+	return vm.StopReason.Describe(o.fmtTime(vm.StoppedAt))
 }
 
 func newVMShowCommand(o *globalOptions) *cobra.Command {
@@ -166,10 +173,24 @@ func (o *globalOptions) printVM(vm model.VM) error {
 		"Boot ID", dash(vm.BootID),
 		"Created", o.fmtTime(vm.CreatedAt),
 	}
+	// Only the times that describe the VM now: a running VM has no
+	// "Stopped", a resumed one no "Destroyed".
+	if vm.State == model.StateStopped && !vm.StoppedAt.IsZero() {
+		kv = append(kv, "Stopped", o.fmtTime(vm.StoppedAt)+" ("+vm.StopReason.Describe("")+")")
+	}
 	for _, t := range []struct {
 		label string
 		at    time.Time
-	}{{"Stopped", vm.StoppedAt}, {"Destroyed", vm.DestroyedAt}, {"Archived", vm.ArchivedAt}, {"Reclaimed at", vm.ReclaimAt}, {"Next backup", vm.NextBackupAt}} {
+		state model.VMState
+	}{{"Destroyed", vm.DestroyedAt, model.StateGraveyard}, {"Archived", vm.ArchivedAt, model.StateArchived}} {
+		if vm.State == t.state && !t.at.IsZero() {
+			kv = append(kv, t.label, o.fmtTime(t.at))
+		}
+	}
+	for _, t := range []struct {
+		label string
+		at    time.Time
+	}{{"Reclaimed at", vm.ReclaimAt}, {"Next backup", vm.NextBackupAt}} {
 		if !t.at.IsZero() {
 			kv = append(kv, t.label, o.fmtTime(t.at))
 		}

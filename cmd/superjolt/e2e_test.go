@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -820,5 +821,106 @@ func TestCLIVMLifecycle(t *testing.T) {
 	d.ok(t, "account", "topup", poor.ID, "10")
 	if got := okJSON[model.VM](t, d, "vm", "resume", pvm.ID); got.State != model.StateRunning {
 		t.Fatalf("resume after a top-up: %s, want running", got.State)
+	}
+}
+
+// TestCLIGuestPowerAndTrueState: `reboot` inside a real guest leaves it
+// running with a new boot id and a vm.rebooted event; `poweroff` inside
+// stops it, says why in `vm show` and `vm list`, and it keeps billing;
+// `vm show` shows only the times that hold now (no Stopped on a running
+// VM, no Destroyed on a resumed one); restoring a stopped VM says that its
+// disk was rolled back and it is still stopped.
+func TestCLIGuestPowerAndTrueState(t *testing.T) {
+	needVMs(t)
+	d := startDaemon(t, "--clock=manual")
+	a := okJSON[model.Account](t, d, "account", "create", "power", "--balance", "100")
+	vm := okJSON[model.VM](t, d, "vm", "create", "--account", a.ID, "--tier", "nano", "--name", "pw-1")
+
+	// waitVM polls vm show until ok holds (a hang guard of two minutes, not timing).
+	waitVM := func(what string, ok func(model.VM) bool) model.VM {
+		t.Helper()
+		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
+			got := okJSON[model.VM](t, d, "vm", "show", vm.ID)
+			if ok(got) {
+				return got
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: still %+v after 2 minutes", what, got)
+			}
+		}
+	}
+
+	// reboot inside: running again, new boot id, the agent answers, an event says so.
+	start := time.Now()
+	d.sj(t, "vm", "exec", vm.ID, "--", "reboot") // its answer may be lost with the guest
+	rebooted := waitVM("after reboot inside", func(v model.VM) bool {
+		return v.State == model.StateRunning && v.BootID != "" && v.BootID != vm.BootID
+	})
+	t.Logf("reboot inside -> running with a new boot id in %v", time.Since(start).Round(time.Millisecond))
+	if got := d.ok(t, "vm", "exec", vm.ID, "--", "cat", "/proc/sys/kernel/random/boot_id"); strings.TrimSpace(got) != rebooted.BootID {
+		t.Errorf("the guest says boot id %q, vm show %q", got, rebooted.BootID)
+	}
+	if out := d.ok(t, "events", "-n", "20"); !strings.Contains(out, "vm.rebooted") || !strings.Contains(out, rebooted.BootID) {
+		t.Errorf("events do not say that %s rebooted:\n%s", vm.ID, out)
+	}
+	if out := d.ok(t, "vm", "show", vm.ID); strings.Contains(out, "Stopped") {
+		t.Errorf("vm show of a running VM says Stopped:\n%s", out)
+	}
+
+	// poweroff inside: stopped, with the reason shown; it keeps billing.
+	start = time.Now()
+	d.sj(t, "vm", "exec", vm.ID, "--", "poweroff")
+	waitVM("after poweroff inside", func(v model.VM) bool { return v.State == model.StateStopped })
+	t.Logf("poweroff inside -> stopped in %v", time.Since(start).Round(time.Millisecond))
+	if out := d.ok(t, "vm", "show", vm.ID); !regexp.MustCompile(`(?m)^Stopped:\s+\S.*\(powered off from inside\)$`).MatchString(out) {
+		t.Errorf("vm show does not say why it stopped:\n%s", out)
+	}
+	if out := d.ok(t, "vm", "list"); !strings.Contains(out, "NOTE") || !strings.Contains(out, "powered off from inside") {
+		t.Errorf("vm list does not say why it stopped:\n%s", out)
+	}
+	before := okJSON[model.Account](t, d, "account", "show", a.ID).Balance
+	okJSON[api.ClockResult](t, d, "debug", "clock", "advance", "2h")
+	if after := okJSON[model.Account](t, d, "account", "show", a.ID).Balance; after >= before {
+		t.Errorf("balance %s -> %s over 2 h powered off: a stopped VM bills", before, after)
+	}
+
+	// Restore of a stopped VM: the disk goes back, it stays stopped, and says so.
+	bk := okJSON[model.Backup](t, d, "backup", "create", vm.ID)
+	out := d.ok(t, "backup", "restore", vm.ID, bk.ID, "--yes")
+	if !strings.Contains(out, "disk was rolled back") || !strings.Contains(out, "still stopped") || strings.Contains(out, "boot id") {
+		t.Errorf("restore of a stopped VM says:\n%s", out)
+	}
+	if got := okJSON[model.VM](t, d, "vm", "show", vm.ID); got.State != model.StateStopped || got.StopReason != model.StopGuestPowerOff {
+		t.Errorf("after restoring a stopped VM: state %s reason %q; want still stopped, powered off", got.State, got.StopReason)
+	}
+
+	// Start: running, and no stale Stopped line (nor stop in the JSON).
+	started := okJSON[model.VM](t, d, "vm", "start", vm.ID)
+	if started.State != model.StateRunning || !started.StoppedAt.IsZero() || started.StopReason != "" {
+		t.Errorf("vm start = %+v; want running without a stop time or reason", started)
+	}
+	if out := d.ok(t, "vm", "show", vm.ID); strings.Contains(out, "Stopped") {
+		t.Errorf("vm show after start keeps a Stopped line:\n%s", out)
+	}
+
+	// Stopped by the operator, destroyed, resumed: no stale Destroyed line;
+	// it is stopped again and says why.
+	d.ok(t, "vm", "stop", vm.ID)
+	if out := d.ok(t, "vm", "show", vm.ID); !strings.Contains(out, "(stopped by the operator)") {
+		t.Errorf("vm show after vm stop:\n%s", out)
+	}
+	if res := okJSON[api.DestroyResult](t, d, "vm", "destroy", vm.ID, "--yes"); res.VM.State != model.StateGraveyard {
+		t.Fatalf("destroy = %+v, want graveyard", res)
+	}
+	if out := d.ok(t, "vm", "show", vm.ID); !strings.Contains(out, "Destroyed") || strings.Contains(out, "Stopped") {
+		t.Errorf("vm show in the graveyard:\n%s", out)
+	}
+	d.ok(t, "vm", "resume", vm.ID)
+	out = d.ok(t, "vm", "show", vm.ID)
+	if strings.Contains(out, "Destroyed") || strings.Contains(out, "Reclaimed") {
+		t.Errorf("vm show of a resumed VM keeps its graveyard times:\n%s", out)
+	}
+	if got := okJSON[model.VM](t, d, "vm", "show", vm.ID); got.State == model.StateStopped && !strings.Contains(out, "(stopped by the operator)") {
+		t.Errorf("a VM resumed stopped does not say why it is stopped:\n%s", out)
 	}
 }
