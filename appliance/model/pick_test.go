@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	_ "time/tzdata" // the zones below, on a box without tzdata too
 )
 
 func TestPickBackup(t *testing.T) {
