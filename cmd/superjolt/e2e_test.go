@@ -295,7 +295,7 @@ func TestCLIAccountsAndBadInput(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"account", "topup", "ac-zzzzzz", "5"}, exitNotFound, "ac-zzzzzz"},
-		{[]string{"account", "topup", "alice", "5"}, exitUsage, "not an account id"},
+		{[]string{"account", "topup", "nobody", "5"}, exitNotFound, "no account is named nobody"},
 		{[]string{"account", "topup", a.ID, "-5"}, exitUsage, "negative"},
 		{[]string{"account", "topup", a.ID, "0"}, exitUsage, "is zero"},
 		{[]string{"account", "topup", a.ID, "10000000000"}, exitUsage, "allowed at once"},

@@ -21,8 +21,11 @@ func (o *globalOptions) vmID(ctx context.Context, ref string) (string, error) {
 	if model.ValidateID(model.KindVM, ref) == nil {
 		return ref, nil
 	}
+	if model.ValidateID(model.KindVM, strings.ToLower(ref)) == nil {
+		return "", fmt.Errorf("%w: %q is not a VM id: ids are lowercase, like %s", model.ErrInvalid, ref, strings.ToLower(ref))
+	}
 	if model.ValidateVMName(ref) != nil {
-		return "", fmt.Errorf("%w: %q is neither a VM id (like vm-a1b2c3) nor a VM name (like web-1)", model.ErrInvalid, clipRef(ref))
+		return "", fmt.Errorf("%w: %q is not a VM id (like vm-a1b2c3) nor a VM name (like web-1)", model.ErrInvalid, clipRef(ref))
 	}
 	vms, err := o.client.VMs(ctx, api.VMFilter{})
 	if err != nil {
@@ -53,8 +56,11 @@ func (o *globalOptions) accountID(ctx context.Context, ref string) (string, erro
 	if model.ValidateID(model.KindAccount, ref) == nil {
 		return ref, nil
 	}
+	if model.ValidateID(model.KindAccount, strings.ToLower(ref)) == nil {
+		return "", fmt.Errorf("%w: %q is not an account id: ids are lowercase, like %s", model.ErrInvalid, ref, strings.ToLower(ref))
+	}
 	if model.ValidateAccountName(ref) != nil {
-		return "", fmt.Errorf("%w: %q is neither an account id (like ac-a1b2c3) nor an account name", model.ErrInvalid, clipRef(ref))
+		return "", fmt.Errorf("%w: %q is not an account id (like ac-a1b2c3) nor an account name", model.ErrInvalid, clipRef(ref))
 	}
 	accts, err := o.client.Accounts(ctx)
 	if err != nil {
