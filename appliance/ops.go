@@ -117,12 +117,21 @@ func (a *Appliance) unlock(vmID, opID string) {
 // store: once begin returns, the operation is the daemon's, and the caller
 // must launch it.
 func (a *Appliance) begin(ctx context.Context, kind model.OpKind, vmID string, in intent, prepare func(tx *store.Tx, o *model.Operation, in *intent) error) (*op, error) {
+	// Counted before anything is recorded, under the lock Close takes to
+	// stop new operations, so that Close waits for every one it let in.
 	a.mu.Lock()
-	closing := a.closing
-	a.mu.Unlock()
-	if closing {
+	if a.closing {
+		a.mu.Unlock()
 		return nil, unavailablef("superjoltd is shutting down; try again once it is back")
 	}
+	a.opsWG.Add(1)
+	a.mu.Unlock()
+	begun := false
+	defer func() {
+		if !begun {
+			a.opsWG.Done()
+		}
+	}()
 	// A request that goes away while its operation is being recorded must
 	// not leave half a record: from here on the caller's cancellation is
 	// not followed.
@@ -175,8 +184,8 @@ func (a *Appliance) begin(ctx context.Context, kind model.OpKind, vmID string, i
 	o.accepted = o.rec
 	a.mu.Lock()
 	a.running[opID] = o
-	a.opsWG.Add(1)
 	a.mu.Unlock()
+	begun = true
 	o.log.Info("operation started")
 	a.testPoint(o.ctx, string(kind)+":recorded")
 	return o, nil
