@@ -103,8 +103,9 @@ type Client struct {
 
 	mu      sync.Mutex
 	pending map[uint64]chan Response
-	err     error         // why the connection is dead; set once
-	done    chan struct{} // closed when err is set
+	streams map[uint64]*clientExec // streaming execs by their exec_start id
+	err     error                  // why the connection is dead; set once
+	done    chan struct{}          // closed when err is set
 }
 
 var _ io.Closer = (*Client)(nil)
@@ -118,6 +119,7 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 		log:     slog.Default(),
 		wsem:    make(chan struct{}, 1),
 		pending: make(map[uint64]chan Response),
+		streams: make(map[uint64]*clientExec),
 		done:    make(chan struct{}),
 	}
 	for _, o := range opts {
@@ -187,6 +189,11 @@ func (c *Client) readLoop() {
 			continue
 		}
 		c.mu.Lock()
+		if ce := c.streams[resp.ID]; ce != nil {
+			c.mu.Unlock()
+			ce.push(resp) // never blocks: the agent's window bounds the queue
+			continue
+		}
 		ch, ok := c.pending[resp.ID]
 		delete(c.pending, resp.ID)
 		c.mu.Unlock()
