@@ -51,6 +51,16 @@ type ExecRequest struct {
 	// Timeout kills the program (and its process group) after this long;
 	// 0 means DefaultExecTimeout.
 	Timeout time.Duration
+	// TTY (ExecStream only) runs the program on a new pseudo-terminal of
+	// Size, with TERM=Term ("" is xterm); its output all comes as stdout.
+	TTY  bool
+	Term string
+	Size WindowSize
+}
+
+// WindowSize is a terminal's size in characters.
+type WindowSize struct {
+	Rows, Cols uint16
 }
 
 // ExecResult is how an exec ended.

@@ -18,7 +18,7 @@ import (
 func (a *Agent) execStart(ctx context.Context, sc *serverConn, req Request) {
 	log := a.log.With("op", req.Op, "id", req.ID)
 	start := time.Now()
-	e, proc, status, stdout, stderr, err := a.startStream(req)
+	e, proc, status, outputs, err := a.startStream(req)
 	if err != nil {
 		log.Warn("request failed", "err", err)
 		sc.send(errorResponse(req.ID, err))
@@ -64,9 +64,10 @@ func (a *Agent) execStart(ctx context.Context, sc *serverConn, req Request) {
 			}
 		}
 	}
-	readers.Add(2)
-	go read(stdout, EventStdout)
-	go read(stderr, EventStderr)
+	for _, o := range outputs {
+		readers.Add(1)
+		go read(o.f, o.event)
+	}
 
 	timeout := durationMS(req.TimeoutMS)
 	if timeout <= 0 {
@@ -98,8 +99,9 @@ func (a *Agent) execStart(ctx context.Context, sc *serverConn, req Request) {
 	exitedMu.Unlock()
 	// Readers blocked in Read see the deadline; readers waiting for credit
 	// set it themselves.
-	_ = stdout.SetReadDeadline(now.Add(execPipeGrace))
-	_ = stderr.SetReadDeadline(now.Add(execPipeGrace))
+	for _, o := range outputs {
+		_ = o.f.SetReadDeadline(now.Add(execPipeGrace))
+	}
 	done := make(chan struct{})
 	go func() { readers.Wait(); close(done) }()
 	select {
@@ -109,7 +111,9 @@ func (a *Agent) execStart(ctx context.Context, sc *serverConn, req Request) {
 	}
 	e.end()
 	<-done
-	closeAll(stdout, stderr)
+	for _, o := range outputs {
+		_ = o.f.Close()
+	}
 
 	res := Response{Event: EventExit, TimedOut: timedOut}
 	switch {
@@ -132,15 +136,22 @@ func min2(a, b time.Time) time.Time {
 	return b
 }
 
-// startStream starts the program of an exec_start with three pipes, in its
-// own process group, the way ProcessRunner does.
-func (a *Agent) startStream(req Request) (e *agentExec, proc *os.Process, status <-chan unix.WaitStatus, stdout, stderr *os.File, err error) {
+// output is a pipe (or terminal) the program's output comes from.
+type output struct {
+	f     *os.File
+	event string
+}
+
+// startStream starts the program of an exec_start in its own process group,
+// with three pipes or, for a TTY, a new pseudo-terminal whose controlling
+// process it is.
+func (a *Agent) startStream(req Request) (e *agentExec, proc *os.Process, status <-chan unix.WaitStatus, outputs []output, err error) {
 	if req.Path == "" {
-		return nil, nil, nil, nil, nil, fmt.Errorf("%w: exec needs a path", ErrProtocol)
+		return nil, nil, nil, nil, fmt.Errorf("%w: exec needs a path", ErrProtocol)
 	}
 	pr, ok := a.opts.Runner.(*ProcessRunner)
 	if !ok {
-		return nil, nil, nil, nil, nil, fmt.Errorf("%w: streaming exec needs the process runner", ErrUnsupported)
+		return nil, nil, nil, nil, fmt.Errorf("%w: streaming exec needs the process runner", ErrUnsupported)
 	}
 	env := pr.Env
 	if env == nil {
@@ -150,26 +161,61 @@ func (a *Agent) startStream(req Request) (e *agentExec, proc *os.Process, status
 	if !strings.Contains(path, "/") {
 		p, err := lookPath(path, env)
 		if err != nil {
-			return nil, nil, nil, nil, nil, fmt.Errorf("%w: %v", ErrExec, err)
+			return nil, nil, nil, nil, fmt.Errorf("%w: %v", ErrExec, err)
 		}
 		path = p
 	}
-	var files []*os.File // r0 w0 r1 w1 r2 w2
-	for range 3 {
-		r, w, err := os.Pipe()
+
+	var (
+		childFiles []*os.File // the child's 0, 1, 2; closed here after the start
+		ours       []*os.File // closed on failure
+		stdin      *os.File
+		tty        *os.File
+	)
+	sys := &syscall.SysProcAttr{Setpgid: true}
+	if req.TTY {
+		master, slave, err := openPTY()
 		if err != nil {
-			closeAll(files...)
-			return nil, nil, nil, nil, nil, fmt.Errorf("%w: %v", ErrInternal, err)
+			return nil, nil, nil, nil, fmt.Errorf("%w: %v", ErrInternal, err)
 		}
-		files = append(files, r, w)
+		if req.Rows > 0 && req.Cols > 0 {
+			_ = setWinsize(master, req.Rows, req.Cols)
+		}
+		// Writes go through their own descriptor, so that closing it at
+		// the exit (to unblock a write) leaves the reader's alone.
+		var fd int
+		err = control(master, func(mfd int) (err error) { fd, err = unix.Dup(mfd); return err })
+		if err != nil {
+			closeAll(master, slave)
+			return nil, nil, nil, nil, fmt.Errorf("%w: %v", ErrInternal, err)
+		}
+		stdin = os.NewFile(uintptr(fd), "ptmx-in")
+		tty = master
+		childFiles = []*os.File{slave, slave, slave}
+		ours = []*os.File{master, stdin}
+		outputs = []output{{master, EventStdout}}
+		sys = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+		term := req.Term
+		if term == "" {
+			term = "xterm"
+		}
+		env = append(append([]string{}, env...), "TERM="+term)
+	} else {
+		var files []*os.File // r0 w0 r1 w1 r2 w2
+		for range 3 {
+			r, w, err := os.Pipe()
+			if err != nil {
+				closeAll(files...)
+				return nil, nil, nil, nil, fmt.Errorf("%w: %v", ErrInternal, err)
+			}
+			files = append(files, r, w)
+		}
+		childFiles = []*os.File{files[0], files[3], files[5]}
+		stdin = files[1]
+		ours = []*os.File{files[1], files[2], files[4]}
+		outputs = []output{{files[2], EventStdout}, {files[4], EventStderr}}
 	}
-	stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW := files[0], files[1], files[2], files[3], files[4], files[5]
-	attr := &os.ProcAttr{
-		Dir:   "/",
-		Env:   env,
-		Files: []*os.File{stdinR, stdoutW, stderrW},
-		Sys:   &syscall.SysProcAttr{Setpgid: true},
-	}
+	attr := &os.ProcAttr{Dir: "/", Env: env, Files: childFiles, Sys: sys}
 	argv := append([]string{req.Path}, req.Args...)
 	if pr.Reaper != nil {
 		proc, status, err = pr.Reaper.StartProcess(path, argv, attr)
@@ -188,17 +234,73 @@ func (a *Agent) startStream(req Request) (e *agentExec, proc *os.Process, status
 			status = ch
 		}
 	}
-	closeAll(stdinR, stdoutW, stderrW)
+	closeAll(childFiles...)
 	if err != nil {
-		closeAll(stdinW, stdoutR, stderrR)
-		return nil, nil, nil, nil, nil, fmt.Errorf("%w: %s: %v", ErrExec, req.Path, err)
+		closeAll(ours...)
+		return nil, nil, nil, nil, fmt.Errorf("%w: %s: %v", ErrExec, req.Path, err)
 	}
 	pid := proc.Pid
-	var kmu sync.Mutex
 	kill := func(sig syscall.Signal) error {
-		kmu.Lock()
-		defer kmu.Unlock()
 		return unix.Kill(-pid, sig) // the group, while its leader is unreaped
 	}
-	return newAgentExec(req.ID, stdinW, kill), proc, status, stdoutR, stderrR, nil
+	e = newAgentExec(req.ID, stdin, kill)
+	e.tty, e.keepIn = tty, tty != nil
+	return e, proc, status, outputs, nil
+}
+
+// openPTY opens a new pseudo-terminal, mounting devpts first when the
+// guest has none (the agent as init mounts only proc, sys and dev).
+func openPTY() (master, slave *os.File, err error) {
+	if _, err := os.Stat("/dev/pts/ptmx"); err != nil {
+		if err := mountFS("devpts", "/dev/pts", unix.MS_NOSUID|unix.MS_NOEXEC, "ptmxmode=0666,mode=0620"); err != nil {
+			return nil, nil, fmt.Errorf("pseudo-terminal: %w", err)
+		}
+	}
+	master, err = os.OpenFile("/dev/pts/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pseudo-terminal: %w", err)
+	}
+	var n int
+	err = control(master, func(fd int) error {
+		if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+			return fmt.Errorf("unlock: %w", err)
+		}
+		n, err = unix.IoctlGetInt(fd, unix.TIOCGPTN)
+		return err
+	})
+	if err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("pseudo-terminal: %w", err)
+	}
+	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("pseudo-terminal: %w", err)
+	}
+	return master, slave, nil
+}
+
+// setWinsize sets a terminal's size; the program gets SIGWINCH.
+func setWinsize(f *os.File, rows, cols uint16) error {
+	err := control(f, func(fd int) error {
+		return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+	})
+	if err != nil {
+		return fmt.Errorf("%w: set terminal size: %v", ErrInternal, err)
+	}
+	return nil
+}
+
+// control runs fn on f's descriptor without f.Fd, which would make f
+// blocking and so end its read deadlines.
+func control(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
 }

@@ -49,6 +49,7 @@ const (
 	OpExecStdin  = "exec_stdin"
 	OpExecSignal = "exec_signal"
 	OpExecWindow = "exec_window"
+	OpExecResize = "exec_resize"
 )
 
 // Request is one line from the host to the agent. Fields that belong to one
@@ -81,6 +82,13 @@ type Request struct {
 	Signal int `json:"signal,omitempty"`
 	// Bytes (exec_window): how many more output bytes the host takes.
 	Bytes int64 `json:"bytes,omitempty"`
+	// TTY, Term (exec_start): run the program on a new pseudo-terminal
+	// (its output all comes as stdout), with TERM=Term.
+	TTY  bool   `json:"tty,omitempty"`
+	Term string `json:"term,omitempty"`
+	// Rows, Cols (exec_start with TTY, exec_resize): the terminal's size.
+	Rows uint16 `json:"rows,omitempty"`
+	Cols uint16 `json:"cols,omitempty"`
 }
 
 // Response is one line from the agent to the host.

@@ -51,7 +51,7 @@ const execPipeCap = 5 * time.Second
 // isExecControl reports whether op addresses a running exec: such requests
 // are quick, so they never wait for a slot.
 func isExecControl(op string) bool {
-	return op == OpExecStdin || op == OpExecSignal || op == OpExecWindow
+	return op == OpExecStdin || op == OpExecSignal || op == OpExecWindow || op == OpExecResize
 }
 
 // execTable holds the running streaming execs of one connection by the id
@@ -87,6 +87,8 @@ type agentExec struct {
 	id     uint64
 	kill   func(sig syscall.Signal) error // to the process group
 	exited atomic.Bool                    // set once the program is reaped: no more signals
+	tty    *os.File                       // the terminal's master side, for a TTY exec
+	keepIn bool                           // stdin EOF does not close it (a TTY's master)
 
 	stdinMu   sync.Mutex
 	stdin     *os.File // nil once closed
@@ -155,7 +157,7 @@ func (e *agentExec) writeStdin(data []byte, eof bool) error {
 			return nil
 		}
 	}
-	if eof {
+	if eof && !e.keepIn {
 		_ = e.stdin.Close()
 		e.stdin = nil
 	}
@@ -181,6 +183,12 @@ func (a *Agent) execControl(sc *serverConn, req Request) {
 			err = fmt.Errorf("%w: stdin chunk of %d bytes, the limit is %d", ErrProtocol, len(req.Data), ExecChunkSize)
 		} else {
 			err = e.writeStdin(req.Data, req.EOF)
+		}
+	case req.Op == OpExecResize:
+		if e.tty == nil {
+			err = fmt.Errorf("%w: exec %d has no terminal to resize", ErrProtocol, req.Exec)
+		} else {
+			err = setWinsize(e.tty, req.Rows, req.Cols)
 		}
 	case req.Op == OpExecSignal:
 		if req.Signal <= 0 || req.Signal > 64 {

@@ -22,6 +22,8 @@ type ExecIO struct {
 	// Started, when set, is called once the program runs, before any
 	// output.
 	Started func()
+	// Resize carries new sizes of a TTY exec's terminal.
+	Resize <-chan WindowSize
 }
 
 // clientExec queues the frames of one streaming exec for its caller.
@@ -71,7 +73,8 @@ func (c *Client) ExecStream(ctx context.Context, req ExecRequest, eio ExecIO) (E
 	defer lost.Stop()
 
 	id := c.nextID.Add(1)
-	line, err := encodeLine(Request{V: ProtocolVersion, ID: id, Op: OpExecStart, Path: req.Path, Args: req.Args, TimeoutMS: toMS(req.Timeout)})
+	line, err := encodeLine(Request{V: ProtocolVersion, ID: id, Op: OpExecStart, Path: req.Path, Args: req.Args, TimeoutMS: toMS(req.Timeout),
+		TTY: req.TTY, Term: req.Term, Rows: req.Size.Rows, Cols: req.Size.Cols})
 	if err != nil {
 		return ExecResult{}, fmt.Errorf("guest: exec: %w", err)
 	}
@@ -131,11 +134,18 @@ func (c *Client) ExecStream(ctx context.Context, req ExecRequest, eio ExecIO) (E
 		}
 		return nil
 	}
+	resize := eio.Resize
 	for {
 		r, ok := ce.pop()
 		if !ok {
 			// Nothing queued: wait for frames, a cancel or a timer.
 			select {
+			case ws, ok := <-resize:
+				if !ok {
+					resize = nil
+				} else if started {
+					c.resize(id, ws)
+				}
 			case <-ce.notify:
 			case <-c.done:
 				if _, ok := ce.peek(); !ok {
@@ -222,6 +232,15 @@ func (c *Client) grant(id uint64, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	_ = c.write(ctx, line)
+}
+
+// resize sets the size of a TTY exec's terminal.
+func (c *Client) resize(id uint64, ws WindowSize) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	if _, err := c.call(ctx, Request{Op: OpExecResize, Exec: id, Rows: ws.Rows, Cols: ws.Cols}, 0); err != nil {
+		c.log.Debug("guest: exec resize", "exec", id, "err", err)
+	}
 }
 
 // signal sends sig to the exec's process group.

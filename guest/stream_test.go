@@ -156,3 +156,48 @@ type writerFunc func([]byte) (int, error)
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 var _ io.Writer = writerFunc(nil)
+
+// TestExecStreamTTY runs a shell on a pseudo-terminal: it sees a terminal
+// of the size asked, takes a resize, and exits with its status.
+func TestExecStreamTTY(t *testing.T) {
+	c := servePipe(t, newTestAgent(t, nil).Agent)
+	pr, pw := io.Pipe()
+	resize := make(chan WindowSize, 1)
+	var out syncBuffer
+	type ret struct {
+		res ExecResult
+		err error
+	}
+	done := make(chan ret, 1)
+	go func() {
+		res, err := c.ExecStream(context.Background(), ExecRequest{Path: "sh", TTY: true, Size: WindowSize{Rows: 30, Cols: 100}},
+			ExecIO{Stdin: pr, Stdout: &out, Resize: resize})
+		done <- ret{res, err}
+	}()
+	wait := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(out.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the terminal's output:\n%q", want, out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	io.WriteString(pw, "test -t 0 && echo tty-$((40+2)); stty size\n")
+	wait("tty-42")
+	wait("30 100")
+	resize <- WindowSize{Rows: 40, Cols: 120}
+	time.Sleep(200 * time.Millisecond)
+	io.WriteString(pw, "stty size\n")
+	wait("40 120")
+	io.WriteString(pw, "exit 3\n")
+	select {
+	case r := <-done:
+		if r.err != nil || r.res.ExitCode != 3 {
+			t.Fatalf("shell on a tty: %+v, %v", r.res, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the shell did not end after exit 3")
+	}
+}
