@@ -8,45 +8,82 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	"github.com/superjolt/superjolt/appliance/model"
 )
 
+// ExecIO is where a streaming exec's input comes from and its output goes.
+type ExecIO struct {
+	// Stdin (nil: none) is sent to the program as it comes.
+	Stdin io.Reader
+	// Stdout and Stderr (nil: dropped) receive its output as it comes.
+	Stdout, Stderr io.Writer
+	// Resize carries new sizes of a TTY exec's terminal.
+	Resize <-chan WindowSize
+}
+
 // ExecStream runs a program in the guest through the streaming exec (see
-// ExecInput): its output goes to stdout and stderr as it comes, stdin (nil:
-// none) is sent to it as it comes, and the result says how it ended (its
-// Stdout and Stderr empty). When ctx ends, the connection closes and the
-// daemon interrupts the program; ExecStream returns ctx's error.
-func (c *Client) ExecStream(ctx context.Context, id string, req ExecRequest, stdin io.Reader, stdout, stderr io.Writer) (ExecResult, error) {
+// ExecInput) and returns how it ended (its Stdout and Stderr empty: they
+// went to eio). When ctx ends, the connection closes and the daemon
+// interrupts the program; ExecStream returns ctx's error.
+func (c *Client) ExecStream(ctx context.Context, id string, req ExecRequest, eio ExecIO) (ExecResult, error) {
 	path := vmPath(id, "/exec/stream")
 	first, err := json.Marshal(req)
 	if err != nil {
 		return ExecResult{}, fmt.Errorf("POST %s: %w", path, err)
 	}
 	pr, pw := io.Pipe()
-	defer pr.Close() // ends the copy below once the answer is in
+	defer pr.Close() // ends the writers below once the answer is in
+	var wmu sync.Mutex
+	enc := json.NewEncoder(pw)
+	send := func(in ExecInput) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return enc.Encode(in)
+	}
+	if eio.Resize != nil {
+		go func() {
+			for {
+				select {
+				case ws := <-eio.Resize:
+					if send(ExecInput{Resize: &ws}) != nil {
+						return
+					}
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
 	go func() {
-		if _, err := pw.Write(append(first, '\n')); err != nil {
+		wmu.Lock()
+		_, err := pw.Write(append(first, '\n'))
+		wmu.Unlock()
+		if err != nil {
 			return
 		}
-		if stdin == nil {
-			_ = pw.Close()
+		if eio.Stdin == nil {
+			if eio.Resize == nil {
+				_ = pw.Close() // nothing more to send: stdin closes
+			}
 			return
 		}
-		enc := json.NewEncoder(pw)
 		buf := make([]byte, MaxExecInput)
 		for {
-			n, err := stdin.Read(buf)
+			n, err := eio.Stdin.Read(buf)
 			if n > 0 {
-				if werr := enc.Encode(ExecInput{Stdin: buf[:n]}); werr != nil {
+				if send(ExecInput{Stdin: buf[:n]}) != nil {
 					return
 				}
 			}
 			if err != nil {
 				if errors.Is(err, io.EOF) {
-					_ = enc.Encode(ExecInput{EOF: true})
+					_ = send(ExecInput{EOF: true})
 				}
-				_ = pw.Close()
+				if eio.Resize == nil {
+					_ = pw.Close()
+				}
 				return
 			}
 		}
@@ -86,10 +123,10 @@ func (c *Client) ExecStream(ctx context.Context, id string, req ExecRequest, std
 			return *f.Exit, nil
 		case f.Error != nil:
 			return ExecResult{}, &Error{Code: f.Error.Code, Message: f.Error.Message, Status: StatusOf(f.Error.Code)}
-		case len(f.Stdout) > 0 && stdout != nil:
-			_, _ = stdout.Write(f.Stdout)
-		case len(f.Stderr) > 0 && stderr != nil:
-			_, _ = stderr.Write(f.Stderr)
+		case len(f.Stdout) > 0 && eio.Stdout != nil:
+			_, _ = eio.Stdout.Write(f.Stdout)
+		case len(f.Stderr) > 0 && eio.Stderr != nil:
+			_, _ = eio.Stderr.Write(f.Stderr)
 		}
 	}
 }

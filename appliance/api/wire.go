@@ -163,6 +163,17 @@ type ExecRequest struct {
 	Stdin []byte   `json:"stdin,omitempty"` // base64 in JSON
 	// Timeout kills the program after this long; 0 means the agent's default.
 	Timeout Duration `json:"timeout,omitempty"`
+	// TTY (streaming exec only) runs the program on a pseudo-terminal of
+	// Size with TERM=Term; its output all comes as stdout.
+	TTY  bool       `json:"tty,omitempty"`
+	Term string     `json:"term,omitempty"`
+	Size WindowSize `json:"size,omitzero"`
+}
+
+// WindowSize is a terminal's size in characters.
+type WindowSize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
 }
 
 // Validate checks the request's shape; the guest decides whether the
@@ -175,6 +186,8 @@ func (r ExecRequest) Validate() error {
 		return invalidf("exec: program name contains a NUL byte")
 	case len(r.Args) > MaxExecArgs:
 		return invalidf("exec: %d arguments is more than the %d allowed", len(r.Args), MaxExecArgs)
+	case len(r.Term) > 64 || strings.ContainsFunc(r.Term, func(c rune) bool { return c <= ' ' || c > '~' }):
+		return invalidf("exec: terminal type %q is not a plain name like xterm-256color", r.Term)
 	case r.Timeout < 0 || time.Duration(r.Timeout) > model.MaxExecTimeout:
 		return invalidf("exec: timeout %s is out of range (0 to %s)", r.Timeout, Duration(model.MaxExecTimeout))
 	}
@@ -216,6 +229,8 @@ type ExecInput struct {
 	Stdin []byte `json:"stdin,omitempty"`
 	// EOF closes the program's standard input.
 	EOF bool `json:"eof,omitempty"`
+	// Resize gives a TTY exec's terminal a new size.
+	Resize *WindowSize `json:"resize,omitempty"`
 }
 
 // MaxExecInput bounds the Stdin of one ExecInput line.

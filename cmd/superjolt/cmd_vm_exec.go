@@ -3,7 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -15,14 +15,17 @@ import (
 
 func newVMExecCommand(o *globalOptions) *cobra.Command {
 	var timeout time.Duration
-	var stdin bool
+	var stdin, tty bool
 	c := &cobra.Command{
-		Use:   "exec ID [--timeout D] [-i] -- CMD [ARGS...]",
+		Use:   "exec ID [--timeout D] [-i] [-t] -- CMD [ARGS...]",
 		Short: "Run a command in the guest; streams its output and exits with its status",
 		Long: fmt.Sprintf(`Run a command in the guest through its agent. Its stdout and stderr are
 printed as it writes them, and superjolt exits with the command's exit status
 (128+N when signal N ended it). With -i (--stdin), superjolt's standard input
-is sent to the command as it comes.
+is sent to the command as it comes. With -t (--tty), the command runs on a
+terminal in the guest, your terminal is passed through as it is (raw) and its
+size follows yours: -it gives an interactive shell, which ends with exit or
+Ctrl-D (Ctrl-C then goes to the shell).
 
 Ctrl-C interrupts the command in the guest (SIGINT to its process group, then
 SIGKILL 2 s later if it is still running) and superjolt exits 130.
@@ -31,7 +34,8 @@ SIGKILL 2 s later if it is still running) and superjolt exits 130.
 to %s.`, limitText(api.DefaultExecTimeout), limitText(model.MaxExecTimeout)),
 		Example: `  superjolt vm exec vm-abc123 -- cat /etc/hostname
   superjolt vm exec web-1 --timeout 5m -- sh -c 'apt-get update'
-  echo hello | superjolt vm exec vm-abc123 -i -- sh -c 'cat > /root/note'`,
+  echo hello | superjolt vm exec vm-abc123 -i -- sh -c 'cat > /root/note'
+  superjolt vm exec -it web-1 -- sh`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 2 {
 				return fmt.Errorf("%w: vm exec takes a VM id and a command after --, like: superjolt vm exec vm-abc123 -- cat /etc/hostname", model.ErrInvalid)
@@ -53,16 +57,30 @@ to %s.`, limitText(api.DefaultExecTimeout), limitText(model.MaxExecTimeout)),
 			if err := req.Validate(); err != nil {
 				return err
 			}
-			var in io.Reader
+			eio := api.ExecIO{Stdout: o.stdout, Stderr: o.stderr}
 			if stdin {
-				in = o.stdin
+				eio.Stdin = o.stdin
 			}
-			stdout, stderr := o.stdout, o.stderr
 			var outBuf, errBuf bytes.Buffer
 			if o.json() {
-				stdout, stderr = &outBuf, &errBuf
+				eio.Stdout, eio.Stderr = &outBuf, &errBuf
 			}
-			res, err := o.client.ExecStream(cmd.Context(), id, req, in, stdout, stderr)
+			if tty {
+				req.TTY, req.Term, req.Size = true, os.Getenv("TERM"), api.WindowSize{Rows: 24, Cols: 80}
+				if t := openTerminal(o.stdin); t != nil {
+					req.Size = t.size()
+					sizes, stop := t.watchSize()
+					defer stop()
+					eio.Resize = sizes
+					if stdin {
+						if err := t.makeRaw(); err != nil {
+							return fmt.Errorf("put the terminal in raw mode: %w", err)
+						}
+						defer t.restore()
+					}
+				}
+			}
+			res, err := o.client.ExecStream(cmd.Context(), id, req, eio)
 			if err != nil {
 				return err
 			}
@@ -85,6 +103,7 @@ to %s.`, limitText(api.DefaultExecTimeout), limitText(model.MaxExecTimeout)),
 	}
 	c.Flags().DurationVar(&timeout, "timeout", 0, fmt.Sprintf("kill the command after this long: 0 (the %s default) up to %s", limitText(api.DefaultExecTimeout), limitText(model.MaxExecTimeout)))
 	c.Flags().BoolVarP(&stdin, "stdin", "i", false, "send superjolt's standard input to the command as it comes")
+	c.Flags().BoolVarP(&tty, "tty", "t", false, "run the command on a terminal in the guest (with -i: an interactive shell)")
 	return c
 }
 

@@ -52,10 +52,13 @@ func (s *Server) execStream(w http.ResponseWriter, r *http.Request) {
 
 	fw := &frameWriter{w: w, rc: rc, enc: json.NewEncoder(w)}
 	started := false
+	resize := make(chan guest.WindowSize, 4)
 	res, err := s.app.ExecStream(r.Context(), id, guest.ExecRequest{
 		Path: req.Path, Args: req.Args, Timeout: time.Duration(req.Timeout),
+		TTY: req.TTY, Term: req.Term, Size: guest.WindowSize{Rows: req.Size.Rows, Cols: req.Size.Cols},
 	}, guest.ExecIO{
-		Stdin:  &inputReader{r: body},
+		Resize: resize,
+		Stdin:  &inputReader{r: body, resize: resize},
 		Stdout: fw.stream(false),
 		Stderr: fw.stream(true),
 		Started: func() {
@@ -119,9 +122,10 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 // inputReader reads the stdin of ExecInput lines; an eof line or the end of
 // the body is its end.
 type inputReader struct {
-	r    *bufio.Reader
-	rest []byte
-	done bool
+	r      *bufio.Reader
+	resize chan<- guest.WindowSize // sizes; dropped when it is full
+	rest   []byte
+	done   bool
 }
 
 func (in *inputReader) Read(p []byte) (int, error) {
@@ -144,6 +148,12 @@ func (in *inputReader) Read(p []byte) (int, error) {
 		if err := json.Unmarshal(line, &x); err != nil {
 			in.done = true
 			return 0, invalidf("exec stream: a stdin line is not valid JSON: %v", err)
+		}
+		if x.Resize != nil {
+			select {
+			case in.resize <- guest.WindowSize{Rows: x.Resize.Rows, Cols: x.Resize.Cols}:
+			default:
+			}
 		}
 		in.rest, in.done = x.Stdin, x.EOF
 	}

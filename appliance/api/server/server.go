@@ -362,6 +362,9 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) exec(ctx context.Context, id string, req api.ExecRequest) (api.ExecResult, error) {
+	if req.TTY {
+		return api.ExecResult{}, invalidf("exec: a terminal (tty) needs the streaming exec, POST /v1/vms/%s/exec/stream", id)
+	}
 	res, err := s.app.Exec(ctx, id, guest.ExecRequest{
 		Path: req.Path, Args: req.Args, Stdin: req.Stdin, Timeout: time.Duration(req.Timeout),
 	})
