@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -70,6 +71,9 @@ func (s *Server) execStream(w http.ResponseWriter, r *http.Request) {
 		},
 	})
 	if !started {
+		if err == nil {
+			err = fmt.Errorf("%w: the exec of %s ended before its program started", model.ErrUnavailable, id)
+		}
 		s.fail(w, r, err)
 		return
 	}
