@@ -49,7 +49,7 @@ type ExecRequest struct {
 	// Stdin is written to the program's standard input, then closed.
 	Stdin []byte
 	// Timeout kills the program (and its process group) after this long;
-	// 0 means DefaultExecTimeout.
+	// 0 means DefaultExecTimeout, or no limit for a TTY exec.
 	Timeout time.Duration
 	// TTY (ExecStream only) runs the program on a new pseudo-terminal of
 	// Size, with TERM=Term ("" is xterm); its output all comes as stdout.

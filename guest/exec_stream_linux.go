@@ -69,20 +69,25 @@ func (a *Agent) execStart(ctx context.Context, sc *serverConn, req Request) {
 		go read(o.f, o.event)
 	}
 
-	timeout := durationMS(req.TimeoutMS)
-	if timeout <= 0 {
-		timeout = DefaultExecTimeout
+	// A terminal session without a timeout of its own lasts while the
+	// host is attached: it ends when the connection or the caller does.
+	var expired <-chan time.Time
+	if !req.TTY || req.TimeoutMS > 0 {
+		timeout := durationMS(req.TimeoutMS)
+		if timeout <= 0 {
+			timeout = DefaultExecTimeout
+		}
+		timer := time.NewTimer(min(timeout, MaxExecTimeout))
+		defer timer.Stop()
+		expired = timer.C
 	}
-	timeout = min(timeout, MaxExecTimeout)
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
 	var (
 		ws       unix.WaitStatus
 		timedOut bool
 	)
 	select {
 	case ws = <-status:
-	case <-timer.C:
+	case <-expired:
 		timedOut = true
 		_ = e.kill(unix.SIGKILL)
 		ws = <-status

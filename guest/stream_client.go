@@ -71,6 +71,9 @@ func (c *Client) ExecStream(ctx context.Context, req ExecRequest, eio ExecIO) (E
 	// agent that stops answering altogether.
 	lost := time.NewTimer(min(limit, MaxExecTimeout) + c.timeout + execPipeCap)
 	defer lost.Stop()
+	if req.TTY && req.Timeout == 0 {
+		lost.Stop() // a terminal session has no time limit
+	}
 
 	id := c.nextID.Add(1)
 	line, err := encodeLine(Request{V: ProtocolVersion, ID: id, Op: OpExecStart, Path: req.Path, Args: req.Args, TimeoutMS: toMS(req.Timeout),
@@ -186,6 +189,11 @@ func (c *Client) ExecStream(ctx context.Context, req ExecRequest, eio ExecIO) (E
 		switch r.Event {
 		case EventStarted:
 			if !started {
+				if wasStopped != nil {
+					// Cancelled before it started: the SIGINT found
+					// nothing to interrupt.
+					c.signal(id, syscall.SIGKILL)
+				}
 				started = true
 				if eio.Started != nil {
 					eio.Started()

@@ -25,7 +25,8 @@ printed as it writes them, and superjolt exits with the command's exit status
 is sent to the command as it comes. With -t (--tty), the command runs on a
 terminal in the guest, your terminal is passed through as it is (raw) and its
 size follows yours: -it gives an interactive shell, which ends with exit or
-Ctrl-D (Ctrl-C then goes to the shell).
+Ctrl-D (Ctrl-C then goes to the shell). A terminal session has no time limit
+unless --timeout gives one.
 
 Ctrl-C interrupts the command in the guest (SIGINT to its process group, then
 SIGKILL 2 s later if it is still running) and superjolt exits 130.
