@@ -479,32 +479,73 @@ func (a *Appliance) submitStartVM(ctx context.Context, id string) (*op, error) {
 
 // Exec runs a program in a running VM through its agent.
 func (a *Appliance) Exec(ctx context.Context, id string, req guest.ExecRequest) (guest.ExecResult, error) {
-	vm, err := a.readVM(ctx, id)
+	ag, err := a.execAgent(ctx, id, req)
 	if err != nil {
 		return guest.ExecResult{}, err
 	}
+	res, err := ag.Exec(ctx, req)
+	return res, execError(id, req, err)
+}
+
+// execStreamer is an Agent that streams exec (guest.Client does).
+type execStreamer interface {
+	ExecStream(ctx context.Context, req guest.ExecRequest, eio guest.ExecIO) (guest.ExecResult, error)
+}
+
+var _ execStreamer = (*guest.Client)(nil)
+
+// ExecStream runs a program in a running VM through its agent, passing its
+// output to eio as it comes and eio.Stdin to it. When ctx ends (the caller
+// went away, or pressed Ctrl-C) the program is interrupted, then killed;
+// see guest.Client.ExecStream.
+func (a *Appliance) ExecStream(ctx context.Context, id string, req guest.ExecRequest, eio guest.ExecIO) (guest.ExecResult, error) {
+	ag, err := a.execAgent(ctx, id, req)
+	if err != nil {
+		return guest.ExecResult{}, err
+	}
+	es, ok := ag.(execStreamer)
+	if !ok {
+		return guest.ExecResult{}, unavailablef("the agent of %s cannot stream exec", id)
+	}
+	res, err := es.ExecStream(ctx, req, eio)
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return res, err
+	}
+	return res, execError(id, req, err)
+}
+
+// execAgent checks an exec request and returns the agent of the VM.
+func (a *Appliance) execAgent(ctx context.Context, id string, req guest.ExecRequest) (Agent, error) {
+	vm, err := a.readVM(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	if req.Path == "" {
-		return guest.ExecResult{}, invalidf("no program to run: give a command, like `superjolt vm exec %s -- uname -a`", id)
+		return nil, invalidf("no program to run: give a command, like `superjolt vm exec %s -- uname -a`", id)
 	}
 	if req.Timeout < 0 || req.Timeout > model.MaxExecTimeout {
-		return guest.ExecResult{}, invalidf("exec timeout %s is out of range: 0 (the default) to %s", req.Timeout, model.MaxExecTimeout)
+		return nil, invalidf("exec timeout %s is out of range: 0 (the %s default) to %s", req.Timeout, guest.DefaultExecTimeout, model.MaxExecTimeout)
 	}
 	if vm.State != model.StateRunning {
-		return guest.ExecResult{}, stateError(vm, "exec in it")
+		return nil, stateError(vm, "exec in it")
 	}
 	ag := a.agent(id)
 	if ag == nil {
-		return guest.ExecResult{}, unavailablef("%s has no running process right now (it may be restarting); try again in a moment", id)
+		return nil, unavailablef("%s has no running process right now (it may be restarting); try again in a moment", id)
 	}
-	res, err := ag.Exec(ctx, req)
-	if err != nil {
-		var ae *guest.AgentError
-		if errors.As(err, &ae) {
-			return res, invalidf("the agent of %s could not run %s: %v", id, req.Path, err)
-		}
-		return res, unavailablef("the agent of %s did not answer: %v; try again", id, err)
+	return ag, nil
+}
+
+// execError maps an agent's exec error to the appliance's categories.
+func execError(id string, req guest.ExecRequest, err error) error {
+	if err == nil {
+		return nil
 	}
-	return res, nil
+	var ae *guest.AgentError
+	if errors.As(err, &ae) {
+		return invalidf("the agent of %s could not run %s: %v", id, req.Path, err)
+	}
+	return unavailablef("the agent of %s did not answer: %v; try again", id, err)
 }
 
 // AddPort opens a port of the VM (an attribute of the VM, kept across stop,

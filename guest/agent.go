@@ -198,6 +198,7 @@ type serverConn struct {
 	closed  atomic.Bool // set without mu: a writer may hold mu, blocked
 	end     func()      // ends the session
 	log     *slog.Logger
+	execs   execTable // streaming execs (stream.go)
 }
 
 // send writes one response line whole, within the write timeout when the
@@ -272,7 +273,7 @@ func (a *Agent) ServeConn(ctx context.Context, rw io.ReadWriter) error {
 		}
 		// Thaw never waits for a slot: the requests holding them all may
 		// be stuck on the frozen filesystems it is about to thaw.
-		slot := req.Op != OpThaw
+		slot := req.Op != OpThaw && !isExecControl(req.Op)
 		if slot {
 			select {
 			case sem <- struct{}{}:
@@ -280,6 +281,10 @@ func (a *Agent) ServeConn(ctx context.Context, rw io.ReadWriter) error {
 				sc.send(errorResponse(req.ID, fmt.Errorf("%w: %d requests in flight", ErrBusy, a.opts.MaxInFlight)))
 				continue
 			}
+		}
+		if req.Op == OpExecStart || isExecControl(req.Op) {
+			go func() { a.execStream(ctx, sc, req); release(slot, sem) }()
+			continue
 		}
 		go func() {
 			resp, after := a.handle(ctx, req)

@@ -49,8 +49,18 @@ type ExecRequest struct {
 	// Stdin is written to the program's standard input, then closed.
 	Stdin []byte
 	// Timeout kills the program (and its process group) after this long;
-	// 0 means DefaultExecTimeout.
+	// 0 means DefaultExecTimeout, or no limit for a TTY exec.
 	Timeout time.Duration
+	// TTY (ExecStream only) runs the program on a new pseudo-terminal of
+	// Size, with TERM=Term ("" is xterm); its output all comes as stdout.
+	TTY  bool
+	Term string
+	Size WindowSize
+}
+
+// WindowSize is a terminal's size in characters.
+type WindowSize struct {
+	Rows, Cols uint16
 }
 
 // ExecResult is how an exec ended.
@@ -103,8 +113,9 @@ type Client struct {
 
 	mu      sync.Mutex
 	pending map[uint64]chan Response
-	err     error         // why the connection is dead; set once
-	done    chan struct{} // closed when err is set
+	streams map[uint64]*clientExec // streaming execs by their exec_start id
+	err     error                  // why the connection is dead; set once
+	done    chan struct{}          // closed when err is set
 }
 
 var _ io.Closer = (*Client)(nil)
@@ -118,6 +129,7 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 		log:     slog.Default(),
 		wsem:    make(chan struct{}, 1),
 		pending: make(map[uint64]chan Response),
+		streams: make(map[uint64]*clientExec),
 		done:    make(chan struct{}),
 	}
 	for _, o := range opts {
@@ -187,6 +199,11 @@ func (c *Client) readLoop() {
 			continue
 		}
 		c.mu.Lock()
+		if ce := c.streams[resp.ID]; ce != nil {
+			c.mu.Unlock()
+			ce.push(resp) // never blocks: the agent's window bounds the queue
+			continue
+		}
 		ch, ok := c.pending[resp.ID]
 		delete(c.pending, resp.ID)
 		c.mu.Unlock()

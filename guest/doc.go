@@ -16,9 +16,11 @@
 //
 //	{"v":1,"id":7,"ok":false,"error":{"code":"frozen","message":"..."}}
 //
-// The operations are ping, freeze, thaw, exec, shutdown and reboot. The agent
-// serves every request of a stream concurrently, so a request stuck on a
-// frozen filesystem never delays thaw. See [Request] and [Response] for the
+// The operations are ping, freeze, thaw, exec, shutdown and reboot, and the
+// streaming exec (exec_start, answered by a stream of frames, with
+// exec_stdin, exec_signal, exec_window and exec_resize; see stream.go). The
+// agent serves every request of a stream concurrently, so a request stuck on
+// a frozen filesystem never delays thaw. See [Request] and [Response] for the
 // fields, and [ErrFrozen] and its siblings for the error codes.
 //
 // # Types and the net interfaces they satisfy

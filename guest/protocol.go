@@ -41,6 +41,15 @@ const (
 	OpExec     = "exec"
 	OpShutdown = "shutdown"
 	OpReboot   = "reboot"
+
+	// The streaming exec (see stream.go): exec_start runs a program and
+	// is answered by a stream of frames carrying its request id; the other
+	// three address that exec by its id in the "exec" field.
+	OpExecStart  = "exec_start"
+	OpExecStdin  = "exec_stdin"
+	OpExecSignal = "exec_signal"
+	OpExecWindow = "exec_window"
+	OpExecResize = "exec_resize"
 )
 
 // Request is one line from the host to the agent. Fields that belong to one
@@ -60,6 +69,26 @@ type Request struct {
 	Args      []string `json:"args,omitempty"`
 	Stdin     []byte   `json:"stdin,omitempty"`
 	TimeoutMS int64    `json:"timeout_ms,omitempty"`
+
+	// Exec (exec_stdin, exec_signal, exec_window): the id of the
+	// exec_start request this one is about.
+	Exec uint64 `json:"exec,omitempty"`
+	// Data, EOF (exec_stdin): bytes for the program's stdin, at most
+	// ExecChunkSize; EOF closes its stdin after them.
+	Data []byte `json:"data,omitempty"`
+	EOF  bool   `json:"eof,omitempty"`
+	// Signal (exec_signal): the signal number sent to the program's
+	// process group.
+	Signal int `json:"signal,omitempty"`
+	// Bytes (exec_window): how many more output bytes the host takes.
+	Bytes int64 `json:"bytes,omitempty"`
+	// TTY, Term (exec_start): run the program on a new pseudo-terminal
+	// (its output all comes as stdout), with TERM=Term.
+	TTY  bool   `json:"tty,omitempty"`
+	Term string `json:"term,omitempty"`
+	// Rows, Cols (exec_start with TTY, exec_resize): the terminal's size.
+	Rows uint16 `json:"rows,omitempty"`
+	Cols uint16 `json:"cols,omitempty"`
 }
 
 // Response is one line from the agent to the host.
@@ -85,7 +114,21 @@ type Response struct {
 	Stderr    []byte `json:"stderr,omitempty"`
 	Truncated bool   `json:"truncated,omitempty"`
 	TimedOut  bool   `json:"timed_out,omitempty"`
+
+	// exec_start frames: Event is EventStarted, EventStdout, EventStderr
+	// or EventExit (with ExitCode, Signal and TimedOut); Data is a chunk
+	// of output, at most ExecChunkSize bytes.
+	Event string `json:"event,omitempty"`
+	Data  []byte `json:"data,omitempty"`
 }
+
+// Events of an exec_start stream. A failed frame (ok false) also ends it.
+const (
+	EventStarted = "started"
+	EventStdout  = "stdout"
+	EventStderr  = "stderr"
+	EventExit    = "exit"
+)
 
 // WireError is the "error" object of a failed response.
 type WireError struct {
@@ -202,7 +245,7 @@ func DecodeRequest(line []byte) (Request, uint64, error) {
 	if req.Op == "" {
 		return Request{}, req.ID, fmt.Errorf("%w: request has no op", ErrProtocol)
 	}
-	if req.DeadlineMS < 0 || req.TimeoutMS < 0 {
+	if req.DeadlineMS < 0 || req.TimeoutMS < 0 || req.Bytes < 0 || req.Signal < 0 {
 		return Request{}, req.ID, fmt.Errorf("%w: negative duration", ErrProtocol)
 	}
 	return req, req.ID, nil

@@ -158,6 +158,10 @@ type OpFilter struct {
 // as it is then, and a follower asks again.
 const OperationWaitMax = 25 * time.Second
 
+// DefaultExecTimeout is the exec time limit when ExecRequest.Timeout is 0:
+// the guest agent's (guest.DefaultExecTimeout).
+const DefaultExecTimeout = 60 * time.Second
+
 // MaxExecArgs bounds the arguments of an exec request.
 const MaxExecArgs = 1024
 
@@ -169,6 +173,17 @@ type ExecRequest struct {
 	Stdin []byte   `json:"stdin,omitempty"` // base64 in JSON
 	// Timeout kills the program after this long; 0 means the agent's default.
 	Timeout Duration `json:"timeout,omitempty"`
+	// TTY (streaming exec only) runs the program on a pseudo-terminal of
+	// Size with TERM=Term; its output all comes as stdout.
+	TTY  bool       `json:"tty,omitempty"`
+	Term string     `json:"term,omitempty"`
+	Size WindowSize `json:"size,omitzero"`
+}
+
+// WindowSize is a terminal's size in characters.
+type WindowSize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
 }
 
 // Validate checks the request's shape; the guest decides whether the
@@ -181,6 +196,8 @@ func (r ExecRequest) Validate() error {
 		return invalidf("exec: program name contains a NUL byte")
 	case len(r.Args) > MaxExecArgs:
 		return invalidf("exec: %d arguments is more than the %d allowed", len(r.Args), MaxExecArgs)
+	case len(r.Term) > 64 || strings.ContainsFunc(r.Term, func(c rune) bool { return c <= ' ' || c > '~' }):
+		return invalidf("exec: terminal type %q is not a plain name like xterm-256color", r.Term)
 	case r.Timeout < 0 || time.Duration(r.Timeout) > model.MaxExecTimeout:
 		return invalidf("exec: timeout %s is out of range (0 to %s)", r.Timeout, Duration(model.MaxExecTimeout))
 	}
@@ -204,6 +221,40 @@ type ExecResult struct {
 	Truncated bool `json:"truncated"`
 	// TimedOut is set when the agent killed the program at its timeout.
 	TimedOut bool `json:"timed_out"`
+}
+
+// The streaming exec, POST /v1/vms/{id}/exec/stream, is full-duplex
+// HTTP/1.1 over the UNIX socket. The request body is NDJSON: an ExecRequest
+// (its Stdin left empty), then ExecInput lines as the caller's stdin comes;
+// the end of the body closes the program's stdin. Once the program runs,
+// the answer is 200 with an NDJSON body of ExecFrames as its output comes,
+// ending with one that has Exit or Error set. A failure before the program
+// runs is an ordinary JSON error. Closing the connection interrupts the
+// program (SIGINT to its process group, SIGKILL 2 s later).
+
+// ExecInput is one line of a streaming exec's request body after the
+// ExecRequest.
+type ExecInput struct {
+	// Stdin is written to the program's standard input (base64 in JSON).
+	Stdin []byte `json:"stdin,omitempty"`
+	// EOF closes the program's standard input.
+	EOF bool `json:"eof,omitempty"`
+	// Resize gives a TTY exec's terminal a new size.
+	Resize *WindowSize `json:"resize,omitempty"`
+}
+
+// MaxExecInput bounds the Stdin of one ExecInput line.
+const MaxExecInput = 64 << 10
+
+// ExecFrame is one line of a streaming exec's answer: exactly one field set.
+type ExecFrame struct {
+	Stdout []byte `json:"stdout,omitempty"` // base64 in JSON
+	Stderr []byte `json:"stderr,omitempty"` // base64 in JSON
+	// Exit ends the stream: how the program ended (its Stdout and Stderr
+	// empty: they came in frames).
+	Exit *ExecResult `json:"exit,omitempty"`
+	// Error ends the stream: the exec broke after the program started.
+	Error *ErrorDetail `json:"error,omitempty"`
 }
 
 // DomainRequest is the body of POST /v1/vms/{id}/domains.

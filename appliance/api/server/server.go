@@ -44,6 +44,7 @@ type Appliance interface {
 	SubmitResumeVM(ctx context.Context, id string) (model.Operation, error)
 	SubmitDestroyVM(ctx context.Context, id string) (model.Operation, error)
 	Exec(ctx context.Context, id string, req guest.ExecRequest) (guest.ExecResult, error)
+	ExecStream(ctx context.Context, id string, req guest.ExecRequest, eio guest.ExecIO) (guest.ExecResult, error)
 	AddPort(ctx context.Context, id string, p model.Port) (model.VM, error)
 	RemovePort(ctx context.Context, id string, p model.Port) (model.VM, error)
 	AddDomain(ctx context.Context, id, domain string) (model.VM, error)
@@ -202,6 +203,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/vms/{id}/resume", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitResumeVM))
 	m.HandleFunc("POST /v1/vms/{id}/destroy", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitDestroyVM))
 	m.HandleFunc("POST /v1/vms/{id}/exec", post(s, model.KindVM, s.exec))
+	m.HandleFunc("POST /v1/vms/{id}/exec/stream", s.execStream)
 	m.HandleFunc("POST /v1/vms/{id}/ports", post(s, model.KindVM, s.addPort))
 	m.HandleFunc("DELETE /v1/vms/{id}/ports/{proto}/{number}", s.removePort)
 	m.HandleFunc("POST /v1/vms/{id}/domains", post(s, model.KindVM, s.addDomain))
@@ -366,6 +368,9 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) exec(ctx context.Context, id string, req api.ExecRequest) (api.ExecResult, error) {
+	if req.TTY {
+		return api.ExecResult{}, invalidf("exec: a terminal (tty) needs the streaming exec, POST /v1/vms/%s/exec/stream", id)
+	}
 	res, err := s.app.Exec(ctx, id, guest.ExecRequest{
 		Path: req.Path, Args: req.Args, Stdin: req.Stdin, Timeout: time.Duration(req.Timeout),
 	})

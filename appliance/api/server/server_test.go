@@ -241,7 +241,7 @@ func TestGoodRequestsReachTheAppliance(t *testing.T) {
 		{"GET", "/v1/operations?vm=vm-abc123&running=1&limit=5", ``, "Operations", "[{vm-abc123 true 5}]"},
 		{"GET", "/v1/operations/op-0123456789?wait=1&step=frozen", ``, "WaitOperation", "[op-0123456789 frozen]"},
 		{"POST", "/v1/operations/op-0123456789/cancel", ``, "CancelOperation", "[op-0123456789]"},
-		{"POST", "/v1/vms/vm-abc123/exec", `{"path":"sh","args":["-c","echo hi"],"stdin":"aGk=","timeout":"1m"}`, "Exec", "[vm-abc123 {sh [-c echo hi] [104 105] 1m0s}]"},
+		{"POST", "/v1/vms/vm-abc123/exec", `{"path":"sh","args":["-c","echo hi"],"stdin":"aGk=","timeout":"1m"}`, "Exec", "[vm-abc123 {sh [-c echo hi] [104 105] 1m0s false  {0 0}}]"},
 		{"DELETE", "/v1/vms/vm-abc123/ports/udp/53", ``, "RemovePort", "[vm-abc123 53/udp]"},
 		{"DELETE", "/v1/vms/vm-abc123/domains/app.example.com", ``, "RemoveDomain", "[vm-abc123 app.example.com]"},
 		{"GET", "/v1/vms/vm-abc123/backups/resolve?from=2026-11-28", ``, "ResolveBackup", "[vm-abc123 2026-11-28 UTC]"},

@@ -113,6 +113,10 @@ func (s *errApp) Exec(_ context.Context, id string, req guest.ExecRequest) (gues
 	s.rec("Exec", id, req)
 	return guest.ExecResult{}, s.err
 }
+func (s *errApp) ExecStream(_ context.Context, id string, req guest.ExecRequest, _ guest.ExecIO) (guest.ExecResult, error) {
+	s.rec("ExecStream", id, req)
+	return guest.ExecResult{}, s.err
+}
 func (s *errApp) AddPort(_ context.Context, id string, p model.Port) (model.VM, error) {
 	s.rec("AddPort", id, p)
 	return model.VM{}, s.err
