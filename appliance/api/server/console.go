@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"unicode"
@@ -30,7 +31,11 @@ func (s *Server) console(w http.ResponseWriter, r *http.Request) {
 	}
 	client := clientName(r.Header.Get(api.ConsoleClientHeader))
 	started := false
-	err = s.app.Console(r.Context(), id, appliance.ConsoleIO{
+	// A session can last for hours: a daemon shutting down ends it at once
+	// instead of waiting out its grace for it.
+	ctx, cancel := streamContext(r)
+	defer cancel()
+	err = s.app.Console(ctx, id, appliance.ConsoleIO{
 		Client: client,
 		In:     r.Body,
 		Out: writerFunc(func(p []byte) (int, error) {
@@ -49,10 +54,13 @@ func (s *Server) console(w http.ResponseWriter, r *http.Request) {
 		},
 	})
 	if !started {
+		if err == nil {
+			err = fmt.Errorf("%w: the console of %s closed before it was attached", model.ErrUnavailable, id)
+		}
 		s.fail(w, r, err)
 		return
 	}
-	if err != nil && r.Context().Err() == nil {
+	if err != nil && ctx.Err() == nil {
 		s.log.Warn("api: console session ended", "vm", id, "err", err)
 	}
 }
