@@ -109,6 +109,7 @@ type Appliance struct {
 
 	mu       sync.Mutex
 	machines map[string]*machine // running VM processes by VM id
+	consoles map[string]Attached // who is attached to the serial console of a VM, by VM id
 	locks    map[string]string   // VM id -> id of the operation holding it
 	running  map[string]*op      // operations under way, by id
 	closing  bool                // no new operations: Close has begun
@@ -149,6 +150,7 @@ func New(ctx context.Context, opts Options) (*Appliance, error) {
 		image:    opts.BuiltinImage,
 		bootMax:  opts.BootTimeout,
 		machines: map[string]*machine{},
+		consoles: map[string]Attached{},
 		locks:    map[string]string{},
 		running:  map[string]*op{},
 		evWake:   make(chan struct{}),

@@ -58,5 +58,8 @@
 // and serves, with [InitPower] powering the machine off or restarting it
 // when the host asks, and [HandleInitSignals] doing the same when the
 // guest's own `reboot`, `poweroff` or `halt` signal PID 1 (busybox init's
-// signals, [InitSignals]).
+// signals, [InitSignals]). It also keeps a root shell on the serial console
+// ([RunConsoleShell] on /dev/ttyS0, started again whenever it exits), in a
+// session of its own so that the console never becomes PID 1's terminal:
+// `superjolt vm console` reaches it.
 package guest

@@ -31,6 +31,7 @@
 //	POST   /v1/vms/{id}/destroy                DestroyResult
 //	POST   /v1/vms/{id}/exec                   ExecRequest -> ExecResult
 //	POST   /v1/vms/{id}/exec/stream            NDJSON ExecRequest, ExecInput... -> NDJSON ExecFrame...
+//	POST   /v1/vms/{id}/console                raw bytes typed -> raw bytes of the serial console (full duplex)
 //	POST   /v1/vms/{id}/ports                  model.Port -> model.VM
 //	DELETE /v1/vms/{id}/ports/{proto}/{number} model.VM
 //	POST   /v1/vms/{id}/domains                DomainRequest -> model.VM

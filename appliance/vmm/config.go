@@ -134,6 +134,7 @@ func (c Config) withDefaults() (Config, error) {
 type paths struct {
 	runDir, sockDir          string
 	qmpSock, agentSock       string
+	consoleSock              string // the serial console, interactive (see [QEMU.ConsoleSocket])
 	consoleLog, qemuLog, pid string
 	ownSockDir               bool // sockDir was made for this run and is removed afterwards
 }
@@ -163,9 +164,11 @@ func makePaths(runDir, name string) (paths, error) {
 	}
 	p.qmpSock = filepath.Join(p.sockDir, "qmp.sock")
 	p.agentSock = filepath.Join(p.sockDir, "agent.sock")
+	p.consoleSock = filepath.Join(p.sockDir, "console.sock")
 	// Stale sockets from a previous run would make QEMU fail to bind.
 	os.Remove(p.qmpSock)
 	os.Remove(p.agentSock)
+	os.Remove(p.consoleSock)
 	return p, nil
 }
 
@@ -215,7 +218,7 @@ func kernelCmdline(accel Accel, tscKHz uint64, extra string) string {
 // qemuFDs are the descriptor numbers QEMU inherits (see [handover]); 0 means not passed.
 type qemuFDs struct {
 	kernel, initrd, rootfs, console int // files, reopened by QEMU through /proc/self/fd
-	qmp, agent                      int // listening UNIX sockets
+	qmp, agent, serial              int // listening UNIX sockets
 	vhost                           int // /dev/vhost-vsock
 }
 
@@ -238,7 +241,11 @@ func argv(c Config, fds qemuFDs, accel Accel, transport Transport, tscKHz uint64
 		"-kernel", procFD(fds.kernel),
 		"-initrd", procFD(fds.initrd),
 		"-append", kernelCmdline(accel, tscKHz, c.KernelArgs),
-		"-serial", "file:"+procFD(fds.console),
+		// The serial console is a listening socket (superjolt vm console
+		// connects to it through the daemon) whose every byte, out of the
+		// guest, also goes to the console log, attached or not.
+		"-chardev", "socket,id=ser0,fd="+strconv.Itoa(fds.serial)+",server=on,wait=off,logfile="+procFD(fds.console),
+		"-serial", "chardev:ser0",
 		// werror/rerror=report: a write the host cannot do (the pool is
 		// full) fails in the guest as an I/O error, and the guest keeps
 		// running and answering its agent. QEMU's default (enospc) pauses

@@ -16,7 +16,7 @@ func TestArgv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fds := qemuFDs{kernel: 3, initrd: 4, rootfs: 5, console: 6, qmp: 7, agent: 8, vhost: 9}
+	fds := qemuFDs{kernel: 3, initrd: 4, rootfs: 5, console: 6, qmp: 7, agent: 8, vhost: 9, serial: 10}
 	tests := []struct {
 		name      string
 		accel     Accel
@@ -31,7 +31,8 @@ func TestArgv(t *testing.T) {
 				{"-M", "microvm"}, {"-accel", "tcg"}, {"-smp", "2"}, {"-m", "512"},
 				{"-kernel", "/proc/self/fd/3"}, {"-initrd", "/proc/self/fd/4"},
 				{"-append", "console=ttyS0 panic=-1 quiet pci=off reboot=t tsc_early_khz=2096010"},
-				{"-serial", "file:/proc/self/fd/6"},
+				{"-chardev", "socket,id=ser0,fd=10,server=on,wait=off,logfile=/proc/self/fd/6"},
+				{"-serial", "chardev:ser0"},
 				{"-drive", "id=root,file=/proc/self/fd/5,format=raw,if=none,discard=unmap,werror=report,rerror=report"},
 				{"-device", "virtio-blk-device,drive=root"},
 				{"-chardev", "socket,id=qmp,fd=7,server=on,wait=off"},

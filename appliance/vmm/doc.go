@@ -1,8 +1,9 @@
 // Package vmm is superjolt's QEMU driver: it runs one microVM per [QEMU] value.
 //
 // A machine is qemu-system-x86_64 on the microvm machine type with the VM's tier of vCPUs and memory,
-// its image's kernel and initrd, its rootfs.img as a virtio-blk disk, the serial console in a log
-// file and QMP on a UNIX socket (package qmp). The guest agent is reached over vhost-vsock when the
+// its image's kernel and initrd, its rootfs.img as a virtio-blk disk, the serial console on a
+// listening UNIX socket (console.sock, see [QEMU.ConsoleSocket]) whose output QEMU also writes to a
+// log file (console.log), and QMP on a UNIX socket (package qmp). The guest agent is reached over vhost-vsock when the
 // host has /dev/vhost-vsock, and over a virtio-serial port backed by a UNIX socket otherwise. KVM is
 // used when /dev/kvm can really run a vCPU (probed once, see [ProbeHost]); otherwise TCG, with the
 // host's TSC frequency on the guest kernel command line so that microvm boots do not hang under load.
@@ -21,8 +22,8 @@
 // with its parent (PR_SET_PDEATHSIG). The argv is built as a list and run without a shell.
 //
 // Runtime files live in the machine's run directory (default /run/superjolt/vm/<name>, root's, 0700):
-// qmp.sock, agent.sock, console.log, qemu.log and qemu.pid (written by the daemon). When the run directory is too deep for a UNIX socket
-// path (108 bytes), the two sockets move to a short directory of their own under /run/superjolt/s.
+// qmp.sock, agent.sock, console.sock, console.log, qemu.log and qemu.pid (written by the daemon). When the run directory is too deep for a UNIX socket
+// path (108 bytes), the sockets move to a short directory of their own under /run/superjolt/s.
 //
 // *QEMU satisfies [Machine]; all its methods are safe for concurrent use.
 package vmm

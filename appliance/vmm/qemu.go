@@ -186,6 +186,18 @@ func (m *QEMU) AgentSocket() string {
 	return m.proc.paths.agentSock
 }
 
+// ConsoleSocket is the path of the UNIX socket of the running machine's serial console ("" when it
+// is not running): a connection reads what the guest writes to its first UART and writes what it
+// types. QEMU serves one connection at a time; the console log records the output all the same.
+func (m *QEMU) ConsoleSocket() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil || m.proc.hasExited() {
+		return ""
+	}
+	return m.proc.paths.consoleSock
+}
+
 // ConsoleLog is the path of the guest's serial console log.
 func (m *QEMU) ConsoleLog() string { return filepath.Join(m.cfg.RunDir, "console.log") }
 
@@ -380,6 +392,7 @@ func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint6
 		{&fds.rootfs, func() (*os.File, error) { return openOwned("rootfs", m.cfg.Rootfs, uid, gid) }},
 		{&fds.console, func() (*os.File, error) { return createOwned("console log", pp.consoleLog, uid, gid) }},
 		{&fds.qmp, func() (*os.File, error) { return listen(pp.qmpSock) }},
+		{&fds.serial, func() (*os.File, error) { return listen(pp.consoleSock) }},
 	}
 	if transport == TransportVsock {
 		open = append(open, struct {
@@ -772,6 +785,7 @@ func (m *QEMU) killProcess(p *process) error {
 func (m *QEMU) removeSockDir(pp paths) {
 	os.Remove(pp.qmpSock)
 	os.Remove(pp.agentSock)
+	os.Remove(pp.consoleSock)
 	if pp.ownSockDir {
 		os.Remove(pp.sockDir)
 	}

@@ -1,10 +1,12 @@
 package vmm_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -110,6 +112,45 @@ func TestBootAndShutdown(t *testing.T) {
 	}
 	if st := qmpStatus(t, m); st != "running" {
 		t.Errorf("QMP status %q", st)
+	}
+
+	// The serial console is interactive (a shell of the guest's agent) and still logged.
+	consoleSock := m.ConsoleSocket()
+	conn, err := net.Dial("unix", consoleSock)
+	if err != nil {
+		t.Fatalf("console socket %q: %v", consoleSock, err)
+	}
+	out := make(chan string, 1)
+	go func() {
+		var got []byte
+		buf := make([]byte, 4096)
+		conn.SetReadDeadline(time.Now().Add(time.Minute))
+		for !bytes.Contains(got, []byte("hi-4")) {
+			n, err := conn.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		out <- string(got)
+	}()
+	if _, err := conn.Write([]byte("\necho hi-$((2+2))\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-out; !strings.Contains(got, "hi-4") {
+		t.Errorf("the serial console did not answer echo hi-$((2+2)): %q", got)
+	}
+	conn.Close()
+	// QEMU writes its log just after the socket: give it a moment.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(m.ConsoleLog())
+		if bytes.Contains(b, []byte("hi-4")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("console.log lacks the console session: %q", b)
+			break
+		}
 	}
 
 	start := time.Now()

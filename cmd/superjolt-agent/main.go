@@ -160,6 +160,8 @@ func serve(ctx context.Context, log *slog.Logger, opts guest.ServeOptions) int {
 		}
 		agentOpts.Runner = &guest.ProcessRunner{Reaper: reaper}
 		agentOpts.Power = guest.InitPower(log)
+		// A root shell on the serial console, for superjolt vm console.
+		go guest.RunConsoleShell(ctx, log, reaper, "/dev/ttyS0")
 	}
 	agent := guest.NewAgent(agentOpts)
 	if pid1 {

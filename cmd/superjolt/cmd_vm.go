@@ -18,7 +18,7 @@ import (
 const graveyardAge = time.Hour
 
 func newVMCommand(o *globalOptions) *cobra.Command {
-	return group("vm", "MicroVMs: create, list, stop, start, destroy, resume, exec",
+	return group("vm", "MicroVMs: create, list, stop, start, destroy, resume, exec, console",
 		newVMCreateCommand(o),
 		newVMListCommand(o),
 		newVMShowCommand(o),
@@ -27,6 +27,7 @@ func newVMCommand(o *globalOptions) *cobra.Command {
 		newVMVerbCommand(o, "resume", "Resuming", "Bring a VM back from the graveyard or the archive (the balance must cover an hour of its account's VMs)", (*api.Client).ResumeVM),
 		newVMDestroyCommand(o),
 		newVMExecCommand(o),
+		newVMConsoleCommand(o),
 		newVMPortsCommand(o),
 		newVMDomainsCommand(o),
 	)

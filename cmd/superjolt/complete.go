@@ -190,6 +190,7 @@ func addCompletions(root *cobra.Command, o *globalOptions) {
 		"superjolt vm resume":           completeVMs(o, model.StateGraveyard, model.StateArchived),
 		"superjolt vm destroy":          completeVMs(o, model.StateRunning, model.StateStopped),
 		"superjolt vm exec":             completeVMs(o, model.StateRunning),
+		"superjolt vm console":          completeVMs(o, model.StateRunning),
 		"superjolt vm ports add":        completeVMs(o, model.StateRunning, model.StateStopped),
 		"superjolt vm ports rm":         completeVMs(o, model.StateRunning, model.StateStopped),
 		"superjolt vm domains add":      completeVMs(o, model.StateRunning, model.StateStopped),

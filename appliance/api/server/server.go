@@ -45,6 +45,7 @@ type Appliance interface {
 	SubmitDestroyVM(ctx context.Context, id string) (model.Operation, error)
 	Exec(ctx context.Context, id string, req guest.ExecRequest) (guest.ExecResult, error)
 	ExecStream(ctx context.Context, id string, req guest.ExecRequest, eio guest.ExecIO) (guest.ExecResult, error)
+	Console(ctx context.Context, id string, cio appliance.ConsoleIO) error
 	AddPort(ctx context.Context, id string, p model.Port) (model.VM, error)
 	RemovePort(ctx context.Context, id string, p model.Port) (model.VM, error)
 	AddDomain(ctx context.Context, id, domain string) (model.VM, error)
@@ -204,6 +205,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/vms/{id}/destroy", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitDestroyVM))
 	m.HandleFunc("POST /v1/vms/{id}/exec", post(s, model.KindVM, s.exec))
 	m.HandleFunc("POST /v1/vms/{id}/exec/stream", s.execStream)
+	m.HandleFunc("POST /v1/vms/{id}/console", s.console)
 	m.HandleFunc("POST /v1/vms/{id}/ports", post(s, model.KindVM, s.addPort))
 	m.HandleFunc("DELETE /v1/vms/{id}/ports/{proto}/{number}", s.removePort)
 	m.HandleFunc("POST /v1/vms/{id}/domains", post(s, model.KindVM, s.addDomain))

@@ -117,6 +117,10 @@ func (s *errApp) ExecStream(_ context.Context, id string, req guest.ExecRequest,
 	s.rec("ExecStream", id, req)
 	return guest.ExecResult{}, s.err
 }
+func (s *errApp) Console(_ context.Context, id string, _ appliance.ConsoleIO) error {
+	s.rec("Console", id)
+	return s.err
+}
 func (s *errApp) AddPort(_ context.Context, id string, p model.Port) (model.VM, error) {
 	s.rec("AddPort", id, p)
 	return model.VM{}, s.err

@@ -1,0 +1,83 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+)
+
+// ConsoleClientHeader carries a console client's description of itself
+// (for example "root, pid 4242 on /dev/pts/3"), which a second client that
+// tries to attach is told.
+const ConsoleClientHeader = "Superjolt-Console-Client"
+
+// ConsoleIO is where a console session's input comes from and its output
+// goes.
+type ConsoleIO struct {
+	// Client describes this client to a second one that is refused.
+	Client string
+	// In is sent to the guest's serial console as it comes; its end
+	// detaches (nil: attach read-only until ctx ends).
+	In io.Reader
+	// Out receives what the guest writes on its serial console.
+	Out io.Writer
+	// Attached is called once the daemon has attached the console, before
+	// any output.
+	Attached func()
+}
+
+// Console attaches to the serial console of a running VM through POST
+// /v1/vms/{id}/console, one full-duplex HTTP/1.1 exchange of raw bytes. It
+// returns nil once the session ends: In ended (a detach), or the daemon
+// ended it (the VM's process stopped). A VM that is not running, and a
+// console another client is attached to, are refused with the daemon's
+// error (model.ErrConflict). When ctx ends, the connection closes and
+// Console returns ctx's error.
+func (c *Client) Console(ctx context.Context, id string, cio ConsoleIO) error {
+	path := vmPath(id, "/console")
+	pr, pw := io.Pipe()
+	defer pr.Close() // ends the copier below
+	if cio.In != nil {
+		go func() {
+			_, err := io.Copy(pw, cio.In)
+			_ = pw.CloseWithError(err) // nil: EOF, the detach
+		}()
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://superjoltd"+path, pr)
+	if err != nil {
+		return fmt.Errorf("POST %s: %w", path, err)
+	}
+	hreq.Header.Set("Content-Type", "application/octet-stream")
+	hreq.Header.Set("Accept", "application/octet-stream")
+	if cio.Client != "" {
+		hreq.Header.Set(ConsoleClientHeader, cio.Client)
+	}
+	resp, err := c.hc.Do(hreq)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return c.unreachable(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return decodeError(resp)
+	}
+	if cio.Attached != nil {
+		cio.Attached()
+	}
+	out := cio.Out
+	if out == nil {
+		out = io.Discard
+	}
+	_, err = io.Copy(out, resp.Body)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("POST %s: the console session broke: %w", path, err)
+	}
+	return nil
+}
