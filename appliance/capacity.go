@@ -21,7 +21,9 @@ import (
 // what the other live VMs hold. An operator may overcommit a create on
 // purpose (the guests then share memory the host may not have: under
 // pressure the kernel's OOM killer picks a QEMU); it is an event. vCPUs are
-// shared, not held: their total is shown, not refused.
+// shared, not held: their total is shown, not refused; so are disks, sparse
+// files that take only what their guests write: what they may grow to is
+// shown against the pool's size.
 
 // hostReserveMiB is the memory kept for the host: an eighth of it, at least
 // 1 GiB.
@@ -58,7 +60,15 @@ func (a *Appliance) Capacity(ctx context.Context) (model.Capacity, error) {
 		c, err = a.capacity(tx)
 		return err
 	})
-	return c, categorised(err, "read the capacity")
+	if err != nil {
+		return c, categorised(err, "read the capacity")
+	}
+	if sp, err := a.pool.Space(ctx); err == nil {
+		c.PoolBytes = sp.Size
+	} else {
+		a.log.Warn("cannot read the pool's size", "err", err)
+	}
+	return c, nil
 }
 
 // capacity sums what the live VMs hold, in tx.
@@ -82,6 +92,7 @@ func (a *Appliance) capacity(tx *store.Tx) (model.Capacity, error) {
 		}
 		c.ReservedMiB += int64(t.MemoryMiB)
 		c.VCPUs += t.VCPUs
+		c.DiskGiB += int64(t.DiskGiB)
 		c.LiveVMs++
 		return nil
 	})

@@ -17,7 +17,15 @@ type Capacity struct {
 	VCPUs int `json:"vcpus"`
 	// LiveVMs counts the VMs that hold memory.
 	LiveVMs int `json:"live_vms"`
+	// DiskGiB is what the live VMs' disks may grow to (sparse: they take
+	// only what their guests write); PoolBytes is the pool's size.
+	DiskGiB   int64 `json:"disk_gib"`
+	PoolBytes int64 `json:"pool_bytes"`
 }
+
+// DisksOvercommitted reports whether the live VMs' disks could outgrow the
+// pool if every guest filled its disk.
+func (c Capacity) DisksOvercommitted() bool { return c.PoolBytes > 0 && c.DiskGiB<<30 > c.PoolBytes }
 
 // FreeMiB is what a new VM can still reserve (negative when overcommitted).
 func (c Capacity) FreeMiB() int64 { return c.MemoryMiB - c.ReserveMiB - c.ReservedMiB }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -25,7 +27,9 @@ order. Refused unless superjoltd was started with --clock=manual.`,
 			if err := (api.AdvanceClockRequest{By: api.Duration(d)}).Validate(); err != nil {
 				return err
 			}
+			stop := o.clockProgress(cmd.Context(), d)
 			now, err := o.client.AdvanceClock(cmd.Context(), d)
+			stop()
 			if err != nil {
 				return err
 			}
@@ -52,4 +56,37 @@ order. Refused unless superjoltd was started with --clock=manual.`,
 		},
 	}
 	return group("debug", "Tools for tests and demos", group("clock", "The daemon's clock", advance, show))
+}
+
+// clockProgress tells a person at a terminal, every second, how far an
+// advance of the manual clock by d has got (the daemon moves it step by
+// step, running what falls due on the way); it returns the function that
+// stops it. Scripts and -o json see nothing of it.
+func (o *globalOptions) clockProgress(ctx context.Context, d time.Duration) func() {
+	if !o.chatty || o.json() {
+		return func() {}
+	}
+	st, err := o.client.Status(ctx)
+	if err != nil {
+		return func() {}
+	}
+	start := st.Now
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Second) // a person's pace, not the appliance's clock
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if st, err := o.client.Status(ctx); err == nil {
+				o.progress("  advancing: the clock is at %s, %s of %s done", o.fmtTime(st.Now), st.Now.Sub(start).Round(time.Minute), d)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/model"
 )
 
 func newPoolCommand(o *globalOptions) *cobra.Command {
@@ -30,7 +31,19 @@ with exit code 7 until space is freed: delete on-demand backups
 			if o.json() {
 				return o.printJSON(p)
 			}
-			return o.printPool(p)
+			if err := o.printPool(p); err != nil {
+				return err
+			}
+			// What the live VMs' sparse disks may grow to, against the pool.
+			if st, err := o.client.Status(cmd.Context()); err == nil {
+				c := st.Capacity
+				line := fmt.Sprintf("\nThe disks of %s may grow to %s", model.Count(c.LiveVMs, "live VM"), fmtGiB(int(c.DiskGiB)))
+				if c.DisksOvercommitted() {
+					line += fmt.Sprintf(", more than the pool's %s: overcommitted, which holds while the guests do not all fill their disks", fmtBytes(c.PoolBytes))
+				}
+				fmt.Fprintln(o.stdout, line+".")
+			}
+			return nil
 		},
 	}
 }

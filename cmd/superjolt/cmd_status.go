@@ -36,12 +36,20 @@ func newStatusCommand(o *globalOptions) *cobra.Command {
 			if c.VCPUs > c.CPUs {
 				cpus += " (overcommitted: they share)"
 			}
+			disks := fmt.Sprintf("live VMs' disks may grow to %s", fmtGiB(int(c.DiskGiB)))
+			if c.PoolBytes > 0 {
+				disks += " on a " + fmtBytes(c.PoolBytes) + " pool"
+			}
+			if c.DisksOvercommitted() {
+				disks += " (overcommitted: they take only what their guests write; `superjolt pool` shows what is used)"
+			}
 			return o.fields(
 				"superjoltd", st.Version,
 				"superjolt", version.String(),
 				"Guests", accel,
 				"Memory", memory,
 				"CPUs", cpus,
+				"Disks", disks,
 				"Clock", st.Clock,
 				"Now", o.fmtTime(st.Now),
 			)

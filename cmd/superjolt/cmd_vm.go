@@ -142,12 +142,46 @@ func newVMShowCommand(o *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return o.printVM(vm)
+			return o.printVM(vm, o.overcommitted(cmd.Context(), vm)...)
 		},
 	}
 }
 
-func (o *globalOptions) printVM(vm model.VM) error {
+// overcommitted returns the "Overcommitted" line of vm show when the VM's
+// tier asks for more vCPUs than the host has or a disk larger than the
+// pool; nothing when it does not, or the daemon cannot say.
+func (o *globalOptions) overcommitted(ctx context.Context, vm model.VM) []string {
+	if o.json() {
+		return nil
+	}
+	st, err := o.client.Status(ctx)
+	if err != nil {
+		return nil
+	}
+	tiers, err := o.client.Tiers(ctx)
+	if err != nil {
+		return nil
+	}
+	var notes []string
+	for _, t := range tiers {
+		if t.Name != vm.Tier {
+			continue
+		}
+		if c := st.Capacity; c.CPUs > 0 && t.VCPUs > c.CPUs {
+			notes = append(notes, fmt.Sprintf("%s on a host of %s", model.Count(t.VCPUs, "vCPU"), model.Count(c.CPUs, "CPU")))
+		}
+		if c := st.Capacity; c.PoolBytes > 0 && int64(t.DiskGiB)<<30 > c.PoolBytes {
+			notes = append(notes, fmt.Sprintf("a %s disk on a %s pool", fmtGiB(t.DiskGiB), fmtBytes(c.PoolBytes)))
+		}
+	}
+	if len(notes) == 0 {
+		return nil
+	}
+	return []string{"Overcommitted", strings.Join(notes, "; ")}
+}
+
+// printVM prints a VM, with extra label/value lines after its own.
+func (o *globalOptions) printVM(vm model.VM, extra ...string) error {
 	if o.json() {
 		return o.printJSON(vm)
 	}
@@ -196,7 +230,7 @@ func (o *globalOptions) printVM(vm model.VM) error {
 			kv = append(kv, t.label, o.fmtTime(t.at))
 		}
 	}
-	return o.fields(kv...)
+	return o.fields(append(kv, extra...)...)
 }
 
 // newVMVerbCommand makes the command for a verb on one VM, an operation

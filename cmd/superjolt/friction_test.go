@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -176,5 +179,59 @@ func TestCLICompletionAndSuggestions(t *testing.T) {
 	}
 	if r := d.sj(t, "backup", "lsit", vm.ID); r.code != exitUsage || !strings.Contains(r.stderr, "did you mean list") {
 		t.Errorf("backup lsit: exit %d, %q; want a suggestion", r.code, r.stderr)
+	}
+}
+
+// TestCLIClockAdvanceProgress: a long `debug clock advance` on a terminal
+// says how far it has got as it goes, then where it ended (with one VM,
+// 14 days take about ten seconds here); and a VM whose disk may outgrow
+// the pool is shown as overcommitted by vm show, pool and status.
+func TestCLIClockAdvanceProgress(t *testing.T) {
+	needVMs(t)
+	tmux, err := exec.LookPath("tmux")
+	if err != nil {
+		t.Skip("needs tmux (apt-get install tmux)")
+	}
+	d := startDaemon(t, "--clock=manual")
+	a := okJSON[model.Account](t, d, "account", "create", "clock", "--balance", "1000")
+	vm := okJSON[model.VM](t, d, "vm", "create", "--account", a.ID, "--tier", "nano")
+	d.ok(t, "vm", "stop", vm.ID)
+
+	// Its 2 GiB disk may outgrow the 1 GiB test pool: overcommitted, and
+	// said so where a person looks.
+	if out := d.ok(t, "vm", "show", vm.ID); !strings.Contains(out, "Overcommitted:") || !strings.Contains(out, "disk on a 1.0 GiB pool") {
+		t.Errorf("vm show of a VM whose disk may outgrow the pool:\n%s", out)
+	}
+	if out := d.ok(t, "pool"); !strings.Contains(out, "may grow to 2.0 GiB, more than the pool's 1.0 GiB") {
+		t.Errorf("pool:\n%s", out)
+	}
+	if out := d.ok(t, "status"); !strings.Contains(out, "Disks:") || !strings.Contains(out, "overcommitted") {
+		t.Errorf("status:\n%s", out)
+	}
+
+	dir := t.TempDir()
+	sock, status := filepath.Join(dir, "tmux.sock"), filepath.Join(dir, "status")
+	run := "SUPERJOLT_SOCKET=" + d.socket + " " + filepath.Join(d.bin, "superjolt") + " debug clock advance 14d; echo EXIT=$? > " + status + "; sleep 60"
+	if out, err := exec.Command(tmux, "-S", sock, "new-session", "-d", "-x", "150", "-y", "40", "sh", "-c", run).CombinedOutput(); err != nil {
+		t.Fatalf("tmux: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command(tmux, "-S", sock, "kill-server").Run() })
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		if b, err := os.ReadFile(status); err == nil {
+			if strings.TrimSpace(string(b)) != "EXIT=0" {
+				t.Fatalf("debug clock advance: %s", b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("debug clock advance 14d did not end within 5 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	out, _ := exec.Command(tmux, "-S", sock, "capture-pane", "-p").CombinedOutput()
+	pane := string(out)
+	if !strings.Contains(pane, "advancing: the clock is at") || !strings.Contains(pane, "of 336h0m0s done") || !strings.Contains(pane, "the clock is now") {
+		t.Fatalf("the pane shows no progress:\n%s", pane)
 	}
 }
