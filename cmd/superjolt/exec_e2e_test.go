@@ -151,71 +151,25 @@ func (d *daemon) cli(args ...string) *exec.Cmd {
 // size follows tmux's, and the CLI exits with the shell's status.
 func TestCLIExecTTY(t *testing.T) {
 	needVMs(t)
-	tmux, err := exec.LookPath("tmux")
-	if err != nil {
-		t.Skip("needs tmux (apt-get install tmux)")
-	}
 	d := startDaemon(t, "--clock=manual")
 	a := okJSON[model.Account](t, d, "account", "create", "tty", "--balance", "100")
 	vm := okJSON[model.VM](t, d, "vm", "create", "--account", a.ID, "--tier", "nano", "--name", "tty-1")
 
-	dir := t.TempDir()
-	sock, status := filepath.Join(dir, "tmux.sock"), filepath.Join(dir, "status")
-	tm := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(tmux, append([]string{"-S", sock}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("tmux %v: %v\n%s", args, err, out)
-		}
-		return string(out)
-	}
-	shell := "SUPERJOLT_SOCKET=" + d.socket + " TERM=xterm " + filepath.Join(d.bin, "superjolt") + " vm exec -it " + vm.ID +
-		" -- sh; echo EXIT=$? > " + status + "; sleep 60"
-	tm("new-session", "-d", "-x", "100", "-y", "30", "sh", "-c", shell)
-	t.Cleanup(func() { _ = exec.Command(tmux, "-S", sock, "kill-server").Run() })
-
-	// waitPane waits until a line of the pane is want.
-	waitPane := func(want string) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			pane := tm("capture-pane", "-p")
-			for _, l := range strings.Split(pane, "\n") {
-				if strings.TrimSpace(l) == want {
-					return
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no line %q in the pane:\n%s", want, pane)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	term := newTmuxPane(t, 100, 30, "SUPERJOLT_SOCKET="+d.socket+" TERM=xterm "+filepath.Join(d.bin, "superjolt")+" vm exec -it "+vm.ID+" -- sh")
 	start := time.Now()
-	tm("send-keys", "echo hi-$((1+1))", "Enter")
-	waitPane("hi-2")
+	term.keys("echo hi-$((1+1))", "Enter")
+	term.waitText("hi-2")
 	t.Logf("hi-2 shown %s after the keys", time.Since(start).Round(time.Millisecond))
 
-	tm("send-keys", "stty size", "Enter")
-	waitPane("30 100")
-	tm("resize-window", "-x", "120", "-y", "40")
+	term.keys("stty size", "Enter")
+	term.waitText("30 100")
+	term.run("resize-window", "-x", "120", "-y", "40")
 	time.Sleep(500 * time.Millisecond)
-	tm("send-keys", "stty size", "Enter")
-	waitPane("40 120")
+	term.keys("stty size", "Enter")
+	term.waitText("40 120")
 
-	tm("send-keys", "exit 3", "Enter")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		b, _ := os.ReadFile(status)
-		if s := strings.TrimSpace(string(b)); s != "" {
-			if s != "EXIT=3" {
-				t.Fatalf("superjolt vm exec -it after exit 3: %s\n%s", s, tm("capture-pane", "-p"))
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("superjolt did not exit after exit 3:\n%s", tm("capture-pane", "-p"))
-		}
-		time.Sleep(100 * time.Millisecond)
+	term.keys("exit 3", "Enter")
+	if got := term.waitExit(30 * time.Second); got != "EXIT=3" {
+		t.Fatalf("superjolt vm exec -it after exit 3: %s\n%s", got, term.pane())
 	}
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -188,10 +186,6 @@ func TestCLICompletionAndSuggestions(t *testing.T) {
 // the pool is shown as overcommitted by vm show, pool and status.
 func TestCLIClockAdvanceProgress(t *testing.T) {
 	needVMs(t)
-	tmux, err := exec.LookPath("tmux")
-	if err != nil {
-		t.Skip("needs tmux (apt-get install tmux)")
-	}
 	d := startDaemon(t, "--clock=manual")
 	a := okJSON[model.Account](t, d, "account", "create", "clock", "--balance", "1000")
 	vm := okJSON[model.VM](t, d, "vm", "create", "--account", a.ID, "--tier", "nano")
@@ -209,28 +203,11 @@ func TestCLIClockAdvanceProgress(t *testing.T) {
 		t.Errorf("status:\n%s", out)
 	}
 
-	dir := t.TempDir()
-	sock, status := filepath.Join(dir, "tmux.sock"), filepath.Join(dir, "status")
-	run := "SUPERJOLT_SOCKET=" + d.socket + " " + filepath.Join(d.bin, "superjolt") + " debug clock advance 14d; echo EXIT=$? > " + status + "; sleep 60"
-	if out, err := exec.Command(tmux, "-S", sock, "new-session", "-d", "-x", "150", "-y", "40", "sh", "-c", run).CombinedOutput(); err != nil {
-		t.Fatalf("tmux: %v\n%s", err, out)
+	term := newTmuxPane(t, 150, 40, "SUPERJOLT_SOCKET="+d.socket+" "+filepath.Join(d.bin, "superjolt")+" debug clock advance 14d")
+	if got := term.waitExit(5 * time.Minute); got != "EXIT=0" {
+		t.Fatalf("debug clock advance: %s\n%s", got, term.pane())
 	}
-	t.Cleanup(func() { _ = exec.Command(tmux, "-S", sock, "kill-server").Run() })
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		if b, err := os.ReadFile(status); err == nil {
-			if strings.TrimSpace(string(b)) != "EXIT=0" {
-				t.Fatalf("debug clock advance: %s", b)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("debug clock advance 14d did not end within 5 minutes")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	out, _ := exec.Command(tmux, "-S", sock, "capture-pane", "-p").CombinedOutput()
-	pane := string(out)
+	pane := term.pane()
 	if !strings.Contains(pane, "advancing: the clock is at") || !strings.Contains(pane, "of 336h0m0s done") || !strings.Contains(pane, "the clock is now") {
 		t.Fatalf("the pane shows no progress:\n%s", pane)
 	}
