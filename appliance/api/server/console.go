@@ -47,10 +47,7 @@ func (s *Server) console(w http.ResponseWriter, r *http.Request) {
 		}),
 		Attached: func() {
 			started = true
-			w.Header().Set("Content-Type", "application/octet-stream")
-			w.Header().Set("Cache-Control", "no-store")
-			w.WriteHeader(http.StatusOK)
-			_ = rc.Flush()
+			startStream(w, rc, "application/octet-stream")
 		},
 	})
 	if !started {

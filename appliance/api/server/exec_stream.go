@@ -64,10 +64,7 @@ func (s *Server) execStream(w http.ResponseWriter, r *http.Request) {
 		Stderr: fw.stream(true),
 		Started: func() {
 			started = true
-			w.Header().Set("Content-Type", "application/x-ndjson")
-			w.Header().Set("Cache-Control", "no-store")
-			w.WriteHeader(http.StatusOK)
-			_ = rc.Flush()
+			startStream(w, rc, "application/x-ndjson")
 		},
 	})
 	if !started {
@@ -186,4 +183,13 @@ func readInputLine(r *bufio.Reader, max int) ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// startStream answers a full-duplex stream's request with 200 and its
+// content type, at once: from then on, errors travel in the stream.
+func startStream(w http.ResponseWriter, rc *http.ResponseController, contentType string) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
 }
