@@ -87,27 +87,7 @@ func (r *ProcessRunner) Run(ctx context.Context, req ExecRequest) (ExecResult, e
 	}
 	argv := append([]string{req.Path}, req.Args...)
 
-	var (
-		proc   *os.Process
-		status <-chan unix.WaitStatus
-	)
-	if r.Reaper != nil {
-		proc, status, err = r.Reaper.StartProcess(path, argv, attr)
-	} else {
-		proc, err = os.StartProcess(path, argv, attr)
-		if err == nil {
-			ch := make(chan unix.WaitStatus, 1)
-			go func() {
-				ps, _ := proc.Wait()
-				if ps != nil {
-					ch <- unix.WaitStatus(ps.Sys().(syscall.WaitStatus))
-				} else {
-					ch <- unix.WaitStatus(0xff00) // exit 255: status lost
-				}
-			}()
-			status = ch
-		}
-	}
+	proc, status, err := startProcess(r.Reaper, path, argv, attr)
 	closeAll(stdinR, stdoutW, stderrW) // the child's ends
 	if err != nil {
 		closeAll(stdinW, stdoutR, stderrR)
@@ -228,4 +208,28 @@ func (c *cappedBuffer) Bytes() []byte {
 		return nil
 	}
 	return c.b
+}
+
+// startProcess starts a program through the reaper when the agent is PID 1
+// (rp not nil: it reaps every child and hands each status to its waiter),
+// else with os.StartProcess and a goroutine that waits for it. The channel
+// carries the program's wait status once it has exited.
+func startProcess(rp *Reaper, path string, argv []string, attr *os.ProcAttr) (*os.Process, <-chan unix.WaitStatus, error) {
+	if rp != nil {
+		return rp.StartProcess(path, argv, attr)
+	}
+	proc, err := os.StartProcess(path, argv, attr)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch := make(chan unix.WaitStatus, 1)
+	go func() {
+		ps, _ := proc.Wait()
+		if ps != nil {
+			ch <- unix.WaitStatus(ps.Sys().(syscall.WaitStatus))
+		} else {
+			ch <- unix.WaitStatus(0xff00) // exit 255: status lost
+		}
+	}()
+	return proc, ch, nil
 }

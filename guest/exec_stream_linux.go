@@ -222,23 +222,7 @@ func (a *Agent) startStream(req Request) (e *agentExec, proc *os.Process, status
 	}
 	attr := &os.ProcAttr{Dir: "/", Env: env, Files: childFiles, Sys: sys}
 	argv := append([]string{req.Path}, req.Args...)
-	if pr.Reaper != nil {
-		proc, status, err = pr.Reaper.StartProcess(path, argv, attr)
-	} else {
-		proc, err = os.StartProcess(path, argv, attr)
-		if err == nil {
-			ch := make(chan unix.WaitStatus, 1)
-			go func() {
-				ps, _ := proc.Wait()
-				if ps != nil {
-					ch <- unix.WaitStatus(ps.Sys().(syscall.WaitStatus))
-				} else {
-					ch <- unix.WaitStatus(0xff00)
-				}
-			}()
-			status = ch
-		}
-	}
+	proc, status, err = startProcess(pr.Reaper, path, argv, attr)
 	closeAll(childFiles...)
 	if err != nil {
 		closeAll(ours...)
