@@ -137,15 +137,7 @@ func (r *ProcessRunner) Run(ctx context.Context, req ExecRequest) (ExecResult, e
 	}
 	closeAll(stdoutR, stderrR)
 
-	switch {
-	case ws.Exited():
-		res.ExitCode = ws.ExitStatus()
-	case ws.Signaled():
-		res.ExitCode = -1
-		res.Signal = int(ws.Signal())
-	default:
-		res.ExitCode = -1
-	}
+	res.ExitCode, res.Signal = exitOf(ws)
 	res.Stdout, res.Stderr = stdout.Bytes(), stderr.Bytes()
 	res.Truncated = stdout.truncated || stderr.truncated
 	if ctx.Err() != nil && !res.TimedOut {
@@ -232,4 +224,16 @@ func startProcess(rp *Reaper, path string, argv []string, attr *os.ProcAttr) (*o
 		}
 	}()
 	return proc, ch, nil
+}
+
+// exitOf reads a wait status as the protocol reports it: the exit code, or
+// -1 and the signal that ended the program.
+func exitOf(ws unix.WaitStatus) (code, signal int) {
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus(), 0
+	case ws.Signaled():
+		return -1, int(ws.Signal())
+	}
+	return -1, 0
 }

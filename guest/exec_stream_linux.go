@@ -121,15 +121,7 @@ func (a *Agent) execStart(ctx context.Context, sc *serverConn, req Request) {
 	}
 
 	res := Response{Event: EventExit, TimedOut: timedOut}
-	switch {
-	case ws.Exited():
-		res.ExitCode = ws.ExitStatus()
-	case ws.Signaled():
-		res.ExitCode = -1
-		res.Signal = int(ws.Signal())
-	default:
-		res.ExitCode = -1
-	}
+	res.ExitCode, res.Signal = exitOf(ws)
 	log.Info("request done", "took", time.Since(start).Round(time.Microsecond), "exit", res.ExitCode, "signal", res.Signal, "timed_out", timedOut)
 	frame(res)
 }
