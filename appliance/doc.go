@@ -63,7 +63,11 @@
 // (what tests, the scheduler and the reaper use). A caller that stops
 // waiting leaves the operation running; [Appliance.WaitOperation] follows
 // it step by step, and [Appliance.CancelOperation] stops one where that is
-// safe (a backup before its snapshot). Operations on one VM are serialised
+// safe (a backup before its snapshot). Each operation tells its life on the
+// event stream, in the transactions that record it: op.started, an
+// op.step per step, and its end (op.done, op.failed, op.cancelled; or
+// op.recovered), every one with the operation's id as Object and its VM's
+// account. Operations on one VM are serialised
 // by a per-VM lock; a second one is refused with [model.ErrConflict] naming
 // the one running. [New] finds operations a crashed daemon left unfinished
 // and finishes or rolls back each (recover.go): no orphan subvolume, no

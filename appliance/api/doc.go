@@ -47,6 +47,12 @@
 //	GET    /v1/events?after=N&follow=1         model.Event per line (NDJSON), until the client leaves
 //	POST   /v1/debug/clock/advance             AdvanceClockRequest -> ClockResult
 //
+// Every operation's life is on the event stream, each event's Object its
+// id: op.started when it is recorded, op.step for each step (its message
+// "restore of vm-abc123: stopped (20%)"), then op.done, op.failed,
+// op.cancelled, or op.recovered when a restart finished it. A front end
+// that shows operations live refetches one on any op.* event naming it.
+//
 // # Errors
 //
 // A failed request is answered with the status of its category and
