@@ -211,6 +211,21 @@ func (c *Client) Backups(ctx context.Context, vmID string) ([]model.Backup, erro
 	return bs, c.do(ctx, http.MethodGet, vmPath(vmID, "/backups"), nil, nil, &bs)
 }
 
+// ListBackups returns the backups of every stored VM (live, in the
+// graveyard or archived) that f selects, ordered by VM id, then newest
+// first. SizeBytes is as recorded when each was taken.
+func (c *Client) ListBackups(ctx context.Context, f BackupFilter) ([]model.Backup, error) {
+	q := url.Values{}
+	if f.AccountID != "" {
+		q.Set("account", f.AccountID)
+	}
+	if f.VMID != "" {
+		q.Set("vm", f.VMID)
+	}
+	var bs []model.Backup
+	return bs, c.do(ctx, http.MethodGet, "/v1/backups", q, nil, &bs)
+}
+
 // DeleteBackup asks for an on-demand backup to be deleted and returns the
 // operation.
 func (c *Client) DeleteBackup(ctx context.Context, backupID string) (model.Operation, error) {

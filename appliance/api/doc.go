@@ -40,6 +40,7 @@
 //	POST   /v1/vms/{id}/backups                model.Backup (on demand)
 //	GET    /v1/vms/{id}/backups/resolve?from=F model.Backup (F: latest, yesterday, YYYY-MM-DD)
 //	POST   /v1/vms/{id}/restore                RestoreRequest -> model.VM
+//	GET    /v1/backups?account=ID&vm=ID        []model.Backup of every stored VM, by VM id, newest first
 //	DELETE /v1/backups/{id}                    204
 //	GET    /v1/operations/{id}                 model.Operation
 //	GET    /v1/events?after=N&limit=M          []model.Event

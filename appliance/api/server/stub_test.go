@@ -149,6 +149,10 @@ func (s *errApp) Backups(_ context.Context, id string) ([]model.Backup, error) {
 	s.rec("Backups", id)
 	return nil, s.err
 }
+func (s *errApp) ListBackups(_ context.Context, f appliance.BackupFilter) ([]model.Backup, error) {
+	s.rec("ListBackups", f)
+	return nil, s.err
+}
 func (s *errApp) SubmitDeleteBackup(_ context.Context, id string) (model.Operation, error) {
 	s.rec("SubmitDeleteBackup", id)
 	return model.Operation{}, s.err
