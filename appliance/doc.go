@@ -22,6 +22,7 @@
 //	addresses.go  IP addresses from the subnet (IPAM)
 //	machines.go   VM processes: boot, halt, supervise (a reboot inside is a new boot id, an exit a stop with its reason)
 //	pool.go       the pool's space: status, and refusing work when it is full
+//	usage.go      memory and CPU of the VM processes, sampled from /proc
 //	hypervisor.go the small interfaces to the pool, the VMM and the agent
 //	qemu.go       the QEMU Hypervisor (package vmm underneath)
 //	testhook.go   crash and hold points for tests of the real daemon

@@ -132,6 +132,15 @@ func (c *Client) VMs(ctx context.Context, f VMFilter) ([]model.VM, error) {
 	return vms, c.do(ctx, http.MethodGet, "/v1/vms", q, nil, &vms)
 }
 
+// VMUsage returns the memory and CPU use of every VM whose process runs,
+// ordered by VM id. CPU is measured since the daemon's previous sample of
+// the same process, whoever asked for it: poll at a steady interval
+// (a second or more) for steady figures.
+func (c *Client) VMUsage(ctx context.Context) ([]model.VMUsage, error) {
+	var us []model.VMUsage
+	return us, c.do(ctx, http.MethodGet, "/v1/vms/usage", nil, nil, &us)
+}
+
 // VM returns one VM.
 func (c *Client) VM(ctx context.Context, id string) (model.VM, error) {
 	var vm model.VM

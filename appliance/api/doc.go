@@ -26,6 +26,7 @@
 //	GET    /v1/pool                            Pool: size, used, free, what uses it
 //	GET    /v1/vms?account=ID&state=S          []model.VM
 //	POST   /v1/vms                             CreateVMRequest -> model.VM
+//	GET    /v1/vms/usage                       []model.VMUsage: memory and CPU of each running VM's process
 //	GET    /v1/vms/{id}                        model.VM
 //	POST   /v1/vms/{id}/stop|start|resume      model.VM
 //	POST   /v1/vms/{id}/destroy                DestroyResult

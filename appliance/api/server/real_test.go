@@ -359,3 +359,16 @@ func TestRealBackupList(t *testing.T) {
 		t.Errorf("ListBackups of an unknown account = %v, want not found", err)
 	}
 }
+
+// TestRealVMUsage: with no VM running, the usage is an empty list, never
+// null (a running guest's is tested in the appliance's TestRealBackupRestore).
+func TestRealVMUsage(t *testing.T) {
+	app, _ := newAppliance(t, clock.NewManual(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)))
+	c, sock := serve(t, app)
+	if status, body := rawDo(t, sock, "GET", "/v1/vms/usage", "", nil); status != 200 || string(body) != "[]\n" {
+		t.Fatalf("GET /v1/vms/usage with no VM = %d %q, want 200 []", status, body)
+	}
+	if us, err := c.VMUsage(context.Background()); err != nil || len(us) != 0 {
+		t.Errorf("VMUsage with no VM running = %+v, %v; want none", us, err)
+	}
+}

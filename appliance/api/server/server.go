@@ -38,6 +38,7 @@ type Appliance interface {
 	// runs on in the daemon (see appliance's Submit methods).
 	SubmitCreateVM(ctx context.Context, req appliance.CreateVMRequest) (model.Operation, error)
 	VMs(ctx context.Context, f appliance.VMFilter) ([]model.VM, error)
+	VMUsage(ctx context.Context) ([]model.VMUsage, error)
 	VM(ctx context.Context, id string) (model.VM, error)
 	SubmitStopVM(ctx context.Context, id string) (model.Operation, error)
 	SubmitStartVM(ctx context.Context, id string) (model.Operation, error)
@@ -199,6 +200,7 @@ func (s *Server) routes() {
 
 	m.HandleFunc("GET /v1/vms", s.vms)
 	m.HandleFunc("POST /v1/vms", s.createVM)
+	m.HandleFunc("GET /v1/vms/usage", s.vmUsage) // more specific than {id}: "usage" is no VM id
 	m.HandleFunc("GET /v1/vms/{id}", get(s, model.KindVM, s.app.VM))
 	m.HandleFunc("POST /v1/vms/{id}/stop", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitStopVM))
 	m.HandleFunc("POST /v1/vms/{id}/start", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitStartVM))
@@ -357,6 +359,15 @@ func (s *Server) vms(w http.ResponseWriter, r *http.Request) {
 	}
 	vms, err := s.app.VMs(r.Context(), appliance.VMFilter{AccountID: f.AccountID, State: f.State})
 	s.reply(w, r, http.StatusOK, nonNil(vms), err)
+}
+
+func (s *Server) vmUsage(w http.ResponseWriter, r *http.Request) {
+	if err := onlyQuery(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	us, err := s.app.VMUsage(r.Context())
+	s.reply(w, r, http.StatusOK, nonNil(us), err)
 }
 
 func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {

@@ -89,6 +89,10 @@ func (s *errApp) VMs(_ context.Context, f appliance.VMFilter) ([]model.VM, error
 	s.rec("VMs", f)
 	return nil, s.err
 }
+func (s *errApp) VMUsage(context.Context) ([]model.VMUsage, error) {
+	s.rec("VMUsage")
+	return nil, s.err
+}
 func (s *errApp) VM(_ context.Context, id string) (model.VM, error) {
 	s.rec("VM", id)
 	return model.VM{}, s.err
