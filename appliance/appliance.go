@@ -119,6 +119,9 @@ type Appliance struct {
 	evMu   sync.Mutex
 	evWake chan struct{} // closed and replaced whenever events are appended
 
+	usageMu sync.Mutex
+	samples map[int]cpuSample // the last usage sample of each VM process, by pid (usage.go)
+
 	bgMu        sync.Mutex // one background pass at a time
 	nextBilling time.Time  // when the next billing pass is due
 	nextPurge   time.Time  // when set-aside orphans are next looked at
@@ -152,6 +155,7 @@ func New(ctx context.Context, opts Options) (*Appliance, error) {
 		machines: map[string]*machine{},
 		consoles: map[string]Attached{},
 		locks:    map[string]string{},
+		samples:  map[int]cpuSample{},
 		running:  map[string]*op{},
 		evWake:   make(chan struct{}),
 	}

@@ -405,6 +405,51 @@ func (a *Appliance) Backups(ctx context.Context, vmID string) ([]model.Backup, e
 	return out, nil
 }
 
+// BackupFilter selects backups across VMs; zero fields select all.
+type BackupFilter struct {
+	AccountID string `json:"account_id,omitempty"`
+	VMID      string `json:"vm_id,omitempty"`
+}
+
+// ListBackups lists the backups of every stored VM (running, stopped, in
+// the graveyard or archived) that f selects, ordered by VM id, then newest
+// first, in one read of the store: cheap enough for every backup of a box
+// with 10,000 VMs. SizeBytes is as recorded when each backup was taken;
+// Backups reads it fresh from the pool, one VM at a time. An account or VM
+// that does not exist is an error, not an empty list.
+func (a *Appliance) ListBackups(ctx context.Context, f BackupFilter) ([]model.Backup, error) {
+	if f.AccountID != "" {
+		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
+			return nil, err
+		}
+	}
+	if f.VMID != "" {
+		if err := model.ValidateID(model.KindVM, f.VMID); err != nil {
+			return nil, err
+		}
+	}
+	var out []model.Backup
+	err := a.view(ctx, func(tx *store.Tx) error {
+		if f.AccountID != "" {
+			if _, err := getAccount(tx, f.AccountID); err != nil {
+				return err
+			}
+		}
+		if f.VMID != "" {
+			if _, err := getVM(tx, f.VMID); err != nil {
+				return err
+			}
+		}
+		var err error
+		out, err = tx.ListBackups(store.BackupFilter{AccountID: f.AccountID, VMID: f.VMID})
+		return err
+	})
+	if err != nil {
+		return nil, categorised(err, "list backups")
+	}
+	return out, nil
+}
+
 // getBackup reads a backup with a helpful not-found error.
 func getBackup(tx *store.Tx, id string) (model.Backup, error) {
 	b, err := tx.Backup(id)

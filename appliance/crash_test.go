@@ -183,6 +183,14 @@ func (e *env) recoveredOp(kind model.OpKind) model.Operation {
 			if err != nil {
 				e.t.Fatal(err)
 			}
+			// The event says the step the crash interrupted, and names the
+			// account of a VM that is still there.
+			if strings.Contains(evs[i].Message, `step "recovered"`) {
+				e.t.Errorf("op.recovered says %q, not the step the crash interrupted", evs[i].Message)
+			}
+			if vm, err := e.a.VM(context.Background(), o.VMID); err == nil && evs[i].Account != vm.AccountID {
+				e.t.Errorf("op.recovered of %s names account %q, want %s", o.ID, evs[i].Account, vm.AccountID)
+			}
 			return o
 		}
 	}

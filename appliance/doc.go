@@ -22,6 +22,7 @@
 //	addresses.go  IP addresses from the subnet (IPAM)
 //	machines.go   VM processes: boot, halt, supervise (a reboot inside is a new boot id, an exit a stop with its reason)
 //	pool.go       the pool's space: status, and refusing work when it is full
+//	usage.go      memory and CPU of the VM processes, sampled from /proc
 //	hypervisor.go the small interfaces to the pool, the VMM and the agent
 //	qemu.go       the QEMU Hypervisor (package vmm underneath)
 //	testhook.go   crash and hold points for tests of the real daemon
@@ -63,7 +64,11 @@
 // (what tests, the scheduler and the reaper use). A caller that stops
 // waiting leaves the operation running; [Appliance.WaitOperation] follows
 // it step by step, and [Appliance.CancelOperation] stops one where that is
-// safe (a backup before its snapshot). Operations on one VM are serialised
+// safe (a backup before its snapshot). Each operation tells its life on the
+// event stream, in the transactions that record it: op.started, an
+// op.step per step, and its end (op.done, op.failed, op.cancelled; or
+// op.recovered), every one with the operation's id as Object and its VM's
+// account. Operations on one VM are serialised
 // by a per-VM lock; a second one is refused with [model.ErrConflict] naming
 // the one running. [New] finds operations a crashed daemon left unfinished
 // and finishes or rolls back each (recover.go): no orphan subvolume, no

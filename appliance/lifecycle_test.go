@@ -35,6 +35,16 @@ func TestRealBackupRestore(t *testing.T) {
 	}
 	e.checkConfined(vm.ID)
 	e.guestExec(vm.ID, "echo before > /data/f && sync")
+	// Its QEMU process's use: memory it holds, CPU on the first sample
+	// (since it started) and on the next (since the first).
+	for range 2 {
+		u := e.usageOf(vm.ID)
+		if u == nil || u.MemoryBytes <= 0 || u.CPUPercent < 0 {
+			t.Fatalf("VMUsage of running %s = %+v, want memory > 0 and CPU >= 0", vm.ID, u)
+		}
+		t.Logf("VMUsage of %s: %d MiB, %.1f%% CPU", vm.ID, u.MemoryBytes>>20, u.CPUPercent)
+		time.Sleep(minCPUWindow)
+	}
 
 	bk, err := e.a.CreateBackup(ctx, vm.ID)
 	if err != nil {
@@ -97,6 +107,14 @@ func TestRealBackupRestore(t *testing.T) {
 	if _, err := e.a.StopVM(ctx, vm.ID); err != nil {
 		t.Fatal(err)
 	}
+	if u := e.usageOf(vm.ID); u != nil {
+		t.Errorf("VMUsage lists stopped %s: %+v", vm.ID, u)
+	}
+	e.a.usageMu.Lock()
+	if n := len(e.a.samples); n != 0 {
+		t.Errorf("%d usage samples kept after the only VM process ended", n)
+	}
+	e.a.usageMu.Unlock()
 	before, _ := e.a.Account(ctx, acct.ID)
 	stoppedAt := e.clk.Now()
 	e.advance(time.Hour)
@@ -171,6 +189,21 @@ func (e *env) checkConfined(id string) {
 	if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != uid || fi.Mode().Perm() != 0o600 {
 		e.t.Errorf("%s: owner %d mode %v, want %d and 0600", disk, st.Uid, fi.Mode().Perm(), uid)
 	}
+}
+
+// usageOf returns VMUsage's entry for VM id, or nil.
+func (e *env) usageOf(id string) *model.VMUsage {
+	e.t.Helper()
+	us, err := e.a.VMUsage(context.Background())
+	if err != nil {
+		e.t.Fatalf("VMUsage: %v", err)
+	}
+	for i := range us {
+		if us[i].VMID == id {
+			return &us[i]
+		}
+	}
+	return nil
 }
 
 // lastOp returns the newest operation of kind, found through the

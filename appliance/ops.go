@@ -70,6 +70,9 @@ type op struct {
 	rec model.Operation
 	in  intent
 	log *slog.Logger
+	// account is the VM's account as it was when the operation began
+	// ("" when unknown), for its events: the VM may be gone by its end.
+	account string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -166,7 +169,11 @@ func (a *Appliance) begin(ctx context.Context, kind model.OpKind, vmID string, i
 			return err
 		}
 		o.rec.Intent = raw
-		return tx.PutOperation(o.rec)
+		if err := tx.PutOperation(o.rec); err != nil {
+			return err
+		}
+		o.account = vmAccount(tx, o.rec.VMID)
+		return event(tx, o.rec.StartedAt, "op.started", o.rec.ID, o.account, "%s of %s started", o.rec.Kind, o.rec.VMID)
 	})
 	if err != nil {
 		if vmID != "" {
@@ -260,7 +267,8 @@ func (o *op) pointOfNoReturn() error {
 var errCancelled = errors.New("cancelled on request")
 
 // step records that step is done (after giving the crash hook its chance),
-// optionally with more changes in the same transaction.
+// optionally with more changes in the same transaction, with an op.step
+// event: a follower of the event stream sees each step as it is recorded.
 func (o *op) step(step string, progress int, also func(tx *store.Tx) error) error {
 	o.a.testPoint(o.ctx, string(o.rec.Kind)+":"+step)
 	o.in.Steps = append(o.in.Steps, step)
@@ -274,7 +282,10 @@ func (o *op) step(step string, progress int, also func(tx *store.Tx) error) erro
 				return err
 			}
 		}
-		return tx.PutOperation(o.rec)
+		if err := tx.PutOperation(o.rec); err != nil {
+			return err
+		}
+		return event(tx, o.a.clock.Now(), "op.step", o.rec.ID, o.account, "%s of %s: %s (%d%%)", o.rec.Kind, o.rec.VMID, step, progress)
 	})
 	if err != nil {
 		return categorised(err, "record step "+step)
@@ -324,7 +335,7 @@ func (o *op) finish(err error, also func(tx *store.Tx) error) error {
 		if o.rec.Error != "" {
 			msg += ": " + o.rec.Error
 		}
-		return event(tx, o.rec.FinishedAt, "op."+string(o.rec.State), o.rec.ID, "", "%s", msg)
+		return event(tx, o.rec.FinishedAt, "op."+string(o.rec.State), o.rec.ID, o.account, "%s", msg)
 	})
 	if uerr != nil {
 		// The store did not take the end: the record still says running,
@@ -343,6 +354,19 @@ func (o *op) finish(err error, also func(tx *store.Tx) error) error {
 	}
 	o.log.Info("operation done", "took", o.rec.FinishedAt.Sub(o.rec.StartedAt))
 	return nil
+}
+
+// vmAccount returns the account of VM id as tx sees it, or "" when there is
+// no such VM (yet or any more): for events, which name it when known.
+func vmAccount(tx *store.Tx, id string) string {
+	if id == "" {
+		return ""
+	}
+	vm, err := tx.VM(id)
+	if err != nil {
+		return ""
+	}
+	return vm.AccountID
 }
 
 // waitOps waits until no operation runs, or ctx ends.

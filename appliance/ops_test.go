@@ -245,3 +245,117 @@ func TestReclaimLeavesNoRunDir(t *testing.T) {
 		t.Fatalf("the run directory of reclaimed %s is still there: %v", vm.ID, err)
 	}
 }
+
+// TestOperationEvents: an operation's events tell its whole life on the
+// one event stream: op.started in the transaction that records it, op.step
+// for each step as it is recorded, in order, then its end; every one names
+// the operation and the VM's account, which a front end needs to refetch
+// the operation and to filter by account.
+func TestOperationEvents(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	acct := e.account("alice", 100*model.Credit, 5)
+	vm := e.vm(acct.ID)
+	opEvents := func(after uint64, id string) []string {
+		t.Helper()
+		evs, err := e.a.Events(ctx, after, model.MaxListLimit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, ev := range evs {
+			if !strings.HasPrefix(ev.Type, "op.") {
+				continue
+			}
+			if ev.Object != id {
+				t.Errorf("%s event names %q (%s), want the operation %s", ev.Type, ev.Object, ev.Message, id)
+			}
+			if ev.Account != acct.ID {
+				t.Errorf("%s event of %s names account %q, want %s", ev.Type, id, ev.Account, acct.ID)
+			}
+			out = append(out, ev.Type+" "+ev.Message)
+		}
+		return out
+	}
+	check := func(got []string, want ...string) {
+		t.Helper()
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("op events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	last := func() uint64 {
+		t.Helper()
+		evs, err := e.a.LastEvents(ctx, 1)
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("LastEvents(1) = %v, %v", evs, err)
+		}
+		return evs[0].Seq
+	}
+
+	// A create's op.started names the account of the VM it makes in the
+	// same transaction.
+	create := lastOp(t, e, model.OpCreate)
+	check(opEvents(0, create.ID),
+		"op.started create of "+vm.ID+" started",
+		"op.step create of "+vm.ID+": subvolume (30%)",
+		"op.step create of "+vm.ID+": grown (40%)",
+		"op.done create of "+vm.ID+": done")
+
+	// A backup: every step, in order, while a follower of the stream
+	// could see it (the steps are events before the operation ends).
+	e.clk.Advance(time.Minute)
+	seq := last()
+	reached, release := holdAt(e.a, "backup:saved")
+	op, err := e.a.SubmitBackup(ctx, vm.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, reached, "the backup's save")
+	check(opEvents(seq, op.ID),
+		"op.started backup of "+vm.ID+" started",
+		"op.step backup of "+vm.ID+": frozen (20%)",
+		"op.step backup of "+vm.ID+": snapshot (50%)",
+		"op.step backup of "+vm.ID+": thawed (60%)")
+	close(release)
+	if final := followOp(t, e.a, op.ID); final.State != model.OpDone {
+		t.Fatalf("backup ended %s: %s", final.State, final.Error)
+	}
+	check(opEvents(seq, op.ID),
+		"op.started backup of "+vm.ID+" started",
+		"op.step backup of "+vm.ID+": frozen (20%)",
+		"op.step backup of "+vm.ID+": snapshot (50%)",
+		"op.step backup of "+vm.ID+": thawed (60%)",
+		"op.step backup of "+vm.ID+": saved (80%)",
+		"op.done backup of "+vm.ID+": done")
+
+	// A restore, and a cancelled backup: the end names the account too.
+	e.a.testHook = nil
+	e.clk.Advance(time.Minute)
+	seq = last()
+	rop, err := e.a.SubmitRestore(ctx, vm.ID, op.BackupID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	followOp(t, e.a, rop.ID)
+	check(opEvents(seq, rop.ID),
+		"op.started restore of "+vm.ID+" started",
+		"op.step restore of "+vm.ID+": stopped (20%)",
+		"op.step restore of "+vm.ID+": replaced (60%)",
+		"op.done restore of "+vm.ID+": done")
+
+	e.clk.Advance(time.Minute)
+	seq = last()
+	reached, release = holdAt(e.a, "backup:cancellable")
+	cop, err := e.a.SubmitBackup(ctx, vm.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, reached, "the second backup's last moment before its snapshot")
+	if _, err := e.a.CancelOperation(ctx, cop.ID); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	check(opEvents(seq, cop.ID),
+		"op.started backup of "+vm.ID+" started",
+		"op.cancelled backup of "+vm.ID+": cancelled")
+}

@@ -95,7 +95,10 @@ func (a *Appliance) recoverOp(ctx context.Context, rec model.Operation) error {
 	if err != nil {
 		return err
 	}
+	after := rec.Step
 	return a.update(ctx, func(tx *store.Tx) error {
+		// Read before also, which may delete the VM (a reclaim).
+		acct := vmAccount(tx, rec.VMID)
 		if r.also != nil {
 			if err := r.also(tx); err != nil {
 				return err
@@ -108,7 +111,7 @@ func (a *Appliance) recoverOp(ctx context.Context, rec model.Operation) error {
 		if err := tx.PutOperation(rec); err != nil {
 			return err
 		}
-		return event(tx, a.clock.Now(), "op.recovered", rec.ID, "", "%s of %s, left unfinished by a previous run after step %q, was %s", rec.Kind, rec.VMID, rec.Step, r.final)
+		return event(tx, a.clock.Now(), "op.recovered", rec.ID, acct, "%s of %s, left unfinished by a previous run after step %q, was %s", rec.Kind, rec.VMID, after, r.final)
 	})
 }
 

@@ -132,6 +132,15 @@ func (c *Client) VMs(ctx context.Context, f VMFilter) ([]model.VM, error) {
 	return vms, c.do(ctx, http.MethodGet, "/v1/vms", q, nil, &vms)
 }
 
+// VMUsage returns the memory and CPU use of every VM whose process runs,
+// ordered by VM id. CPU is measured since the daemon's previous sample of
+// the same process, whoever asked for it: poll at a steady interval
+// (a second or more) for steady figures.
+func (c *Client) VMUsage(ctx context.Context) ([]model.VMUsage, error) {
+	var us []model.VMUsage
+	return us, c.do(ctx, http.MethodGet, "/v1/vms/usage", nil, nil, &us)
+}
+
 // VM returns one VM.
 func (c *Client) VM(ctx context.Context, id string) (model.VM, error) {
 	var vm model.VM
@@ -209,6 +218,21 @@ func (c *Client) Backup(ctx context.Context, id string) (model.Backup, error) {
 func (c *Client) Backups(ctx context.Context, vmID string) ([]model.Backup, error) {
 	var bs []model.Backup
 	return bs, c.do(ctx, http.MethodGet, vmPath(vmID, "/backups"), nil, nil, &bs)
+}
+
+// ListBackups returns the backups of every stored VM (live, in the
+// graveyard or archived) that f selects, ordered by VM id, then newest
+// first. SizeBytes is as recorded when each was taken.
+func (c *Client) ListBackups(ctx context.Context, f BackupFilter) ([]model.Backup, error) {
+	q := url.Values{}
+	if f.AccountID != "" {
+		q.Set("account", f.AccountID)
+	}
+	if f.VMID != "" {
+		q.Set("vm", f.VMID)
+	}
+	var bs []model.Backup
+	return bs, c.do(ctx, http.MethodGet, "/v1/backups", q, nil, &bs)
 }
 
 // DeleteBackup asks for an on-demand backup to be deleted and returns the

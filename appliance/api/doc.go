@@ -26,6 +26,7 @@
 //	GET    /v1/pool                            Pool: size, used, free, what uses it
 //	GET    /v1/vms?account=ID&state=S          []model.VM
 //	POST   /v1/vms                             CreateVMRequest -> model.VM
+//	GET    /v1/vms/usage                       []model.VMUsage: memory and CPU of each running VM's process
 //	GET    /v1/vms/{id}                        model.VM
 //	POST   /v1/vms/{id}/stop|start|resume      model.VM
 //	POST   /v1/vms/{id}/destroy                DestroyResult
@@ -40,12 +41,19 @@
 //	POST   /v1/vms/{id}/backups                model.Backup (on demand)
 //	GET    /v1/vms/{id}/backups/resolve?from=F model.Backup (F: latest, yesterday, YYYY-MM-DD)
 //	POST   /v1/vms/{id}/restore                RestoreRequest -> model.VM
+//	GET    /v1/backups?account=ID&vm=ID        []model.Backup of every stored VM, by VM id, newest first
 //	DELETE /v1/backups/{id}                    204
 //	GET    /v1/operations/{id}                 model.Operation
 //	GET    /v1/events?after=N&limit=M          []model.Event
 //	GET    /v1/events?tail=N                   []model.Event: the newest N, oldest first
 //	GET    /v1/events?after=N&follow=1         model.Event per line (NDJSON), until the client leaves
 //	POST   /v1/debug/clock/advance             AdvanceClockRequest -> ClockResult
+//
+// Every operation's life is on the event stream, each event's Object its
+// id: op.started when it is recorded, op.step for each step (its message
+// "restore of vm-abc123: stopped (20%)"), then op.done, op.failed,
+// op.cancelled, or op.recovered when a restart finished it. A front end
+// that shows operations live refetches one on any op.* event naming it.
 //
 // # Errors
 //

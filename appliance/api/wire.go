@@ -137,6 +137,28 @@ func (f VMFilter) Validate() error {
 	return nil
 }
 
+// BackupFilter selects backups across VMs for GET /v1/backups (query
+// parameters account and vm); zero fields select all.
+type BackupFilter struct {
+	AccountID string
+	VMID      string
+}
+
+// Validate checks the filter's ids when set.
+func (f BackupFilter) Validate() error {
+	if f.AccountID != "" {
+		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
+			return err
+		}
+	}
+	if f.VMID != "" {
+		if err := model.ValidateID(model.KindVM, f.VMID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // DestroyResult is what `superjolt vm destroy -o json` prints once the
 // destroy operation has ended.
 type DestroyResult struct {

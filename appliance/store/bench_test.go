@@ -225,6 +225,34 @@ func BenchmarkBackupsOfVM(b *testing.B) {
 	}
 }
 
+// BenchmarkListAllBackups lists the 100,000 backups of all 10,000 VMs in
+// one scan, and one account's 1,000 by seeking to each of its 100 VMs.
+func BenchmarkListAllBackups(b *testing.B) {
+	s := openPopulated(b)
+	ctx := context.Background()
+	for _, f := range []BackupFilter{{}, {AccountID: benchAcctID(7)}} {
+		want := benchVMs * benchBackups
+		name := "all"
+		if f.AccountID != "" {
+			want, name = want/benchAccounts, "account"
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				err := s.View(ctx, func(tx *Tx) error {
+					bks, err := tx.ListBackups(f)
+					if err == nil && len(bks) != want {
+						err = fmt.Errorf("ListBackups(%+v): %d backups, want %d", f, len(bks), want)
+					}
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkForEachVM walks all 10,000 VMs, as the scheduler and billing do.
 func BenchmarkForEachVM(b *testing.B) {
 	s := openPopulated(b)

@@ -25,7 +25,7 @@
 //	v/<vm>                             VM
 //	va/<account>/<vm>                  (empty) index: an account's VMs
 //	vs/<state>/<vm>                    (empty) index: VMs in a state
-//	b/<vm>/<^taken_at BE>/<backup>     Backup; a VM's backups, newest first
+//	b/<vm>/<^taken_at BE>/<backup>     Backup; a VM's backups, newest first (all: by VM, one scan)
 //	bi/<backup>                        <vm><^taken_at BE>: where the b/ key is
 //	bv/<vm>                            (empty) written by PutBackup, read by DeleteVM
 //	l/<account>/<^at BE>/<^seq BE>     LedgerEntry; an account's, newest first

@@ -1270,3 +1270,99 @@ func TestDeleteVMRacesPutBackup(t *testing.T) {
 		})
 	}
 }
+
+// TestListBackups: backups across VMs come out ordered by VM id, then newest
+// first, filtered by account, VM or both, whatever the VM's state; ids that
+// share a prefix do not leak into one another's results.
+func TestListBackups(t *testing.T) {
+	s := openMem(t)
+	type vmAt struct {
+		vm, acct string
+		state    model.VMState
+	}
+	vms := []vmAt{
+		{"vm-abc123", "ac-alice1", model.StateRunning},
+		{"vm-abc12a", "ac-bob123", model.StateGraveyard},
+		{"vm-abc122", "ac-alice1", model.StateArchived},
+		{"vm-zzz999", "ac-alice1", model.StateStopped}, // no backups
+	}
+	var all []model.Backup
+	update(t, s, func(tx *Tx) error {
+		for _, a := range []string{"ac-alice1", "ac-bob123", "ac-carol1"} {
+			if err := tx.PutAccount(testAccount(a)); err != nil {
+				return err
+			}
+		}
+		for i, v := range vms {
+			if err := tx.PutVM(testVM(v.vm, v.acct, v.state)); err != nil {
+				return err
+			}
+			if v.vm == "vm-zzz999" {
+				continue
+			}
+			for j := range 3 {
+				// Put oldest first, so that the order is the store's, not
+				// the order of writing.
+				b := testBackup(fmt.Sprintf("bk-%02d%02d000000", i, j), v.vm, t0.Add(time.Duration(j)*time.Hour))
+				if err := tx.PutBackup(b); err != nil {
+					return err
+				}
+				all = append(all, b)
+			}
+		}
+		return nil
+	})
+	want := func(vmIDs ...string) []string {
+		var out []string
+		for _, vm := range vmIDs {
+			var of []model.Backup
+			for _, b := range all {
+				if b.VMID == vm {
+					of = append(of, b)
+				}
+			}
+			for i := len(of) - 1; i >= 0; i-- {
+				out = append(out, of[i].ID)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		f    BackupFilter
+		want []string
+	}{
+		{"all", BackupFilter{}, want("vm-abc122", "vm-abc123", "vm-abc12a")},
+		{"account", BackupFilter{AccountID: "ac-alice1"}, want("vm-abc122", "vm-abc123")},
+		{"other account", BackupFilter{AccountID: "ac-bob123"}, want("vm-abc12a")},
+		{"account without VMs", BackupFilter{AccountID: "ac-carol1"}, nil},
+		{"vm", BackupFilter{VMID: "vm-abc123"}, want("vm-abc123")},
+		{"vm and its account", BackupFilter{AccountID: "ac-alice1", VMID: "vm-abc122"}, want("vm-abc122")},
+		{"vm of another account", BackupFilter{AccountID: "ac-bob123", VMID: "vm-abc122"}, nil},
+		{"vm without backups", BackupFilter{VMID: "vm-zzz999"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			view(t, s, func(tx *Tx) error {
+				got, err := tx.ListBackups(tc.f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got == nil {
+					t.Errorf("ListBackups(%+v) = nil, want an empty list", tc.f)
+				}
+				if !slices.Equal(ids(got), tc.want) {
+					t.Errorf("ListBackups(%+v):\n got %v\nwant %v", tc.f, ids(got), tc.want)
+				}
+				return nil
+			})
+		})
+	}
+	view(t, s, func(tx *Tx) error {
+		for _, f := range []BackupFilter{{AccountID: "ac-"}, {VMID: "vm-abc"}, {AccountID: "vm-abc123"}} {
+			if _, err := tx.ListBackups(f); !errors.Is(err, model.ErrInvalid) {
+				t.Errorf("ListBackups(%+v) = %v, want ErrInvalid", f, err)
+			}
+		}
+		return nil
+	})
+}

@@ -287,3 +287,88 @@ func BenchmarkVMList(b *testing.B) {
 		}
 	}
 }
+
+// TestRealBackupList lists backups across VMs through the socket, with and
+// without filters, from rows written into the real store (the appliance
+// here runs no VMs, so it takes no backups itself); none is an empty
+// list, never null.
+func TestRealBackupList(t *testing.T) {
+	app, st := newAppliance(t, clock.NewManual(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)))
+	c, sock := serve(t, app)
+	ctx := context.Background()
+
+	if status, body := rawDo(t, sock, "GET", "/v1/backups", "", nil); status != 200 || string(body) != "[]\n" {
+		t.Fatalf("GET /v1/backups on an empty box = %d %q, want 200 []", status, body)
+	}
+
+	alice, err := c.CreateAccount(ctx, api.CreateAccountRequest{Name: "alice", Balance: model.Credit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := c.CreateAccount(ctx, api.CreateAccountRequest{Name: "bob", Balance: model.Credit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	rows := []struct{ vm, acct, bk string }{
+		{"vm-bbbbbb", alice.ID, "bk-b000000001"},
+		{"vm-bbbbbb", alice.ID, "bk-b000000002"},
+		{"vm-aaaaaa", bob.ID, "bk-a000000001"},
+		{"vm-cccccc", alice.ID, "bk-c000000001"},
+	}
+	err = st.Update(ctx, func(tx *store.Tx) error {
+		for i, r := range rows {
+			if _, err := tx.VM(r.vm); errors.Is(err, model.ErrNotFound) {
+				vm := model.VM{ID: r.vm, AccountID: r.acct, Name: "x", Tier: "nano", Image: appliance.DefaultImage, State: model.StateStopped, CreatedAt: at}
+				if err := tx.PutVM(vm); err != nil {
+					return err
+				}
+			}
+			b := model.Backup{ID: r.bk, VMID: r.vm, Kind: model.OnDemand, TakenAt: at.Add(time.Duration(i) * time.Hour), Consistency: model.Crash}
+			if err := tx.PutBackup(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := func(bs []model.Backup) string {
+		var out []string
+		for _, b := range bs {
+			out = append(out, b.ID)
+		}
+		return fmt.Sprint(out)
+	}
+	for _, tt := range []struct {
+		f    api.BackupFilter
+		want string
+	}{
+		{api.BackupFilter{}, "[bk-a000000001 bk-b000000002 bk-b000000001 bk-c000000001]"},
+		{api.BackupFilter{AccountID: alice.ID}, "[bk-b000000002 bk-b000000001 bk-c000000001]"},
+		{api.BackupFilter{VMID: "vm-bbbbbb"}, "[bk-b000000002 bk-b000000001]"},
+		{api.BackupFilter{AccountID: bob.ID, VMID: "vm-bbbbbb"}, "[]"},
+	} {
+		bs, err := c.ListBackups(ctx, tt.f)
+		if err != nil || ids(bs) != tt.want {
+			t.Errorf("ListBackups(%+v) = %s, %v; want %s", tt.f, ids(bs), err, tt.want)
+		}
+	}
+	if _, err := c.ListBackups(ctx, api.BackupFilter{AccountID: "ac-zzzzzz"}); !errors.Is(err, model.ErrNotFound) {
+		t.Errorf("ListBackups of an unknown account = %v, want not found", err)
+	}
+}
+
+// TestRealVMUsage: with no VM running, the usage is an empty list, never
+// null (a running guest's is tested in the appliance's TestRealBackupRestore).
+func TestRealVMUsage(t *testing.T) {
+	app, _ := newAppliance(t, clock.NewManual(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)))
+	c, sock := serve(t, app)
+	if status, body := rawDo(t, sock, "GET", "/v1/vms/usage", "", nil); status != 200 || string(body) != "[]\n" {
+		t.Fatalf("GET /v1/vms/usage with no VM = %d %q, want 200 []", status, body)
+	}
+	if us, err := c.VMUsage(context.Background()); err != nil || len(us) != 0 {
+		t.Errorf("VMUsage with no VM running = %+v, %v; want none", us, err)
+	}
+}

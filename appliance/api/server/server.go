@@ -38,6 +38,7 @@ type Appliance interface {
 	// runs on in the daemon (see appliance's Submit methods).
 	SubmitCreateVM(ctx context.Context, req appliance.CreateVMRequest) (model.Operation, error)
 	VMs(ctx context.Context, f appliance.VMFilter) ([]model.VM, error)
+	VMUsage(ctx context.Context) ([]model.VMUsage, error)
 	VM(ctx context.Context, id string) (model.VM, error)
 	SubmitStopVM(ctx context.Context, id string) (model.Operation, error)
 	SubmitStartVM(ctx context.Context, id string) (model.Operation, error)
@@ -54,6 +55,7 @@ type Appliance interface {
 	SubmitBackup(ctx context.Context, vmID string) (model.Operation, error)
 	Backup(ctx context.Context, id string) (model.Backup, error)
 	Backups(ctx context.Context, vmID string) ([]model.Backup, error)
+	ListBackups(ctx context.Context, f appliance.BackupFilter) ([]model.Backup, error)
 	SubmitDeleteBackup(ctx context.Context, backupID string) (model.Operation, error)
 	ResolveBackup(ctx context.Context, vmID, from string, loc *time.Location) (model.Backup, error)
 	SubmitRestore(ctx context.Context, vmID, backupID string) (model.Operation, error)
@@ -198,6 +200,7 @@ func (s *Server) routes() {
 
 	m.HandleFunc("GET /v1/vms", s.vms)
 	m.HandleFunc("POST /v1/vms", s.createVM)
+	m.HandleFunc("GET /v1/vms/usage", s.vmUsage) // more specific than {id}: "usage" is no VM id
 	m.HandleFunc("GET /v1/vms/{id}", get(s, model.KindVM, s.app.VM))
 	m.HandleFunc("POST /v1/vms/{id}/stop", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitStopVM))
 	m.HandleFunc("POST /v1/vms/{id}/start", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitStartVM))
@@ -215,6 +218,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/vms/{id}/backups", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitBackup))
 	m.HandleFunc("GET /v1/vms/{id}/backups/resolve", s.resolveBackup)
 	m.HandleFunc("POST /v1/vms/{id}/restore", postStatus(s, model.KindVM, http.StatusAccepted, s.restore))
+	m.HandleFunc("GET /v1/backups", s.listBackups)
 	m.HandleFunc("GET /v1/backups/{id}", get(s, model.KindBackup, s.app.Backup))
 	m.HandleFunc("DELETE /v1/backups/{id}", s.deleteBackup)
 
@@ -357,6 +361,15 @@ func (s *Server) vms(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, http.StatusOK, nonNil(vms), err)
 }
 
+func (s *Server) vmUsage(w http.ResponseWriter, r *http.Request) {
+	if err := onlyQuery(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	us, err := s.app.VMUsage(r.Context())
+	s.reply(w, r, http.StatusOK, nonNil(us), err)
+}
+
 func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 	req, err := decodeRequest[api.CreateVMRequest](w, r)
 	if err != nil {
@@ -423,6 +436,23 @@ func (s *Server) removeDomain(w http.ResponseWriter, r *http.Request) {
 func (s *Server) backups(ctx context.Context, vmID string) ([]model.Backup, error) {
 	bs, err := s.app.Backups(ctx, vmID)
 	return nonNil(bs), err
+}
+
+// listBackups lists backups across VMs, with the query parameters account
+// and vm as optional filters.
+func (s *Server) listBackups(w http.ResponseWriter, r *http.Request) {
+	if err := onlyQuery(r, "account", "vm"); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	f := api.BackupFilter{AccountID: q.Get("account"), VMID: q.Get("vm")}
+	if err := f.Validate(); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	bs, err := s.app.ListBackups(r.Context(), appliance.BackupFilter{AccountID: f.AccountID, VMID: f.VMID})
+	s.reply(w, r, http.StatusOK, nonNil(bs), err)
 }
 
 func (s *Server) resolveBackup(w http.ResponseWriter, r *http.Request) {

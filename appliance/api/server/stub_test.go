@@ -89,6 +89,10 @@ func (s *errApp) VMs(_ context.Context, f appliance.VMFilter) ([]model.VM, error
 	s.rec("VMs", f)
 	return nil, s.err
 }
+func (s *errApp) VMUsage(context.Context) ([]model.VMUsage, error) {
+	s.rec("VMUsage")
+	return nil, s.err
+}
 func (s *errApp) VM(_ context.Context, id string) (model.VM, error) {
 	s.rec("VM", id)
 	return model.VM{}, s.err
@@ -147,6 +151,10 @@ func (s *errApp) Backup(_ context.Context, id string) (model.Backup, error) {
 }
 func (s *errApp) Backups(_ context.Context, id string) ([]model.Backup, error) {
 	s.rec("Backups", id)
+	return nil, s.err
+}
+func (s *errApp) ListBackups(_ context.Context, f appliance.BackupFilter) ([]model.Backup, error) {
+	s.rec("ListBackups", f)
 	return nil, s.err
 }
 func (s *errApp) SubmitDeleteBackup(_ context.Context, id string) (model.Operation, error) {
