@@ -1,0 +1,230 @@
+package tui
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+
+	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/tui/components/table"
+)
+
+// accountsView lists the accounts with what they burn and how long their
+// balance lasts at that rate.
+type accountsView struct{ list }
+
+var accountColumns = []table.Column{
+	{Title: "ID", Width: 9},
+	{Title: "NAME", Width: 8, Flex: 1},
+	{Title: "BALANCE", Width: 12, Right: true},
+	{Title: "BURN/H", Width: 9, Right: true},
+	{Title: "RUNWAY", Width: 20, Flex: 1},
+	{Title: "KEEPS", Width: 5, Right: true, Drop: 2},
+	{Title: "VMS", Width: 4, Right: true, Drop: 1},
+}
+
+// runwayWarn is the runway under which an account is drawn as a warning.
+const runwayWarn = 24 * time.Hour
+
+func newAccountsView(m *Model) *accountsView {
+	v := &accountsView{newList(m, accountColumns)}
+	v.tbl.Empty = "no accounts yet: superjolt account create NAME --balance CREDITS"
+	v.all = func(m *Model) []string {
+		ids := make([]string, 0, len(m.d.accounts))
+		for id := range m.d.accounts {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	v.text = func(m *Model, id string) string { a := m.d.accounts[id]; return a.ID + " " + a.Name }
+	v.sortKey = func(m *Model, id string, col int) string {
+		a := m.d.accounts[id]
+		burn, n := m.d.burn(id)
+		switch col {
+		case 1:
+			return a.Name
+		case 2:
+			return fmt.Sprintf("%020d", a.Balance)
+		case 3:
+			return fmt.Sprintf("%020d", burn)
+		case 4:
+			if r, ok := runway(a, burn); ok {
+				return fmt.Sprintf("%020d", r)
+			}
+			return "~"
+		case 5:
+			return fmt.Sprintf("%06d", a.Entitlements.BackupRetention)
+		case 6:
+			return fmt.Sprintf("%06d", n)
+		}
+		return id
+	}
+	v.cells = func(m *Model, id string) []string {
+		a := m.d.accounts[id]
+		burn, _ := m.d.burn(id)
+		run := "no billing VMs"
+		if r, ok := runway(a, burn); ok {
+			run = "archives in " + span(r)
+			if a.Balance == 0 {
+				run = "out of credits"
+			}
+		}
+		return []string{a.ID, a.Name, a.Balance.String(), burn.String(), run,
+			fmt.Sprint(a.Entitlements.BackupRetention), fmt.Sprint(m.d.vmCount(id))}
+	}
+	v.style = func(m *Model, id string) *lipgloss.Style {
+		burn, _ := m.d.burn(id)
+		if r, ok := runway(m.d.accounts[id], burn); ok && r < runwayWarn {
+			return &m.st.Warn
+		}
+		return nil
+	}
+	return v
+}
+
+// runway is how long a balance lasts at burn per hour; false when nothing
+// burns.
+func runway(a model.Account, burn model.Micro) (time.Duration, bool) {
+	if burn <= 0 {
+		return 0, false
+	}
+	return time.Duration(float64(a.Balance) / float64(burn) * float64(time.Hour)), true
+}
+
+func (v *accountsView) title(*Model) string { return "Accounts" }
+
+func (v *accountsView) keys(m *Model) []key.Binding {
+	k := m.keys
+	enter := key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "its VMs"))
+	return enabled(enter, k.TopUp, k.Filter)
+}
+
+func (v *accountsView) update(m *Model, msg tea.KeyMsg) (tea.Cmd, bool) {
+	if v.nav(m, msg, len(accountColumns)) {
+		return nil, true
+	}
+	id := v.selected()
+	switch {
+	case id == "":
+		return nil, false
+	case key.Matches(msg, m.keys.Enter):
+		m.tab = 0
+		m.tabs[0].setFilter(id)
+		return nil, true
+	case key.Matches(msg, m.keys.TopUp):
+		return m.topUpForm(id), true
+	}
+	return nil, false
+}
+
+func (v *accountsView) mouse(m *Model, msg tea.MouseMsg) { v.list.mouse(msg) }
+
+func (v *accountsView) render(m *Model, w, h int) string { return v.draw(m, w, h) }
+
+// graveView lists the VMs in the graveyard or the archive with the time
+// left before they are reclaimed, counting down.
+type graveView struct{ list }
+
+var graveColumns = []table.Column{
+	{Title: "ID", Width: 9},
+	{Title: "NAME", Width: 8, Flex: 1},
+	{Title: "ACCOUNT", Width: 8, Flex: 1},
+	{Title: "STATE", Width: 9},
+	{Title: "SINCE", Width: 12, Drop: 1},
+	{Title: "RECLAIMED IN", Width: 13},
+	{Title: "BACKUPS", Width: 7, Right: true, Drop: 2},
+}
+
+func newGraveView(m *Model) *graveView {
+	v := &graveView{newList(m, graveColumns)}
+	v.tbl.Empty = "the graveyard and the archive are empty"
+	v.col = 5
+	v.all = func(m *Model) []string {
+		var ids []string
+		for id, vm := range m.d.vms {
+			if !vm.State.Live() {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	v.text = func(m *Model, id string) string {
+		vm := m.d.vms[id]
+		return strings.Join([]string{vm.ID, vm.Name, vm.AccountID, m.d.accountName(vm.AccountID), string(vm.State)}, " ")
+	}
+	v.sortKey = func(m *Model, id string, col int) string {
+		vm := m.d.vms[id]
+		switch col {
+		case 1:
+			return vm.Name
+		case 2:
+			return m.d.accountName(vm.AccountID)
+		case 3:
+			return string(vm.State)
+		case 4:
+			return retiredAt(vm).UTC().Format(timeKey)
+		case 5:
+			return vm.ReclaimAt.UTC().Format(timeKey)
+		case 6:
+			return fmt.Sprintf("%06d", len(m.d.backups[id]))
+		}
+		return id
+	}
+	v.cells = func(m *Model, id string) []string {
+		vm := m.d.vms[id]
+		now := m.now()
+		return []string{vm.ID, vm.Name, m.d.accountName(vm.AccountID), m.st.StateStyle(vm.State).Render(string(vm.State)),
+			ago(now, retiredAt(vm)), countdown(vm.ReclaimAt.Sub(now)), fmt.Sprint(len(m.d.backups[id]))}
+	}
+	return v
+}
+
+func retiredAt(vm model.VM) time.Time {
+	if vm.State == model.StateArchived {
+		return vm.ArchivedAt
+	}
+	return vm.DestroyedAt
+}
+
+func (v *graveView) title(m *Model) string {
+	n := 0
+	for _, vm := range m.d.vms {
+		if !vm.State.Live() {
+			n++
+		}
+	}
+	if n == 0 {
+		return "Graveyard"
+	}
+	return fmt.Sprintf("Graveyard(%d)", n)
+}
+
+func (v *graveView) keys(m *Model) []key.Binding {
+	k := m.keys
+	return enabled(k.Enter, k.Resume, k.Filter)
+}
+
+func (v *graveView) update(m *Model, msg tea.KeyMsg) (tea.Cmd, bool) {
+	if v.nav(m, msg, len(graveColumns)) {
+		return nil, true
+	}
+	id := v.selected()
+	switch {
+	case id == "":
+		return nil, false
+	case key.Matches(msg, m.keys.Enter):
+		m.openVM(id)
+		return nil, true
+	case key.Matches(msg, m.keys.Resume):
+		return m.resume(id), true
+	}
+	return nil, false
+}
+
+func (v *graveView) mouse(m *Model, msg tea.MouseMsg) { v.list.mouse(msg) }
+
+func (v *graveView) render(m *Model, w, h int) string { return v.draw(m, w, h) }

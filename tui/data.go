@@ -1,0 +1,217 @@
+package tui
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/model"
+)
+
+// maxEvents bounds the events the console keeps for its events view.
+const maxEvents = 2000
+
+// data is the console's copy of the daemon's state: filled by a snapshot
+// (at start and whenever the event stream had to be re-established) and
+// kept current object by object as events name them.
+type data struct {
+	status   api.Status
+	vms      map[string]model.VM
+	backups  map[string][]model.Backup // by VM id, newest first
+	accounts map[string]model.Account
+	tiers    map[string]model.Tier
+	images   []model.Image
+	ops      map[string]model.Operation
+	usage    map[string]model.VMUsage
+	// steps holds, per running or recent operation, when each step was
+	// recorded (from its op.step events), for the step trail.
+	steps  map[string][]opStep
+	events []model.Event
+	// seq is the last event applied; the stream resumes after it.
+	seq uint64
+	// gen counts changes, so views rebuild their row order only when the
+	// data changed.
+	gen int
+}
+
+type opStep struct {
+	step string
+	at   time.Time
+}
+
+func newData() *data {
+	return &data{
+		vms: map[string]model.VM{}, backups: map[string][]model.Backup{}, accounts: map[string]model.Account{},
+		tiers: map[string]model.Tier{}, ops: map[string]model.Operation{}, usage: map[string]model.VMUsage{},
+		steps: map[string][]opStep{},
+	}
+}
+
+// snapshot is everything the console reads at once.
+type snapshot struct {
+	status   api.Status
+	vms      []model.VM
+	backups  []model.Backup
+	accounts []model.Account
+	tiers    []model.Tier
+	images   []model.Image
+	ops      []model.Operation
+	events   []model.Event
+}
+
+// load replaces the data with a snapshot.
+func (d *data) load(s snapshot) {
+	steps := d.steps
+	*d = *newData()
+	d.steps = steps
+	d.status = s.status
+	for _, vm := range s.vms {
+		d.vms[vm.ID] = vm
+	}
+	for _, b := range s.backups {
+		d.backups[b.VMID] = append(d.backups[b.VMID], b)
+	}
+	for id := range d.backups {
+		sortBackups(d.backups[id])
+	}
+	for _, a := range s.accounts {
+		d.accounts[a.ID] = a
+	}
+	for _, t := range s.tiers {
+		d.tiers[t.Name] = t
+	}
+	d.images = s.images
+	for _, o := range s.ops {
+		d.ops[o.ID] = o
+	}
+	for _, e := range s.events {
+		d.addEvent(e)
+	}
+	d.gen++
+}
+
+func sortBackups(bks []model.Backup) {
+	slices.SortFunc(bks, func(a, b model.Backup) int {
+		if c := b.TakenAt.Compare(a.TakenAt); c != 0 {
+			return c
+		}
+		return strings.Compare(b.ID, a.ID)
+	})
+}
+
+// addEvent appends an event to the log (once) and notes operation steps.
+func (d *data) addEvent(e model.Event) {
+	if e.Seq <= d.seq {
+		return
+	}
+	d.seq = e.Seq
+	d.events = append(d.events, e)
+	if len(d.events) > maxEvents {
+		d.events = slices.Delete(d.events, 0, len(d.events)-maxEvents)
+	}
+	if e.Type == "op.step" || e.Type == "op.started" {
+		step := "recorded"
+		if e.Type == "op.step" {
+			step = stepOf(e.Message)
+		}
+		d.steps[e.Object] = append(d.steps[e.Object], opStep{step: step, at: e.At})
+	}
+	d.gen++
+}
+
+// stepOf reads the step out of an op.step message ("restore of vm-x:
+// stopped (40%)").
+func stepOf(msg string) string {
+	_, after, ok := strings.Cut(msg, ": ")
+	if !ok {
+		return ""
+	}
+	step, _, _ := strings.Cut(after, " ")
+	return step
+}
+
+func (d *data) putVM(vm model.VM) { d.vms[vm.ID] = vm; d.gen++ }
+
+func (d *data) dropVM(id string) {
+	delete(d.vms, id)
+	delete(d.backups, id)
+	delete(d.usage, id)
+	d.gen++
+}
+
+func (d *data) putBackup(b model.Backup) {
+	bks := slices.DeleteFunc(d.backups[b.VMID], func(x model.Backup) bool { return x.ID == b.ID })
+	bks = append(bks, b)
+	sortBackups(bks)
+	d.backups[b.VMID] = bks
+	d.gen++
+}
+
+func (d *data) dropBackup(id string) {
+	for vm, bks := range d.backups {
+		if i := slices.IndexFunc(bks, func(b model.Backup) bool { return b.ID == id }); i >= 0 {
+			d.backups[vm] = slices.Delete(bks, i, i+1)
+		}
+	}
+	d.gen++
+}
+
+func (d *data) putAccount(a model.Account) { d.accounts[a.ID] = a; d.gen++ }
+
+func (d *data) putOp(o model.Operation) { d.ops[o.ID] = o; d.gen++ }
+
+// running returns the operation under way on a VM, if any.
+func (d *data) running(vmID string) (model.Operation, bool) {
+	var found model.Operation
+	for _, o := range d.ops {
+		if o.VMID == vmID && o.State == model.OpRunning && (found.ID == "" || o.StartedAt.After(found.StartedAt)) {
+			found = o
+		}
+	}
+	return found, found.ID != ""
+}
+
+// lastBackup returns a VM's newest backup.
+func (d *data) lastBackup(vmID string) (model.Backup, bool) {
+	bks := d.backups[vmID]
+	if len(bks) == 0 {
+		return model.Backup{}, false
+	}
+	return bks[0], true
+}
+
+// burn returns what an account's billing VMs cost per hour, and how many
+// there are: the rates of their tiers (model.VMState.Bills says which
+// states bill).
+func (d *data) burn(accountID string) (model.Micro, int) {
+	var burn model.Micro
+	n := 0
+	for _, vm := range d.vms {
+		if vm.AccountID != accountID || !vm.State.Bills() {
+			continue
+		}
+		burn += d.tiers[vm.Tier].RatePerHour
+		n++
+	}
+	return burn, n
+}
+
+// vmCount returns how many VMs of an account are not reclaimed.
+func (d *data) vmCount(accountID string) int {
+	n := 0
+	for _, vm := range d.vms {
+		if vm.AccountID == accountID {
+			n++
+		}
+	}
+	return n
+}
+
+// accountName returns an account's name, or its id when unknown.
+func (d *data) accountName(id string) string {
+	if a, ok := d.accounts[id]; ok && a.Name != "" {
+		return a.Name
+	}
+	return id
+}

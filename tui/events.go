@@ -1,0 +1,255 @@
+package tui
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/key"
+	"github.com/charmbracelet/bubbles/progress"
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/tui/components/table"
+)
+
+// eventsView is the live event stream: it follows the newest event unless
+// paused, and filters like every view.
+type eventsView struct {
+	list
+	paused   bool
+	pausedAt uint64 // the last event shown while paused
+}
+
+var eventColumns = []table.Column{
+	{Title: "AT", Width: 12},
+	{Title: "TYPE", Width: 20},
+	{Title: "OBJECT", Width: 13, Drop: 1},
+	{Title: "MESSAGE", Width: 20, Flex: 1},
+}
+
+func newEventsView(m *Model) *eventsView {
+	v := &eventsView{list: newList(m, eventColumns)}
+	v.tbl.Empty = "no events yet"
+	byKey := func(m *Model) map[string]model.Event {
+		out := make(map[string]model.Event, len(m.d.events))
+		for _, e := range m.d.events {
+			out[strconv.FormatUint(e.Seq, 10)] = e
+		}
+		return out
+	}
+	var index map[string]model.Event
+	v.all = func(m *Model) []string {
+		index = byKey(m)
+		ids := make([]string, 0, len(m.d.events))
+		for _, e := range m.d.events {
+			if v.paused && e.Seq > v.pausedAt {
+				break
+			}
+			ids = append(ids, strconv.FormatUint(e.Seq, 10))
+		}
+		return ids
+	}
+	v.text = func(m *Model, id string) string {
+		e := index[id]
+		return e.Type + " " + e.Object + " " + e.Message
+	}
+	v.sortKey = func(m *Model, id string, col int) string {
+		e := index[id]
+		switch col {
+		case 1:
+			return e.Type
+		case 2:
+			return e.Object
+		case 3:
+			return e.Message
+		}
+		return fmt.Sprintf("%020d", e.Seq)
+	}
+	v.cells = func(m *Model, id string) []string {
+		e := index[id]
+		return []string{stamp(m.now(), e.At, m.loc), e.Type, e.Object, e.Message}
+	}
+	return v
+}
+
+func (v *eventsView) title(*Model) string { return "Events" }
+
+func (v *eventsView) keys(m *Model) []key.Binding {
+	return []key.Binding{m.keys.Pause, m.keys.Filter, m.keys.Sort}
+}
+
+func (v *eventsView) update(m *Model, msg tea.KeyMsg) (tea.Cmd, bool) {
+	if key.Matches(msg, m.keys.Pause) {
+		v.paused = !v.paused
+		v.pausedAt = m.d.seq
+		v.gen = -1
+		return nil, true
+	}
+	return nil, v.nav(m, msg, len(eventColumns))
+}
+
+func (v *eventsView) mouse(m *Model, msg tea.MouseMsg) { v.list.mouse(msg) }
+
+func (v *eventsView) render(m *Model, w, h int) string {
+	following := !v.paused && v.col == 0 && !v.desc
+	if following && v.gen != m.d.gen {
+		v.refresh(m)
+		v.tbl.SetCursor(len(v.ids) - 1)
+	}
+	out := v.draw(m, w, h-1)
+	status := m.st.Dim.Render(" following the stream · space pauses")
+	if v.paused {
+		status = m.st.Warn.Render(fmt.Sprintf(" paused · %d newer events · space follows again", newer(m, v.pausedAt)))
+	}
+	return out + "\n" + status
+}
+
+func newer(m *Model, seq uint64) int {
+	n := 0
+	for _, e := range m.d.events {
+		if e.Seq > seq {
+			n++
+		}
+	}
+	return n
+}
+
+// opsView lists operations: those under way first, with their steps and
+// progress, then the recent ones.
+type opsView struct {
+	list
+	bar progress.Model
+}
+
+var opColumns = []table.Column{
+	{Title: "OPERATION", Width: 13},
+	{Title: "KIND", Width: 13},
+	{Title: "VM", Width: 9},
+	{Title: "STATE", Width: 9},
+	{Title: "STEPS", Width: 16, Flex: 1},
+	{Title: "PROGRESS", Width: 12, Drop: 1},
+	{Title: "TIME", Width: 13, Drop: 2},
+}
+
+func newOpsView(m *Model) *opsView {
+	v := &opsView{list: newList(m, opColumns)}
+	v.bar = progress.New(progress.WithoutPercentage(), progress.WithWidth(10), progress.WithSolidFill("#58a6ff"))
+	v.bar.Full, v.bar.Empty = '█', '░'
+	v.tbl.Empty = "no operations yet"
+	v.all = func(m *Model) []string {
+		ids := make([]string, 0, len(m.d.ops))
+		for id := range m.d.ops {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	v.text = func(m *Model, id string) string {
+		o := m.d.ops[id]
+		return o.ID + " " + string(o.Kind) + " " + o.VMID + " " + string(o.State) + " " + o.Error
+	}
+	v.sortKey = func(m *Model, id string, col int) string {
+		o := m.d.ops[id]
+		switch col {
+		case 1:
+			return string(o.Kind)
+		case 2:
+			return o.VMID
+		case 3:
+			return string(o.State)
+		}
+		// Under way first, then the newest.
+		run := "1"
+		if o.State == model.OpRunning {
+			run = "0"
+		}
+		return run + fmt.Sprintf("%020d", math.MaxInt64-o.StartedAt.UnixNano())
+	}
+	v.cells = func(m *Model, id string) []string {
+		o := m.d.ops[id]
+		state := string(o.State)
+		switch o.State {
+		case model.OpRunning:
+			state = m.st.Busy.Render(state)
+		case model.OpFailed:
+			state = m.st.Error.Render(state)
+		}
+		steps := m.trail(o)
+		if o.Error != "" {
+			steps += " " + oneLine(o.Error)
+		}
+		return []string{o.ID, string(o.Kind), o.VMID, state, steps, v.bar.ViewAs(float64(o.Progress) / 100), m.opTime(o)}
+	}
+	return v
+}
+
+// opTime says how long an operation took or has been going; a backup says
+// how long its guest was frozen.
+func (m *Model) opTime(o model.Operation) string {
+	end := o.FinishedAt
+	if end.IsZero() {
+		end = m.now()
+	}
+	took := span(end.Sub(o.StartedAt))
+	if o.Kind != model.OpBackup {
+		return took
+	}
+	var frozen, thawed time.Time
+	for _, s := range m.d.steps[o.ID] {
+		switch s.step {
+		case "frozen":
+			frozen = s.at
+		case "thawed":
+			thawed = s.at
+		}
+	}
+	switch {
+	case frozen.IsZero():
+		return took
+	case thawed.IsZero() && o.State == model.OpRunning:
+		return "frozen " + fmtSecs(m.now().Sub(frozen))
+	case !thawed.IsZero():
+		return "frozen " + fmtSecs(thawed.Sub(frozen))
+	}
+	return took
+}
+
+func fmtSecs(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	return strings.TrimSuffix(fmt.Sprintf("%.1fs", d.Seconds()), ".0s")
+}
+
+func (v *opsView) title(m *Model) string {
+	n := 0
+	for _, o := range m.d.ops {
+		if o.State == model.OpRunning {
+			n++
+		}
+	}
+	if n == 0 {
+		return "Ops"
+	}
+	return fmt.Sprintf("Ops(%d)", n)
+}
+
+func (v *opsView) keys(m *Model) []key.Binding {
+	return enabled(m.keys.Cancel, m.keys.Filter)
+}
+
+func (v *opsView) update(m *Model, msg tea.KeyMsg) (tea.Cmd, bool) {
+	if v.nav(m, msg, len(opColumns)) {
+		return nil, true
+	}
+	if key.Matches(msg, m.keys.Cancel) && v.selected() != "" {
+		return m.cancelOp(v.selected()), true
+	}
+	return nil, false
+}
+
+func (v *opsView) mouse(m *Model, msg tea.MouseMsg) { v.list.mouse(msg) }
+
+func (v *opsView) render(m *Model, w, h int) string { return v.draw(m, w, h) }
