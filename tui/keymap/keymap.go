@@ -9,13 +9,13 @@ import "github.com/charmbracelet/bubbles/key"
 type KeyMap struct {
 	// Moving around.
 	Up, Down, PageUp, PageDown, Top, Bottom key.Binding
-	NextTab, PrevTab, Jump, Back, Enter      key.Binding
+	NextTab, PrevTab, Jump, Back, Enter     key.Binding
 	Filter, Sort, Reverse, Help, Quit       key.Binding
 	View1, View2, View3, View4, View5       key.Binding
 
 	// Actions (absent with --readonly).
 	Create, StopStart, Destroy, Resume, Backup, Restore, DeleteBackup key.Binding
-	TopUp, AddPort, RemovePort, AddDomain, RemoveDomain, Cancel      key.Binding
+	TopUp, AddPort, RemovePort, AddDomain, RemoveDomain, Cancel       key.Binding
 
 	// Pause stops the events view from following the stream.
 	Pause key.Binding
