@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/superjolt/superjolt/appliance/model"
@@ -120,3 +124,81 @@ func (a *Appliance) Console(ctx context.Context, id string, cio ConsoleIO) error
 type eofReader struct{}
 
 func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// consoleTailBytes bounds how much of a console log ConsoleLog reads.
+const consoleTailBytes = 64 << 10
+
+// ConsoleLog returns the last lines (at most n, 1..model.MaxListLimit) of
+// what a VM wrote on its serial console, live or not (the log stays until
+// the VM is reclaimed), as text: without the escape sequences and control
+// characters of the guest, which would drive the reader's terminal. A VM
+// that never booted on this run directory has an empty log.
+func (a *Appliance) ConsoleLog(ctx context.Context, id string, n int) ([]string, error) {
+	if n < 1 || n > model.MaxListLimit {
+		return nil, invalidf("lines=%d: ask for 1 to %d lines", n, model.MaxListLimit)
+	}
+	if _, err := a.readVM(ctx, id); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(filepath.Join(a.vmRunDir(id), "console.log"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return []string{}, nil
+	}
+	if err != nil {
+		return nil, unavailablef("cannot read the console log of %s: %v", id, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, unavailablef("cannot read the console log of %s: %v", id, err)
+	}
+	off := max(st.Size()-consoleTailBytes, 0)
+	b := make([]byte, st.Size()-off)
+	k, err := f.ReadAt(b, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, unavailablef("cannot read the console log of %s: %v", id, err)
+	}
+	text := strings.ReplaceAll(string(b[:k]), "\r\n", "\n")
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	if off > 0 && len(lines) > 1 {
+		lines = lines[1:] // the first is cut
+	}
+	if len(lines) == 1 && lines[0] == "" {
+		return []string{}, nil
+	}
+	lines = lines[max(len(lines)-n, 0):]
+	for i, l := range lines {
+		lines[i] = printable(l)
+	}
+	return lines, nil
+}
+
+// printable returns s without terminal escape sequences (CSI, OSC and
+// two-byte ones) and control characters other than tab; invalid UTF-8
+// becomes U+FFFD.
+func printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == 0x1b && i+1 < len(s) && s[i+1] == '[': // CSI: parameters, then a final byte
+			i += 2
+			for i < len(s) && (s[i] < 0x40 || s[i] > 0x7e) {
+				i++
+			}
+		case c == 0x1b && i+1 < len(s) && s[i+1] == ']': // OSC: up to BEL or ESC \
+			i += 2
+			for i < len(s) && s[i] != 0x07 && !(s[i] == 0x1b && i+1 < len(s) && s[i+1] == '\\') {
+				i++
+			}
+			if i < len(s) && s[i] == 0x1b {
+				i++
+			}
+		case c == 0x1b: // ESC and one byte
+			i++
+		case c == '\t' || c >= 0x20 && c != 0x7f:
+			b.WriteByte(c)
+		}
+	}
+	return strings.ToValidUTF8(b.String(), "\uFFFD")
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 )
 
 // ConsoleClientHeader carries a console client's description of itself
@@ -80,4 +82,23 @@ func (c *Client) Console(ctx context.Context, id string, cio ConsoleIO) error {
 		return fmt.Errorf("POST %s: the console session broke: %w", path, err)
 	}
 	return nil
+}
+
+// ConsoleLog is the tail of a VM's serial console log
+// (GET /v1/vms/{id}/console/log?lines=N): the guest's output as text,
+// without escape sequences or control characters.
+type ConsoleLog struct {
+	Lines []string `json:"lines"`
+}
+
+// ConsoleLog returns the last n lines (0: the daemon's default) of what a VM
+// wrote on its serial console, live or not.
+func (c *Client) ConsoleLog(ctx context.Context, id string, n int) ([]string, error) {
+	var q url.Values
+	if n > 0 {
+		q = url.Values{"lines": {strconv.Itoa(n)}}
+	}
+	var out ConsoleLog
+	err := c.do(ctx, http.MethodGet, vmPath(id, "/console/log"), q, nil, &out)
+	return out.Lines, err
 }

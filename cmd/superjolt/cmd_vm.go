@@ -27,7 +27,7 @@ func newVMCommand(o *globalOptions) *cobra.Command {
 		newVMVerbCommand(o, "resume", "Resuming", "Bring a VM back from the graveyard or the archive (the balance must cover an hour of its account's VMs)", (*api.Client).ResumeVM),
 		newVMDestroyCommand(o),
 		newVMExecCommand(o),
-		newVMConsoleCommand(o),
+		newVMConsoleCommand(o), newVMLogCommand(o),
 		newVMPortsCommand(o),
 		newVMDomainsCommand(o),
 	)

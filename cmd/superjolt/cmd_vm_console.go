@@ -129,3 +129,34 @@ func consoleClientName() string {
 	}
 	return s
 }
+
+func newVMLogCommand(o *globalOptions) *cobra.Command {
+	var lines int
+	c := &cobra.Command{
+		Use:   "log ID",
+		Short: "Print the last lines a VM wrote on its serial console (running or not)",
+		Long: `Print the tail of a VM's serial console log: what the guest wrote on its
+first UART (boot messages, the shell of vm console), kept while the VM
+exists, running or not. Escape sequences are left out.`,
+		Args: args("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			if err := o.resolveVM(cmd.Context(), &id); err != nil {
+				return err
+			}
+			got, err := o.client.ConsoleLog(cmd.Context(), id, lines)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return o.printJSON(api.ConsoleLog{Lines: got})
+			}
+			for _, l := range got {
+				fmt.Fprintln(o.stdout, l)
+			}
+			return nil
+		},
+	}
+	c.Flags().IntVarP(&lines, "lines", "n", 50, "how many lines, from the end")
+	return c
+}

@@ -191,6 +191,7 @@ func addCompletions(root *cobra.Command, o *globalOptions) {
 		"superjolt vm destroy":          completeVMs(o, model.StateRunning, model.StateStopped),
 		"superjolt vm exec":             completeVMs(o, model.StateRunning),
 		"superjolt vm console":          completeVMs(o, model.StateRunning),
+		"superjolt vm log":              completeVMs(o),
 		"superjolt vm ports add":        completeVMs(o, model.StateRunning, model.StateStopped),
 		"superjolt vm ports rm":         completeVMs(o, model.StateRunning, model.StateStopped),
 		"superjolt vm domains add":      completeVMs(o, model.StateRunning, model.StateStopped),

@@ -47,6 +47,7 @@ type Appliance interface {
 	Exec(ctx context.Context, id string, req guest.ExecRequest) (guest.ExecResult, error)
 	ExecStream(ctx context.Context, id string, req guest.ExecRequest, eio guest.ExecIO) (guest.ExecResult, error)
 	Console(ctx context.Context, id string, cio appliance.ConsoleIO) error
+	ConsoleLog(ctx context.Context, id string, n int) ([]string, error)
 	AddPort(ctx context.Context, id string, p model.Port) (model.VM, error)
 	RemovePort(ctx context.Context, id string, p model.Port) (model.VM, error)
 	AddDomain(ctx context.Context, id, domain string) (model.VM, error)
@@ -75,6 +76,9 @@ type Appliance interface {
 const (
 	DefaultEventLimit  = 100
 	DefaultLedgerLimit = 100
+	// DefaultConsoleLines is how many lines of a console log are answered
+	// when the request does not say.
+	DefaultConsoleLines = 50
 )
 
 // Options configure a Server. The zero value is usable.
@@ -209,6 +213,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/vms/{id}/exec", post(s, model.KindVM, s.exec))
 	m.HandleFunc("POST /v1/vms/{id}/exec/stream", s.execStream)
 	m.HandleFunc("POST /v1/vms/{id}/console", s.console)
+	m.HandleFunc("GET /v1/vms/{id}/console/log", s.consoleLog)
 	m.HandleFunc("POST /v1/vms/{id}/ports", post(s, model.KindVM, s.addPort))
 	m.HandleFunc("DELETE /v1/vms/{id}/ports/{proto}/{number}", s.removePort)
 	m.HandleFunc("POST /v1/vms/{id}/domains", post(s, model.KindVM, s.addDomain))
@@ -436,6 +441,30 @@ func (s *Server) removeDomain(w http.ResponseWriter, r *http.Request) {
 func (s *Server) backups(ctx context.Context, vmID string) ([]model.Backup, error) {
 	bs, err := s.app.Backups(ctx, vmID)
 	return nonNil(bs), err
+}
+
+// consoleLog answers the last lines (?lines=N, default
+// DefaultConsoleLines) of a VM's serial console log.
+func (s *Server) consoleLog(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := model.ValidateID(model.KindVM, id); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := onlyQuery(r, "lines"); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	n := DefaultConsoleLines
+	if v := r.URL.Query().Get("lines"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > model.MaxListLimit {
+			s.fail(w, r, invalidf("lines=%q: use a number from 1 to %d", clip(v), model.MaxListLimit))
+			return
+		}
+	}
+	lines, err := s.app.ConsoleLog(r.Context(), id, n)
+	s.reply(w, r, http.StatusOK, api.ConsoleLog{Lines: nonNil(lines)}, err)
 }
 
 // listBackups lists backups across VMs, with the query parameters account

@@ -121,6 +121,10 @@ func (s *errApp) ExecStream(_ context.Context, id string, req guest.ExecRequest,
 	s.rec("ExecStream", id, req)
 	return guest.ExecResult{}, s.err
 }
+func (s *errApp) ConsoleLog(_ context.Context, id string, n int) ([]string, error) {
+	s.rec("ConsoleLog", id, n)
+	return nil, s.err
+}
 func (s *errApp) Console(_ context.Context, id string, _ appliance.ConsoleIO) error {
 	s.rec("Console", id)
 	return s.err
