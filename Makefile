@@ -54,8 +54,10 @@ clean:
 
 # The demo: a superjoltd on a loop-backed pool under DEMO_DIR (manual clock, so
 # `bin/superjolt --socket $(DEMO_SOCKET) debug clock advance 24h` moves days),
-# a demo account and a running VM from the built-in image. Idempotent: a
-# second `make demo` reuses what is there. `make demo-stop` stops the daemon.
+# a demo account and a running VM from the built-in image, then the operator
+# console (superjolt tui) on a terminal, or the VM table without one.
+# Idempotent: a second `make demo` reuses what is there; quitting the console
+# (q) leaves the daemon running. `make demo-stop` stops it.
 DEMO_DIR    ?= /var/lib/superjolt-demo
 DEMO_RUN    ?= /run/superjolt-demo
 DEMO_SOCKET ?= $(DEMO_RUN)/superjolt.sock
@@ -78,11 +80,12 @@ demo: deps build
 	if ! $(SJ_DEMO) vm list --account $$acct | awk 'NR > 1 && ($$5 == "running" || $$5 == "stopped") { found = 1 } END { exit !found }'; then \
 	  echo "demo: creating VM demo-1 (tier nano, built-in image; it boots and waits for its agent)"; \
 	  $(SJ_DEMO) vm create --account $$acct --tier nano --name demo-1 >/dev/null || exit 1; fi
-	@$(SJ_DEMO) vm list
-	@echo
-	@echo "Try: $(SJ_DEMO) vm exec <id> -- uname -a"
-	@echo "     $(SJ_DEMO) backup create <id>; $(SJ_DEMO) debug clock advance 24h"
-	@echo "Stop it with: make demo-stop"
+	@if [ -t 0 ] && [ -t 1 ]; then exec $(SJ_DEMO) tui; fi; \
+	$(SJ_DEMO) vm list; echo; \
+	echo "Not on a terminal, so this is the table; on one, make demo opens the console ($(SJ_DEMO) tui)."; \
+	echo "Try: $(SJ_DEMO) vm exec <id> -- uname -a"; \
+	echo "     $(SJ_DEMO) backup create <id>; $(SJ_DEMO) debug clock advance 24h"; \
+	echo "Stop it with: make demo-stop"
 
 demo-stop:
 	@if [ -f $(DEMO_RUN)/superjoltd.pid ] && kill -TERM $$(cat $(DEMO_RUN)/superjoltd.pid) 2>/dev/null; then \

@@ -217,8 +217,7 @@ func (v *graveView) update(m *Model, msg tea.KeyMsg) (tea.Cmd, bool) {
 	case id == "":
 		return nil, false
 	case key.Matches(msg, m.keys.Enter):
-		m.openVM(id)
-		return nil, true
+		return m.openVM(id), true
 	case key.Matches(msg, m.keys.Resume):
 		return m.resume(id), true
 	}

@@ -172,7 +172,7 @@ func (m *Model) restorePicker(vmID, selected string) tea.Cmd {
 			if tz == "Local" {
 				tz = ""
 			}
-			return p, func() tea.Msg {
+			return p, m.io(func() tea.Msg {
 				ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
 				defer cancel()
 				b, err := m.client.ResolveBackup(ctx, vmID, "yesterday", tz)
@@ -180,7 +180,7 @@ func (m *Model) restorePicker(vmID, selected string) tea.Cmd {
 					m.dialog = m.restoreConfirm(vm, b)
 					return nil
 				}}
-			}
+			})
 		},
 	})
 	for i, b := range bks {

@@ -328,3 +328,7 @@ func (f *fixture) RemoveDomain(_ context.Context, id, d string) (model.VM, error
 	f.record("domain remove %s %s", id, d)
 	return f.VM(context.Background(), id)
 }
+func (f *fixture) ConsoleLog(_ context.Context, id string, n int) ([]string, error) {
+	lines := []string{"[    0.000000] Linux version 6.1.0 (superjolt built-in)", "superjolt-agent: listening on virtio-serial", "/ # echo hello", "hello"}
+	return lines[max(len(lines)-n, 0):], nil
+}

@@ -82,7 +82,7 @@ type (
 // applied twice only fetches its object again).
 func (m *Model) loadSnapshot() tea.Cmd {
 	c, parent := m.client, m.ctx
-	return func() tea.Msg {
+	return m.io(func() tea.Msg {
 		ctx, cancel := context.WithTimeout(parent, snapshotTimeout)
 		defer cancel()
 		var s snapshot
@@ -124,8 +124,19 @@ func (m *Model) loadSnapshot() tea.Cmd {
 			msg.usage = u
 		}
 		return msg
-	}
+	})
 }
+
+// io counts a read or an action under way until Update has handled its
+// answer (see Settled).
+func (m *Model) io(fn tea.Cmd) tea.Cmd {
+	m.inflight.Add(1)
+	return fn
+}
+
+// Settled reports whether no read or action is under way: what the
+// console shows is what it knows. Safe from any goroutine.
+func (m *Model) Settled() bool { return m.inflight.Load() == 0 }
 
 // stream is the one subscription to superjoltd's events.
 type stream struct {
@@ -213,7 +224,7 @@ func want(events []model.Event) wanted {
 // fetch reads the objects a batch of events named.
 func (m *Model) fetch(w wanted) tea.Cmd {
 	c, parent := m.client, m.ctx
-	return func() tea.Msg {
+	return m.io(func() tea.Msg {
 		ctx, cancel := context.WithTimeout(parent, snapshotTimeout)
 		defer cancel()
 		var out fetchedMsg
@@ -266,22 +277,42 @@ func (m *Model) fetch(w wanted) tea.Cmd {
 			out.status = &st
 		}
 		return out
-	}
+	})
 }
 
 func (m *Model) readUsage() tea.Cmd {
 	c, parent := m.client, m.ctx
-	return func() tea.Msg {
+	return m.io(func() tea.Msg {
 		ctx, cancel := context.WithTimeout(parent, usageEvery)
 		defer cancel()
 		u, err := c.VMUsage(ctx)
 		return usageMsg{usage: u, err: err}
-	}
+	})
+}
+
+// consoleMsg carries the tail of a VM's console log.
+type consoleMsg struct {
+	id    string
+	lines []string
+	err   error
+}
+
+// consoleLines is how much of a console log a VM's page reads.
+const consoleLines = 30
+
+func (m *Model) readConsole(id string) tea.Cmd {
+	c, parent := m.client, m.ctx
+	return m.io(func() tea.Msg {
+		ctx, cancel := context.WithTimeout(parent, usageEvery)
+		defer cancel()
+		lines, err := c.ConsoleLog(ctx, id, consoleLines)
+		return consoleMsg{id: id, lines: lines, err: err}
+	})
 }
 
 func (m *Model) readAccounts() tea.Cmd {
 	c, parent := m.client, m.ctx
-	return func() tea.Msg {
+	return m.io(func() tea.Msg {
 		ctx, cancel := context.WithTimeout(parent, snapshotTimeout)
 		defer cancel()
 		as, err := c.Accounts(ctx)
@@ -296,7 +327,7 @@ func (m *Model) readAccounts() tea.Cmd {
 			msg.pool = &p
 		}
 		return msg
-	}
+	})
 }
 
 func every(d time.Duration, msg tea.Msg) tea.Cmd {
@@ -321,10 +352,10 @@ type actionMsg struct {
 // act runs an action against superjoltd.
 func (m *Model) act(what string, fn func(ctx context.Context, c *api.Client) (model.Operation, error)) tea.Cmd {
 	c, parent := m.client, m.ctx
-	return func() tea.Msg {
+	return m.io(func() tea.Msg {
 		ctx, cancel := context.WithTimeout(parent, 30*time.Second)
 		defer cancel()
 		op, err := fn(ctx, c)
 		return actionMsg{what: what, op: op, err: err}
-	}
+	})
 }

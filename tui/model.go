@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/charmbracelet/bubbles/cursor"
@@ -47,6 +48,9 @@ type Model struct {
 	help   help.Model
 
 	d *data
+	// inflight counts reads and actions whose answers Update has not
+	// handled yet.
+	inflight atomic.Int32
 	// statusAt is when (on this machine's monotonic clock) the daemon's
 	// status was read, to move its clock on between reads.
 	statusAt time.Time
@@ -55,11 +59,10 @@ type Model struct {
 	// Connection: stream is the one event subscription; down is why
 	// superjoltd cannot be reached (empty when it can); loaded says a
 	// snapshot arrived at least once.
-	stream  *stream
-	down    string
-	retry   time.Duration
-	loaded  bool
-	fetches int // fetches under way
+	stream *stream
+	down   string
+	retry  time.Duration
+	loaded bool
 
 	width, height int
 	tabs          []view
@@ -171,6 +174,10 @@ func (m *Model) current() view {
 
 // Update handles a message.
 func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	switch msg.(type) {
+	case snapshotMsg, fetchedMsg, usageMsg, accountsMsg, consoleMsg, actionMsg:
+		defer m.inflight.Add(-1) // see io
+	}
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
@@ -203,10 +210,8 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		for _, e := range msg.events {
 			m.d.addEvent(e)
 		}
-		m.fetches++
 		return m, tea.Batch(msg.s.next, m.fetch(want(msg.events)))
 	case fetchedMsg:
-		m.fetches--
 		m.applyFetched(msg)
 		return m, nil
 	case streamDownMsg:
@@ -219,11 +224,19 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.loadSnapshot()
 
 	case usageTickMsg:
-		cmd := every(usageEvery, usageTickMsg{})
+		cmds := []tea.Cmd{every(usageEvery, usageTickMsg{})}
 		if m.down == "" && m.loaded {
-			return m, tea.Batch(cmd, m.readUsage())
+			cmds = append(cmds, m.readUsage())
+			if m.detail != nil {
+				cmds = append(cmds, m.readConsole(m.detail.id))
+			}
 		}
-		return m, cmd
+		return m, tea.Batch(cmds...)
+	case consoleMsg:
+		if m.detail != nil && m.detail.id == msg.id && msg.err == nil {
+			m.detail.console = msg.lines
+		}
+		return m, nil
 	case usageMsg:
 		if msg.err == nil {
 			m.setUsage(msg.usage)
@@ -434,8 +447,7 @@ func (m *Model) promptKey(msg tea.KeyMsg) tea.Cmd {
 			}
 		}
 		if vm, ok := m.findVM(word); ok {
-			m.openVM(vm.ID)
-			return nil
+			return m.openVM(vm.ID)
 		}
 		m.fail(fmt.Errorf("no view or VM %q: try vms, accounts, graveyard, events, ops, or a VM's id or name", word))
 		return nil
@@ -461,8 +473,10 @@ func (m *Model) findVM(s string) (model.VM, bool) {
 	return model.VM{}, false
 }
 
-func (m *Model) openVM(id string) {
+// openVM opens a VM's page and reads its console's tail.
+func (m *Model) openVM(id string) tea.Cmd {
 	m.detail = newVMView(m, id)
+	return m.readConsole(id)
 }
 
 // View draws the console.

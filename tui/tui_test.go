@@ -86,9 +86,17 @@ func (c *console) keys(ks ...string) {
 	}
 }
 
-// screen quits and returns the last screen.
+// screen waits until the console has the answers to what it asked,
+// quits, and returns the last screen.
 func (c *console) screen() string {
 	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !c.m.Settled() {
+		if time.Now().After(deadline) {
+			c.t.Fatal("the console still waits for superjoltd after 10 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err := c.tm.Quit(); err != nil {
 		c.t.Fatal(err)
 	}

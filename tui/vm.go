@@ -19,6 +19,8 @@ import (
 type vmView struct {
 	id string
 	list
+	// console is the tail of its console log, as last read.
+	console []string
 }
 
 var backupColumns = []table.Column{
@@ -127,15 +129,23 @@ func (v *vmView) render(m *Model, w, h int) string {
 	if o, ok := m.d.running(v.id); ok {
 		top = append(top, " "+st.Busy.Render(doing(o.Kind))+" "+m.trail(o))
 	}
-	rest := h - len(top) - 1
-	evH := 0
+	// The backups table gets what the events and the console leave,
+	// which get room only on a tall terminal.
+	rest := h - len(top)
+	evH, conH := 0, 0
 	if rest >= 14 {
 		evH = min(6, rest/4)
 	}
-	bkH := max(rest-evH, 3)
+	if rest >= 24 {
+		conH = min(10, rest/4)
+	}
+	bkH := max(rest-evH-conH, 3)
 	out := strings.Join(top, "\n") + "\n" + v.draw(m, w, bkH)
 	if evH > 0 {
 		out += "\n" + st.TableHeader.Render(ansi.Truncate(" RECENT EVENTS", w, "")) + "\n" + v.events(m, w, evH-1)
+	}
+	if conH > 0 {
+		out += "\n" + st.TableHeader.Render(ansi.Truncate(" CONSOLE (superjolt vm console "+v.id+" attaches)", w, "")) + "\n" + v.consoleTail(m, w, conH-1)
 	}
 	return out
 }
@@ -178,6 +188,20 @@ func (v *vmView) facts(m *Model, vm model.VM) [][2]string {
 		{"PORTS", orNone(ports)}, {"DOMAINS", orNone(vm.Domains)},
 		{"CREATED", ago(now, vm.CreatedAt)}, {"NEXT", in(now, vm.NextBackupAt)},
 	}
+}
+
+// consoleTail draws the last h lines of the VM's console log, without the
+// guest's escape sequences and control characters.
+func (v *vmView) consoleTail(m *Model, w, h int) string {
+	lines := v.console[max(len(v.console)-h, 0):]
+	if len(lines) == 0 {
+		return m.st.Dim.Render(" (nothing on its console yet)")
+	}
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = m.st.Dim.Render(ansi.Truncate(" "+l, w, "…"))
+	}
+	return strings.Join(out, "\n")
 }
 
 // events draws the VM's last events, newest last.

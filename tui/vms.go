@@ -157,8 +157,7 @@ func (v *vmsView) update(m *Model, msg tea.KeyMsg) (tea.Cmd, bool) {
 	}
 	id := v.selected()
 	if key.Matches(msg, m.keys.Enter) && id != "" {
-		m.openVM(id)
-		return nil, true
+		return m.openVM(id), true
 	}
 	if key.Matches(msg, m.keys.Create) {
 		return m.createForm(""), true
