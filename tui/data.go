@@ -9,8 +9,13 @@ import (
 	"github.com/superjolt/superjolt/appliance/model"
 )
 
-// maxEvents bounds the events the console keeps for its events view.
-const maxEvents = 2000
+// maxEvents bounds the events the console keeps for its events view, and
+// maxOps the finished operations it keeps (those under way are all kept):
+// a console left open for months holds as much as one opened today.
+const (
+	maxEvents = 2000
+	maxOps    = 500
+)
 
 // data is the console's copy of the daemon's state: filled by a snapshot
 // (at start and whenever the event stream had to be re-established) and
@@ -83,7 +88,7 @@ func (d *data) load(s snapshot) {
 	}
 	d.images = s.images
 	for _, o := range s.ops {
-		d.ops[o.ID] = o
+		d.putOp(o)
 	}
 	for _, e := range s.events {
 		d.addEvent(e)
@@ -159,7 +164,25 @@ func (d *data) dropBackup(id string) {
 
 func (d *data) putAccount(a model.Account) { d.accounts[a.ID] = a; d.gen++ }
 
-func (d *data) putOp(o model.Operation) { d.ops[o.ID] = o; d.gen++ }
+func (d *data) putOp(o model.Operation) {
+	d.ops[o.ID] = o
+	d.gen++
+	if len(d.ops) <= maxOps+maxOps/10 {
+		return
+	}
+	// Drop the oldest finished ones, and their steps, in one go.
+	var done []model.Operation
+	for _, x := range d.ops {
+		if x.State.Finished() {
+			done = append(done, x)
+		}
+	}
+	slices.SortFunc(done, func(a, b model.Operation) int { return b.StartedAt.Compare(a.StartedAt) })
+	for _, x := range done[min(maxOps, len(done)):] {
+		delete(d.ops, x.ID)
+		delete(d.steps, x.ID)
+	}
+}
 
 // running returns the operation under way on a VM, if any.
 func (d *data) running(vmID string) (model.Operation, bool) {

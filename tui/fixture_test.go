@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -29,7 +30,9 @@ import (
 type fixture struct {
 	server.Appliance
 
-	clk *clock.Manual
+	clk  *clock.Manual
+	sock string
+	srv  *http.Server
 
 	mu       sync.Mutex
 	accounts []model.Account
@@ -99,17 +102,29 @@ func newFixture() *fixture {
 
 // serve starts the real API server over f and returns a client of it.
 func (f *fixture) serve(t testing.TB) *api.Client {
-	sock := filepath.Join(t.TempDir(), "sj.sock")
-	ln, err := net.Listen("unix", sock)
+	f.sock = filepath.Join(t.TempDir(), "sj.sock")
+	f.up(t)
+	t.Cleanup(f.down)
+	c := api.NewClient(f.sock)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// up (re)starts the server on f's socket.
+func (f *fixture) up(t testing.TB) {
+	ln, err := net.Listen("unix", f.sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: server.New(f, server.Options{Logger: slog.New(slog.DiscardHandler)})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	c := api.NewClient(sock)
-	t.Cleanup(func() { c.Close() })
-	return c
+	f.srv = &http.Server{Handler: server.New(f, server.Options{Logger: slog.New(slog.DiscardHandler)})}
+	go f.srv.Serve(ln)
+}
+
+// down stops the server as a dying superjoltd would: connections cut, the
+// socket gone.
+func (f *fixture) down() {
+	f.srv.Close()
+	os.Remove(f.sock)
 }
 
 func (f *fixture) record(format string, args ...any) {

@@ -585,7 +585,7 @@ func (m *Model) tabBar(w int) string {
 func (m *Model) noteLine(w int) string {
 	switch {
 	case m.down != "" && m.loaded:
-		return m.st.Error.Render(ansi.Truncate(" superjoltd is unreachable ("+m.down+"); showing the last data, reconnecting by itself", w, "…"))
+		return m.st.Error.Render(ansi.Truncate(" superjoltd is unreachable; showing the last data, reconnecting by itself ("+m.down+")", w, "…"))
 	case m.note != "" && m.noteErr:
 		return m.st.Error.Render(ansi.Truncate(" "+m.note, w, "…"))
 	case m.note != "":

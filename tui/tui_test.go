@@ -261,3 +261,36 @@ func TestDaemonErrorShowsInPlace(t *testing.T) {
 	}
 	_ = errors.New
 }
+
+// When superjoltd goes away the console says so, keeps its data (greyed),
+// and comes back by itself when superjoltd does, without a key.
+func TestUnreachableAndBack(t *testing.T) {
+	f := newFixture()
+	c := startConsole(t, f, 80, 24, Options{})
+	f.down()
+	c.waitFor("superjoltd is unreachable")
+	if c.m.loaded != true {
+		t.Fatal("lost its data")
+	}
+	f.vms[0].State = model.StateStopped // changed while the console was away
+	f.up(t)
+	c.waitFor("stopped  ")
+	s := c.golden()
+	if strings.Contains(s, "UNREACHABLE") || strings.Contains(s, "unreachable") {
+		t.Fatalf("still says unreachable after superjoltd came back:\n%s", s)
+	}
+}
+
+// The unreachable screen itself: the last data, and what is going on.
+func TestUnreachableScreen(t *testing.T) {
+	f := newFixture()
+	c := startConsole(t, f, 80, 24, Options{})
+	f.down()
+	c.waitFor("reconnecting by itself")
+	s := c.golden()
+	for _, want := range []string{"UNREACHABLE", "vm-7k2p9q", "showing the last data, reconnecting by itself"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("unreachable screen lacks %q:\n%s", want, s)
+		}
+	}
+}
