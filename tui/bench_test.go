@@ -43,6 +43,32 @@ func (f *bigFixture) VMUsage(context.Context) ([]model.VMUsage, error) {
 	return slices.Clone(f.usage), nil
 }
 
+// WaitEvents is the fixture's, without its lost wake-up: fixture.WaitEvents
+// reads f.wake after, not with, looking for events, so an event emitted in
+// between is not seen until the next one (and the benchmarks emit the next
+// only once they saw the last).
+func (f *bigFixture) WaitEvents(ctx context.Context, after uint64) ([]model.Event, error) {
+	for {
+		f.mu.Lock()
+		var out []model.Event
+		for _, e := range f.events {
+			if e.Seq > after && len(out) < 100 {
+				out = append(out, e)
+			}
+		}
+		wake := f.wake
+		f.mu.Unlock()
+		if len(out) > 0 {
+			return out, nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
 // bigVMID is the id of the i-th VM of a bigFixture: in id order, so that
 // vm 0 is the first row of the VMs tab (sorted by id by default).
 func bigVMID(i int) string { return fmt.Sprintf("vm-%06d", i) }
@@ -104,8 +130,9 @@ func (f *bigFixture) serve(tb testing.TB) *api.Client {
 }
 
 // loadModel returns a console over c in benchW×benchH, loaded with the
-// snapshot as Init would (its Update also subscribes to the events).
-func loadModel(tb testing.TB, c *api.Client) *Model {
+// snapshot as Init would, and the command its Update returned: the wait
+// for the first events of its subscription.
+func loadModel(tb testing.TB, c *api.Client) (*Model, tea.Cmd) {
 	tb.Helper()
 	m := New(c, Options{Host: "box1", Location: time.UTC, NoClock: true})
 	m.Update(tea.WindowSizeMsg{Width: benchW, Height: benchH})
@@ -113,11 +140,44 @@ func loadModel(tb testing.TB, c *api.Client) *Model {
 	if sm, ok := msg.(snapshotMsg); !ok || sm.err != nil {
 		tb.Fatalf("snapshot: %#v", msg)
 	}
-	m.Update(msg)
-	if !m.loaded || m.stream == nil {
+	_, next := m.Update(msg)
+	if !m.loaded || m.stream == nil || next == nil {
 		tb.Fatal("the snapshot did not load")
 	}
-	return m
+	return m, next
+}
+
+// runner runs commands as a tea.Program does: each in a goroutine of its
+// own, and each command of a tea.BatchMsg in one of its own, their
+// messages to msgs (until done is closed).
+type runner struct {
+	msgs chan tea.Msg
+	done chan struct{}
+}
+
+func newRunner(tb testing.TB) *runner {
+	r := &runner{msgs: make(chan tea.Msg), done: make(chan struct{})}
+	tb.Cleanup(func() { close(r.done) })
+	return r
+}
+
+func (r *runner) run(cmd tea.Cmd) {
+	if cmd == nil {
+		return
+	}
+	go func() {
+		msg := cmd()
+		if batch, ok := msg.(tea.BatchMsg); ok {
+			for _, c := range batch {
+				r.run(c)
+			}
+			return
+		}
+		select {
+		case r.msgs <- msg:
+		case <-r.done:
+		}
+	}()
 }
 
 // rowOf returns the screen's line that shows VM id ("" if none). Ids are
@@ -140,7 +200,7 @@ func BenchmarkView(b *testing.B) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("vms=%d", n), func(b *testing.B) {
 			f := newBigFixture(n)
-			m := loadModel(b, f.serve(b))
+			m, _ := loadModel(b, f.serve(b))
 			b.Cleanup(m.Close)
 			if got := len(m.d.vms); got != n {
 				b.Fatalf("loaded %d VMs, want %d", got, n)
@@ -172,42 +232,65 @@ func BenchmarkView(b *testing.B) {
 // BenchmarkEventToRow times an event on the stream to its row on screen:
 // the VM's state changes in the fixture, the fixture emits its event, the
 // console takes it from its subscription, fetches the VM, applies it and
-// draws; the VM is the first row.
+// draws; the VM is the first row. Commands run as in a tea.Program (each
+// in a goroutine, the subscription's wait included).
+//
+// draw=each draws after every Update, as tea.Program does: after the
+// events (which change the data too, so the rows' order is rebuilt) and
+// after the fetched VM. draw=end draws only once the VM is applied.
 func BenchmarkEventToRow(b *testing.B) {
 	for _, n := range benchSizes {
-		b.Run(fmt.Sprintf("vms=%d", n), func(b *testing.B) {
-			f := newBigFixture(n)
-			m := loadModel(b, f.serve(b))
-			b.Cleanup(m.Close)
-			id, acct := bigVMID(0), f.vms[0].AccountID
-			if rowOf(m.View(), id) == "" {
-				b.Fatal("the first VM is not on screen")
+		for _, each := range []bool{true, false} {
+			name := fmt.Sprintf("vms=%d/draw=end", n)
+			if each {
+				name = fmt.Sprintf("vms=%d/draw=each", n)
 			}
-			states := [2]model.VMState{model.StateStopped, model.StateRunning}
-			i := 0
-			for b.Loop() {
-				st := states[i%2]
-				i++
-				f.mu.Lock()
-				f.vms[0].State = st
-				f.mu.Unlock()
-				f.emit("vm."+string(st), id, acct, id+" "+string(st))
+			b.Run(name, func(b *testing.B) { benchEventToRow(b, n, each) })
+		}
+	}
+}
 
-				msg := m.stream.next()
-				em, ok := msg.(eventsMsg)
-				if !ok {
-					b.Fatalf("stream: %#v", msg)
-				}
-				// Update returns tea.Batch(the stream's next, the fetch):
-				// run the fetch (the next one would block until the next
-				// event) and apply what it read.
-				m.Update(em)
-				m.Update(m.fetch(want(em.events))())
-				if row := rowOf(m.View(), id); !strings.Contains(row, string(st)) {
-					b.Fatalf("after the event, %s's row is %q, want %s", id, row, st)
-				}
+func benchEventToRow(b *testing.B, n int, drawEach bool) {
+	f := newBigFixture(n)
+	m, next := loadModel(b, f.serve(b))
+	b.Cleanup(m.Close)
+	r := newRunner(b)
+	r.run(next)
+	id, acct := bigVMID(0), f.vms[0].AccountID
+	if rowOf(m.View(), id) == "" {
+		b.Fatal("the first VM is not on screen")
+	}
+	states := [2]model.VMState{model.StateStopped, model.StateRunning}
+	i := 0
+	for b.Loop() {
+		st := states[i%2]
+		i++
+		f.mu.Lock()
+		f.vms[0].State = st
+		f.mu.Unlock()
+		f.emit("vm."+string(st), id, acct, id+" "+string(st))
+		for shown := false; !shown; {
+			var msg tea.Msg
+			select {
+			case msg = <-r.msgs:
+			case <-time.After(10 * time.Second):
+				b.Fatalf("%s's row did not change to %s in 10s", id, st)
 			}
-		})
+			switch msg.(type) {
+			case eventsMsg, fetchedMsg:
+			default:
+				b.Fatalf("unexpected message %#v", msg)
+			}
+			_, cmd := m.Update(msg)
+			r.run(cmd)
+			if _, fetched := msg.(fetchedMsg); fetched || drawEach {
+				shown = strings.Contains(rowOf(m.View(), id), string(st))
+			}
+		}
+	}
+	b.StopTimer()
+	if !m.Settled() {
+		b.Errorf("reads still under way after the last row changed")
 	}
 }
 
@@ -232,7 +315,7 @@ func BenchmarkMemory10000(b *testing.B) {
 		gc()
 		runtime.ReadMemStats(&before)
 		b.StartTimer()
-		m := loadModel(b, c)
+		m, _ := loadModel(b, c)
 		m.View()
 		b.StopTimer()
 		gc()
@@ -257,7 +340,7 @@ func BenchmarkMemory10000(b *testing.B) {
 func TestViewBuildsOnlyVisibleRows(t *testing.T) {
 	const n = 10000
 	f := newBigFixture(n)
-	m := loadModel(t, f.serve(t))
+	m, _ := loadModel(t, f.serve(t))
 	defer m.Close()
 	v := m.tabs[0].(*vmsView)
 	var built, keyed int

@@ -262,7 +262,8 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		return m, nil
 	case clockTickMsg:
-		return m, nil
+		// Nothing to read: the redraw moves the clock and the countdowns.
+		return m, clockTick()
 
 	case actionMsg:
 		return m, m.acted(msg)
