@@ -33,6 +33,7 @@ const runwayWarn = 24 * time.Hour
 func newAccountsView(m *Model) *accountsView {
 	v := &accountsView{newList(m, accountColumns)}
 	v.tbl.Empty = "no accounts yet: superjolt account create NAME --balance CREDITS"
+	v.deps = func(m *Model) int { return sum(m.d.gen.accounts, m.d.gen.vms) }
 	v.all = func(m *Model) []string {
 		ids := make([]string, 0, len(m.d.accounts))
 		for id := range m.d.accounts {
@@ -142,6 +143,7 @@ var graveColumns = []table.Column{
 func newGraveView(m *Model) *graveView {
 	v := &graveView{newList(m, graveColumns)}
 	v.tbl.Empty = "the graveyard and the archive are empty"
+	v.deps = func(m *Model) int { return sum(m.d.gen.vms, m.d.gen.backups, m.d.gen.accounts) }
 	v.col = 5
 	v.all = func(m *Model) []string {
 		var ids []string
@@ -191,16 +193,10 @@ func retiredAt(vm model.VM) time.Time {
 }
 
 func (v *graveView) title(m *Model) string {
-	n := 0
-	for _, vm := range m.d.vms {
-		if !vm.State.Live() {
-			n++
-		}
-	}
-	if n == 0 {
+	if m.d.retired == 0 {
 		return "Graveyard"
 	}
-	return fmt.Sprintf("Graveyard(%d)", n)
+	return fmt.Sprintf("Graveyard(%d)", m.d.retired)
 }
 
 func (v *graveView) keys(m *Model) []key.Binding {

@@ -43,32 +43,6 @@ func (f *bigFixture) VMUsage(context.Context) ([]model.VMUsage, error) {
 	return slices.Clone(f.usage), nil
 }
 
-// WaitEvents is the fixture's, without its lost wake-up: fixture.WaitEvents
-// reads f.wake after, not with, looking for events, so an event emitted in
-// between is not seen until the next one (and the benchmarks emit the next
-// only once they saw the last).
-func (f *bigFixture) WaitEvents(ctx context.Context, after uint64) ([]model.Event, error) {
-	for {
-		f.mu.Lock()
-		var out []model.Event
-		for _, e := range f.events {
-			if e.Seq > after && len(out) < 100 {
-				out = append(out, e)
-			}
-		}
-		wake := f.wake
-		f.mu.Unlock()
-		if len(out) > 0 {
-			return out, nil
-		}
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-}
-
 // bigVMID is the id of the i-th VM of a bigFixture: in id order, so that
 // vm 0 is the first row of the VMs tab (sorted by id by default).
 func bigVMID(i int) string { return fmt.Sprintf("vm-%06d", i) }

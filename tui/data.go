@@ -35,9 +35,26 @@ type data struct {
 	events []model.Event
 	// seq is the last event applied; the stream resumes after it.
 	seq uint64
-	// gen counts changes, so views rebuild their row order only when the
-	// data changed.
-	gen int
+	// gen counts changes of each kind of data, so that a view rebuilds its
+	// row order only when what the order depends on changed (a new event
+	// does not re-sort 10,000 VMs).
+	gen gens
+	// retired counts the VMs in the graveyard or the archive.
+	retired int
+}
+
+// gens are change counters, one per kind of data.
+type gens struct {
+	vms, backups, accounts, ops, usage, events, status int
+}
+
+// sum adds counters: it changes whenever one of them does.
+func sum(gs ...int) int {
+	t := 0
+	for _, g := range gs {
+		t += g
+	}
+	return t
 }
 
 type opStep struct {
@@ -67,9 +84,11 @@ type snapshot struct {
 
 // load replaces the data with a snapshot.
 func (d *data) load(s snapshot) {
-	steps := d.steps
+	steps, gen := d.steps, d.gen
 	*d = *newData()
 	d.steps = steps
+	// Every counter moves: whatever a view built is out of date.
+	d.gen = gens{gen.vms + 1, gen.backups + 1, gen.accounts + 1, gen.ops + 1, gen.usage + 1, gen.events + 1, gen.status + 1}
 	d.status = s.status
 	for _, vm := range s.vms {
 		d.vms[vm.ID] = vm
@@ -93,7 +112,16 @@ func (d *data) load(s snapshot) {
 	for _, e := range s.events {
 		d.addEvent(e)
 	}
-	d.gen++
+	d.countRetired()
+}
+
+func (d *data) countRetired() {
+	d.retired = 0
+	for _, vm := range d.vms {
+		if !vm.State.Live() {
+			d.retired++
+		}
+	}
 }
 
 func sortBackups(bks []model.Backup) {
@@ -122,7 +150,7 @@ func (d *data) addEvent(e model.Event) {
 		}
 		d.steps[e.Object] = append(d.steps[e.Object], opStep{step: step, at: e.At})
 	}
-	d.gen++
+	d.gen.events++
 }
 
 // stepOf reads the step out of an op.step message ("restore of vm-x:
@@ -136,13 +164,26 @@ func stepOf(msg string) string {
 	return step
 }
 
-func (d *data) putVM(vm model.VM) { d.vms[vm.ID] = vm; d.gen++ }
+func (d *data) putVM(vm model.VM) {
+	if old, ok := d.vms[vm.ID]; ok && !old.State.Live() {
+		d.retired--
+	}
+	if !vm.State.Live() {
+		d.retired++
+	}
+	d.vms[vm.ID] = vm
+	d.gen.vms++
+}
 
 func (d *data) dropVM(id string) {
+	if old, ok := d.vms[id]; ok && !old.State.Live() {
+		d.retired--
+	}
 	delete(d.vms, id)
 	delete(d.backups, id)
 	delete(d.usage, id)
-	d.gen++
+	d.gen.vms++
+	d.gen.backups++
 }
 
 func (d *data) putBackup(b model.Backup) {
@@ -150,7 +191,7 @@ func (d *data) putBackup(b model.Backup) {
 	bks = append(bks, b)
 	sortBackups(bks)
 	d.backups[b.VMID] = bks
-	d.gen++
+	d.gen.backups++
 }
 
 func (d *data) dropBackup(id string) {
@@ -159,14 +200,14 @@ func (d *data) dropBackup(id string) {
 			d.backups[vm] = slices.Delete(bks, i, i+1)
 		}
 	}
-	d.gen++
+	d.gen.backups++
 }
 
-func (d *data) putAccount(a model.Account) { d.accounts[a.ID] = a; d.gen++ }
+func (d *data) putAccount(a model.Account) { d.accounts[a.ID] = a; d.gen.accounts++ }
 
 func (d *data) putOp(o model.Operation) {
 	d.ops[o.ID] = o
-	d.gen++
+	d.gen.ops++
 	if len(d.ops) <= maxOps+maxOps/10 {
 		return
 	}

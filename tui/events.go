@@ -33,6 +33,7 @@ var eventColumns = []table.Column{
 func newEventsView(m *Model) *eventsView {
 	v := &eventsView{list: newList(m, eventColumns)}
 	v.tbl.Empty = "no events yet"
+	v.deps = func(m *Model) int { return m.d.gen.events }
 	byKey := func(m *Model) map[string]model.Event {
 		out := make(map[string]model.Event, len(m.d.events))
 		for _, e := range m.d.events {
@@ -95,7 +96,7 @@ func (v *eventsView) mouse(m *Model, msg tea.MouseMsg) { v.list.mouse(msg) }
 
 func (v *eventsView) render(m *Model, w, h int) string {
 	following := !v.paused && v.col == 0 && !v.desc
-	if following && v.gen != m.d.gen {
+	if following && v.gen != v.depGen(m) {
 		v.refresh(m)
 		v.tbl.SetCursor(len(v.ids) - 1)
 	}
@@ -139,6 +140,7 @@ func newOpsView(m *Model) *opsView {
 	v.bar = progress.New(progress.WithoutPercentage(), progress.WithWidth(10), progress.WithSolidFill("#58a6ff"))
 	v.bar.Full, v.bar.Empty = '█', '░'
 	v.tbl.Empty = "no operations yet"
+	v.deps = func(m *Model) int { return sum(m.d.gen.ops, m.d.gen.events) }
 	v.all = func(m *Model) []string {
 		ids := make([]string, 0, len(m.d.ops))
 		for id := range m.d.ops {

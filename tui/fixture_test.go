@@ -258,13 +258,20 @@ func (f *fixture) LastEvents(_ context.Context, n int) ([]model.Event, error) {
 }
 func (f *fixture) WaitEvents(ctx context.Context, after uint64) ([]model.Event, error) {
 	for {
-		es, _ := f.Events(ctx, after, 100)
+		// Look and take the wake channel under one lock, or an event
+		// emitted in between would wait for the next one.
+		f.mu.Lock()
+		var es []model.Event
+		for _, e := range f.events {
+			if e.Seq > after {
+				es = append(es, e)
+			}
+		}
+		wake := f.wake
+		f.mu.Unlock()
 		if len(es) > 0 {
 			return es, nil
 		}
-		f.mu.Lock()
-		wake := f.wake
-		f.mu.Unlock()
 		select {
 		case <-wake:
 		case <-ctx.Done():

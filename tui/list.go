@@ -20,8 +20,12 @@ type list struct {
 	filt string
 	col  int  // sort column
 	desc bool // reverse order
-	gen  int  // the data generation ids were built for (-1: rebuild)
+	gen  int  // deps(m) when ids were built (-1: rebuild)
 	ids  []string
+
+	// deps sums the change counters (data.gen) of what the order and the
+	// filter depend on; nil: everything.
+	deps func(m *Model) int
 
 	// all lists the candidate ids; text is what the filter searches in a
 	// row; sortKey is a row's key in column col (strings compare; times
@@ -56,7 +60,8 @@ func (l *list) selected() string {
 // refresh rebuilds the order if anything changed, keeping the cursor on
 // the object it was on.
 func (l *list) refresh(m *Model) {
-	if l.gen == m.d.gen {
+	gen := l.depGen(m)
+	if l.gen == gen {
 		return
 	}
 	keep := l.selected()
@@ -66,21 +71,25 @@ func (l *list) refresh(m *Model) {
 			return !strings.Contains(strings.ToLower(l.text(m, id)), f)
 		})
 	}
-	keys := make(map[string]string, len(ids))
-	for _, id := range ids {
-		keys[id] = l.sortKey(m, id, l.col)
+	type keyed struct{ key, id string }
+	rows := make([]keyed, len(ids))
+	for i, id := range ids {
+		rows[i] = keyed{l.sortKey(m, id, l.col), id}
 	}
-	slices.SortFunc(ids, func(a, b string) int {
-		c := strings.Compare(keys[a], keys[b])
+	slices.SortFunc(rows, func(a, b keyed) int {
+		c := strings.Compare(a.key, b.key)
 		if c == 0 {
-			c = strings.Compare(a, b)
+			c = strings.Compare(a.id, b.id)
 		}
 		if l.desc {
 			c = -c
 		}
 		return c
 	})
-	l.ids, l.gen = ids, m.d.gen
+	for i, r := range rows {
+		ids[i] = r.id
+	}
+	l.ids, l.gen = ids, gen
 	l.tbl.SetRows(len(ids), func(i int) ([]string, *lipgloss.Style) {
 		id := l.ids[i]
 		var st *lipgloss.Style
@@ -94,6 +103,15 @@ func (l *list) refresh(m *Model) {
 			l.tbl.SetCursor(i)
 		}
 	}
+}
+
+// depGen is the list's dependencies' counter now.
+func (l *list) depGen(m *Model) int {
+	if l.deps != nil {
+		return l.deps(m)
+	}
+	g := m.d.gen
+	return sum(g.vms, g.backups, g.accounts, g.ops, g.usage, g.events, g.status)
 }
 
 // nav handles the keys every list takes: moving and sorting.

@@ -151,7 +151,7 @@ func (m *Model) now() time.Time {
 
 func (m *Model) setStatus(st api.Status) {
 	m.d.status, m.statusAt = st, time.Now()
-	m.d.gen++
+	m.d.gen.status++
 }
 
 func (m *Model) say(format string, args ...any) {
@@ -281,7 +281,7 @@ func (m *Model) setUsage(us []model.VMUsage) {
 	for _, u := range us {
 		m.d.usage[u.VMID] = u
 	}
-	m.d.gen++
+	m.d.gen.usage++
 }
 
 // unreachable notes that superjoltd cannot be reached, keeps the data (drawn

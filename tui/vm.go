@@ -35,6 +35,7 @@ var backupColumns = []table.Column{
 func newVMView(m *Model, id string) *vmView {
 	v := &vmView{id: id, list: newList(m, backupColumns)}
 	v.tbl.Empty = "no backups yet: b backs it up now"
+	v.deps = func(m *Model) int { return m.d.gen.backups }
 	v.desc = true
 	v.col = 2
 	v.all = func(m *Model) []string {

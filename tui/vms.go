@@ -31,6 +31,20 @@ var vmColumns = []table.Column{
 func newVMsView(m *Model) *vmsView {
 	v := &vmsView{newList(m, vmColumns)}
 	v.tbl.Empty = "no VMs yet: c creates one"
+	v.deps = func(m *Model) int {
+		g := m.d.gen
+		switch {
+		case v.filt != "":
+			return sum(g.vms, g.accounts) // the filter reads names
+		case v.col == 2:
+			return sum(g.vms, g.accounts)
+		case v.col == 6:
+			return sum(g.vms, g.backups)
+		case v.col == 8 || v.col == 9:
+			return sum(g.vms, g.usage)
+		}
+		return g.vms
+	}
 	v.all = func(m *Model) []string {
 		ids := make([]string, 0, len(m.d.vms))
 		for id := range m.d.vms {
@@ -49,6 +63,9 @@ func newVMsView(m *Model) *vmsView {
 }
 
 func vmSortKey(m *Model, id string, col int) string {
+	if col == 0 {
+		return id
+	}
 	vm := m.d.vms[id]
 	switch col {
 	case 1:
