@@ -279,7 +279,10 @@ func (a *Appliance) submitResumeVM(ctx context.Context, id string) (*op, error) 
 				return err
 			}
 			cur.State, cur.BootID = model.StateRunning, bootID
-			return tx.PutVM(cur)
+			if err := tx.PutVM(cur); err != nil {
+				return err
+			}
+			return event(tx, a.clock.Now(), "vm.started", id, cur.AccountID, "%s booted after its resume (boot %s)", id, bootID)
 		})
 	}), nil
 }

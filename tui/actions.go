@@ -41,8 +41,10 @@ func (m *Model) acted(msg actionMsg) tea.Cmd {
 		return msg.then(m)
 	}
 	if msg.op.ID != "" {
-		m.d.putOp(msg.op)
-		m.say("%s: %s (%s)", msg.what, msg.op.State, msg.op.ID)
+		if _, known := m.d.ops[msg.op.ID]; !known {
+			m.d.putOp(msg.op) // its events may have come first
+		}
+		m.follow(msg.what, msg.op)
 	} else {
 		m.say("%s: done", msg.what)
 	}

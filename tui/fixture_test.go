@@ -354,3 +354,36 @@ func (f *fixture) ConsoleLog(_ context.Context, id string, n int) ([]string, err
 	lines := []string{"[    0.000000] Linux version 6.1.0 (superjolt built-in)", "superjolt-agent: listening on virtio-serial", "/ # echo hello", "hello"}
 	return lines[max(len(lines)-n, 0):], nil
 }
+
+// change edits the VM id in place, as the daemon would.
+func (f *fixture) change(id string, fn func(vm *model.VM)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.vms {
+		if f.vms[i].ID == id {
+			fn(&f.vms[i])
+		}
+	}
+}
+
+// addBackup records a new backup, as one taken would be.
+func (f *fixture) addBackup(b model.Backup) {
+	f.mu.Lock()
+	f.backups = append(f.backups, b)
+	f.mu.Unlock()
+}
+
+// finish ends the operation id as done and tells the stream (op.done,
+// naming only the operation, as superjoltd does).
+func (f *fixture) finish(id string) {
+	f.mu.Lock()
+	var msg string
+	for i := range f.ops {
+		if f.ops[i].ID == id {
+			f.ops[i].State, f.ops[i].Progress, f.ops[i].FinishedAt = model.OpDone, 100, f.clk.Now()
+			msg = fmt.Sprintf("%s of %s: done", f.ops[i].Kind, f.ops[i].VMID)
+		}
+	}
+	f.mu.Unlock()
+	f.emit("op.done", id, "", msg)
+}

@@ -269,6 +269,23 @@ func (m *Model) fetch(w wanted) tea.Cmd {
 				out.ops = append(out.ops, o)
 			}
 		}
+		// An operation's VM changes with it (a resume's boot ends in its
+		// op.done): read the VMs of the operations read, once each.
+		for _, o := range out.ops {
+			if o.VMID == "" || w.vms[o.VMID] {
+				continue
+			}
+			w.vms[o.VMID] = true
+			vm, err := c.VM(ctx, o.VMID)
+			switch {
+			case gone(err):
+				out.goneVMs = append(out.goneVMs, o.VMID)
+			case err != nil:
+				return fetchedMsg{err: err}
+			default:
+				out.vms = append(out.vms, vm)
+			}
+		}
 		if w.status {
 			st, err := c.Status(ctx)
 			if err != nil {

@@ -23,6 +23,11 @@ type list struct {
 	gen  int  // deps(m) when ids were built (-1: rebuild)
 	ids  []string
 
+	// top keeps the cursor on the first row when it was there, instead of
+	// on its object: a list of backups newest first shows a new backup
+	// under the cursor, so that r restores the newest.
+	top bool
+
 	// deps sums the change counters (data.gen) of what the order and the
 	// filter depend on; nil: everything.
 	deps func(m *Model) int
@@ -65,6 +70,9 @@ func (l *list) refresh(m *Model) {
 		return
 	}
 	keep := l.selected()
+	if l.top && l.tbl.Cursor() <= 0 {
+		keep = ""
+	}
 	ids := l.all(m)
 	if f := strings.ToLower(l.filt); f != "" {
 		ids = slices.DeleteFunc(ids, func(id string) bool {

@@ -75,9 +75,11 @@ type Model struct {
 	dialog   dialog
 	prompt   *prompt
 
-	// note is the message line: what an action did, or why it failed.
+	// note is the message line: what an action did, or why it failed;
+	// noteOp is the operation it started, whose state the line follows.
 	note    string
 	noteErr bool
+	noteOp  string
 }
 
 // view is one page of the console.
@@ -155,11 +157,17 @@ func (m *Model) setStatus(st api.Status) {
 }
 
 func (m *Model) say(format string, args ...any) {
-	m.note, m.noteErr = fmt.Sprintf(format, args...), false
+	m.note, m.noteErr, m.noteOp = fmt.Sprintf(format, args...), false, ""
 }
 
 func (m *Model) fail(err error) {
-	m.note, m.noteErr = oneLine(err.Error()), true
+	m.note, m.noteErr, m.noteOp = oneLine(err.Error()), true, ""
+}
+
+// follow makes the message line say what an action's operation is doing
+// now, until the next message.
+func (m *Model) follow(what string, op model.Operation) {
+	m.note, m.noteErr, m.noteOp = what, false, op.ID
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
@@ -363,7 +371,7 @@ func (m *Model) key(msg tea.KeyMsg) tea.Cmd {
 		case m.current().filter() != "":
 			m.current().setFilter("")
 		}
-		m.note = ""
+		m.note, m.noteOp = "", ""
 		return nil
 	case key.Matches(msg, k.NextTab):
 		m.detail, m.tab = nil, (m.tab+1)%len(m.tabs)
@@ -543,7 +551,7 @@ func (m *Model) header(w int) string {
 		right = clockTime(m.now(), m.loc) + "  " + right
 	}
 	if m.down != "" {
-		right = "UNREACHABLE  " + right
+		right = "UNREACHABLE, reconnecting…  " + right
 	}
 	return m.st.Header.Render(spread(left, right, w))
 }
@@ -586,7 +594,19 @@ func (m *Model) tabBar(w int) string {
 func (m *Model) noteLine(w int) string {
 	switch {
 	case m.down != "" && m.loaded:
-		return m.st.Error.Render(ansi.Truncate(" superjoltd is unreachable; showing the last data, reconnecting by itself ("+m.down+")", w, "…"))
+		return m.st.Error.Render(ansi.Truncate(" superjoltd is unreachable ("+m.down+"); showing the last data greyed", w, "…"))
+	case m.noteOp != "":
+		o := m.d.ops[m.noteOp]
+		line := fmt.Sprintf(" %s: %s (%s)", m.note, o.State, o.ID)
+		switch o.State {
+		case model.OpRunning:
+			if t := m.trail(o); t != "…" {
+				line = fmt.Sprintf(" %s: %s (%s)", m.note, t, o.ID)
+			}
+		case model.OpFailed:
+			return m.st.Error.Render(ansi.Truncate(line+": "+oneLine(o.Error), w, "…"))
+		}
+		return m.st.OK.Render(ansi.Truncate(line, w, "…"))
 	case m.note != "" && m.noteErr:
 		return m.st.Error.Render(ansi.Truncate(" "+m.note, w, "…"))
 	case m.note != "":

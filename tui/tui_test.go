@@ -286,11 +286,64 @@ func TestUnreachableScreen(t *testing.T) {
 	f := newFixture()
 	c := startConsole(t, f, 80, 24, Options{})
 	f.down()
-	c.waitFor("reconnecting by itself")
+	c.waitFor("cannot reach superjoltd") // a reconnect failed, not only the stream
 	s := c.golden()
-	for _, want := range []string{"UNREACHABLE", "vm-7k2p9q", "showing the last data, reconnecting by itself"} {
+	for _, want := range []string{"UNREACHABLE, reconnecting", "vm-7k2p9q", "superjoltd is unreachable (unavailable: "} {
 		if !strings.Contains(s, want) {
 			t.Errorf("unreachable screen lacks %q:\n%s", want, s)
 		}
+	}
+}
+
+// An action's line follows its operation to the end, and what the
+// operation did to its VM shows without an event about the VM: a resume
+// ends in op.done alone.
+func TestActionFollowsItsOperation(t *testing.T) {
+	f := newFixture()
+	c := startConsole(t, f, 80, 24, Options{})
+	c.keys("3", "u", "@resume of vm-z9y8x7: running")
+	op := f.called()
+	if len(op) != 1 || op[0] != "resume vm-z9y8x7" {
+		t.Fatalf("daemon received %q", op)
+	}
+	f.change("vm-z9y8x7", func(vm *model.VM) {
+		vm.State, vm.IP, vm.ArchivedAt, vm.ReclaimAt = model.StateRunning, vm.LastIP, time.Time{}, time.Time{}
+	})
+	f.finish("op-0000000001")
+	c.waitFor("resume of vm-z9y8x7: done")
+	s := c.golden()
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(strings.TrimLeft(l, " >"), "vm-z9y8x7") {
+			t.Fatalf("the resumed VM is still in the graveyard view:\n%s", s)
+		}
+	}
+	if !strings.Contains(s, "Graveyard(1)") {
+		t.Fatalf("the graveyard still counts the resumed VM:\n%s", s)
+	}
+}
+
+// On a VM's page the cursor stays on the newest backup as new ones come,
+// so that b then r restores from the backup just taken.
+func TestNewestBackupUnderTheCursor(t *testing.T) {
+	f := newFixture()
+	c := startConsole(t, f, 120, 40, Options{})
+	c.keys("<enter>", "@CONSISTENCY", "b", "@backup of vm-7k2p9q: running")
+	f.addBackup(model.Backup{ID: "bk-new0000001", VMID: "vm-7k2p9q", Kind: model.OnDemand, TakenAt: fixtureNow, SizeBytes: 1 << 20, Consistency: model.Frozen})
+	f.emit("backup.taken", "bk-new0000001", "ac-alice1", "on_demand backup bk-new0000001 of vm-7k2p9q taken (frozen)")
+	c.waitFor("bk-new0000001")
+	c.keys("r", "@Restore vm-7k2p9q from")
+	s := c.golden()
+	if !strings.Contains(s, "> bk-new0000001") {
+		t.Fatalf("the restore picker does not start on the backup just taken:\n%s", s)
+	}
+}
+
+// The clock and the countdowns move by themselves: each tick asks for the
+// next.
+func TestClockKeepsTicking(t *testing.T) {
+	m := New(newFixture().serve(t), Options{})
+	defer m.Close()
+	if _, cmd := m.Update(clockTickMsg(time.Now())); cmd == nil {
+		t.Fatal("a clock tick does not ask for the next one")
 	}
 }

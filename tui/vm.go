@@ -37,6 +37,7 @@ func newVMView(m *Model, id string) *vmView {
 	v.tbl.Empty = "no backups yet: b backs it up now"
 	v.deps = func(m *Model) int { return m.d.gen.backups }
 	v.desc = true
+	v.top = true
 	v.col = 2
 	v.all = func(m *Model) []string {
 		bks := m.d.backups[v.id]
