@@ -13,9 +13,9 @@
 //	               the polls of what no event carries (usage, balances)
 //	list.go        what the table views share: filter, sort, cursor, and a
 //	               row order rebuilt only when what it depends on changed
-//	vms.go vm.go accounts.go events.go
-//	               the views: VMs, a VM's page, accounts and the graveyard,
-//	               events and operations
+//	vms.go vm.go accounts.go grave.go events.go ops.go
+//	               the views: VMs, a VM's page, accounts (burn, runway),
+//	               the graveyard and archive, events, operations
 //	actions.go     what each action key does, and the checks made before
 //	               anything is sent
 //	dialogs.go     forms, the typed confirmation, the picker
