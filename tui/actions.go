@@ -347,11 +347,7 @@ func (m *Model) topUpForm(accountID string) tea.Cmd {
 	f.send = func(m *Model, v []string) tea.Cmd {
 		c, _ := model.ParseCredits(v[0])
 		return m.act("top-up of "+a.ID, func(ctx context.Context, cl *api.Client) (model.Operation, error) {
-			got, err := cl.TopUp(ctx, a.ID, c)
-			if err == nil {
-				return model.Operation{}, nil
-			}
-			_ = got
+			_, err := cl.TopUp(ctx, a.ID, c)
 			return model.Operation{}, err
 		})
 	}
@@ -359,98 +355,101 @@ func (m *Model) topUpForm(accountID string) tea.Cmd {
 	return f.setFocus(0)
 }
 
+// edit is what the add and remove forms of a VM's ports or domains need.
+type edit struct {
+	noun     string   // "port"
+	items    []string // the VM's, as String() writes them
+	example  string   // the placeholder
+	addHint  string   // what an added one may be
+	addKey   string   // the key that adds one, for "has none" errors
+	addVerb  string   // "open on", "attach to"
+	remVerb  string   // "remove from", "detach from"
+	hasVerb  string   // "open on", "attached to"
+	parse    func(s string) (string, error)
+	add, rem func(ctx context.Context, c *api.Client, vmID, item string) error
+}
+
 func (m *Model) portForm(vm model.VM, add bool) tea.Cmd {
-	title, submit := "Open a port on "+vm.ID, "Add"
-	if !add {
-		if len(vm.Ports) == 0 {
-			m.fail(fmt.Errorf("%s has no ports to remove: p adds one", vm.ID))
-			return nil
-		}
-		title, submit = "Remove a port of "+vm.ID, "Remove"
-	}
 	ports := make([]string, len(vm.Ports))
 	for i, p := range vm.Ports {
 		ports[i] = p.String()
 	}
-	hint := "NUMBER[/tcp|/udp], like 8080/tcp"
-	if !add {
-		hint = "one of " + strings.Join(ports, ", ")
-	}
-	port := &field{label: "Port", hint: hint, input: newInput("8080/tcp"), check: func(s string) error {
-		p, err := api.ParsePort(s)
-		if err != nil {
+	return m.editForm(vm, add, edit{
+		noun: "port", items: ports, example: "8080/tcp", addHint: "NUMBER[/tcp|/udp], like 8080/tcp", addKey: "p",
+		addVerb: "Open a port on", remVerb: "Remove a port of", hasVerb: "open on",
+		parse: func(s string) (string, error) {
+			p, err := api.ParsePort(s)
+			return p.String(), err
+		},
+		add: func(ctx context.Context, c *api.Client, id, item string) error {
+			p, _ := api.ParsePort(item)
+			_, err := c.AddPort(ctx, id, p)
 			return err
-		}
-		has := slices.Contains(ports, p.String())
-		switch {
-		case add && has:
-			return fmt.Errorf("%s is already open on %s", p, vm.ID)
-		case !add && !has:
-			return fmt.Errorf("%s is not open on %s: it has %s", p, vm.ID, strings.Join(ports, ", "))
-		}
-		return nil
-	}}
-	if !add {
-		port.input.SetValue(ports[0])
-	}
-	f := &form{title: title, fields: []*field{port}, submit: submit}
-	f.send = func(m *Model, v []string) tea.Cmd {
-		p, _ := api.ParsePort(v[0])
-		return m.act(strings.ToLower(submit)+" port "+p.String()+" of "+vm.ID, func(ctx context.Context, c *api.Client) (model.Operation, error) {
-			var err error
-			if add {
-				_, err = c.AddPort(ctx, vm.ID, p)
-			} else {
-				_, err = c.RemovePort(ctx, vm.ID, p)
-			}
-			return model.Operation{}, err
-		})
-	}
-	m.dialog = f
-	return f.setFocus(0)
+		},
+		rem: func(ctx context.Context, c *api.Client, id, item string) error {
+			p, _ := api.ParsePort(item)
+			_, err := c.RemovePort(ctx, id, p)
+			return err
+		},
+	})
 }
 
 func (m *Model) domainForm(vm model.VM, add bool) tea.Cmd {
-	title, submit := "Attach a domain to "+vm.ID, "Add"
+	return m.editForm(vm, add, edit{
+		noun: "domain", items: vm.Domains, example: "app.example.com", addHint: "a DNS name, like app.example.com", addKey: "n",
+		addVerb: "Attach a domain to", remVerb: "Detach a domain from", hasVerb: "attached to",
+		parse: func(s string) (string, error) {
+			s = model.NormalizeDomain(s)
+			return s, model.ValidateDomain(s)
+		},
+		add: func(ctx context.Context, c *api.Client, id, item string) error {
+			_, err := c.AddDomain(ctx, id, item)
+			return err
+		},
+		rem: func(ctx context.Context, c *api.Client, id, item string) error {
+			_, err := c.RemoveDomain(ctx, id, item)
+			return err
+		},
+	})
+}
+
+// editForm is the one-field form that adds an item to a VM's ports or
+// domains, or removes one it has.
+func (m *Model) editForm(vm model.VM, add bool, e edit) tea.Cmd {
+	title, submit, hint := e.addVerb+" "+vm.ID, "Add", e.addHint
 	if !add {
-		if len(vm.Domains) == 0 {
-			m.fail(fmt.Errorf("%s has no domains to remove: n adds one", vm.ID))
+		if len(e.items) == 0 {
+			m.fail(fmt.Errorf("%s has no %ss to remove: %s adds one", vm.ID, e.noun, e.addKey))
 			return nil
 		}
-		title, submit = "Detach a domain from "+vm.ID, "Remove"
+		title, submit, hint = e.remVerb+" "+vm.ID, "Remove", "one of "+strings.Join(e.items, ", ")
 	}
-	hint := "a DNS name, like app.example.com"
-	if !add {
-		hint = "one of " + strings.Join(vm.Domains, ", ")
-	}
-	dom := &field{label: "Domain", hint: hint, input: newInput("app.example.com"), check: func(s string) error {
-		s = model.NormalizeDomain(s)
-		if err := model.ValidateDomain(s); err != nil {
+	fl := &field{label: strings.ToUpper(e.noun[:1]) + e.noun[1:], hint: hint, input: newInput(e.example), check: func(s string) error {
+		item, err := e.parse(s)
+		if err != nil {
 			return err
 		}
-		has := slices.Contains(vm.Domains, s)
+		has := slices.Contains(e.items, item)
 		switch {
 		case add && has:
-			return fmt.Errorf("%s is already attached to %s", s, vm.ID)
+			return fmt.Errorf("%s is already %s %s", item, e.hasVerb, vm.ID)
 		case !add && !has:
-			return fmt.Errorf("%s is not attached to %s: it has %s", s, vm.ID, strings.Join(vm.Domains, ", "))
+			return fmt.Errorf("%s is not %s %s: it has %s", item, e.hasVerb, vm.ID, strings.Join(e.items, ", "))
 		}
 		return nil
 	}}
 	if !add {
-		dom.input.SetValue(vm.Domains[0])
+		fl.input.SetValue(e.items[0])
 	}
-	f := &form{title: title, fields: []*field{dom}, submit: submit}
+	f := &form{title: title, fields: []*field{fl}, submit: submit}
 	f.send = func(m *Model, v []string) tea.Cmd {
-		d := model.NormalizeDomain(v[0])
-		return m.act(strings.ToLower(submit)+" domain "+d+" of "+vm.ID, func(ctx context.Context, c *api.Client) (model.Operation, error) {
-			var err error
-			if add {
-				_, err = c.AddDomain(ctx, vm.ID, d)
-			} else {
-				_, err = c.RemoveDomain(ctx, vm.ID, d)
-			}
-			return model.Operation{}, err
+		item, _ := e.parse(v[0])
+		call := e.add
+		if !add {
+			call = e.rem
+		}
+		return m.act(strings.ToLower(submit)+" "+e.noun+" "+item+" of "+vm.ID, func(ctx context.Context, c *api.Client) (model.Operation, error) {
+			return model.Operation{}, call(ctx, c, vm.ID, item)
 		})
 	}
 	m.dialog = f

@@ -229,15 +229,21 @@ func (m *Model) fetch(w wanted) tea.Cmd {
 		defer cancel()
 		var out fetchedMsg
 		gone := func(err error) bool { return errors.Is(err, model.ErrNotFound) }
-		for id := range w.vms {
+		readVM := func(id string) error {
 			vm, err := c.VM(ctx, id)
 			switch {
 			case gone(err):
 				out.goneVMs = append(out.goneVMs, id)
 			case err != nil:
-				return fetchedMsg{err: err}
+				return err
 			default:
 				out.vms = append(out.vms, vm)
+			}
+			return nil
+		}
+		for id := range w.vms {
+			if err := readVM(id); err != nil {
+				return fetchedMsg{err: err}
 			}
 		}
 		for id := range w.backups {
@@ -276,14 +282,8 @@ func (m *Model) fetch(w wanted) tea.Cmd {
 				continue
 			}
 			w.vms[o.VMID] = true
-			vm, err := c.VM(ctx, o.VMID)
-			switch {
-			case gone(err):
-				out.goneVMs = append(out.goneVMs, o.VMID)
-			case err != nil:
+			if err := readVM(o.VMID); err != nil {
 				return fetchedMsg{err: err}
-			default:
-				out.vms = append(out.vms, vm)
 			}
 		}
 		if w.status {
