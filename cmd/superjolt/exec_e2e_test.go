@@ -156,6 +156,10 @@ func TestCLIExecTTY(t *testing.T) {
 	vm := okJSON[model.VM](t, d, "vm", "create", "--account", a.ID, "--tier", "nano", "--name", "tty-1")
 
 	term := newTmuxPane(t, 100, 30, "SUPERJOLT_SOCKET="+d.socket+" TERM=xterm "+filepath.Join(d.bin, "superjolt")+" vm exec -it "+vm.ID+" -- sh")
+	// Type at the prompt, as a person would: on a loaded machine, keys
+	// typed before the guest's shell was up were echoed by the local
+	// terminal before the shell's banner and never ran.
+	term.waitText("/ #")
 	start := time.Now()
 	term.keys("echo hi-$((1+1))", "Enter")
 	term.waitText("hi-2")
