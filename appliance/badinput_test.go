@@ -47,6 +47,14 @@ func TestBadInput(t *testing.T) {
 		t.Fatal("no scheduled backup after a day")
 	}
 	graveyard := e.vm(rich.ID)
+	// Host port 8080 goes to vm's 80; the graveyard VM keeps its claim on
+	// 9090 while it can come back.
+	if _, err := e.a.AddPort(ctx, vm.ID, model.Port{Proto: "tcp", Number: 8080, GuestPort: 80}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.a.AddPort(ctx, graveyard.ID, model.Port{Proto: "tcp", Number: 9090}); err != nil {
+		t.Fatal(err)
+	}
 	e.advance(2 * time.Hour)
 	if _, err := e.a.DestroyVM(ctx, graveyard.ID); err != nil {
 		t.Fatal(err)
@@ -110,6 +118,30 @@ func TestBadInput(t *testing.T) {
 		{"port 0", "invalid", "1-65535", func() error { _, err := e.a.AddPort(ctx, vm.ID, model.Port{Proto: "tcp"}); return err }},
 		{"port proto", "invalid", "tcp or udp", func() error {
 			_, err := e.a.AddPort(ctx, vm.ID, model.Port{Proto: "sctp", Number: 1})
+			return err
+		}},
+		{"host port held by another VM", "conflict", "held by " + vm.ID, func() error {
+			_, err := e.a.AddPort(ctx, other.ID, model.Port{Proto: "tcp", Number: 8080, GuestPort: 8080})
+			return err
+		}},
+		{"host port held by a VM in the graveyard", "conflict", "held by " + graveyard.ID, func() error {
+			_, err := e.a.AddPort(ctx, other.ID, model.Port{Proto: "tcp", Number: 9090})
+			return err
+		}},
+		{"host port already forwarded elsewhere in the VM", "conflict", "already forwards host port 8080/tcp (as 8080:80/tcp)", func() error {
+			_, err := e.a.AddPort(ctx, vm.ID, model.Port{Proto: "tcp", Number: 8080, GuestPort: 81})
+			return err
+		}},
+		{"port on a VM in the graveyard", "conflict", "graveyard", func() error {
+			_, err := e.a.AddPort(ctx, graveyard.ID, model.Port{Proto: "tcp", Number: 7070})
+			return err
+		}},
+		{"domain on a VM in the graveyard", "conflict", "graveyard", func() error {
+			_, err := e.a.AddDomain(ctx, graveyard.ID, "grave.example.com")
+			return err
+		}},
+		{"remove a forward by the wrong guest port", "not_found", "vm show", func() error {
+			_, err := e.a.RemovePort(ctx, vm.ID, model.Port{Proto: "tcp", Number: 8080, GuestPort: 81})
 			return err
 		}},
 		{"remove absent port", "not_found", "vm show", func() error {

@@ -548,18 +548,37 @@ func execError(id string, req guest.ExecRequest, err error) error {
 	return unavailablef("the agent of %s did not answer: %v; try again", id, err)
 }
 
-// AddPort opens a port of the VM (an attribute of the VM, kept across stop,
-// start and restore, freed on reclaim).
+// AddPort forwards a host port to the VM: an attribute of the VM, kept
+// across stop, start, restore and the graveyard, freed on reclaim. A host
+// port (with its protocol) is held by one VM: a second claim is a conflict
+// naming the holder. (The forward carries traffic once the networking of
+// issue 10 lands; until then it is recorded only.)
 func (a *Appliance) AddPort(ctx context.Context, id string, p model.Port) (model.VM, error) {
 	if err := model.ValidatePort(p); err != nil {
 		return model.VM{}, err
 	}
+	if p.GuestPort == p.Number {
+		p.GuestPort = 0
+	}
 	return a.editVM(ctx, id, "add a port to it", func(tx *store.Tx, vm *model.VM) (string, error) {
-		if slices.Contains(vm.Ports, p) {
-			return "", conflictf("%s already has port %s", id, p)
+		if i := slices.IndexFunc(vm.Ports, func(q model.Port) bool { return q.Host() == p.Host() }); i >= 0 {
+			return "", conflictf("%s already forwards host port %s (as %s); remove it first to change it", id, p.Host(), vm.Ports[i])
 		}
 		if len(vm.Ports) >= model.MaxPorts {
 			return "", conflictf("%s already has %d ports, the most allowed; remove one first", id, model.MaxPorts)
+		}
+		var holder model.VM
+		if err := tx.ForEachVM(func(o model.VM) error {
+			if o.ID != id && slices.ContainsFunc(o.Ports, func(q model.Port) bool { return q.Host() == p.Host() }) {
+				holder = o
+			}
+			return nil
+		}); err != nil {
+			return "", err
+		}
+		if holder.ID != "" {
+			return "", conflictf("host port %s is held by %s (%s, %s); a host port goes to one VM: remove it there first (`superjolt vm ports rm %s %s`) or pick another",
+				p.Host(), holder.ID, holder.Name, holder.State, holder.ID, p.Host())
 		}
 		vm.Ports = append(vm.Ports, p)
 		slices.SortFunc(vm.Ports, func(x, y model.Port) int {
@@ -568,22 +587,24 @@ func (a *Appliance) AddPort(ctx context.Context, id string, p model.Port) (model
 			}
 			return cmpString(x.Proto, y.Proto)
 		})
-		return fmt.Sprintf("port %s opened on %s", p, id), nil
+		return fmt.Sprintf("port %s forwarded to %s", p, id), nil
 	})
 }
 
-// RemovePort closes a port of the VM.
+// RemovePort stops forwarding a host port to the VM; p names it by its
+// host port (a guest port in p, if any, must match).
 func (a *Appliance) RemovePort(ctx context.Context, id string, p model.Port) (model.VM, error) {
 	if err := model.ValidatePort(p); err != nil {
 		return model.VM{}, err
 	}
 	return a.editVM(ctx, id, "remove a port from it", func(tx *store.Tx, vm *model.VM) (string, error) {
-		i := slices.Index(vm.Ports, p)
-		if i < 0 {
+		i := slices.IndexFunc(vm.Ports, func(q model.Port) bool { return q.Host() == p.Host() })
+		if i < 0 || p.GuestPort != 0 && vm.Ports[i].Guest() != p.Guest() {
 			return "", notFoundf("%s has no port %s; `superjolt vm show %s` lists its ports", id, p, id)
 		}
+		p = vm.Ports[i]
 		vm.Ports = slices.Delete(vm.Ports, i, i+1)
-		return fmt.Sprintf("port %s closed on %s", p, id), nil
+		return fmt.Sprintf("port %s no longer forwarded to %s", p, id), nil
 	})
 }
 

@@ -358,36 +358,40 @@ func (m *Model) topUpForm(accountID string) tea.Cmd {
 // edit is what the add and remove forms of a VM's ports or domains need.
 type edit struct {
 	noun     string   // "port"
-	items    []string // the VM's, as String() writes them
+	items    []string // the VM's, by identity (a port: its host port)
+	shown    []string // the VM's, as they are written
 	example  string   // the placeholder
 	addHint  string   // what an added one may be
 	addKey   string   // the key that adds one, for "has none" errors
 	addVerb  string   // "open on", "attach to"
 	remVerb  string   // "remove from", "detach from"
 	hasVerb  string   // "open on", "attached to"
-	parse    func(s string) (string, error)
-	add, rem func(ctx context.Context, c *api.Client, vmID, item string) error
+	// parse checks what was typed and returns its identity (a port: its
+	// host port, whatever it forwards to) and how it is written.
+	parse    func(s string) (id, canon string, err error)
+	add, rem func(ctx context.Context, c *api.Client, vmID, typed string) error
 }
 
 func (m *Model) portForm(vm model.VM, add bool) tea.Cmd {
-	ports := make([]string, len(vm.Ports))
+	ports, shown := make([]string, len(vm.Ports)), make([]string, len(vm.Ports))
 	for i, p := range vm.Ports {
-		ports[i] = p.String()
+		ports[i], shown[i] = p.Host().String(), p.String()
 	}
 	return m.editForm(vm, add, edit{
-		noun: "port", items: ports, example: "8080/tcp", addHint: "NUMBER[/tcp|/udp], like 8080/tcp", addKey: "p",
-		addVerb: "Open a port on", remVerb: "Remove a port of", hasVerb: "open on",
-		parse: func(s string) (string, error) {
+		noun: "port", items: ports, shown: shown, example: "8080:80/tcp", addKey: "p",
+		addHint: "HOSTPORT[:GUESTPORT][/tcp|/udp], like 8080:80/tcp (host port 8080 to the VM's 80)",
+		addVerb: "Forward a port to", remVerb: "Remove a port of", hasVerb: "forwarded to",
+		parse: func(s string) (string, string, error) {
 			p, err := api.ParsePort(s)
-			return p.String(), err
+			return p.Host().String(), p.String(), err
 		},
-		add: func(ctx context.Context, c *api.Client, id, item string) error {
-			p, _ := api.ParsePort(item)
+		add: func(ctx context.Context, c *api.Client, id, typed string) error {
+			p, _ := api.ParsePort(typed)
 			_, err := c.AddPort(ctx, id, p)
 			return err
 		},
-		rem: func(ctx context.Context, c *api.Client, id, item string) error {
-			p, _ := api.ParsePort(item)
+		rem: func(ctx context.Context, c *api.Client, id, typed string) error {
+			p, _ := api.ParsePort(typed)
 			_, err := c.RemovePort(ctx, id, p)
 			return err
 		},
@@ -396,18 +400,18 @@ func (m *Model) portForm(vm model.VM, add bool) tea.Cmd {
 
 func (m *Model) domainForm(vm model.VM, add bool) tea.Cmd {
 	return m.editForm(vm, add, edit{
-		noun: "domain", items: vm.Domains, example: "app.example.com", addHint: "a DNS name, like app.example.com", addKey: "n",
+		noun: "domain", items: vm.Domains, shown: vm.Domains, example: "app.example.com", addHint: "a DNS name, like app.example.com", addKey: "n",
 		addVerb: "Attach a domain to", remVerb: "Detach a domain from", hasVerb: "attached to",
-		parse: func(s string) (string, error) {
+		parse: func(s string) (string, string, error) {
 			s = model.NormalizeDomain(s)
-			return s, model.ValidateDomain(s)
+			return s, s, model.ValidateDomain(s)
 		},
-		add: func(ctx context.Context, c *api.Client, id, item string) error {
-			_, err := c.AddDomain(ctx, id, item)
+		add: func(ctx context.Context, c *api.Client, id, typed string) error {
+			_, err := c.AddDomain(ctx, id, model.NormalizeDomain(typed))
 			return err
 		},
-		rem: func(ctx context.Context, c *api.Client, id, item string) error {
-			_, err := c.RemoveDomain(ctx, id, item)
+		rem: func(ctx context.Context, c *api.Client, id, typed string) error {
+			_, err := c.RemoveDomain(ctx, id, model.NormalizeDomain(typed))
 			return err
 		},
 	})
@@ -422,10 +426,10 @@ func (m *Model) editForm(vm model.VM, add bool, e edit) tea.Cmd {
 			m.fail(fmt.Errorf("%s has no %ss to remove: %s adds one", vm.ID, e.noun, e.addKey))
 			return nil
 		}
-		title, submit, hint = e.remVerb+" "+vm.ID, "Remove", "one of "+strings.Join(e.items, ", ")
+		title, submit, hint = e.remVerb+" "+vm.ID, "Remove", "one of "+strings.Join(e.shown, ", ")
 	}
 	fl := &field{label: strings.ToUpper(e.noun[:1]) + e.noun[1:], hint: hint, input: newInput(e.example), check: func(s string) error {
-		item, err := e.parse(s)
+		item, _, err := e.parse(s)
 		if err != nil {
 			return err
 		}
@@ -434,22 +438,22 @@ func (m *Model) editForm(vm model.VM, add bool, e edit) tea.Cmd {
 		case add && has:
 			return fmt.Errorf("%s is already %s %s", item, e.hasVerb, vm.ID)
 		case !add && !has:
-			return fmt.Errorf("%s is not %s %s: it has %s", item, e.hasVerb, vm.ID, strings.Join(e.items, ", "))
+			return fmt.Errorf("%s is not %s %s: it has %s", item, e.hasVerb, vm.ID, strings.Join(e.shown, ", "))
 		}
 		return nil
 	}}
 	if !add {
-		fl.input.SetValue(e.items[0])
+		fl.input.SetValue(e.shown[0])
 	}
 	f := &form{title: title, fields: []*field{fl}, submit: submit}
 	f.send = func(m *Model, v []string) tea.Cmd {
-		item, _ := e.parse(v[0])
 		call := e.add
 		if !add {
 			call = e.rem
 		}
-		return m.act(strings.ToLower(submit)+" "+e.noun+" "+item+" of "+vm.ID, func(ctx context.Context, c *api.Client) (model.Operation, error) {
-			return model.Operation{}, call(ctx, c, vm.ID, item)
+		_, canon, _ := e.parse(v[0])
+		return m.act(strings.ToLower(submit)+" "+e.noun+" "+canon+" of "+vm.ID, func(ctx context.Context, c *api.Client) (model.Operation, error) {
+			return model.Operation{}, call(ctx, c, vm.ID, v[0])
 		})
 	}
 	m.dialog = f

@@ -195,6 +195,7 @@ func TestActions(t *testing.T) {
 			[]string{"create account=ac-alice1 tier=nano name=api-1 image=builtin"}},
 		{"topup", []string{"2", "t", "12.5", "<tab>", "<tab>", "<enter>"}, "top-up of ac-alice1: done", []string{"topup ac-alice1 12.5"}},
 		{"port_add", []string{"p", "9090/udp", "<tab>", "<tab>", "<enter>"}, "add port 9090/udp of vm-7k2p9q: done", []string{"port add vm-7k2p9q 9090/udp"}},
+		{"port_forward", []string{"p", "8443:443", "<tab>", "<tab>", "<enter>"}, "add port 8443:443/tcp of vm-7k2p9q: done", []string{"port add vm-7k2p9q 8443:443/tcp"}},
 		{"port_remove", []string{"P", "<tab>", "<tab>", "<enter>"}, "remove port 8080/tcp of vm-7k2p9q: done", []string{"port remove vm-7k2p9q 8080/tcp"}},
 		{"domain_add", []string{"n", "API.example.com.", "<tab>", "<tab>", "<enter>"}, "add domain api.example.com of vm-7k2p9q: done", []string{"domain add vm-7k2p9q api.example.com"}},
 		{"domain_remove", []string{"N", "<tab>", "<tab>", "<enter>"}, "remove domain web.example.com of vm-7k2p9q: done", []string{"domain remove vm-7k2p9q web.example.com"}},

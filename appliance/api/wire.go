@@ -430,15 +430,30 @@ func clip(s string) string {
 // ParsePort parses a port as users write it: "80/tcp", "53/udp", or "443"
 // (tcp).
 func ParsePort(s string) (model.Port, error) {
-	num, proto, ok := strings.Cut(s, "/")
+	nums, proto, ok := strings.Cut(s, "/")
 	if !ok {
 		proto = "tcp"
 	}
-	n, err := strconv.ParseUint(num, 10, 16)
-	if err != nil {
-		return model.Port{}, invalidf("port %q: write it as NUMBER/PROTO, like 80/tcp or 53/udp (1-65535)", clip(s))
+	if strings.Contains(nums, "-") {
+		return model.Port{}, invalidf("port %q: ranges are not forwarded; add one port at a time, like 8080:80/tcp", clip(s))
 	}
-	p := model.Port{Proto: strings.ToLower(proto), Number: uint16(n)}
+	host, guest, mapped := strings.Cut(nums, ":")
+	number := func(v string) (uint16, bool) {
+		n, err := strconv.ParseUint(v, 10, 16)
+		return uint16(n), err == nil && n > 0
+	}
+	h, okH := number(host)
+	g, okG := h, true
+	if mapped {
+		g, okG = number(guest)
+	}
+	if !okH || !okG {
+		return model.Port{}, invalidf("port %q: write it as HOSTPORT[:GUESTPORT][/tcp|/udp], like 8080:80/tcp or 53/udp (ports 1-65535)", clip(s))
+	}
+	p := model.Port{Proto: strings.ToLower(proto), Number: h}
+	if g != h {
+		p.GuestPort = g
+	}
 	if err := model.ValidatePort(p); err != nil {
 		return model.Port{}, err
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,12 +79,31 @@ func TestParsePort(t *testing.T) {
 		{"-1/tcp", model.Port{}, false},
 		{"http", model.Port{}, false},
 		{"80/TCP", model.Port{Proto: "tcp", Number: 80}, true}, // protocols in any case
+		{"8080:80/tcp", model.Port{Proto: "tcp", Number: 8080, GuestPort: 80}, true},
+		{"8443:443", model.Port{Proto: "tcp", Number: 8443, GuestPort: 443}, true},
+		{"53:53/udp", model.Port{Proto: "udp", Number: 53}, true}, // the same on both sides is no mapping
+		{"8080:0/tcp", model.Port{}, false},
+		{"8080:70000/tcp", model.Port{}, false},
+		{"0:80/tcp", model.Port{}, false},
+		{"8000-8010/tcp", model.Port{}, false}, // ranges are refused
+		{"8080:/tcp", model.Port{}, false},
+		{":80/tcp", model.Port{}, false},
+		{"1:2:3/tcp", model.Port{}, false},
 	}
 	for _, tt := range tests {
 		got, err := ParsePort(tt.in)
 		if (err == nil) != tt.ok || got != tt.want {
 			t.Errorf("ParsePort(%q) = %v, %v; want %v, ok=%v", tt.in, got, err, tt.want, tt.ok)
 		}
+		if err != nil && !errors.Is(err, model.ErrInvalid) {
+			t.Errorf("ParsePort(%q): %v is not invalid input", tt.in, err)
+		}
+		if tt.ok && tt.in != "80/TCP" && tt.in != "443" && tt.in != "8443:443" && tt.in != "53:53/udp" && got.String() != tt.in {
+			t.Errorf("ParsePort(%q).String() = %q: it must write what it read", tt.in, got.String())
+		}
+	}
+	if _, err := ParsePort("8000-8010/tcp"); err == nil || !strings.Contains(err.Error(), "one port at a time") {
+		t.Errorf("a range: %v, want it refused saying to add one port at a time", err)
 	}
 }
 

@@ -158,13 +158,36 @@ func (s VMState) Bills() bool { return s == StateRunning || s == StateStopped ||
 // Live reports whether the VM holds an IP and a RAM reservation.
 func (s VMState) Live() bool { return s == StateRunning || s == StateStopped || s == StateCreating }
 
-// Port is a port of the VM opened to the outside.
+// Port is a port forward: connections to host port Number (on the host's
+// addresses) go to port GuestPort of the VM. A host port and protocol is
+// held by at most one VM, for as long as that VM exists, so that a VM back
+// from the graveyard or the archive gets its forwards back.
 type Port struct {
-	Proto  string `json:"proto"` // "tcp" or "udp"
-	Number uint16 `json:"number"`
+	Proto  string `json:"proto"`  // "tcp" or "udp"
+	Number uint16 `json:"number"` // the host's port
+	// GuestPort is the VM's port; 0 means the same as Number.
+	GuestPort uint16 `json:"guest_port,omitempty"`
 }
 
-func (p Port) String() string { return fmt.Sprintf("%d/%s", p.Number, p.Proto) }
+// Guest returns the VM's port of the forward.
+func (p Port) Guest() uint16 {
+	if p.GuestPort == 0 {
+		return p.Number
+	}
+	return p.GuestPort
+}
+
+// Host returns the forward's identity, its host port and protocol.
+func (p Port) Host() Port { return Port{Proto: p.Proto, Number: p.Number} }
+
+// String writes the forward as it is typed: "8080/tcp", or "8080:80/tcp"
+// when the VM's port differs from the host's.
+func (p Port) String() string {
+	if p.Guest() != p.Number {
+		return fmt.Sprintf("%d:%d/%s", p.Number, p.Guest(), p.Proto)
+	}
+	return fmt.Sprintf("%d/%s", p.Number, p.Proto)
+}
 
 // ValidatePort checks a port.
 func ValidatePort(p Port) error {

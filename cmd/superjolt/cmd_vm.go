@@ -323,12 +323,12 @@ func newVMDestroyCommand(o *globalOptions) *cobra.Command {
 }
 
 func newVMPortsCommand(o *globalOptions) *cobra.Command {
-	edit := func(verb, short string, call func(*api.Client, context.Context, string, model.Port) (model.VM, error)) *cobra.Command {
+	edit := func(verb, short, example string, call func(*api.Client, context.Context, string, model.Port) (model.VM, error)) *cobra.Command {
 		return &cobra.Command{
-			Use:     verb + " ID PORT/PROTO",
+			Use:     verb + " ID HOSTPORT[:GUESTPORT][/tcp|/udp]",
 			Short:   short,
-			Example: "  superjolt vm ports " + verb + " vm-abc123 443/tcp",
-			Args:    args("ID", "PORT/PROTO"),
+			Example: example,
+			Args:    args("ID", "HOSTPORT[:GUESTPORT][/tcp|/udp]"),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				if err := o.resolveVM(cmd.Context(), &args[0]); err != nil {
 					return err
@@ -345,9 +345,11 @@ func newVMPortsCommand(o *globalOptions) *cobra.Command {
 			},
 		}
 	}
-	return group("ports", "Ports of a VM opened to the outside",
-		edit("add", "Open a port of a VM", (*api.Client).AddPort),
-		edit("rm", "Close a port of a VM", (*api.Client).RemovePort),
+	return group("ports", "Port forwards: a host port to a port of the VM",
+		edit("add", "Forward a host port to a VM (one VM per host port)",
+			"  superjolt vm ports add web-1 8080:80/tcp   # host port 8080 to the VM's 80\n  superjolt vm ports add web-1 53/udp        # the same number on both sides",
+			(*api.Client).AddPort),
+		edit("rm", "Stop forwarding a host port to a VM", "  superjolt vm ports rm web-1 8080/tcp", (*api.Client).RemovePort),
 	)
 }
 

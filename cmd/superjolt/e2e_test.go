@@ -314,6 +314,8 @@ func TestCLIAccountsAndBadInput(t *testing.T) {
 		{[]string{"vm", "create", "--account", broke.ID, "--tier", "nano"}, exitFunds, "top up"},
 		{[]string{"vm", "list", "--state", "deleted"}, exitUsage, "unknown VM state"},
 		{[]string{"vm", "ports", "add", "vm-zzzzzz", "80/sctp"}, exitUsage, "tcp or udp"},
+		{[]string{"vm", "ports", "add", "vm-zzzzzz", "8000-8010/tcp"}, exitUsage, "one port at a time"},
+		{[]string{"vm", "ports", "add", "vm-zzzzzz", "8080:0"}, exitUsage, "HOSTPORT[:GUESTPORT]"},
 		{[]string{"vm", "exec", "vm-zzzzzz"}, exitUsage, "--"},
 		{[]string{"backup", "delete", "bk-zzzzzzzzzz"}, exitUsage, "pass --yes"},
 		{[]string{"backup", "delete", "bk-zzzzzzzzzz", "--yes"}, exitNotFound, "bk-zzzzzzzzzz"},
@@ -703,9 +705,9 @@ func TestCLIVMLifecycle(t *testing.T) {
 	}
 
 	// Ports and domains are attributes kept with the VM.
-	withPort := okJSON[model.VM](t, d, "vm", "ports", "add", vm.ID, "443/tcp")
+	withPort := okJSON[model.VM](t, d, "vm", "ports", "add", vm.ID, "8443:443/tcp")
 	withDomain := okJSON[model.VM](t, d, "vm", "domains", "add", vm.ID, "app.example.com")
-	if len(withPort.Ports) != 1 || withPort.Ports[0] != (model.Port{Proto: "tcp", Number: 443}) || len(withDomain.Domains) != 1 {
+	if len(withPort.Ports) != 1 || withPort.Ports[0] != (model.Port{Proto: "tcp", Number: 8443, GuestPort: 443}) || len(withDomain.Domains) != 1 {
 		t.Fatalf("ports/domains: %+v / %+v", withPort.Ports, withDomain.Domains)
 	}
 
