@@ -357,15 +357,15 @@ func (m *Model) topUpForm(accountID string) tea.Cmd {
 
 // edit is what the add and remove forms of a VM's ports or domains need.
 type edit struct {
-	noun     string   // "port"
-	items    []string // the VM's, by identity (a port: its host port)
-	shown    []string // the VM's, as they are written
-	example  string   // the placeholder
-	addHint  string   // what an added one may be
-	addKey   string   // the key that adds one, for "has none" errors
-	addVerb  string   // "open on", "attach to"
-	remVerb  string   // "remove from", "detach from"
-	hasVerb  string   // "open on", "attached to"
+	noun    string   // "port"
+	items   []string // the VM's, by identity (a port: its host port)
+	shown   []string // the VM's, as they are written
+	example string   // the placeholder
+	addHint string   // what an added one may be
+	addKey  string   // the key that adds one, for "has none" errors
+	addVerb string   // "open on", "attach to"
+	remVerb string   // "remove from", "detach from"
+	hasVerb string   // "open on", "attached to"
 	// parse checks what was typed and returns its identity (a port: its
 	// host port, whatever it forwards to) and how it is written.
 	parse    func(s string) (id, canon string, err error)
