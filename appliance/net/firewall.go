@@ -57,6 +57,10 @@ func bigBuffers(c *netlink.Conn) error {
 // the store. It replaces the tables inet superjolt and bridge superjolt with what rs says, in one
 // batch: the kernel applies all of it or none of it, and no packet ever sees half a ruleset. Other
 // tables are not touched. See build for the rules.
+//
+// VM-to-VM traffic on the bridge has its packet mark overwritten (the account number of its source,
+// and bit 30 for a forward bridged by br_netfilter); superjolt does not read the mark of any other
+// traffic, nor change it.
 func (fw *Firewall) Apply(rs Ruleset) error {
 	p, err := rs.build()
 	if err != nil {

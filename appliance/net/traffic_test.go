@@ -159,6 +159,49 @@ func testTraffic(t *testing.T, brnf string) {
 		}
 	})
 
+	// Bob's VM cannot pass itself off as alice's other VM: a datagram from 10.77.0.4 sent from bob's
+	// port through the host would pass the inet forward chain (alice to alice), so the bridge
+	// prerouting chain drops any source address that is not the port's own VM's. Both VMs still
+	// send to 10.77.0.2 through the host (the neighbour entries of the test above).
+	t.Run("spoofing another VM's address", func(t *testing.T) {
+		got := udpServer(t, a1, "10.77.0.2:5000")
+		inNS(t, b, func() error {
+			eth0, err := netlink.LinkByName("eth0")
+			if err != nil {
+				return err
+			}
+			return netlink.AddrAdd(eth0, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.77.0.4/32"))})
+		})
+		send := func(from netns.NsHandle, src string) {
+			inNS(t, from, func() error {
+				c, err := stdnet.DialUDP("udp4", stdnet.UDPAddrFromAddrPort(netip.MustParseAddrPort(src)),
+					stdnet.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.77.0.2:5000")))
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				_, err = c.Write([]byte("hello"))
+				return err
+			})
+		}
+		send(b, "10.77.0.4:6000")
+		select {
+		case from := <-got:
+			t.Errorf("alice's VM got a datagram from %s sent by bob's VM", from)
+		case <-time.After(500 * time.Millisecond):
+		}
+		// The real 10.77.0.4, the same way, gets through: the path works.
+		send(a2, "10.77.0.4:6000")
+		select {
+		case from := <-got:
+			if from != "10.77.0.4" {
+				t.Errorf("datagram from %s, want 10.77.0.4", from)
+			}
+		case <-time.After(2 * time.Second):
+			t.Error("alice's other VM's datagram did not arrive")
+		}
+	})
+
 	// Once alice's VM is gone from the ruleset, its forward refuses.
 	rs.VMs = rs.VMs[1:]
 	if err := fw.Apply(rs); err != nil {
@@ -227,6 +270,30 @@ func serve(t testing.TB, ns netns.NsHandle, addr string) {
 			c.Close()
 		}
 	}()
+}
+
+// udpServer receives datagrams in ns at addr and sends the source address of each on the channel.
+func udpServer(t testing.TB, ns netns.NsHandle, addr string) <-chan string {
+	t.Helper()
+	var c stdnet.PacketConn
+	inNS(t, ns, func() (err error) {
+		c, err = stdnet.ListenPacket("udp4", addr)
+		return err
+	})
+	t.Cleanup(func() { c.Close() })
+	got := make(chan string, 10)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			_, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			host, _, _ := stdnet.SplitHostPort(from.String())
+			got <- host
+		}
+	}()
+	return got
 }
 
 // dial connects from ns to addr with a short timeout and returns what the server wrote.
