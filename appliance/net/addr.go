@@ -7,7 +7,8 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-const unixIFFUp = stdnet.FlagUp
+// flagUp is IFF_UP in a link's flags.
+const flagUp = stdnet.FlagUp
 
 func prefixOf(a netlink.Addr) (netip.Prefix, bool) {
 	if a.IPNet == nil {

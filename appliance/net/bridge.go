@@ -80,7 +80,7 @@ func EnsureBridge(name string, subnet netip.Prefix) (mtu int, err error) {
 			return 0, fmt.Errorf("add %v to %s: %w", gw, name, err)
 		}
 	}
-	if link.Attrs().Flags&unixIFFUp == 0 {
+	if link.Attrs().Flags&flagUp == 0 {
 		if err := netlink.LinkSetUp(link); err != nil {
 			return 0, fmt.Errorf("set %s up: %w", name, err)
 		}

@@ -135,7 +135,7 @@ func bridgeState(t testing.TB) string {
 	for _, a := range addrs {
 		s = append(s, a.IPNet.String())
 	}
-	if br.Attrs().Flags&unixIFFUp != 0 {
+	if br.Attrs().Flags&flagUp != 0 {
 		s = append(s, "up")
 	}
 	return strings.Join(s, " ")
@@ -162,7 +162,7 @@ func checkTAP(t testing.TB, name string, mac interface{ String() string }) {
 		t.Errorf("TAP master %d, want the bridge %d", a.MasterIndex, br.Attrs().Index)
 	case a.MTU != br.Attrs().MTU:
 		t.Errorf("TAP MTU %d, want the bridge's %d", a.MTU, br.Attrs().MTU)
-	case a.Flags&unixIFFUp == 0:
+	case a.Flags&flagUp == 0:
 		t.Errorf("TAP %s is down", name)
 	}
 	if pi, err := netlink.LinkGetProtinfo(link); err != nil || !pi.Hairpin {
