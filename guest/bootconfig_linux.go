@@ -35,8 +35,10 @@ func ConfigureBoot(log *slog.Logger, procDir string) (BootConfig, error) {
 	}
 	cfg, err := ParseCmdline(string(b))
 	if err != nil {
-		log.Error("boot config: bad kernel command line", "err", err)
-		return BootConfig{}, err
+		// The host validates what it passes, so this is a host bug: boot
+		// anyway, with the hostname on the disk and no network.
+		log.Error("boot config: bad kernel command line; going on without it", "err", err)
+		return BootConfig{}, errors.Join(err, ApplyBootConfig(log, BootConfig{}, "/"))
 	}
 	return cfg, ApplyBootConfig(log, cfg, "/")
 }
@@ -114,7 +116,7 @@ func ApplyBootConfig(log *slog.Logger, cfg BootConfig, root string) error {
 	if err := netlink.AddrReplace(link, addr); err != nil {
 		fail("add "+n.Addr.String()+" to "+nic, err)
 	} else {
-		log.Info("boot config: address added", "link", nic, "addr", n.Addr, "mac", link.Attrs().HardwareAddr)
+		log.Info("boot config: address added", "link", nic, "addr", n.Addr, "mac", link.Attrs().HardwareAddr.String())
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		fail("set "+nic+" up", err)

@@ -49,6 +49,23 @@ func TestHostname(t *testing.T) {
 	}
 }
 
+// TestBadBootConfig: a malformed superjolt.net (the host validates, so
+// only a host bug passes one) does not stop the boot; ping says what went
+// wrong, and the guest keeps the hostname on its disk.
+func TestBadBootConfig(t *testing.T) {
+	vm := testvm.Boot(t, testvm.Options{KernelArgs: "superjolt.net=10.77.0.2/16"})
+	ping, err := vm.Client().Ping(ctxT(t, 30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(ping.BootConfigError, `superjolt.net="10.77.0.2/16"`) {
+		t.Errorf("ping's boot config error %q does not name the bad value", ping.BootConfigError)
+	}
+	if ping.Hostname != "superjolt" || len(ping.Addresses) != 0 {
+		t.Errorf("ping: hostname %q, addresses %v; want superjolt and none", ping.Hostname, ping.Addresses)
+	}
+}
+
 // TestNetwork boots a guest whose NIC is on a TAP device in a network
 // namespace this test makes (the guest's traffic can reach nothing else),
 // and checks the guest's address and route, and TCP both ways.
