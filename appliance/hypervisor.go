@@ -68,6 +68,8 @@ type Hypervisor interface {
 type MachineSpec struct {
 	// ID is the VM id; it names the process and its run directory.
 	ID string
+	// Name is the VM's name, which the guest takes as its hostname.
+	Name string
 	// VCPUs and MemoryMiB come from the VM's tier.
 	VCPUs, MemoryMiB int
 	// Kernel, Initrd and Rootfs are files in the VM's own subvolume.

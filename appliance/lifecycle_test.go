@@ -34,6 +34,10 @@ func TestRealBackupRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.checkConfined(vm.ID)
+	// The guest is called by the VM's name (its id when created without one).
+	if got := strings.TrimSpace(e.guestExec(vm.ID, "hostname")); got != vm.Name {
+		t.Errorf("guest hostname %q, want the VM's name %q", got, vm.Name)
+	}
 	e.guestExec(vm.ID, "echo before > /data/f && sync")
 	// Its QEMU process's use: memory it holds, CPU on the first sample
 	// (since it started) and on the next (since the first).

@@ -25,7 +25,7 @@ func (a *Appliance) boot(ctx context.Context, vm model.VM) (string, error) {
 	if err != nil {
 		return "", categorised(err, "find the disk")
 	}
-	spec := MachineSpec{ID: vm.ID, VCPUs: tier.VCPUs, MemoryMiB: tier.MemoryMiB,
+	spec := MachineSpec{ID: vm.ID, Name: vm.Name, VCPUs: tier.VCPUs, MemoryMiB: tier.MemoryMiB,
 		Kernel: filepath.Join(dir, KernelFile), Initrd: filepath.Join(dir, InitrdFile), Rootfs: filepath.Join(dir, RootfsFile),
 		RunDir: a.vmRunDir(vm.ID)}
 	bctx, cancel := context.WithTimeout(ctx, a.bootMax)

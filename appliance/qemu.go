@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/vmm"
 )
 
@@ -27,9 +28,9 @@ import (
 // disks, and the launch itself (the switch of user happens in the child,
 // before QEMU's code runs); later also TAP devices and nftables.
 type QEMU struct {
-	// Config is the base machine configuration; Name, VCPUs, MemoryMiB,
-	// Kernel, Initrd, Rootfs and RunDir are filled in per VM. Zero fields
-	// take vmm's defaults.
+	// Config is the base machine configuration; Name, Hostname, VCPUs,
+	// MemoryMiB, Kernel, Initrd, Rootfs and RunDir are filled in per VM
+	// (Hostname from the VM's name). Zero fields take vmm's defaults.
 	Config vmm.Config
 	// Logger receives the driver's logs. Default: slog.Default().
 	Logger *slog.Logger
@@ -48,6 +49,19 @@ func (q *QEMU) Launch(life, boot context.Context, spec MachineSpec) (Machine, er
 	cfg.RunDir = spec.RunDir
 	if cfg.Logger == nil {
 		cfg.Logger = q.Logger
+	}
+	// The guest is called by the VM's name. A name that is not a valid
+	// hostname (made before names were checked) must not keep the VM from
+	// booting: the guest then keeps the hostname on its disk.
+	cfg.Hostname = ""
+	if err := model.ValidateVMName(spec.Name); err == nil {
+		cfg.Hostname = spec.Name
+	} else if spec.Name != "" {
+		logger := cfg.Logger
+		if logger == nil {
+			logger = slog.Default()
+		}
+		logger.Warn("VM name is not a valid hostname; the guest keeps its own", "vm", spec.ID, "name", spec.Name)
 	}
 	vmm.KillStale(spec.RunDir, spec.ID, cfg.Logger)
 	if err := sealVMDir(spec); err != nil {

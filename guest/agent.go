@@ -80,6 +80,10 @@ type PowerFunc func(ctx context.Context, action PowerAction) (after func(), err 
 type AgentOptions struct {
 	// Version is reported by ping (default "dev").
 	Version string
+	// BootConfigError is reported by ping: why the boot configuration
+	// from the host (see [ConfigureBoot]) did not fully apply; nil when it
+	// did or there was none.
+	BootConfigError error
 	// Freezer freezes filesystems (default FSFreezer{}).
 	Freezer Freezer
 	// Runner runs exec requests (default &ProcessRunner{}).
@@ -345,12 +349,20 @@ func (a *Agent) ping() (Response, error) {
 	if err != nil {
 		return Response{}, fmt.Errorf("%w: %v", ErrInternal, err)
 	}
-	return Response{
+	resp := Response{
 		BootID:          strings.TrimSpace(string(b)),
 		UptimeNS:        int64(up),
 		AgentVersion:    a.opts.Version,
 		ProtocolVersion: ProtocolVersion,
-	}, nil
+	}
+	resp.Hostname, _ = os.Hostname()
+	for _, p := range interfaceAddrs() {
+		resp.Addresses = append(resp.Addresses, p.String())
+	}
+	if a.opts.BootConfigError != nil {
+		resp.BootConfigError = a.opts.BootConfigError.Error()
+	}
+	return resp, nil
 }
 
 // readUptime reads the first field of /proc/uptime ("12.34 5.67").

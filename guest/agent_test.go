@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -28,8 +29,10 @@ func TestOps(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Ping: %v", err)
 			}
-			want := PingResult{BootID: ta.bootID, Uptime: 123450 * time.Millisecond, AgentVersion: "test-1", ProtocolVersion: 1}
-			if ping != want {
+			host, _ := os.Hostname()
+			want := PingResult{BootID: ta.bootID, Uptime: 123450 * time.Millisecond, AgentVersion: "test-1", ProtocolVersion: 1,
+				Hostname: host, Addresses: interfaceAddrs()}
+			if !reflect.DeepEqual(ping, want) {
 				t.Errorf("Ping = %+v, want %+v", ping, want)
 			}
 

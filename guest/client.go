@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,16 @@ type PingResult struct {
 	Uptime          time.Duration
 	AgentVersion    string
 	ProtocolVersion int
+	// Hostname is the guest's hostname; "" from an agent older than this
+	// field.
+	Hostname string
+	// Addresses are the IPv4 addresses, with their prefix length, of the
+	// guest's interfaces other than loopback; empty when it has none (or
+	// its agent is older than this field).
+	Addresses []netip.Prefix
+	// BootConfigError says why the guest could not fully apply the boot
+	// configuration the host passed (hostname, network); "" when it did.
+	BootConfigError string
 }
 
 // FreezeResult lists the mount points the agent froze, in freeze order.
@@ -317,12 +328,22 @@ func (c *Client) Ping(ctx context.Context) (PingResult, error) {
 	if err != nil {
 		return PingResult{}, err
 	}
-	return PingResult{
+	res := PingResult{
 		BootID:          resp.BootID,
 		Uptime:          time.Duration(resp.UptimeNS),
 		AgentVersion:    resp.AgentVersion,
 		ProtocolVersion: resp.ProtocolVersion,
-	}, nil
+		Hostname:        resp.Hostname,
+		BootConfigError: resp.BootConfigError,
+	}
+	for _, a := range resp.Addresses {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			return PingResult{}, fmt.Errorf("%w: ping: bad address %q", ErrProtocol, a)
+		}
+		res.Addresses = append(res.Addresses, p)
+	}
+	return res, nil
 }
 
 // Freeze syncs and freezes the guest's writable filesystems. The agent

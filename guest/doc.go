@@ -58,8 +58,43 @@
 // and serves, with [InitPower] powering the machine off or restarting it
 // when the host asks, and [HandleInitSignals] doing the same when the
 // guest's own `reboot`, `poweroff` or `halt` signal PID 1 (busybox init's
-// signals, [InitSignals]). It also keeps a root shell on the serial console
+// signals, [InitSignals]). Before it serves, it applies the boot
+// configuration from the kernel command line ([ConfigureBoot], below). It also keeps a root shell on the serial console
 // ([RunConsoleShell] on /dev/ttyS0, started again whenever it exits), in a
 // session of its own so that the console never becomes PID 1's terminal:
 // `superjolt vm console` reaches it.
+//
+// # Boot configuration
+//
+// The host tells the guest its name and network on the kernel command line,
+// without DHCP:
+//
+//	superjolt.hostname=NAME
+//	superjolt.net=ADDR/PREFIX,GATEWAY[,DNS...]
+//
+// for example `superjolt.hostname=web-1 superjolt.net=10.77.0.2/16,10.77.0.1,10.77.0.1`.
+// NAME is one DNS label (1-63 lowercase letters, digits and dashes, not
+// starting or ending with a dash: a VM name). ADDR/PREFIX is the guest's IPv4
+// address with its subnet's prefix length (1-30; not the network or
+// broadcast address), GATEWAY an IPv4 address of that subnet other than
+// ADDR, and each DNS an IPv4 or IPv6 address; no spaces anywhere. Either
+// word may be missing: without superjolt.net the guest has no network
+// configured by superjolt; without superjolt.hostname it keeps the hostname
+// in its /etc/hostname. Of a repeated word the last counts. [ParseCmdline]
+// reads them (a malformed value is an error naming it) and
+// [BootConfig.CmdlineArgs] writes them, so both sides share one format.
+//
+// The agent as PID 1 applies them before it serves, so the host's first
+// successful ping (the end of the boot) finds them in place
+// ([ConfigureBoot], [ApplyBootConfig]): sethostname(2), /etc/hostname and
+// /etc/hosts; lo up; on the NIC (eth0, or the first link that is not
+// loopback) the address, link up, the default route through GATEWAY; and
+// /etc/resolv.conf with the DNS servers. The built-in image loads virtio_net
+// in its initramfs. Every step is logged on the console; a failed step does
+// not stop the boot or the other steps, and ping reports it
+// (PingResult.BootConfigError). Ping also reports the guest's hostname and
+// the IPv4 addresses (with prefix) of its interfaces other than loopback
+// (PingResult.Hostname, PingResult.Addresses; optional fields that an older
+// agent leaves out). An agent that is not PID 1 (under systemd, in an
+// imported image) leaves hostname and network to the guest's own init.
 package guest

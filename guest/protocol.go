@@ -103,6 +103,13 @@ type Response struct {
 	UptimeNS        int64  `json:"uptime_ns,omitempty"`
 	AgentVersion    string `json:"agent_version,omitempty"`
 	ProtocolVersion int    `json:"protocol_version,omitempty"`
+	// Hostname, Addresses and BootConfigError (ping, optional: older
+	// agents leave them out): the guest's hostname, the IPv4 addresses of
+	// its interfaces other than loopback ("10.77.0.2/16"), and why the
+	// boot configuration from the host did not fully apply.
+	Hostname        string   `json:"hostname,omitempty"`
+	Addresses       []string `json:"addresses,omitempty"`
+	BootConfigError string   `json:"boot_config_error,omitempty"`
 
 	// freeze
 	Filesystems []string `json:"filesystems,omitempty"`

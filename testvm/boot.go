@@ -37,6 +37,12 @@ type Options struct {
 	Accel     vmm.Accel
 	// Paused starts QEMU with its vCPUs stopped and returns without waiting for the agent.
 	Paused bool
+	// Hostname, Net and KernelArgs are passed to vmm (see [vmm.Config]): the guest's hostname, its
+	// NIC and address, extra kernel command-line words. Default: none (the guest is "superjolt",
+	// without a network). A Net's TAP must live in a network namespace the test made.
+	Hostname   string
+	Net        *vmm.GuestNet
+	KernelArgs string
 }
 
 // VM is a test guest booted by [Boot].
@@ -125,6 +131,9 @@ func Boot(tb testing.TB, opts Options) *VM {
 		Transport:   opts.Transport,
 		BootTimeout: opts.BootTimeout,
 		Paused:      opts.Paused,
+		Hostname:    opts.Hostname,
+		Net:         opts.Net,
+		KernelArgs:  opts.KernelArgs,
 		Logger:      slog.New(tbHandler{tb: tb, level: logLevel(tb)}),
 	})
 	if err != nil {

@@ -20,6 +20,11 @@ func TestBootPingExec(t *testing.T) {
 	if len(ping.BootID) != 36 || ping.BootID != vm.BootID() {
 		t.Errorf("ping boot id %q, vmm saw %q: want the same 36-char uuid", ping.BootID, vm.BootID())
 	}
+	// Without a hostname from the host, the guest takes the one on its disk.
+	if ping.Hostname != "superjolt" || len(ping.Addresses) != 0 || ping.BootConfigError != "" {
+		t.Errorf("ping: hostname %q (want superjolt), addresses %v, boot config error %q",
+			ping.Hostname, ping.Addresses, ping.BootConfigError)
+	}
 	if got := strings.TrimSpace(vm.Exec(t, "uname", "-r")); got != vm.Image.KernelRelease {
 		t.Errorf("uname -r = %q, want %q", got, vm.Image.KernelRelease)
 	}

@@ -212,7 +212,7 @@ func Open(dir string) (*Image, error) {
 	return img, nil
 }
 
-// Cached returns the image for the current agent source, kernel package and busybox, building it
+// Cached returns the image for the current agent source, kernel package, module list and busybox, building it
 // under CacheDir/images/<key> the first time. Concurrent callers (test binaries of several packages)
 // wait on a lock file and share one build.
 func Cached(ctx context.Context, opts BuildOptions) (*Image, error) {
@@ -237,7 +237,8 @@ func Cached(ctx context.Context, opts BuildOptions) (*Image, error) {
 	defer cleanup()
 
 	h := sha256.New()
-	fmt.Fprintf(h, "builder=%s\nkernel=%s\nsize=%d\n", builderVersion, k.Package, opts.RootfsSize)
+	fmt.Fprintf(h, "builder=%s\nkernel=%s\nmodules=%s\nsize=%d\n", builderVersion, k.Package,
+		strings.Join(k.Order, ","), opts.RootfsSize)
 	for _, f := range []string{agent, opts.Busybox} {
 		if err := hashFile(h, f); err != nil {
 			return nil, err
@@ -477,7 +478,8 @@ func makeRootfs(ctx context.Context, img string, agent []byte, opts BuildOptions
 	files := map[string]string{
 		"etc/passwd":     "root:x:0:0:root:/root:/bin/sh\n",
 		"etc/group":      "root:x:0:\n",
-		"etc/hostname":   "superjolt\n",
+		"etc/hostname":   "superjolt\n", // the agent sets it, or the one from superjolt.hostname
+		"etc/hosts":      "127.0.0.1\tlocalhost\n127.0.1.1\tsuperjolt\n",
 		"etc/os-release": "NAME=superjolt-testvm\nID=superjolt\nVERSION_ID=" + builderVersion + "\n",
 		"etc/fstab":      "/dev/vda / ext4 rw 0 1\n",
 	}

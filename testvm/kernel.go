@@ -20,10 +20,12 @@ const KernelPackage = "linux-image-cloud-amd64"
 
 // guestModules are the kernel modules the guest's init loads (in dependency order, worked out from each
 // module's modinfo): virtio-mmio devices for microvm, the root disk, the agent's virtio-serial port,
-// and vsock (with its loopback transport, so the guest can test vsock on itself).
+// vsock (with its loopback transport, so the guest can test vsock on itself), and the virtio-net NIC
+// (virtio_net needs net_failover, which needs failover).
 var guestModules = []string{
 	"virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "virtio_console",
 	"vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport", "vsock_loopback",
+	"failover", "net_failover", "virtio_net",
 }
 
 // kernel is an extracted guest kernel.
@@ -69,7 +71,7 @@ func fetchKernel(ctx context.Context, cacheDir string, logf func(string, ...any)
 	kroot := filepath.Join(cacheDir, "kernel")
 	pkg, ver, err := kernelCandidate(ctx)
 	if err != nil || pkg == "" {
-		if k, kerr := newestKernel(kroot); kerr == nil {
+		if k, kerr := newestKernel(kroot); kerr == nil && k.hasModules(guestModules) {
 			logf("apt cannot resolve %s (%v); using cached kernel %s", KernelPackage, err, k.Package)
 			return k, nil
 		}
@@ -82,7 +84,7 @@ func fetchKernel(ctx context.Context, cacheDir string, logf func(string, ...any)
 		}
 	}
 	dir := filepath.Join(kroot, pkg+"_"+ver)
-	if k, err := loadKernel(dir); err == nil {
+	if k, err := loadKernel(dir); err == nil && k.hasModules(guestModules) {
 		return k, nil
 	}
 
@@ -299,6 +301,17 @@ func loadKernel(dir string) (*kernel, error) {
 		return nil, fmt.Errorf("%s: incomplete kernel.info", dir)
 	}
 	return k, nil
+}
+
+// hasModules says whether the extracted kernel holds every module of want: a kernel extracted before
+// a module joined guestModules must be extracted again.
+func (k *kernel) hasModules(want []string) bool {
+	for _, m := range want {
+		if !slices.Contains(k.Order, m) {
+			return false
+		}
+	}
+	return true
 }
 
 // newestKernel returns the most recently extracted kernel under root.

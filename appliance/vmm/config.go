@@ -1,15 +1,21 @@
 package vmm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/guest"
 )
 
 // Accel selects QEMU's accelerator.
@@ -56,6 +62,13 @@ type Config struct {
 	Kernel, Initrd, Rootfs string
 	// KernelArgs are appended to the kernel command line.
 	KernelArgs string
+	// Hostname is the guest's hostname (the VM's name), passed on the kernel command line as
+	// superjolt.hostname=NAME; it must be a valid VM name (model.ValidateVMName). "" passes none: the
+	// guest keeps the one on its disk.
+	Hostname string
+	// Net gives the machine a virtio-net NIC on a TAP device and tells the guest its address (see
+	// [GuestNet]). nil: no NIC.
+	Net *GuestNet
 	// RunDir holds the runtime files: qmp.sock, agent.sock, console.log, qemu.log, qemu.pid.
 	// Default: /run/superjolt/vm/<Name>. When socket paths under it would be longer than a UNIX socket
 	// address allows, the sockets go to a short directory under /run/superjolt/s (or the temp dir).
@@ -79,6 +92,54 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// GuestNet is a machine's network: one virtio-net NIC on a TAP device the daemon opened, and the
+// static address the guest configures at boot from the kernel command line
+// (superjolt.net=ADDR/PREFIX,GATEWAY[,DNS...]; see package guest).
+type GuestNet struct {
+	// Addr is the guest's IPv4 address with its subnet's prefix length (10.77.0.2/16).
+	Addr netip.Prefix
+	// Gateway is the guest's default route, an address of Addr's subnet (the bridge's).
+	Gateway netip.Addr
+	// DNS are the guest's name servers, in order (may be empty).
+	DNS []netip.Addr
+	// MAC is the NIC's address: 6 bytes, unicast (locally administered, derived from the VM id).
+	MAC net.HardwareAddr
+	// TAP is /dev/net/tun attached to the VM's TAP device with TUNSETIFF: IFF_TAP|IFF_NO_PI, and
+	// IFF_VNET_HDR for offloads (QEMU finds that flag on the fd and uses the headers). The daemon
+	// opens it; QEMU never does (it runs unprivileged and cannot open /dev/net/tun). The driver
+	// passes QEMU a duplicate at each launch, so the caller keeps TAP open for as long as the
+	// machine may boot again, and closes it afterwards.
+	TAP *os.File
+}
+
+// validate checks what goes onto QEMU's and the guest kernel's command lines.
+func (n *GuestNet) validate() error {
+	if err := n.bootNet().Validate(); err != nil {
+		return fmt.Errorf("vmm: network: %w", err)
+	}
+	if len(n.MAC) != 6 || n.MAC[0]&1 != 0 || bytes.Equal(n.MAC, make(net.HardwareAddr, 6)) {
+		return fmt.Errorf("vmm: network: MAC %q is not a 6-byte unicast address", n.MAC)
+	}
+	if n.TAP == nil {
+		return errors.New("vmm: network: no TAP device")
+	}
+	return nil
+}
+
+func (n *GuestNet) bootNet() guest.BootNet {
+	return guest.BootNet{Addr: n.Addr, Gateway: n.Gateway, DNS: n.DNS}
+}
+
+// bootConfig is what the guest learns from its kernel command line.
+func (c Config) bootConfig() guest.BootConfig {
+	b := guest.BootConfig{Hostname: c.Hostname}
+	if c.Net != nil {
+		bn := c.Net.bootNet()
+		b.Net = &bn
+	}
+	return b
+}
+
 func (c Config) withDefaults() (Config, error) {
 	if c.Name == "" {
 		return c, errors.New("vmm: config needs a Name")
@@ -94,6 +155,19 @@ func (c Config) withDefaults() (Config, error) {
 		if strings.Contains(f.path, ",") {
 			return c, fmt.Errorf("vmm: %s path %q contains a comma", f.what, f.path)
 		}
+	}
+	if c.Hostname != "" {
+		if err := model.ValidateVMName(c.Hostname); err != nil {
+			return c, fmt.Errorf("vmm: hostname: %w", err)
+		}
+	}
+	if c.Net != nil {
+		if err := c.Net.validate(); err != nil {
+			return c, err
+		}
+	}
+	if _, err := c.bootConfig().CmdlineArgs(); err != nil {
+		return c, fmt.Errorf("vmm: %w", err)
 	}
 	if c.VCPUs == 0 {
 		c.VCPUs = DefaultVCPUs
@@ -197,8 +271,9 @@ func shortDir(name string) (string, error) {
 	return "", fmt.Errorf("vmm: no short directory for sockets: %w", errors.Join(errs...))
 }
 
-// kernelCmdline is the guest kernel command line.
-func kernelCmdline(accel Accel, tscKHz uint64, extra string) string {
+// kernelCmdline is the guest kernel command line; boot holds the superjolt.* words (validated in
+// withDefaults), extra the caller's KernelArgs.
+func kernelCmdline(accel Accel, tscKHz uint64, boot, extra string) string {
 	// console on the first UART (to console.log); reboot at once on panic (QEMU then exits or resets);
 	// no PCI on microvm. microvm needs ACPI on (the default) or its virtio-mmio devices vanish.
 	// reboot=t: restart by triple fault, which QEMU turns into a reset at once. The default order
@@ -208,6 +283,9 @@ func kernelCmdline(accel Accel, tscKHz uint64, extra string) string {
 	if accel == AccelTCG && tscKHz > 0 {
 		// Under TCG, PIT calibration fails under host CPU contention and the boot hangs.
 		args = append(args, "tsc_early_khz="+strconv.FormatUint(tscKHz, 10))
+	}
+	if boot != "" {
+		args = append(args, boot)
 	}
 	if extra != "" {
 		args = append(args, extra)
@@ -220,11 +298,14 @@ type qemuFDs struct {
 	kernel, initrd, rootfs, console int // files, reopened by QEMU through /proc/self/fd
 	qmp, agent, serial              int // listening UNIX sockets
 	vhost                           int // /dev/vhost-vsock
+	tap                             int // the TAP device (Config.Net)
 }
 
 // argv returns QEMU's arguments (without the binary) for one boot. QEMU reaches every file and socket
-// through a descriptor the daemon opened (fds), never through a path of its own.
+// through a descriptor the daemon opened (fds), never through a path of its own. c must have passed
+// withDefaults.
 func argv(c Config, fds qemuFDs, accel Accel, transport Transport, tscKHz uint64) []string {
+	boot, _ := c.bootConfig().CmdlineArgs() // validated in withDefaults
 	a := []string{
 		"-name", "superjolt-" + c.Name + ",debug-threads=on",
 		"-M", "microvm",
@@ -240,7 +321,7 @@ func argv(c Config, fds qemuFDs, accel Accel, transport Transport, tscKHz uint64
 		"-sandbox", sandboxArg,
 		"-kernel", procFD(fds.kernel),
 		"-initrd", procFD(fds.initrd),
-		"-append", kernelCmdline(accel, tscKHz, c.KernelArgs),
+		"-append", kernelCmdline(accel, tscKHz, boot, c.KernelArgs),
 		// The serial console is a listening socket (superjolt vm console
 		// connects to it through the daemon) whose every byte, out of the
 		// guest, also goes to the console log, attached or not.
@@ -264,6 +345,15 @@ func argv(c Config, fds qemuFDs, accel Accel, transport Transport, tscKHz uint64
 			"-chardev", "socket,id=agent,fd="+strconv.Itoa(fds.agent)+",server=on,wait=off",
 			"-device", "virtio-serial-device",
 			"-device", "virtserialport,id=agentport,chardev=agent,name="+AgentPortName,
+		)
+	}
+	if c.Net != nil {
+		// microvm has no PCI: the NIC is a virtio-mmio device, like the disk and the serial port.
+		// With fd= QEMU runs no script and takes no vnet_hdr= (QEMU 7.2 refuses it): it asks the fd
+		// itself (TUNGETIFF) whether the TAP carries virtio-net headers, and uses them if so.
+		a = append(a,
+			"-netdev", "tap,id=net0,fd="+strconv.Itoa(fds.tap),
+			"-device", "virtio-net-device,netdev=net0,mac="+c.Net.MAC.String(),
 		)
 	}
 	if c.Paused {

@@ -2,6 +2,8 @@ package vmm
 
 import (
 	"errors"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,12 +18,22 @@ func TestArgv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fds := qemuFDs{kernel: 3, initrd: 4, rootfs: 5, console: 6, qmp: 7, agent: 8, vhost: 9, serial: 10}
+	fds := qemuFDs{kernel: 3, initrd: 4, rootfs: 5, console: 6, qmp: 7, agent: 8, vhost: 9, serial: 10, tap: 11}
+	network := func(c *Config) {
+		c.Hostname = "web-1"
+		c.Net = &GuestNet{
+			Addr: netip.MustParsePrefix("10.77.0.2/16"), Gateway: netip.MustParseAddr("10.77.0.1"),
+			DNS: []netip.Addr{netip.MustParseAddr("10.77.0.1")},
+			MAC: net.HardwareAddr{0x02, 0x53, 0x4a, 0x00, 0x00, 0x01}, TAP: os.Stdin,
+		}
+		c.KernelArgs = "loglevel=4"
+	}
 	tests := []struct {
 		name      string
 		accel     Accel
 		transport Transport
 		paused    bool
+		change    func(*Config)
 		want      [][]string // consecutive argument pairs that must appear
 		absent    []string   // substrings no argument may contain
 	}{
@@ -43,7 +55,7 @@ func TestArgv(t *testing.T) {
 				{"-name", "superjolt-vm-abc123,debug-threads=on"},
 			},
 			// QEMU never gets a path of its own: no file of the machine is named on its command line.
-			absent: []string{"vhost-vsock", "-S", "host", "/i/", "/v/", "-pidfile", "-qmp"},
+			absent: []string{"vhost-vsock", "-S", "host", "/i/", "/v/", "-pidfile", "-qmp", "-netdev", "superjolt.hostname", "superjolt.net", "virtio-net"},
 		},
 		{
 			name: "kvm vsock paused", accel: AccelKVM, transport: TransportVsock, paused: true,
@@ -53,13 +65,41 @@ func TestArgv(t *testing.T) {
 				{"-append", "console=ttyS0 panic=-1 quiet pci=off reboot=t"},
 				{"-no-reboot", "-sandbox"},
 			},
-			absent: []string{"tsc_early_khz", "virtserialport", "agent.sock"},
+			absent: []string{"tsc_early_khz", "virtserialport", "agent.sock", "-netdev", "superjolt.hostname", "superjolt.net"},
+		},
+		{
+			name: "hostname and network", accel: AccelTCG, transport: TransportSerial, change: network,
+			want: [][]string{
+				{"-append", "console=ttyS0 panic=-1 quiet pci=off reboot=t tsc_early_khz=2096010 " +
+					"superjolt.hostname=web-1 superjolt.net=10.77.0.2/16,10.77.0.1,10.77.0.1 loglevel=4"},
+				// QEMU 7.2 refuses vnet_hdr= with fd=: it probes the fd itself.
+				{"-netdev", "tap,id=net0,fd=11"},
+				// microvm: virtio-mmio, like the disk; no PCI device.
+				{"-device", "virtio-net-device,netdev=net0,mac=02:53:4a:00:00:01"},
+				{"-device", "virtio-blk-device,drive=root"},
+			},
+			absent: []string{"virtio-net-pci", "script=", "ifname=", "vnet_hdr"},
+		},
+		{
+			name: "network on kvm with vsock", accel: AccelKVM, transport: TransportVsock, change: network,
+			want: [][]string{
+				{"-netdev", "tap,id=net0,fd=11"},
+				{"-device", "virtio-net-device,netdev=net0,mac=02:53:4a:00:00:01"},
+			},
+			absent: []string{"vnet_hdr", "virtio-net-pci"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := cfg
 			c.Paused = tt.paused
+			if tt.change != nil {
+				tt.change(&c)
+				var err error
+				if c, err = c.withDefaults(); err != nil {
+					t.Fatal(err)
+				}
+			}
 			a := argv(c, fds, tt.accel, tt.transport, 2096010)
 			for _, pair := range tt.want {
 				i := slices.Index(a, pair[0])
@@ -103,6 +143,19 @@ func TestConfigValidation(t *testing.T) {
 		{"comma in run dir", func(c *Config) { c.RunDir = "/run/a,b" }},
 		{"negative memory", func(c *Config) { c.MemoryMiB = -1 }},
 		{"reserved cid", func(c *Config) { c.GuestCID = 2 }},
+		{"uppercase hostname", func(c *Config) { c.Hostname = "Web-1" }},
+		{"hostname with a space", func(c *Config) { c.Hostname = "web-1 init=/bin/sh" }},
+		{"hostname with a dot", func(c *Config) { c.Hostname = "web.example" }},
+		{"net IPv6", func(c *Config) { c.Net = goodNet(); c.Net.Addr = netip.MustParsePrefix("2001:db8::2/64") }},
+		{"net no address", func(c *Config) { c.Net = goodNet(); c.Net.Addr = netip.Prefix{} }},
+		{"net gateway outside the subnet", func(c *Config) { c.Net = goodNet(); c.Net.Gateway = netip.MustParseAddr("10.78.0.1") }},
+		{"net no gateway", func(c *Config) { c.Net = goodNet(); c.Net.Gateway = netip.Addr{} }},
+		{"net zoned dns", func(c *Config) { c.Net = goodNet(); c.Net.DNS = []netip.Addr{netip.MustParseAddr("fe80::1%eth0")} }},
+		{"net invalid dns", func(c *Config) { c.Net = goodNet(); c.Net.DNS = []netip.Addr{{}} }},
+		{"net multicast MAC", func(c *Config) { c.Net = goodNet(); c.Net.MAC[0] = 0x03 }},
+		{"net short MAC", func(c *Config) { c.Net = goodNet(); c.Net.MAC = c.Net.MAC[:5] }},
+		{"net zero MAC", func(c *Config) { c.Net = goodNet(); c.Net.MAC = make(net.HardwareAddr, 6) }},
+		{"net no TAP", func(c *Config) { c.Net = goodNet(); c.Net.TAP = nil }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,6 +173,35 @@ func TestConfigValidation(t *testing.T) {
 	if c.VCPUs != 1 || c.MemoryMiB != 256 || c.RunDir != "/run/superjolt/vm/vm-abc123" ||
 		c.BootTimeout != DefaultBootTimeout || c.BootAttempts != 2 || c.GuestCID < 3 || c.Logger == nil {
 		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func goodNet() *GuestNet {
+	return &GuestNet{
+		Addr: netip.MustParsePrefix("10.77.0.2/16"), Gateway: netip.MustParseAddr("10.77.0.1"),
+		MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 1}, TAP: os.Stdin,
+	}
+}
+
+func TestConfigNetworkAccepted(t *testing.T) {
+	c := Config{Name: "vm-abc123", Kernel: "/k", Initrd: "/i", Rootfs: "/r", Hostname: "web-1", Net: goodNet()}
+	if _, err := c.withDefaults(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dupTAP refuses anything but an attached TAP device; a real one is passed in testvm's network test.
+func TestDupTAPRefusesOtherFiles(t *testing.T) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if d, err := dupTAP(f); err == nil {
+		d.Close()
+		t.Fatal("dupTAP accepted /dev/null")
+	} else if !strings.Contains(err.Error(), "TAP") {
+		t.Errorf("error %v does not say what was wrong", err)
 	}
 }
 

@@ -33,7 +33,8 @@ import (
 //
 // QEMU needs no path into the pool or the run directory: the daemon opens every file and socket and
 // hands QEMU the descriptors (kernel and initrd read-only, the disk read-write, the console log, the
-// listening QMP and agent sockets, /dev/vhost-vsock). QEMU reopens the files through /proc/self/fd,
+// listening QMP and agent sockets, /dev/vhost-vsock, and the VM's TAP device, which the daemon opened
+// with TUNSETIFF since QEMU cannot open /dev/net/tun). QEMU reopens the files through /proc/self/fd,
 // which the kernel allows without any access to the directories above them but checks against the
 // file's own mode, so before each launch the daemon makes the disk and the console log owned by the
 // leased uid, mode 0600 (a restore replaces the disk with a copy made by root; a backup keeps whatever
@@ -252,6 +253,45 @@ func listen(path string) (*os.File, error) {
 		return nil, fmt.Errorf("vmm: %w", err)
 	}
 	return f, nil
+}
+
+// dupTAP checks that f is /dev/net/tun attached to a TAP device without packet information
+// (IFF_TAP|IFF_NO_PI) and returns a duplicate of it for QEMU. The caller's f stays open and its own.
+func dupTAP(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("vmm: TAP: %w", err)
+	}
+	var (
+		flags uint16
+		name  string
+		dup   int
+		opErr error
+	)
+	if err := rc.Control(func(fd uintptr) {
+		ifr, err := unix.NewIfreq("")
+		if err != nil {
+			opErr = err
+			return
+		}
+		if err := unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr); err != nil {
+			opErr = fmt.Errorf("%s is not an attached TAP device (TUNGETIFF: %w)", f.Name(), err)
+			return
+		}
+		flags, name = ifr.Uint16(), ifr.Name()
+		dup, opErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, fmt.Errorf("vmm: TAP: %w", err)
+	}
+	if opErr != nil {
+		return nil, fmt.Errorf("vmm: TAP: %w", opErr)
+	}
+	tf := os.NewFile(uintptr(dup), "tap:"+name)
+	if flags&unix.IFF_TAP == 0 || flags&unix.IFF_NO_PI == 0 {
+		tf.Close()
+		return nil, fmt.Errorf("vmm: TAP: %s has flags %#x: want a TAP device opened with IFF_TAP|IFF_NO_PI", name, flags)
+	}
+	return tf, nil
 }
 
 // kvmGroup says whether a QEMU that runs unprivileged can open /dev/kvm: with gid -1 when the device

@@ -8,6 +8,20 @@
 // used when /dev/kvm can really run a vCPU (probed once, see [ProbeHost]); otherwise TCG, with the
 // host's TSC frequency on the guest kernel command line so that microvm boots do not hang under load.
 //
+// With [Config.Net] the machine also has a virtio-net NIC (virtio-net-device: microvm has no PCI,
+// so like the disk it sits on virtio-mmio) with the given MAC, on a TAP device whose descriptor the
+// daemon opened and hands QEMU (-netdev tap,id=net0,fd=N; see [GuestNet] for what that fd must be).
+//
+// The guest learns its name and network from the kernel command line, which the driver builds as
+//
+//	console=ttyS0 panic=-1 quiet pci=off reboot=t [tsc_early_khz=K] [superjolt.hostname=NAME]
+//	    [superjolt.net=ADDR/PREFIX,GATEWAY[,DNS...]] [KernelArgs]
+//
+// superjolt.hostname comes from [Config.Hostname] (a valid VM name), superjolt.net from
+// [Config.Net] (netip values only, validated: an IPv4 address with its prefix, a gateway in that
+// subnet); the format is package guest's ([guest.ParseCmdline]), which the agent applies before it
+// answers its first ping.
+//
 // QEMU never runs as root: with a root daemon each QEMU process runs as a uid of its own from
 // [UIDBase], under QEMU's seccomp sandbox, and reaches its files and sockets only through descriptors
 // the daemon opened for it (see confine.go for the whole model and for what stays root).

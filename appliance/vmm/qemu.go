@@ -405,6 +405,12 @@ func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint6
 			file func() (*os.File, error)
 		}{&fds.agent, func() (*os.File, error) { return listen(pp.agentSock) }})
 	}
+	if m.cfg.Net != nil {
+		open = append(open, struct {
+			fd   *int
+			file func() (*os.File, error)
+		}{&fds.tap, func() (*os.File, error) { return dupTAP(m.cfg.Net.TAP) }})
+	}
 	for _, o := range open {
 		f, err := o.file()
 		if err != nil {

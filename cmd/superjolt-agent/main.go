@@ -147,7 +147,8 @@ func run(args []string) int {
 }
 
 // serve runs the agent until a signal. As PID 1 it also mounts /tmp and
-// /run, reaps orphans, reboots or powers off on the signals of busybox's
+// /run, applies the hostname and network from the kernel command line
+// (guest.ConfigureBoot), reaps orphans, reboots or powers off on the signals of busybox's
 // reboot, poweroff and halt (guest.InitSignals), and powers the machine off
 // if the agent ever stops.
 func serve(ctx context.Context, log *slog.Logger, opts guest.ServeOptions) int {
@@ -158,6 +159,11 @@ func serve(ctx context.Context, log *slog.Logger, opts guest.ServeOptions) int {
 		if err != nil {
 			log.Error("init services", "err", err)
 		}
+		// The hostname and network the host passed on the kernel command
+		// line, in place before the agent answers its first ping (which
+		// tells the host the boot is done). A failure is logged and
+		// reported in ping, never fatal.
+		_, agentOpts.BootConfigError = guest.ConfigureBoot(log, "")
 		agentOpts.Runner = &guest.ProcessRunner{Reaper: reaper}
 		agentOpts.Power = guest.InitPower(log)
 		// A root shell on the serial console, for superjolt vm console.
