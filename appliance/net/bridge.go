@@ -1,8 +1,10 @@
 package net
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	stdnet "net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -47,6 +49,10 @@ func EnsureBridge(name string, subnet netip.Prefix) (mtu int, err error) {
 	case errors.As(err, &notFound):
 		la := netlink.NewLinkAttrs()
 		la.Name = name
+		// An address of its own: without one a bridge takes its lowest port's, and changes it
+		// as VMs come and go.
+		sum := sha256.Sum256([]byte("superjolt bridge " + name))
+		la.HardwareAddr = stdnet.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil {
 			return 0, fmt.Errorf("create bridge %s: %w", name, err)
 		}

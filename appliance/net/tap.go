@@ -7,6 +7,7 @@ import (
 	"fmt"
 	stdnet "net"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -38,13 +39,26 @@ func MAC(vmID string) stdnet.HardwareAddr {
 	return stdnet.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
 }
 
+// HostMAC returns the MAC of the host's end of the TAP of a guest whose NIC has mac: the same with
+// fe as its first byte (locally administered, unicast), as libvirt does. The two ends must differ: a
+// bridge port's own address is local to the bridge, so frames to a guest whose TAP had the guest's
+// MAC would stop at the bridge instead of reaching the guest. And a Linux bridge takes the lowest
+// address of its ports as its own unless it has one; fe keeps TAPs out of that race.
+func HostMAC(mac stdnet.HardwareAddr) stdnet.HardwareAddr {
+	h := slices.Clone(mac)
+	if len(h) > 0 {
+		h[0] = 0xfe
+	}
+	return h
+}
+
 // tapFlags are the flags of every TAP queue: a TAP (ethernet frames), no packet information header,
 // and a virtio-net header so that QEMU's virtio-net can offload checksums and segmentation.
 const tapFlags = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR
 
 // OpenTAP implements DESIGN.md "Networking": every VM has a virtio-net NIC on its own TAP on the
-// bridge. It creates the persistent TAP name (or reuses it if it exists), gives it mac and the
-// bridge's MTU, attaches it to bridge, sets it up, and returns an open queue of it, the only one, for
+// bridge. It creates the persistent TAP name (or reuses it if it exists), gives it HostMAC(mac) (mac
+// is the guest NIC's, which QEMU gets) and the bridge's MTU, attaches it to bridge, sets it up, and returns an open queue of it, the only one, for
 // QEMU (`-netdev tap,fd=N,vhost=off`; pass it with exec.Cmd.ExtraFiles and close it in the daemon once
 // QEMU has started). The TAP survives the file: it stays on the bridge while the VM is stopped and is
 // removed with RemoveTAP when the VM leaves the host.
@@ -109,9 +123,9 @@ func OpenTAP(name, bridge string, mac stdnet.HardwareAddr) (*os.File, error) {
 		return nil, fmt.Errorf("TAP %s: %w", name, err)
 	}
 	attrs := link.Attrs()
-	if mac != nil && attrs.HardwareAddr.String() != mac.String() {
-		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
-			return nil, fmt.Errorf("set MAC %v on TAP %s: %w", mac, name, err)
+	if host := HostMAC(mac); mac != nil && attrs.HardwareAddr.String() != host.String() {
+		if err := netlink.LinkSetHardwareAddr(link, host); err != nil {
+			return nil, fmt.Errorf("set MAC %v on TAP %s: %w", host, name, err)
 		}
 	}
 	if mtu := br.Attrs().MTU; attrs.MTU != mtu {

@@ -1,6 +1,7 @@
 package net
 
 import (
+	stdnet "net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -141,7 +142,7 @@ func bridgeState(t testing.TB) string {
 	return strings.Join(s, " ")
 }
 
-func checkTAP(t testing.TB, name string, mac interface{ String() string }) {
+func checkTAP(t testing.TB, name string, mac stdnet.HardwareAddr) {
 	t.Helper()
 	link, err := netlink.LinkByName(name)
 	if err != nil {
@@ -156,8 +157,8 @@ func checkTAP(t testing.TB, name string, mac interface{ String() string }) {
 	switch {
 	case !ok || tun.Mode != netlink.TUNTAP_MODE_TAP:
 		t.Errorf("%s is a %s, want a TAP", name, link.Type())
-	case a.HardwareAddr.String() != mac.String():
-		t.Errorf("TAP MAC %v, want %v", a.HardwareAddr, mac)
+	case a.HardwareAddr.String() != HostMAC(mac).String():
+		t.Errorf("TAP MAC %v, want %v (the host's end, not the guest's %v)", a.HardwareAddr, HostMAC(mac), mac)
 	case a.MasterIndex != br.Attrs().Index:
 		t.Errorf("TAP master %d, want the bridge %d", a.MasterIndex, br.Attrs().Index)
 	case a.MTU != br.Attrs().MTU:
