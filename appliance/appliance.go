@@ -82,15 +82,25 @@ type Options struct {
 	// HostMemoryMiB is the host's memory, which live VMs reserve (see
 	// capacity.go). Default: MemTotal of /proc/meminfo.
 	HostMemoryMiB int64
+	// Network puts VMs on a network (a *HostNetwork: bridge, TAPs,
+	// firewall; see network.go). Nil: VMs boot without a NIC, and their
+	// addresses and forwards are only recorded.
+	Network Network
+	// DNS are the name servers guests are told to use (none: no DNS).
+	DNS []netip.Addr
 }
 
 // Appliance is the domain core. Its methods are safe for concurrent use.
 type Appliance struct {
-	store   *store.Store
-	pool    Pool
-	hv      Hypervisor
-	clock   clock.Clock
-	subnet  netip.Prefix
+	store  *store.Store
+	pool   Pool
+	hv     Hypervisor
+	clock  clock.Clock
+	subnet netip.Prefix
+	net    Network
+	dns    []netip.Addr
+	// netMu serialises rebuilds of the firewall (syncNetwork).
+	netMu   sync.Mutex
 	runDir  string
 	log     *slog.Logger
 	image   string
@@ -131,7 +141,10 @@ type Appliance struct {
 type machine struct {
 	m      Machine
 	bootID string
-	done   chan struct{} // closed when the supervisor saw the process exit
+	// tap is the queue of the VM's TAP its process was given; closed when
+	// the process is gone.
+	tap  *os.File
+	done chan struct{} // closed when the supervisor saw the process exit
 }
 
 // New opens the appliance: it checks the options, seeds the default tiers
@@ -148,6 +161,8 @@ func New(ctx context.Context, opts Options) (*Appliance, error) {
 		hv:       opts.Hypervisor,
 		clock:    opts.Clock,
 		subnet:   opts.Subnet,
+		net:      opts.Network,
+		dns:      opts.DNS,
 		runDir:   opts.RunDir,
 		log:      opts.Logger,
 		image:    opts.BuiltinImage,
@@ -201,6 +216,10 @@ func New(ctx context.Context, opts Options) (*Appliance, error) {
 		return nil, err
 	}
 	if err := a.recover(ctx); err != nil {
+		a.stop()
+		return nil, err
+	}
+	if err := a.setupNetwork(ctx); err != nil {
 		a.stop()
 		return nil, err
 	}

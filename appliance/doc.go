@@ -20,6 +20,7 @@
 //	billing.go    charges (no debt), runway to resume, low-balance warnings, archiving at zero
 //	accounts.go   accounts, top-ups, adjustments, the ledger
 //	addresses.go  IP addresses from the subnet (IPAM)
+//	network.go    the network: bridge at start, a TAP per VM on the host, the firewall rebuilt from the store
 //	machines.go   VM processes: boot, halt, supervise (a reboot inside is a new boot id, an exit a stop with its reason)
 //	pool.go       the pool's space: status, and refusing work when it is full
 //	usage.go      memory and CPU of the VM processes, sampled from /proc

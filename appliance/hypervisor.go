@@ -2,6 +2,9 @@ package appliance
 
 import (
 	"context"
+	"net"
+	"net/netip"
+	"os"
 	"time"
 
 	"github.com/superjolt/superjolt/btrfs"
@@ -70,12 +73,25 @@ type MachineSpec struct {
 	ID string
 	// Name is the VM's name, which the guest takes as its hostname.
 	Name string
+	// Net is the VM's network (nil: no NIC).
+	Net *NetSpec
 	// VCPUs and MemoryMiB come from the VM's tier.
 	VCPUs, MemoryMiB int
 	// Kernel, Initrd and Rootfs are files in the VM's own subvolume.
 	Kernel, Initrd, Rootfs string
 	// RunDir holds the machine's sockets, logs and pid file.
 	RunDir string
+}
+
+// NetSpec is what a VM's guest is told of its network, and the TAP its
+// NIC is on: a queue of /dev/net/tun attached to the VM's TAP, which the
+// caller keeps open while the machine may boot again and closes after.
+type NetSpec struct {
+	Addr    netip.Prefix // the VM's address, with the subnet's length
+	Gateway netip.Addr   // the bridge's address
+	DNS     []netip.Addr
+	MAC     net.HardwareAddr
+	TAP     *os.File
 }
 
 // Machine is one running VM process.

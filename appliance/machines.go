@@ -28,17 +28,30 @@ func (a *Appliance) boot(ctx context.Context, vm model.VM) (string, error) {
 	spec := MachineSpec{ID: vm.ID, Name: vm.Name, VCPUs: tier.VCPUs, MemoryMiB: tier.MemoryMiB,
 		Kernel: filepath.Join(dir, KernelFile), Initrd: filepath.Join(dir, InitrdFile), Rootfs: filepath.Join(dir, RootfsFile),
 		RunDir: a.vmRunDir(vm.ID)}
+	if spec.Net, err = a.guestNet(vm); err != nil {
+		return "", err
+	}
+	closeTAP := func() {
+		if spec.Net != nil {
+			spec.Net.TAP.Close()
+		}
+	}
 	bctx, cancel := context.WithTimeout(ctx, a.bootMax)
 	defer cancel()
 	m, err := a.hv.Launch(a.life, bctx, spec)
 	if err != nil {
+		closeTAP()
 		return "", unavailablef("%s did not boot: %v; its console log is in %s", vm.ID, err, spec.RunDir)
 	}
 	mc := &machine{m: m, bootID: m.BootID(), done: make(chan struct{})}
+	if spec.Net != nil {
+		mc.tap = spec.Net.TAP
+	}
 	a.mu.Lock()
 	if a.halting {
 		a.mu.Unlock()
 		_ = m.Kill()
+		closeTAP()
 		return "", unavailablef("the appliance is shutting down; %s was not started", vm.ID)
 	}
 	a.machines[vm.ID] = mc
@@ -94,6 +107,9 @@ func (a *Appliance) supervise(id string, mc *machine) {
 		delete(a.machines, id)
 	}
 	a.mu.Unlock()
+	if mc.tap != nil {
+		mc.tap.Close()
+	}
 	close(mc.done)
 	if expected {
 		return

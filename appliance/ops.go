@@ -344,6 +344,7 @@ func (o *op) finish(err error, also func(tx *store.Tx) error) error {
 		o.log.Error("cannot record the end of an operation; the next start recovers it", "err", uerr)
 		return categorised(uerr, "record the end of "+o.rec.ID)
 	}
+	o.syncNetwork()
 	switch {
 	case o.rec.State == model.OpCancelled:
 		o.log.Info("operation cancelled")
@@ -367,6 +368,27 @@ func vmAccount(tx *store.Tx, id string) string {
 		return ""
 	}
 	return vm.AccountID
+}
+
+// syncNetwork brings the network in line with what the operation did: a
+// VM that left the host (graveyard, archive, reclaim, a create undone)
+// loses its TAP, and
+// the firewall is rebuilt whenever VMs came, went or changed address.
+func (o *op) syncNetwork() {
+	switch o.rec.Kind {
+	case model.OpDestroy, model.OpArchive, model.OpReclaim:
+		if o.rec.State == model.OpDone {
+			o.a.dropTAP(o.rec.VMID)
+		}
+	case model.OpCreate:
+		if o.rec.State != model.OpDone {
+			o.a.dropTAP(o.rec.VMID) // undone: the VM never was
+		}
+	case model.OpResume:
+	default:
+		return
+	}
+	o.a.syncNetwork(o.ctx)
 }
 
 // waitOps waits until no operation runs, or ctx ends.

@@ -26,7 +26,8 @@ import (
 // and initrd readable for QEMU. What stays root is the daemon: btrfs
 // subvolumes and snapshots (ioctls), the pool's loop device, the growth of
 // disks, and the launch itself (the switch of user happens in the child,
-// before QEMU's code runs); later also TAP devices and nftables.
+// before QEMU's code runs), and the network: the bridge, each VM's TAP
+// (QEMU gets an open queue of it) and the firewall (network.go).
 type QEMU struct {
 	// Config is the base machine configuration; Name, Hostname, VCPUs,
 	// MemoryMiB, Kernel, Initrd, Rootfs and RunDir are filled in per VM
@@ -62,6 +63,10 @@ func (q *QEMU) Launch(life, boot context.Context, spec MachineSpec) (Machine, er
 			logger = slog.Default()
 		}
 		logger.Warn("VM name is not a valid hostname; the guest keeps its own", "vm", spec.ID, "name", spec.Name)
+	}
+	cfg.Net = nil
+	if n := spec.Net; n != nil {
+		cfg.Net = &vmm.GuestNet{Addr: n.Addr, Gateway: n.Gateway, DNS: n.DNS, MAC: n.MAC, TAP: n.TAP}
 	}
 	vmm.KillStale(spec.RunDir, spec.ID, cfg.Logger)
 	if err := sealVMDir(spec); err != nil {

@@ -678,6 +678,9 @@ func (a *Appliance) editVM(ctx context.Context, id, verb string, fn func(tx *sto
 		}
 		return event(tx, a.clock.Now(), "vm.updated", id, vm.AccountID, "%s", msg)
 	})
+	if err == nil {
+		a.syncNetwork(ctx) // its forwards changed
+	}
 	return vm, categorised(err, "update the VM")
 }
 

@@ -1,0 +1,189 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+	stdnet "net"
+	"net/netip"
+	"os"
+	"slices"
+
+	"github.com/superjolt/superjolt/appliance/model"
+	sjnet "github.com/superjolt/superjolt/appliance/net"
+	"github.com/superjolt/superjolt/appliance/store"
+)
+
+// Network puts VMs on the network: a bridge holding the gateway of the
+// subnet, a TAP per VM that is on the host, and one firewall table built
+// from the store (see "Networking" in DESIGN.md). *HostNetwork is the real
+// one; nil in Options: VMs boot without a NIC.
+type Network interface {
+	// Setup makes the bridge with the gateway address of subnet and turns
+	// IP forwarding on.
+	Setup(subnet netip.Prefix) error
+	// OpenTAP makes (or finds) the VM's TAP on the bridge and returns a
+	// queue of it for the VM's process, and the VM's MAC.
+	OpenTAP(vmID string) (*os.File, stdnet.HardwareAddr, error)
+	// RemoveTAP deletes the VM's TAP; gone already is fine.
+	RemoveTAP(vmID string) error
+	// Apply replaces the firewall with rs, in one step.
+	Apply(rs sjnet.Ruleset) error
+	// Warnings says what on the host would drop the VMs' traffic anyway.
+	Warnings() []string
+}
+
+// HostNetwork is the [Network] of the namespace superjoltd runs in,
+// through package appliance/net.
+type HostNetwork struct {
+	bridge string
+	fw     *sjnet.Firewall
+}
+
+var _ Network = (*HostNetwork)(nil)
+
+// NewHostNetwork returns the network of the bridge (sjnet.DefaultBridge
+// when empty). Close it when done.
+func NewHostNetwork(bridge string) (*HostNetwork, error) {
+	if bridge == "" {
+		bridge = sjnet.DefaultBridge
+	}
+	fw, err := sjnet.NewFirewall()
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	return &HostNetwork{bridge: bridge, fw: fw}, nil
+}
+
+func (h *HostNetwork) Setup(subnet netip.Prefix) error {
+	if _, err := sjnet.EnsureBridge(h.bridge, subnet); err != nil {
+		return fmt.Errorf("bridge %s: %w", h.bridge, err)
+	}
+	return sjnet.EnableForwarding()
+}
+
+func (h *HostNetwork) OpenTAP(vmID string) (*os.File, stdnet.HardwareAddr, error) {
+	mac := sjnet.MAC(vmID)
+	f, err := sjnet.OpenTAP(sjnet.TAPName(vmID), h.bridge, mac)
+	return f, mac, err
+}
+
+func (h *HostNetwork) RemoveTAP(vmID string) error { return sjnet.RemoveTAP(sjnet.TAPName(vmID)) }
+
+func (h *HostNetwork) Apply(rs sjnet.Ruleset) error {
+	rs.Bridge = h.bridge
+	return h.fw.Apply(rs)
+}
+
+func (h *HostNetwork) Warnings() []string { return h.fw.Warnings() }
+
+// Close closes the firewall's connection; the bridge, TAPs and table stay
+// (the next start takes them over).
+func (h *HostNetwork) Close() error { return h.fw.Close() }
+
+// gateway is the host's address on the subnet, the VMs' default route.
+func (a *Appliance) gateway() netip.Addr { return a.subnet.Addr().Next() }
+
+// rulesetOf is the firewall the VMs call for: every VM that is on the
+// host (creating, running or stopped) with its address and its forwards;
+// nothing of a VM in the graveyard or the archive, whose address is free
+// and whose forwards refuse until it is resumed.
+func rulesetOf(subnet netip.Prefix, vms []model.VM) sjnet.Ruleset {
+	rs := sjnet.Ruleset{Subnet: subnet}
+	for _, vm := range vms {
+		if !vm.State.Live() || !vm.IP.IsValid() {
+			continue
+		}
+		v := sjnet.VM{ID: vm.ID, Account: vm.AccountID, IP: vm.IP}
+		for _, p := range vm.Ports {
+			v.Forwards = append(v.Forwards, sjnet.Forward{Proto: p.Proto, HostPort: p.Number, GuestPort: p.Guest()})
+		}
+		rs.VMs = append(rs.VMs, v)
+	}
+	slices.SortFunc(rs.VMs, func(x, y sjnet.VM) int { return cmpString(x.ID, y.ID) })
+	return rs
+}
+
+// syncNetwork rebuilds the firewall from the store after a change to VMs,
+// their addresses or their forwards. A failure is logged and told as a
+// net.failed event; the next change (or start) tries again.
+func (a *Appliance) syncNetwork(ctx context.Context) {
+	if a.net == nil {
+		return
+	}
+	// One at a time, so that the last one applied is from the latest store.
+	a.netMu.Lock()
+	defer a.netMu.Unlock()
+	var vms []model.VM
+	err := a.view(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		var err error
+		vms, err = tx.VMs(store.VMFilter{})
+		return err
+	})
+	if err == nil {
+		err = a.net.Apply(rulesetOf(a.subnet, vms))
+	}
+	if err != nil {
+		a.log.Error("cannot rebuild the firewall; forwards may not match the VMs until the next change", "err", err)
+		_ = a.update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+			return event(tx, a.clock.Now(), "net.failed", "", "", "cannot rebuild superjolt's firewall table: %v; forwards may not match the VMs until the next change", err)
+		})
+	}
+}
+
+// setupNetwork makes the bridge, turns forwarding on, builds the firewall
+// from the store and tells what on the host would get in the way, at start.
+func (a *Appliance) setupNetwork(ctx context.Context) error {
+	if a.net == nil {
+		return nil
+	}
+	if err := a.net.Setup(a.subnet); err != nil {
+		return fmt.Errorf("appliance: network: %w", err)
+	}
+	// TAPs of VMs that left the host while the daemon was away go now.
+	var vms []model.VM
+	if err := a.view(ctx, func(tx *store.Tx) error {
+		var err error
+		vms, err = tx.VMs(store.VMFilter{})
+		return err
+	}); err != nil {
+		return fmt.Errorf("appliance: network: %w", err)
+	}
+	for _, vm := range vms {
+		if !vm.State.Live() {
+			a.dropTAP(vm.ID)
+		}
+	}
+	a.syncNetwork(ctx)
+	for _, w := range a.net.Warnings() {
+		a.log.Warn("the host may drop the VMs' traffic", "why", w)
+		_ = a.update(ctx, func(tx *store.Tx) error {
+			return event(tx, a.clock.Now(), "net.warning", "", "", "%s", w)
+		})
+	}
+	return nil
+}
+
+// guestNet is what a VM's guest is told of its network, with the TAP its
+// process gets; nil when the appliance has no network. The caller closes
+// the TAP once the process has its own copy.
+func (a *Appliance) guestNet(vm model.VM) (*NetSpec, error) {
+	if a.net == nil || !vm.IP.IsValid() {
+		return nil, nil
+	}
+	tap, mac, err := a.net.OpenTAP(vm.ID)
+	if err != nil {
+		return nil, unavailablef("cannot make the network device of %s: %v", vm.ID, err)
+	}
+	return &NetSpec{Addr: netip.PrefixFrom(vm.IP, a.subnet.Bits()), Gateway: a.gateway(), DNS: a.dns, MAC: mac, TAP: tap}, nil
+}
+
+// dropTAP deletes a VM's TAP once it has left the host (graveyard,
+// archive, reclaim); its forwards leave the firewall with syncNetwork.
+func (a *Appliance) dropTAP(vmID string) {
+	if a.net == nil {
+		return
+	}
+	if err := a.net.RemoveTAP(vmID); err != nil {
+		a.log.Warn("cannot remove the VM's TAP", "vm", vmID, "err", err)
+	}
+}
