@@ -61,6 +61,9 @@ clean:
 DEMO_DIR    ?= /var/lib/superjolt-demo
 DEMO_RUN    ?= /run/superjolt-demo
 DEMO_SOCKET ?= $(DEMO_RUN)/superjolt.sock
+# The demo's daemon, bridge, firewall and guests live in a network namespace
+# of their own: nothing of the demo touches the host's network.
+DEMO_NETNS  ?= superjolt-demo
 SJ_DEMO      = $(BIN)/superjolt --socket $(DEMO_SOCKET)
 
 .PHONY: demo demo-stop
@@ -69,7 +72,8 @@ demo: deps build
 	@if $(SJ_DEMO) debug clock show >/dev/null 2>&1; then echo "demo: superjoltd is already running on $(DEMO_SOCKET)"; \
 	else first=""; [ -e $(DEMO_DIR)/pool.img ] || first="; this first start builds the built-in image, about a minute"; \
 	  echo "demo: starting superjoltd (state in $(DEMO_DIR), log in $(DEMO_DIR)/superjoltd.log$$first)"; \
-	  setsid $(BIN)/superjoltd --state-dir $(DEMO_DIR) --socket $(DEMO_SOCKET) --run-dir $(DEMO_RUN)/vm --clock=manual \
+	  ip netns add $(DEMO_NETNS) 2>/dev/null; ip -n $(DEMO_NETNS) link set lo up; \
+	  setsid ip netns exec $(DEMO_NETNS) $(BIN)/superjoltd --state-dir $(DEMO_DIR) --socket $(DEMO_SOCKET) --run-dir $(DEMO_RUN)/vm --clock=manual \
 	    >>$(DEMO_DIR)/superjoltd.log 2>&1 </dev/null & echo $$! >$(DEMO_RUN)/superjoltd.pid; fi
 	@for i in $$(seq 600); do $(SJ_DEMO) tier list >/dev/null 2>&1 && break; \
 	  if ! kill -0 $$(cat $(DEMO_RUN)/superjoltd.pid) 2>/dev/null; then echo "demo: superjoltd died:"; tail -20 $(DEMO_DIR)/superjoltd.log; exit 1; fi; \
@@ -92,3 +96,4 @@ demo-stop:
 	  while kill -0 $$(cat $(DEMO_RUN)/superjoltd.pid) 2>/dev/null; do sleep 0.2; done; echo "demo: superjoltd stopped"; \
 	else echo "demo: superjoltd is not running"; fi
 	@rm -f $(DEMO_RUN)/superjoltd.pid
+	@ip netns del $(DEMO_NETNS) 2>/dev/null || true

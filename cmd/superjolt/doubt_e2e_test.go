@@ -55,6 +55,7 @@ func TestDaemonRefusesToStartOnDoubt(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "setpriv", append([]string{"--inh-caps=-dac_override,-dac_read_search",
 		"--bounding-set=-dac_override,-dac_read_search", "--", filepath.Join(b.bin, "superjoltd")}, b.args...)...)
+	ownNetns(cmd)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -90,9 +90,12 @@ type daemon struct {
 	bin      string
 	args     []string
 	env      []string // added to the daemon's environment
-	cmd      *exec.Cmd
-	log      *bytes.Buffer
-	exited   chan error
+	// netns is the named network namespace (ip netns) superjoltd runs in,
+	// which outlives its restarts; "" gives each start one of its own.
+	netns  string
+	cmd    *exec.Cmd
+	log    *bytes.Buffer
+	exited chan error
 }
 
 // startDaemon starts superjoltd with a fresh state directory and a 1 GiB
@@ -106,6 +109,13 @@ func startDaemon(tb testing.TB, extra ...string) *daemon {
 // startDaemonEnv is startDaemon with env added to the daemon's environment.
 func startDaemonEnv(tb testing.TB, env []string, extra ...string) *daemon {
 	tb.Helper()
+	return startDaemonIn(tb, "", env, extra...)
+}
+
+// startDaemonIn is startDaemonEnv in the named network namespace netns
+// ("": one of its own per start).
+func startDaemonIn(tb testing.TB, netns string, env []string, extra ...string) *daemon {
+	tb.Helper()
 	btrfstest.Skip(tb)
 	bin := binaries(tb)
 	// A short directory: UNIX socket paths are limited to 108 bytes.
@@ -113,7 +123,7 @@ func startDaemonEnv(tb testing.TB, env []string, extra ...string) *daemon {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d := &daemon{socket: filepath.Join(dir, "api.sock"), stateDir: filepath.Join(dir, "state"), bin: bin, env: env, log: &bytes.Buffer{}}
+	d := &daemon{socket: filepath.Join(dir, "api.sock"), stateDir: filepath.Join(dir, "state"), bin: bin, env: env, netns: netns, log: &bytes.Buffer{}}
 	d.args = []string{"--state-dir", d.stateDir, "--socket", d.socket, "--run-dir", filepath.Join(dir, "run"), "--log-level", "debug"}
 	if !slices.Contains(extra, "--pool") {
 		d.args = append(d.args, "--pool-size", "1G")
@@ -133,7 +143,13 @@ func startDaemonEnv(tb testing.TB, env []string, extra ...string) *daemon {
 // start starts the daemon process and waits until its API answers.
 func (d *daemon) start(tb testing.TB) {
 	tb.Helper()
-	d.cmd = exec.Command(filepath.Join(d.bin, "superjoltd"), d.args...)
+	if d.netns != "" {
+		// ip execs superjoltd after entering the namespace: the same process.
+		d.cmd = exec.Command("ip", append([]string{"netns", "exec", d.netns, filepath.Join(d.bin, "superjoltd")}, d.args...)...)
+	} else {
+		d.cmd = exec.Command(filepath.Join(d.bin, "superjoltd"), d.args...)
+		ownNetns(d.cmd)
+	}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	d.cmd.Env = append(os.Environ(), d.env...)
 	d.exited = make(chan error, 1)
@@ -160,6 +176,17 @@ func (d *daemon) start(tb testing.TB) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ownNetns starts cmd (a superjoltd) in a network namespace of its own,
+// made for it and gone with its last process: its bridge, TAPs, firewall
+// and guests' traffic never touch the host's network. The API's UNIX
+// socket works across namespaces.
+func ownNetns(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
 }
 
 // restart stops the daemon cleanly and starts it again on the same state.
@@ -625,6 +652,7 @@ func TestCLISecondDaemonRefused(t *testing.T) {
 		t.Fatalf("socket mode %o gid %d, want 0660 and group nogroup (%s)", st.Mode&0o777, st.Gid, group.Gid)
 	}
 	cmd := exec.Command(filepath.Join(d.bin, "superjoltd"), "--state-dir", t.TempDir(), "--socket", d.socket)
+	ownNetns(cmd)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !bytes.Contains(out, []byte("another superjoltd")) {

@@ -97,8 +97,19 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		log.Warn("cannot build the built-in image: VMs cannot be created from it until these are installed (scripts/install-deps)", "missing", missing)
 		build = nil
 	}
+	var network appliance.Network
+	if cfg.network {
+		hn, err := appliance.NewHostNetwork(cfg.bridge)
+		if err != nil {
+			return fmt.Errorf("network: %w (or run with --network=off)", err)
+		}
+		defer hn.Close()
+		network = hn
+	}
 	_, _ = daemon.SdNotify(false, "STATUS=opening the appliance (building the built-in image on first start)")
 	app, err := appliance.New(ctx, appliance.Options{
+		Network:    network,
+		DNS:        cfg.dns,
 		Store:      st,
 		Pool:       pool,
 		Clock:      clk,

@@ -10,7 +10,8 @@
 // Usage:
 //
 //	superjoltd [--state-dir DIR] [--pool PATH | --pool-image FILE --pool-size SIZE]
-//	           [--socket PATH] [--subnet CIDR] [--clock=manual|real] [--run-dir DIR]
+//	           [--socket PATH] [--subnet CIDR] [--network=on|off] [--bridge NAME] [--dns IP,...]
+//	           [--clock=manual|real] [--run-dir DIR]
 //	           [--agent FILE] [--log-level debug|info|warn|error]
 //
 // Exit codes: 0 after a clean stop, 1 when it could not start or failed

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/superjolt/superjolt/appliance"
@@ -63,6 +64,9 @@ type config struct {
 	socket    string
 	sockGroup string // group owning the socket ("" leaves it root's)
 	subnet    netip.Prefix
+	network   bool   // --network=on: a bridge, TAPs and the firewall
+	bridge    string // --bridge
+	dns       []netip.Addr
 	manual    bool // --clock=manual
 	runDir    string
 	agent     string
@@ -73,7 +77,7 @@ func parseFlags(args []string) (config, error) {
 	var (
 		cfg                     config
 		poolSize, subnet, clock string
-		logLevel                string
+		logLevel, network, dns  string
 	)
 	fs := flag.NewFlagSet("superjoltd", flag.ContinueOnError)
 	fs.StringVar(&cfg.stateDir, "state-dir", "/var/lib/superjolt", "directory for the state store and, by default, the pool image")
@@ -82,7 +86,10 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&poolSize, "pool-size", "20G", "size of a new pool image (sparse): 20G, 512M, 1T")
 	fs.StringVar(&cfg.socket, "socket", api.DefaultSocket, "the local API's UNIX socket")
 	fs.StringVar(&cfg.sockGroup, "socket-group", "", "group whose members may use the API socket (mode 0660); default: root's group only")
-	fs.StringVar(&subnet, "subnet", appliance.DefaultSubnet, "where VM addresses come from (an address attribute only: no traffic is routed yet)")
+	fs.StringVar(&subnet, "subnet", appliance.DefaultSubnet, "the VMs' subnet; its first address is the bridge's (the VMs' gateway)")
+	fs.StringVar(&network, "network", "on", "on: VMs get a NIC on the bridge, port forwards and NAT (nftables); off: addresses and forwards are only recorded")
+	fs.StringVar(&cfg.bridge, "bridge", "sjbr0", "the bridge the VMs' TAPs join (made if missing)")
+	fs.StringVar(&dns, "dns", "", "comma-separated name servers the guests are told to use (default: none)")
 	fs.StringVar(&clock, "clock", "real", "real, or manual: time moves only with 'superjolt debug clock advance' (tests, demos)")
 	fs.StringVar(&cfg.runDir, "run-dir", appliance.DefaultRunDir, "per-VM runtime directories (sockets, logs, pid files)")
 	fs.StringVar(&cfg.agent, "agent", "", "the guest agent binary for the built-in image (default: superjolt-agent next to superjoltd, else built from the source tree)")
@@ -112,6 +119,23 @@ func parseFlags(args []string) (config, error) {
 	cfg.poolSize = n
 	if cfg.subnet, err = netip.ParsePrefix(subnet); err != nil || !cfg.subnet.Addr().Is4() {
 		return cfg, fmt.Errorf("--subnet %q: give an IPv4 prefix like %s", subnet, appliance.DefaultSubnet)
+	}
+	switch network {
+	case "on":
+		cfg.network = true
+	case "off":
+	default:
+		return cfg, fmt.Errorf("--network=%q: use on or off", network)
+	}
+	if cfg.bridge == "" || len(cfg.bridge) > 15 || strings.ContainsAny(cfg.bridge, "/ \t") {
+		return cfg, fmt.Errorf("--bridge %q: give an interface name of 1-15 characters, like sjbr0", cfg.bridge)
+	}
+	for _, s := range strings.FieldsFunc(dns, func(r rune) bool { return r == ',' }) {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil || !a.Is4() {
+			return cfg, fmt.Errorf("--dns %q: give IPv4 addresses separated by commas, like 192.0.2.53", s)
+		}
+		cfg.dns = append(cfg.dns, a)
 	}
 	switch clock {
 	case "real":

@@ -20,8 +20,17 @@ func TestParseFlags(t *testing.T) {
 	}{
 		{nil, true, func(c config) bool {
 			return c.stateDir == "/var/lib/superjolt" && c.poolImage == "/var/lib/superjolt/pool.img" && c.poolSize == 20<<30 &&
-				c.socket == "/run/superjolt/superjolt.sock" && c.subnet.String() == appliance.DefaultSubnet && !c.manual
+				c.socket == "/run/superjolt/superjolt.sock" && c.subnet.String() == appliance.DefaultSubnet && !c.manual &&
+				c.network && c.bridge == "sjbr0" && len(c.dns) == 0
 		}},
+		{[]string{"--network=off", "--bridge", "br-vms", "--dns", "192.0.2.53, 198.51.100.53"}, true, func(c config) bool {
+			return !c.network && c.bridge == "br-vms" && len(c.dns) == 2 && c.dns[1].String() == "198.51.100.53"
+		}},
+		{[]string{"--network=maybe"}, false, nil},
+		{[]string{"--bridge", "a-bridge-name-too-long"}, false, nil},
+		{[]string{"--bridge", ""}, false, nil},
+		{[]string{"--dns", "resolver.example"}, false, nil},
+		{[]string{"--dns", "2001:db8::53"}, false, nil},
 		{[]string{"--state-dir", "/srv/sj", "--pool-size", "1G", "--clock=manual"}, true, func(c config) bool {
 			return c.poolImage == "/srv/sj/pool.img" && c.poolSize == 1<<30 && c.manual
 		}},
