@@ -2,7 +2,6 @@ package tui
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -260,7 +259,6 @@ func TestDaemonErrorShowsInPlace(t *testing.T) {
 	if !strings.Contains(s, "Create a VM") {
 		t.Errorf("the form closed on the daemon's error:\n%s", s)
 	}
-	_ = errors.New
 }
 
 // When superjoltd goes away the console says so, keeps its data (greyed),

@@ -147,7 +147,6 @@ func TestNetworkEndToEnd(t *testing.T) {
 	step("forward 8080:80 from the LAN and the box")
 
 	// The guest reaches the LAN, which sees the box's address (masquerade).
-	logf := t.TempDir() + "/lan.log"
 	srv := exec.Command("ip", "netns", "exec", lan, "python3", "-m", "http.server", "9000", "--bind", lanAddr)
 	var srvLog bytes.Buffer
 	srv.Stdout, srv.Stderr = &srvLog, &srvLog
@@ -167,7 +166,6 @@ func TestNetworkEndToEnd(t *testing.T) {
 	if !strings.Contains(srvLog.String(), appAddr) || strings.Contains(srvLog.String(), web.IP.String()) {
 		t.Fatalf("the LAN's server saw the guest as other than the box's %s:\n%s", appAddr, srvLog.String())
 	}
-	_ = logf
 	step("guest -> LAN, seen as the box's address")
 
 	// Accounts: bob's VM cannot open a TCP connection to alice's; alice's
