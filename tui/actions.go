@@ -27,7 +27,9 @@ const young = time.Hour
 // acted shows an action's answer: in its dialog when one waits for it,
 // else on the message line.
 func (m *Model) acted(msg actionMsg) tea.Cmd {
-	if w, ok := m.dialog.(waiting); ok {
+	// The answer is the open dialog's only if that dialog sent something
+	// (an earlier action may answer while another dialog is being filled).
+	if w, ok := m.dialog.(waiting); ok && w.sent() {
 		if !w.done(msg.err) {
 			return nil
 		}

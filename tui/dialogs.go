@@ -21,8 +21,10 @@ type dialog interface {
 }
 
 // waiting is a dialog that stays open while its action runs, to show the
-// daemon's error in place; done returns whether it closes.
+// daemon's error in place: sent says it sent one and waits for its
+// answer; done takes the answer and returns whether the dialog closes.
 type waiting interface {
+	sent() bool
 	done(err error) bool
 }
 
@@ -139,6 +141,8 @@ func (f *form) trySend(m *Model) tea.Cmd {
 	f.busy, f.err = true, ""
 	return f.send(m, values)
 }
+
+func (f *form) sent() bool { return f.busy }
 
 func (f *form) done(err error) bool {
 	f.busy = false
@@ -276,6 +280,8 @@ func (c *confirm) update(m *Model, msg tea.Msg) (dialog, tea.Cmd) {
 	}
 	return c, nil
 }
+
+func (c *confirm) sent() bool { return c.busy }
 
 func (c *confirm) done(err error) bool {
 	c.busy = false
