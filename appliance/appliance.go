@@ -88,6 +88,9 @@ type Options struct {
 	Network Network
 	// DNS are the name servers guests are told to use (none: no DNS).
 	DNS []netip.Addr
+	// ReservedPorts are host ports superjoltd itself listens on (its
+	// domain proxy's), which no forward may take.
+	ReservedPorts []model.Port
 }
 
 // Appliance is the domain core. Its methods are safe for concurrent use.
@@ -99,8 +102,14 @@ type Appliance struct {
 	subnet netip.Prefix
 	net    Network
 	dns    []netip.Addr
+	// reserved are host ports no forward may take (Options.ReservedPorts).
+	reserved []model.Port
 	// netMu serialises rebuilds of the firewall (syncNetwork).
-	netMu   sync.Mutex
+	netMu sync.Mutex
+	// routes maps each domain to its VM's address, for the reverse proxy
+	// (Route); rebuilt with the firewall.
+	routeMu sync.RWMutex
+	routes  map[string]netip.AddrPort
 	runDir  string
 	log     *slog.Logger
 	image   string
@@ -163,6 +172,7 @@ func New(ctx context.Context, opts Options) (*Appliance, error) {
 		subnet:   opts.Subnet,
 		net:      opts.Network,
 		dns:      opts.DNS,
+		reserved: opts.ReservedPorts,
 		runDir:   opts.RunDir,
 		log:      opts.Logger,
 		image:    opts.BuiltinImage,

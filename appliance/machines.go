@@ -31,6 +31,11 @@ func (a *Appliance) boot(ctx context.Context, vm model.VM) (string, error) {
 	if spec.Net, err = a.guestNet(vm); err != nil {
 		return "", err
 	}
+	if spec.Net != nil {
+		// The VM is on the host in the store (creating, or back from a
+		// resume): the firewall takes it in before it boots.
+		a.syncNetwork(ctx)
+	}
 	closeTAP := func() {
 		if spec.Net != nil {
 			spec.Net.TAP.Close()

@@ -104,9 +104,10 @@ func rulesetOf(subnet netip.Prefix, vms []model.VM) sjnet.Ruleset {
 }
 
 // syncNetwork rebuilds the firewall from the store after a change to VMs,
-// their addresses or their forwards. A failure is logged and told as a
-// net.failed event; the next change (or start) tries again.
-func (a *Appliance) syncNetwork(ctx context.Context) {
+// their addresses or their forwards, leaving out the VMs without (which
+// are leaving the host, in a change not recorded yet). A failure is logged
+// and told as a net.failed event; the next change (or start) tries again.
+func (a *Appliance) syncNetwork(ctx context.Context, without ...string) {
 	if a.net == nil {
 		return
 	}
@@ -119,8 +120,10 @@ func (a *Appliance) syncNetwork(ctx context.Context) {
 		vms, err = tx.VMs(store.VMFilter{})
 		return err
 	})
+	vms = slices.DeleteFunc(vms, func(vm model.VM) bool { return slices.Contains(without, vm.ID) })
 	if err == nil {
 		err = a.net.Apply(rulesetOf(a.subnet, vms))
+		a.setRoutes(routesOf(vms))
 	}
 	if err != nil {
 		a.log.Error("cannot rebuild the firewall; forwards may not match the VMs until the next change", "err", err)
@@ -186,4 +189,39 @@ func (a *Appliance) dropTAP(vmID string) {
 	if err := a.net.RemoveTAP(vmID); err != nil {
 		a.log.Warn("cannot remove the VM's TAP", "vm", vmID, "err", err)
 	}
+}
+
+// DomainPort is the port of a VM that its domains are proxied to.
+const DomainPort = 80
+
+// routesOf maps each domain of a VM on the host (creating, running or
+// stopped: a stopped one answers 502 rather than 404) to its address and
+// DomainPort; a VM in the graveyard or the archive serves none.
+func routesOf(vms []model.VM) map[string]netip.AddrPort {
+	r := map[string]netip.AddrPort{}
+	for _, vm := range vms {
+		if !vm.State.Live() || !vm.IP.IsValid() {
+			continue
+		}
+		for _, d := range vm.Domains {
+			r[d] = netip.AddrPortFrom(vm.IP, DomainPort)
+		}
+	}
+	return r
+}
+
+func (a *Appliance) setRoutes(r map[string]netip.AddrPort) {
+	a.routeMu.Lock()
+	a.routes = r
+	a.routeMu.Unlock()
+}
+
+// Route returns where the reverse proxy sends requests for host (a
+// domain, normalized): the address and port of the VM that holds it.
+// Safe for concurrent use; it reads the table syncNetwork keeps.
+func (a *Appliance) Route(host string) (netip.AddrPort, bool) {
+	a.routeMu.RLock()
+	defer a.routeMu.RUnlock()
+	ap, ok := a.routes[model.NormalizeDomain(host)]
+	return ap, ok
 }

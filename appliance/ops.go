@@ -322,6 +322,9 @@ func (o *op) finish(err error, also func(tx *store.Tx) error) error {
 	}
 	raw, _ := json.Marshal(o.in)
 	o.rec.Intent = raw
+	// The network follows before the end is recorded: whoever waits for
+	// the operation may act on the VM the moment it reads "done".
+	o.leaveNetwork()
 	uerr := a.update(context.WithoutCancel(o.ctx), func(tx *store.Tx) error {
 		if also != nil {
 			if err := also(tx); err != nil {
@@ -344,7 +347,6 @@ func (o *op) finish(err error, also func(tx *store.Tx) error) error {
 		o.log.Error("cannot record the end of an operation; the next start recovers it", "err", uerr)
 		return categorised(uerr, "record the end of "+o.rec.ID)
 	}
-	o.syncNetwork()
 	switch {
 	case o.rec.State == model.OpCancelled:
 		o.log.Info("operation cancelled")
@@ -370,25 +372,22 @@ func vmAccount(tx *store.Tx, id string) string {
 	return vm.AccountID
 }
 
-// syncNetwork brings the network in line with what the operation did: a
-// VM that left the host (graveyard, archive, reclaim, a create undone)
-// loses its TAP, and
-// the firewall is rebuilt whenever VMs came, went or changed address.
-func (o *op) syncNetwork() {
+// leaveNetwork takes a VM that leaves the host with the operation
+// (graveyard, archive, reclaim, a create undone) off the network: its TAP
+// goes and the firewall is rebuilt without it. A VM that comes onto the
+// host is put on it when it boots (see boot).
+func (o *op) leaveNetwork() {
+	leaves := false
 	switch o.rec.Kind {
 	case model.OpDestroy, model.OpArchive, model.OpReclaim:
-		if o.rec.State == model.OpDone {
-			o.a.dropTAP(o.rec.VMID)
-		}
+		leaves = o.rec.State == model.OpDone
 	case model.OpCreate:
-		if o.rec.State != model.OpDone {
-			o.a.dropTAP(o.rec.VMID) // undone: the VM never was
-		}
-	case model.OpResume:
-	default:
-		return
+		leaves = o.rec.State != model.OpDone // undone: the VM never was
 	}
-	o.a.syncNetwork(o.ctx)
+	if leaves && o.rec.VMID != "" {
+		o.a.dropTAP(o.rec.VMID)
+		o.a.syncNetwork(o.ctx, o.rec.VMID)
+	}
 }
 
 // waitOps waits until no operation runs, or ctx ends.
