@@ -567,6 +567,9 @@ func (a *Appliance) AddPort(ctx context.Context, id string, p model.Port) (model
 		if len(vm.Ports) >= model.MaxPorts {
 			return "", conflictf("%s already has %d ports, the most allowed; remove one first", id, model.MaxPorts)
 		}
+		if slices.ContainsFunc(a.reserved, func(q model.Port) bool { return q.Host() == p.Host() }) {
+			return "", conflictf("host port %s is superjoltd's own (its proxy for the VMs' domains listens there); pick another host port, or attach a domain instead", p.Host())
+		}
 		var holder model.VM
 		if err := tx.ForEachVM(func(o model.VM) error {
 			if o.ID != id && slices.ContainsFunc(o.Ports, func(q model.Port) bool { return q.Host() == p.Host() }) {

@@ -482,3 +482,9 @@ func decodeError(resp *http.Response) error {
 	}
 	return &Error{Code: codeOfStatus(resp.StatusCode), Message: fmt.Sprintf("superjoltd answered %s: %s", resp.Status, clip(msg)), Status: resp.StatusCode}
 }
+
+// CA returns the PEM certificate of superjoltd's local CA.
+func (c *Client) CA(ctx context.Context) (string, error) {
+	var ca CA
+	return ca.Cert, c.do(ctx, http.MethodGet, "/v1/ca", nil, nil, &ca)
+}

@@ -24,6 +24,7 @@
 //	GET    /v1/tiers                           []model.Tier
 //	GET    /v1/images                          []model.Image
 //	GET    /v1/pool                            Pool: size, used, free, what uses it
+//	GET    /v1/ca                              CA: the local CA's certificate (PEM) that signs the domains' HTTPS certificates
 //	GET    /v1/vms?account=ID&state=S          []model.VM
 //	POST   /v1/vms                             CreateVMRequest -> model.VM
 //	GET    /v1/vms/usage                       []model.VMUsage: memory and CPU of each running VM's process

@@ -459,3 +459,10 @@ func ParsePort(s string) (model.Port, error) {
 	}
 	return p, nil
 }
+
+// CA is the local certificate authority's certificate (GET /v1/ca), which
+// signs the HTTPS certificates superjoltd's proxy gives the VMs' domains
+// when the operator gave none: a client that trusts it can reach them.
+type CA struct {
+	Cert string `json:"cert"` // PEM
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -80,7 +81,10 @@ func serveWeb(t *testing.T, d *daemon, vm string) {
 
 // TestNetworkEndToEnd: a VM on the bridge has its address, route and name;
 // a port forward carries HTTP from the LAN and from the box itself to a
-// server in the guest; the guest reaches the LAN through NAT; another
+// server in the guest; a domain reaches it through superjoltd's proxy over
+// HTTP and HTTPS (local CA), an unknown name gets a 404, the proxy's port
+// cannot be forwarded and a domain is one VM's; the guest reaches the LAN
+// through NAT; another
 // account's VM cannot reach it and one of the same account can; the
 // address and the forward survive a restore, a stop and start and a
 // restart of superjoltd; in the graveyard the forward refuses and the
@@ -146,6 +150,37 @@ func TestNetworkEndToEnd(t *testing.T) {
 	forwardWorks("after ports add")
 	step("forward 8080:80 from the LAN and the box")
 
+	// A domain: superjoltd's proxy serves it over HTTP and HTTPS (a
+	// certificate of the local CA, which `superjolt ca` prints); an unknown
+	// name gets a 404 that names no VM.
+	d.ok(t, "vm", "domains", "add", web.ID, "Net.Example.com")
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, []byte(d.ok(t, "ca")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	domainWorks := func(when string) {
+		t.Helper()
+		for _, u := range []string{"http://net.example.com/", "https://net.example.com/"} {
+			port := map[bool]string{true: "443", false: "80"}[strings.HasPrefix(u, "https")]
+			out, err := try(lan, 15*time.Second, "curl", "-sS", "--max-time", "5", "--cacert", caFile,
+				"--resolve", "net.example.com:"+port+":"+appAddr, u)
+			if err != nil || !strings.Contains(out, want) {
+				t.Fatalf("%s: %s from the LAN through the proxy: %v %q", when, u, err, out)
+			}
+		}
+	}
+	domainWorks("after domains add")
+	code, _ := try(lan, 15*time.Second, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
+		"--resolve", "unknown.example.com:80:"+appAddr, "http://unknown.example.com/")
+	page, _ := try(lan, 15*time.Second, "curl", "-s", "--max-time", "5", "--resolve", "unknown.example.com:80:"+appAddr, "http://unknown.example.com/")
+	if code != "404" || strings.Contains(page, web.ID) || strings.Contains(page, "net.example.com") || strings.Contains(page, web.IP.String()) {
+		t.Fatalf("an unknown name: HTTP %s %q, want a 404 that names no VM", code, page)
+	}
+	if r := d.sj(t, "vm", "ports", "add", web.ID, "80/tcp"); r.code != exitConflict || !strings.Contains(r.stderr, "superjoltd's own") {
+		t.Fatalf("a forward of the proxy's port 80: exit %d %q, want a conflict saying it is superjoltd's", r.code, r.stderr)
+	}
+	step("domain over HTTP and HTTPS (local CA), unknown name 404")
+
 	// The guest reaches the LAN, which sees the box's address (masquerade).
 	srv := exec.Command("ip", "netns", "exec", lan, "python3", "-m", "http.server", "9000", "--bind", lanAddr)
 	var srvLog bytes.Buffer
@@ -179,7 +214,10 @@ func TestNetworkEndToEnd(t *testing.T) {
 	if got := d.sj(t, "vm", "exec", same.ID, "--", "sh", "-c", probe).stdout; !strings.Contains(got, "200") {
 		t.Fatalf("a VM of the same account did not reach %s: %q\nfirewall:\n%s", web.IP, got, nftTable(app))
 	}
-	step("another account cannot reach it; the same account can")
+	if r := d.sj(t, "vm", "domains", "add", same.ID, "net.example.com"); r.code != exitConflict || !strings.Contains(r.stderr, web.ID) {
+		t.Fatalf("a second VM claiming net.example.com: exit %d %q, want a conflict naming %s", r.code, r.stderr, web.ID)
+	}
+	step("another account cannot reach it; the same account can; a domain is one VM's")
 
 	// Same address and forward after a restore, a stop and start, and a
 	// restart of superjoltd.
@@ -197,6 +235,7 @@ func TestNetworkEndToEnd(t *testing.T) {
 	d.restart(t)
 	serveWeb(t, d, web.ID)
 	forwardWorks("after a restart of superjoltd")
+	domainWorks("after a restart of superjoltd (same local CA)")
 	if got := okJSON[model.VM](t, d, "vm", "show", web.ID); got.IP != web.IP {
 		t.Fatalf("the VM's address moved from %s to %s", web.IP, got.IP)
 	}
@@ -206,6 +245,10 @@ func TestNetworkEndToEnd(t *testing.T) {
 	d.ok(t, "vm", "destroy", web.ID, "--yes")
 	if out, err := get(lan, "http://"+appAddr+":8080/"); err == nil {
 		t.Fatalf("the forward of a VM in the graveyard answered: %q", out)
+	}
+	if code, _ := try(lan, 15*time.Second, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
+		"--resolve", "net.example.com:80:"+appAddr, "http://net.example.com/"); code != "404" {
+		t.Fatalf("the domain of a VM in the graveyard: HTTP %s, want 404", code)
 	}
 	tap := "sjt-" + strings.TrimPrefix(web.ID, "vm-")
 	if links := run(t, "ip", "-n", app, "-br", "link"); strings.Contains(links, tap) {
@@ -217,6 +260,7 @@ func TestNetworkEndToEnd(t *testing.T) {
 	d.ok(t, "vm", "resume", web.ID)
 	serveWeb(t, d, web.ID)
 	forwardWorks("after a resume")
+	domainWorks("after a resume")
 	step("graveyard: forward refused, TAP gone; resume: back")
 
 	// A reclaim: nothing of the VM in the firewall, no TAP.

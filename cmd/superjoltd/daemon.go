@@ -18,6 +18,7 @@ import (
 
 	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/api/server"
+	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/btrfs"
 	"github.com/superjolt/superjolt/clock"
@@ -107,16 +108,23 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		network = hn
 	}
 	_, _ = daemon.SdNotify(false, "STATUS=opening the appliance (building the built-in image on first start)")
+	var reserved []model.Port
+	if cfg.network {
+		reserved, _ = cfg.listenPorts() // checked with the flags
+	} else {
+		cfg.httpListen, cfg.httpsListen = "", "" // no VM to proxy to
+	}
 	app, err := appliance.New(ctx, appliance.Options{
-		Network:    network,
-		DNS:        cfg.dns,
-		Store:      st,
-		Pool:       pool,
-		Clock:      clk,
-		Subnet:     cfg.subnet,
-		RunDir:     cfg.runDir,
-		Logger:     log,
-		BuildImage: build,
+		Network:       network,
+		DNS:           cfg.dns,
+		ReservedPorts: reserved,
+		Store:         st,
+		Pool:          pool,
+		Clock:         clk,
+		Subnet:        cfg.subnet,
+		RunDir:        cfg.runDir,
+		Logger:        log,
+		BuildImage:    build,
 	})
 	if err != nil {
 		return fmt.Errorf("open the appliance: %w", err)
@@ -127,7 +135,12 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		}
 	}()
 
-	h.set(server.New(app, server.Options{Logger: log}))
+	px, err := startProxy(cfg, app, log)
+	if err != nil {
+		return err
+	}
+	defer px.stop()
+	h.set(server.New(app, server.Options{Logger: log, CACert: px.caCert}))
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- app.Run(ctx) }()

@@ -67,10 +67,13 @@ type config struct {
 	network   bool   // --network=on: a bridge, TAPs and the firewall
 	bridge    string // --bridge
 	dns       []netip.Addr
-	manual    bool // --clock=manual
-	runDir    string
-	agent     string
-	logLevel  slog.Level
+	// The domain proxy's listeners ("": off) and the operator's own
+	// certificates (NAME.crt, NAME.key).
+	httpListen, httpsListen, tlsCertDir string
+	manual                              bool // --clock=manual
+	runDir                              string
+	agent                               string
+	logLevel                            slog.Level
 }
 
 func parseFlags(args []string) (config, error) {
@@ -90,6 +93,9 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&network, "network", "on", "on: VMs get a NIC on the bridge, port forwards and NAT (nftables); off: addresses and forwards are only recorded")
 	fs.StringVar(&cfg.bridge, "bridge", "sjbr0", "the bridge the VMs' TAPs join (made if missing)")
 	fs.StringVar(&dns, "dns", "", "comma-separated name servers the guests are told to use (default: none)")
+	fs.StringVar(&cfg.httpListen, "http-listen", ":80", "where the proxy for the VMs' domains serves HTTP ([HOST]:PORT, or off)")
+	fs.StringVar(&cfg.httpsListen, "https-listen", ":443", "where the proxy for the VMs' domains serves HTTPS ([HOST]:PORT, or off)")
+	fs.StringVar(&cfg.tlsCertDir, "tls-cert-dir", "", "the operator's certificates for domains (NAME.crt and NAME.key, PEM); others get one from the local CA (superjolt ca)")
 	fs.StringVar(&clock, "clock", "real", "real, or manual: time moves only with 'superjolt debug clock advance' (tests, demos)")
 	fs.StringVar(&cfg.runDir, "run-dir", appliance.DefaultRunDir, "per-VM runtime directories (sockets, logs, pid files)")
 	fs.StringVar(&cfg.agent, "agent", "", "the guest agent binary for the built-in image (default: superjolt-agent next to superjoltd, else built from the source tree)")
@@ -119,6 +125,14 @@ func parseFlags(args []string) (config, error) {
 	cfg.poolSize = n
 	if cfg.subnet, err = netip.ParsePrefix(subnet); err != nil || !cfg.subnet.Addr().Is4() {
 		return cfg, fmt.Errorf("--subnet %q: give an IPv4 prefix like %s", subnet, appliance.DefaultSubnet)
+	}
+	for _, l := range []*string{&cfg.httpListen, &cfg.httpsListen} {
+		if *l == "off" {
+			*l = ""
+		}
+	}
+	if _, err := cfg.listenPorts(); err != nil {
+		return cfg, err
 	}
 	switch network {
 	case "on":

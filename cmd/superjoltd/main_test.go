@@ -21,8 +21,15 @@ func TestParseFlags(t *testing.T) {
 		{nil, true, func(c config) bool {
 			return c.stateDir == "/var/lib/superjolt" && c.poolImage == "/var/lib/superjolt/pool.img" && c.poolSize == 20<<30 &&
 				c.socket == "/run/superjolt/superjolt.sock" && c.subnet.String() == appliance.DefaultSubnet && !c.manual &&
-				c.network && c.bridge == "sjbr0" && len(c.dns) == 0
+				c.network && c.bridge == "sjbr0" && len(c.dns) == 0 && c.httpListen == ":80" && c.httpsListen == ":443"
 		}},
+		{[]string{"--http-listen", "off", "--https-listen", "127.0.0.1:8443"}, true, func(c config) bool {
+			ports, err := c.listenPorts()
+			return c.httpListen == "" && err == nil && len(ports) == 1 && ports[0].Number == 8443
+		}},
+		{[]string{"--http-listen", "80"}, false, nil},
+		{[]string{"--https-listen", ":0"}, false, nil},
+		{[]string{"--https-listen", ":https"}, false, nil},
 		{[]string{"--network=off", "--bridge", "br-vms", "--dns", "192.0.2.53, 198.51.100.53"}, true, func(c config) bool {
 			return !c.network && c.bridge == "br-vms" && len(c.dns) == 2 && c.dns[1].String() == "198.51.100.53"
 		}},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -85,20 +86,25 @@ const (
 type Options struct {
 	// Logger receives a line per failed request (nil: slog.Default()).
 	Logger *slog.Logger
+	// CACert is the PEM certificate of the local CA that signs the HTTPS
+	// certificates of the VMs' domains (nil: superjoltd serves no HTTPS
+	// with a local CA).
+	CACert []byte
 }
 
 // Server is the API's http.Handler.
 type Server struct {
-	app Appliance
-	log *slog.Logger
-	mux *http.ServeMux
+	app    Appliance
+	log    *slog.Logger
+	mux    *http.ServeMux
+	caCert []byte
 }
 
 var _ http.Handler = (*Server)(nil)
 
 // New returns a Server over app.
 func New(app Appliance, opts Options) *Server {
-	s := &Server{app: app, log: opts.Logger, mux: http.NewServeMux()}
+	s := &Server{app: app, log: opts.Logger, mux: http.NewServeMux(), caCert: opts.CACert}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -201,6 +207,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/tiers", s.tiers)
 	m.HandleFunc("GET /v1/images", s.images)
 	m.HandleFunc("GET /v1/pool", s.pool)
+	m.HandleFunc("GET /v1/ca", s.ca)
 
 	m.HandleFunc("GET /v1/vms", s.vms)
 	m.HandleFunc("POST /v1/vms", s.createVM)
@@ -289,6 +296,16 @@ func postStatus[Req request, T any](s *Server, k model.Kind, status int, fn func
 		v, err := fn(r.Context(), id, req)
 		s.reply(w, r, status, v, err)
 	}
+}
+
+// ca answers the local CA's certificate, for clients of the VMs' domains
+// over HTTPS to trust.
+func (s *Server) ca(w http.ResponseWriter, r *http.Request) {
+	if len(s.caCert) == 0 {
+		s.fail(w, r, fmt.Errorf("%w: superjoltd has no local CA: it serves no HTTPS for domains (see --https-listen)", model.ErrNotFound))
+		return
+	}
+	s.reply(w, r, http.StatusOK, api.CA{Cert: string(s.caCert)}, nil)
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
