@@ -52,48 +52,22 @@ lint:
 clean:
 	rm -rf $(BIN) bench.txt
 
-# The demo: a superjoltd on a loop-backed pool under DEMO_DIR (manual clock, so
-# `bin/superjolt --socket $(DEMO_SOCKET) debug clock advance 24h` moves days),
-# a demo account and a running VM from the built-in image, then the operator
-# console (superjolt tui) on a terminal, or the VM table without one.
-# Idempotent: a second `make demo` reuses what is there; quitting the console
-# (q) leaves the daemon running. `make demo-stop` stops it.
+# The demo (scripts/demo): a superjoltd on a loop-backed pool under DEMO_DIR
+# (manual clock: `bin/superjolt --socket $(DEMO_SOCKET) debug clock advance 24h`
+# moves days) in a network namespace of its own, joined to a stand-in LAN
+# namespace; a demo VM serving a page through a port forward and a domain;
+# then the operator console (superjolt tui) on a terminal, or the VM table and
+# the commands that reach the page without one. Idempotent; quitting the
+# console (q) leaves the daemon running. `make demo-stop` stops it.
 DEMO_DIR    ?= /var/lib/superjolt-demo
 DEMO_RUN    ?= /run/superjolt-demo
 DEMO_SOCKET ?= $(DEMO_RUN)/superjolt.sock
-# The demo's daemon, bridge, firewall and guests live in a network namespace
-# of their own: nothing of the demo touches the host's network.
 DEMO_NETNS  ?= superjolt-demo
-SJ_DEMO      = $(BIN)/superjolt --socket $(DEMO_SOCKET)
+DEMO_ENV     = BIN=$(BIN) DEMO_DIR=$(DEMO_DIR) DEMO_RUN=$(DEMO_RUN) DEMO_SOCKET=$(DEMO_SOCKET) DEMO_NETNS=$(DEMO_NETNS)
 
 .PHONY: demo demo-stop
 demo: deps build
-	@mkdir -p $(DEMO_DIR) $(DEMO_RUN)
-	@if $(SJ_DEMO) debug clock show >/dev/null 2>&1; then echo "demo: superjoltd is already running on $(DEMO_SOCKET)"; \
-	else first=""; [ -e $(DEMO_DIR)/pool.img ] || first="; this first start builds the built-in image, about a minute"; \
-	  echo "demo: starting superjoltd (state in $(DEMO_DIR), log in $(DEMO_DIR)/superjoltd.log$$first)"; \
-	  ip netns add $(DEMO_NETNS) 2>/dev/null; ip -n $(DEMO_NETNS) link set lo up; \
-	  setsid ip netns exec $(DEMO_NETNS) $(BIN)/superjoltd --state-dir $(DEMO_DIR) --socket $(DEMO_SOCKET) --run-dir $(DEMO_RUN)/vm --clock=manual \
-	    >>$(DEMO_DIR)/superjoltd.log 2>&1 </dev/null & echo $$! >$(DEMO_RUN)/superjoltd.pid; fi
-	@for i in $$(seq 600); do $(SJ_DEMO) tier list >/dev/null 2>&1 && break; \
-	  if ! kill -0 $$(cat $(DEMO_RUN)/superjoltd.pid) 2>/dev/null; then echo "demo: superjoltd died:"; tail -20 $(DEMO_DIR)/superjoltd.log; exit 1; fi; \
-	  sleep 0.5; done
-	@acct=$$($(SJ_DEMO) account list | awk '$$2 == "demo" { print $$1; exit }'); \
-	if [ -z "$$acct" ]; then $(SJ_DEMO) account create demo --balance 100 >/dev/null; \
-	  acct=$$($(SJ_DEMO) account list | awk '$$2 == "demo" { print $$1; exit }'); echo "demo: created account demo ($$acct) with 100 credits"; fi; \
-	if ! $(SJ_DEMO) vm list --account $$acct | awk 'NR > 1 && ($$5 == "running" || $$5 == "stopped") { found = 1 } END { exit !found }'; then \
-	  echo "demo: creating VM demo-1 (tier nano, built-in image; it boots and waits for its agent)"; \
-	  $(SJ_DEMO) vm create --account $$acct --tier nano --name demo-1 >/dev/null || exit 1; fi
-	@if [ -t 0 ] && [ -t 1 ]; then exec $(SJ_DEMO) tui; fi; \
-	$(SJ_DEMO) vm list; echo; \
-	echo "Not on a terminal, so this is the table; on one, make demo opens the console ($(SJ_DEMO) tui)."; \
-	echo "Try: $(SJ_DEMO) vm exec <id> -- uname -a"; \
-	echo "     $(SJ_DEMO) backup create <id>; $(SJ_DEMO) debug clock advance 24h"; \
-	echo "Stop it with: make demo-stop"
+	@$(DEMO_ENV) scripts/demo start
 
 demo-stop:
-	@if [ -f $(DEMO_RUN)/superjoltd.pid ] && kill -TERM $$(cat $(DEMO_RUN)/superjoltd.pid) 2>/dev/null; then \
-	  while kill -0 $$(cat $(DEMO_RUN)/superjoltd.pid) 2>/dev/null; do sleep 0.2; done; echo "demo: superjoltd stopped"; \
-	else echo "demo: superjoltd is not running"; fi
-	@rm -f $(DEMO_RUN)/superjoltd.pid
-	@ip netns del $(DEMO_NETNS) 2>/dev/null || true
+	@$(DEMO_ENV) scripts/demo stop
