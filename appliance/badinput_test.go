@@ -137,7 +137,7 @@ func TestBadInput(t *testing.T) {
 			return err
 		}},
 		{"domain on a VM in the graveyard", "conflict", "graveyard", func() error {
-			_, err := e.a.AddDomain(ctx, graveyard.ID, "grave.example.com")
+			_, err := e.a.AddDomain(ctx, graveyard.ID, "grave.example.com", 0)
 			return err
 		}},
 		{"remove a forward by the wrong guest port", "not_found", "vm show", func() error {
@@ -148,7 +148,7 @@ func TestBadInput(t *testing.T) {
 			_, err := e.a.RemovePort(ctx, vm.ID, model.Port{Proto: "udp", Number: 53})
 			return err
 		}},
-		{"bad domain", "invalid", "DNS", func() error { _, err := e.a.AddDomain(ctx, vm.ID, "not a domain"); return err }},
+		{"bad domain", "invalid", "DNS", func() error { _, err := e.a.AddDomain(ctx, vm.ID, "not a domain", 0); return err }},
 		{"unknown operation", "not_found", "op list", func() error { _, err := e.a.Operation(ctx, "op-zzzzzzzzzz"); return err }},
 		{"advance backwards", "invalid", "positive", func() error { _, err := e.a.AdvanceClock(ctx, -time.Hour); return err }},
 		{"list bad state", "invalid", "state", func() error { _, err := e.a.VMs(ctx, VMFilter{State: "zombie"}); return err }},

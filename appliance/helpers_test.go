@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,6 +37,9 @@ type stubHypervisor struct {
 	mu       sync.Mutex
 	launches int
 	running  map[string]*stubMachine
+	// netBroken makes a guest with a network report it could not bring
+	// its address up; otherwise it reports the address it was given.
+	netBroken bool
 }
 
 func (h *stubHypervisor) Launch(life, boot context.Context, spec MachineSpec) (Machine, error) {
@@ -47,6 +51,12 @@ func (h *stubHypervisor) Launch(life, boot context.Context, spec MachineSpec) (M
 	id := make([]byte, 16)
 	rand.Read(id)
 	m := &stubMachine{id: spec.ID, boot: hex.EncodeToString(id), exited: make(chan struct{})}
+	if spec.Net != nil {
+		m.ping = guest.PingResult{Hostname: spec.Name, Addresses: []netip.Prefix{spec.Net.Addr}}
+		if h.netBroken {
+			m.ping = guest.PingResult{Hostname: spec.Name, BootConfigError: "network: no NIC found"}
+		}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.running == nil {
@@ -69,6 +79,7 @@ func (h *stubHypervisor) isRunning(id string) bool {
 
 type stubMachine struct {
 	id, boot string
+	ping     guest.PingResult // what Ping reports besides the boot id
 	mu       sync.Mutex
 	frozen   bool
 	once     sync.Once
@@ -101,7 +112,9 @@ func (m *stubMachine) isDone() bool {
 	}
 }
 func (m *stubMachine) Ping(context.Context) (guest.PingResult, error) {
-	return guest.PingResult{BootID: m.boot}, nil
+	p := m.ping
+	p.BootID = m.boot
+	return p, nil
 }
 func (m *stubMachine) Freeze(context.Context, time.Duration) (guest.FreezeResult, error) {
 	m.mu.Lock()
@@ -131,6 +144,7 @@ type env struct {
 	runDir   string
 	real     bool
 	hostMiB  int64
+	net      Network
 }
 
 type envOptions struct {
@@ -141,13 +155,15 @@ type envOptions struct {
 	// hostMemoryMiB is the host's memory as the appliance sees it (0: 64 GiB,
 	// so that no test but the capacity one meets the limit).
 	hostMemoryMiB int64
+	// network, when set, is the appliance's Network.
+	network Network
 }
 
 // newEnv opens an appliance on a fresh loop-backed pool and store, with a
 // manual clock at t0.
 func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
-	e := &env{t: t, clk: clock.NewManual(t0), real: o.realVMs, hostMiB: o.hostMemoryMiB}
+	e := &env{t: t, clk: clock.NewManual(t0), real: o.realVMs, hostMiB: o.hostMemoryMiB, net: o.network}
 	if e.hostMiB == 0 {
 		e.hostMiB = 64 << 10
 	}
@@ -189,7 +205,7 @@ func (e *env) open() {
 	}
 	e.st = st
 	a, err := New(context.Background(), Options{Store: st, Pool: e.pool, Hypervisor: e.hv, Clock: e.clk,
-		RunDir: e.runDir, Logger: testLogger(e.t), HostMemoryMiB: e.hostMiB})
+		RunDir: e.runDir, Logger: testLogger(e.t), HostMemoryMiB: e.hostMiB, Network: e.net})
 	if err != nil {
 		st.Close()
 		e.t.Fatalf("New: %v", err)

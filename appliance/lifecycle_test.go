@@ -30,7 +30,7 @@ func TestRealBackupRestore(t *testing.T) {
 	if _, err := e.a.AddPort(ctx, vm.ID, model.Port{Proto: "tcp", Number: 443}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.a.AddDomain(ctx, vm.ID, "app.example.com"); err != nil {
+	if _, err := e.a.AddDomain(ctx, vm.ID, "app.example.com", 0); err != nil {
 		t.Fatal(err)
 	}
 	e.checkConfined(vm.ID)

@@ -48,6 +48,13 @@ func (a *Appliance) boot(ctx context.Context, vm model.VM) (string, error) {
 		closeTAP()
 		return "", unavailablef("%s did not boot: %v; its console log is in %s", vm.ID, err, spec.RunDir)
 	}
+	if spec.Net != nil {
+		if err := a.checkGuestNet(bctx, vm.ID, m, spec); err != nil {
+			_ = m.Kill()
+			closeTAP()
+			return "", err
+		}
+	}
 	mc := &machine{m: m, bootID: m.BootID(), done: make(chan struct{})}
 	if spec.Net != nil {
 		mc.tap = spec.Net.TAP

@@ -191,12 +191,9 @@ func (a *Appliance) dropTAP(vmID string) {
 	}
 }
 
-// DomainPort is the port of a VM that its domains are proxied to.
-const DomainPort = 80
-
 // routesOf maps each domain of a VM on the host (creating, running or
 // stopped: a stopped one answers 502 rather than 404) to its address and
-// DomainPort; a VM in the graveyard or the archive serves none.
+// the domain's port; a VM in the graveyard or the archive serves none.
 func routesOf(vms []model.VM) map[string]netip.AddrPort {
 	r := map[string]netip.AddrPort{}
 	for _, vm := range vms {
@@ -204,7 +201,7 @@ func routesOf(vms []model.VM) map[string]netip.AddrPort {
 			continue
 		}
 		for _, d := range vm.Domains {
-			r[d] = netip.AddrPortFrom(vm.IP, DomainPort)
+			r[d] = netip.AddrPortFrom(vm.IP, vm.DomainPort(d))
 		}
 	}
 	return r
@@ -224,4 +221,27 @@ func (a *Appliance) Route(host string) (netip.AddrPort, bool) {
 	defer a.routeMu.RUnlock()
 	ap, ok := a.routes[model.NormalizeDomain(host)]
 	return ap, ok
+}
+
+// checkGuestNet makes "running" mean that the guest's address is up: the
+// agent, which configures the network before it answers, must report the
+// address it was given. An agent too old to report its network (no
+// hostname in its ping) is taken at its word, with a warning.
+func (a *Appliance) checkGuestNet(ctx context.Context, id string, m Machine, spec MachineSpec) error {
+	p, err := m.Agent().Ping(ctx)
+	if err != nil {
+		return unavailablef("%s booted but its agent did not say whether its network is up: %v; its console log is in %s", id, err, spec.RunDir)
+	}
+	if p.Hostname == "" {
+		a.log.Warn("the guest's agent does not report its network (an older agent); its address is not checked", "vm", id)
+		return nil
+	}
+	if !slices.Contains(p.Addresses, spec.Net.Addr) {
+		why := p.BootConfigError
+		if why == "" {
+			why = fmt.Sprintf("it reports %v", p.Addresses)
+		}
+		return unavailablef("%s booted but its guest did not bring up its address %s (%s); its console log is in %s", id, spec.Net.Addr, why, spec.RunDir)
+	}
+	return nil
 }

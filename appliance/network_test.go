@@ -1,8 +1,15 @@
 package appliance
 
 import (
+	"context"
+	stdnet "net"
 	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/superjolt/superjolt/appliance/model"
 	sjnet "github.com/superjolt/superjolt/appliance/net"
@@ -45,6 +52,127 @@ func TestRulesetOf(t *testing.T) {
 			if g.Forwards[j] != w.Forwards[j] {
 				t.Errorf("VM %s forward %d: %+v, want %+v", g.ID, j, g.Forwards[j], w.Forwards[j])
 			}
+		}
+	}
+}
+
+// recordingNetwork stands in for the host's network in the in-process
+// tests: goroutines of the appliance would leave a test's network
+// namespace (namespaces are per thread), so the real one runs only in
+// superjoltd processes (TestNetworkEndToEnd). It records what the
+// appliance asks of it.
+type recordingNetwork struct {
+	mu     sync.Mutex
+	taps   map[string]bool // open TAPs, by VM id
+	last   sjnet.Ruleset   // the last firewall applied
+	setups int
+}
+
+func (n *recordingNetwork) Setup(netip.Prefix) error {
+	n.mu.Lock()
+	n.setups++
+	n.mu.Unlock()
+	return nil
+}
+func (n *recordingNetwork) OpenTAP(vmID string) (*os.File, stdnet.HardwareAddr, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.Close()
+	n.taps[vmID] = true
+	return r, sjnet.MAC(vmID), nil
+}
+func (n *recordingNetwork) RemoveTAP(vmID string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.taps, vmID)
+	return nil
+}
+func (n *recordingNetwork) Apply(rs sjnet.Ruleset) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.last = rs
+	return nil
+}
+func (n *recordingNetwork) Warnings() []string { return nil }
+
+func (n *recordingNetwork) state() (taps []string, inFirewall []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id := range n.taps {
+		taps = append(taps, id)
+	}
+	for _, vm := range n.last.VMs {
+		inFirewall = append(inFirewall, vm.ID)
+	}
+	slices.Sort(taps)
+	return taps, inFirewall
+}
+
+// A VM is on the network while it is on the host, and off it in the
+// graveyard; the firewall follows before each operation counts as done;
+// a guest that does not bring its address up does not count as running.
+func TestNetworkFollowsTheVM(t *testing.T) {
+	rn := &recordingNetwork{taps: map[string]bool{}}
+	e := newEnv(t, envOptions{network: rn})
+	ctx := context.Background()
+	acct := e.account("net", 100*model.Credit, 0)
+	vm := e.vm(acct.ID)
+	if taps, fw := rn.state(); !slices.Equal(taps, []string{vm.ID}) || !slices.Equal(fw, []string{vm.ID}) {
+		t.Fatalf("after create: TAPs %v, firewall %v; want %s in both", taps, fw, vm.ID)
+	}
+	if _, err := e.a.AddPort(ctx, vm.ID, model.Port{Proto: "tcp", Number: 8080, GuestPort: 80}); err != nil {
+		t.Fatal(err)
+	}
+	if f := rn.last.VMs[0].Forwards; len(f) != 1 || f[0].HostPort != 8080 || f[0].GuestPort != 80 {
+		t.Fatalf("the firewall's forwards after ports add: %+v", f)
+	}
+	e.advance(2 * time.Hour)
+	if _, err := e.a.DestroyVM(ctx, vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	if taps, fw := rn.state(); len(taps) != 0 || len(fw) != 0 {
+		t.Fatalf("in the graveyard: TAPs %v, firewall %v; want neither", taps, fw)
+	}
+	if _, err := e.a.ResumeVM(ctx, vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	if taps, fw := rn.state(); !slices.Equal(taps, []string{vm.ID}) || !slices.Equal(fw, []string{vm.ID}) {
+		t.Fatalf("after resume: TAPs %v, firewall %v; want %s in both", taps, fw, vm.ID)
+	}
+
+	// A guest that cannot bring its address up: the create fails and is
+	// undone, saying why, and leaves no TAP.
+	e.hv.(*stubHypervisor).netBroken = true
+	_, err := e.a.CreateVM(ctx, CreateVMRequest{AccountID: acct.ID, Tier: "nano", Name: "broken"})
+	if err == nil || !strings.Contains(err.Error(), "did not bring up its address") || !strings.Contains(err.Error(), "no NIC found") {
+		t.Fatalf("create with a broken guest network: %v", err)
+	}
+	if taps, _ := rn.state(); !slices.Equal(taps, []string{vm.ID}) {
+		t.Fatalf("after the failed create: TAPs %v, want only %s", taps, vm.ID)
+	}
+}
+
+// Domains route to the VMs on the host, at the domain's port (80 unless
+// attached with another); none of a VM in the graveyard.
+func TestRoutesOf(t *testing.T) {
+	ip := netip.MustParseAddr
+	r := routesOf([]model.VM{
+		{ID: "vm-aaaaaa", State: model.StateRunning, IP: ip("10.77.0.2"), Domains: []string{"a.example.com", "www.a.example.com"},
+			DomainPorts: map[string]uint16{"www.a.example.com": 8080}},
+		{ID: "vm-bbbbbb", State: model.StateStopped, IP: ip("10.77.0.3"), Domains: []string{"b.example.com"}},
+		{ID: "vm-cccccc", State: model.StateGraveyard, LastIP: ip("10.77.0.4"), Domains: []string{"c.example.com"}},
+	})
+	want := map[string]string{"a.example.com": "10.77.0.2:80", "www.a.example.com": "10.77.0.2:8080", "b.example.com": "10.77.0.3:80"}
+	if len(r) != len(want) {
+		t.Fatalf("routes %v, want %v", r, want)
+	}
+	for d, ap := range want {
+		if r[d].String() != ap {
+			t.Errorf("route of %s = %v, want %s", d, r[d], ap)
 		}
 	}
 }

@@ -611,8 +611,9 @@ func (a *Appliance) RemovePort(ctx context.Context, id string, p model.Port) (mo
 	})
 }
 
-// AddDomain attaches a DNS name to the VM. A domain belongs to one VM at most.
-func (a *Appliance) AddDomain(ctx context.Context, id, domain string) (model.VM, error) {
+// AddDomain attaches a DNS name to the VM, proxied to its port (0:
+// model.DefaultDomainPort). A domain belongs to one VM at most.
+func (a *Appliance) AddDomain(ctx context.Context, id, domain string, port uint16) (model.VM, error) {
 	domain = model.NormalizeDomain(domain)
 	if err := model.ValidateDomain(domain); err != nil {
 		return model.VM{}, err
@@ -638,7 +639,13 @@ func (a *Appliance) AddDomain(ctx context.Context, id, domain string) (model.VM,
 		}
 		vm.Domains = append(vm.Domains, domain)
 		slices.Sort(vm.Domains)
-		return fmt.Sprintf("domain %s attached to %s", domain, id), nil
+		if port != 0 && port != model.DefaultDomainPort {
+			if vm.DomainPorts == nil {
+				vm.DomainPorts = map[string]uint16{}
+			}
+			vm.DomainPorts[domain] = port
+		}
+		return fmt.Sprintf("domain %s attached to %s (its port %d)", domain, id, vm.DomainPort(domain)), nil
 	})
 }
 
@@ -654,6 +661,7 @@ func (a *Appliance) RemoveDomain(ctx context.Context, id, domain string) (model.
 			return "", notFoundf("%s has no domain %s; `superjolt vm show %s` lists its domains", id, domain, id)
 		}
 		vm.Domains = slices.Delete(vm.Domains, i, i+1)
+		delete(vm.DomainPorts, domain)
 		return fmt.Sprintf("domain %s detached from %s", domain, id), nil
 	})
 }

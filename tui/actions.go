@@ -409,7 +409,7 @@ func (m *Model) domainForm(vm model.VM, add bool) tea.Cmd {
 			return s, s, model.ValidateDomain(s)
 		},
 		add: func(ctx context.Context, c *api.Client, id, typed string) error {
-			_, err := c.AddDomain(ctx, id, model.NormalizeDomain(typed))
+			_, err := c.AddDomain(ctx, id, model.NormalizeDomain(typed), 0)
 			return err
 		},
 		rem: func(ctx context.Context, c *api.Client, id, typed string) error {

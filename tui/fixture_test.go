@@ -342,7 +342,7 @@ func (f *fixture) RemovePort(_ context.Context, id string, p model.Port) (model.
 	f.record("port remove %s %s", id, p)
 	return f.VM(context.Background(), id)
 }
-func (f *fixture) AddDomain(_ context.Context, id, d string) (model.VM, error) {
+func (f *fixture) AddDomain(_ context.Context, id, d string, _ uint16) (model.VM, error) {
 	f.record("domain add %s %s", id, d)
 	return f.VM(context.Background(), id)
 }

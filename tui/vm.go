@@ -187,7 +187,7 @@ func (v *vmView) facts(m *Model, vm model.VM) [][2]string {
 		{"ID", vm.ID}, {"STATE", state},
 		{"ACCOUNT", m.d.accountName(vm.AccountID)}, {"TIER", vm.Tier},
 		{"IP", ip}, {"BOOT", boot},
-		{"PORTS", orNone(ports)}, {"DOMAINS", orNone(vm.Domains)},
+		{"PORTS", orNone(ports)}, {"DOMAINS", orNone(vm.DomainsShown())},
 		{"CREATED", ago(now, vm.CreatedAt)}, {"NEXT", in(now, vm.NextBackupAt)},
 	}
 }

@@ -191,9 +191,9 @@ func (c *Client) RemovePort(ctx context.Context, id string, p model.Port) (model
 }
 
 // AddDomain attaches a domain to a VM.
-func (c *Client) AddDomain(ctx context.Context, id, domain string) (model.VM, error) {
+func (c *Client) AddDomain(ctx context.Context, id, domain string, port uint16) (model.VM, error) {
 	var vm model.VM
-	return vm, c.do(ctx, http.MethodPost, vmPath(id, "/domains"), nil, DomainRequest{Domain: domain}, &vm)
+	return vm, c.do(ctx, http.MethodPost, vmPath(id, "/domains"), nil, DomainRequest{Domain: domain, Port: port}, &vm)
 }
 
 // RemoveDomain detaches a domain from a VM.

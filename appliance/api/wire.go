@@ -282,6 +282,8 @@ type ExecFrame struct {
 // DomainRequest is the body of POST /v1/vms/{id}/domains.
 type DomainRequest struct {
 	Domain string `json:"domain"`
+	// Port is the VM's port the domain is proxied to (0: 80).
+	Port uint16 `json:"port,omitempty"`
 }
 
 // Validate checks the domain name (in any case: DNS names are not case

@@ -158,6 +158,31 @@ func (s VMState) Bills() bool { return s == StateRunning || s == StateStopped ||
 // Live reports whether the VM holds an IP and a RAM reservation.
 func (s VMState) Live() bool { return s == StateRunning || s == StateStopped || s == StateCreating }
 
+// DefaultDomainPort is the VM's port its domains are proxied to unless
+// the domain was attached with another.
+const DefaultDomainPort = 80
+
+// DomainPort returns the VM's port that domain is proxied to.
+func (vm *VM) DomainPort(domain string) uint16 {
+	if p := vm.DomainPorts[domain]; p != 0 {
+		return p
+	}
+	return DefaultDomainPort
+}
+
+// DomainsShown writes the VM's domains, each with the VM's port it goes
+// to when that is not DefaultDomainPort ("api.example.com → :8080").
+func (vm *VM) DomainsShown() []string {
+	out := make([]string, len(vm.Domains))
+	for i, d := range vm.Domains {
+		out[i] = d
+		if p := vm.DomainPort(d); p != DefaultDomainPort {
+			out[i] = fmt.Sprintf("%s → :%d", d, p)
+		}
+	}
+	return out
+}
+
 // Port is a port forward: connections to host port Number (on the host's
 // addresses) go to port GuestPort of the VM. A host port and protocol is
 // held by at most one VM, for as long as that VM exists, so that a VM back
@@ -213,6 +238,9 @@ type VM struct {
 	LastIP    netip.Addr `json:"last_ip,omitzero"`
 	Ports     []Port     `json:"ports"`
 	Domains   []string   `json:"domains"`
+	// DomainPorts holds the VM's port a domain is proxied to, for the
+	// domains not proxied to DefaultDomainPort (see DomainPort).
+	DomainPorts map[string]uint16 `json:"domain_ports,omitempty"`
 	BootID    string     `json:"boot_id,omitempty"` // of the running guest, as its agent reported
 
 	CreatedAt time.Time `json:"created_at"`

@@ -204,7 +204,7 @@ func (o *globalOptions) printVM(vm model.VM, extra ...string) error {
 		"State", string(vm.State),
 		"IP", ip,
 		"Ports", dash(strings.Join(ports, ", ")),
-		"Domains", dash(strings.Join(vm.Domains, ", ")),
+		"Domains", dash(strings.Join(vm.DomainsShown(), ", ")),
 		"Boot ID", dash(vm.BootID),
 		"Created", o.fmtTime(vm.CreatedAt),
 	}
@@ -354,11 +354,12 @@ func newVMPortsCommand(o *globalOptions) *cobra.Command {
 }
 
 func newVMDomainsCommand(o *globalOptions) *cobra.Command {
-	edit := func(verb, short string, call func(*api.Client, context.Context, string, string) (model.VM, error)) *cobra.Command {
+	var port uint16
+	edit := func(verb, short, example string, call func(*api.Client, context.Context, string, string) (model.VM, error)) *cobra.Command {
 		return &cobra.Command{
 			Use:     verb + " ID DOMAIN",
 			Short:   short,
-			Example: "  superjolt vm domains " + verb + " vm-abc123 app.example.com",
+			Example: example,
 			Args:    args("ID", "DOMAIN"),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				if err := o.resolveVM(cmd.Context(), &args[0]); err != nil {
@@ -376,8 +377,18 @@ func newVMDomainsCommand(o *globalOptions) *cobra.Command {
 			},
 		}
 	}
-	return group("domains", "Domains attached to a VM",
-		edit("add", "Attach a domain to a VM", (*api.Client).AddDomain),
-		edit("rm", "Detach a domain from a VM", (*api.Client).RemoveDomain),
+	add := edit("add", "Attach a domain to a VM: superjoltd's proxy serves it over HTTP and HTTPS from the VM's port 80 (--port)",
+		"  superjolt vm domains add web-1 app.example.com\n  superjolt vm domains add web-1 api.example.com --port 8080",
+		func(c *api.Client, ctx context.Context, id, d string) (model.VM, error) { return c.AddDomain(ctx, id, d, port) })
+	add.Flags().Uint16Var(&port, "port", model.DefaultDomainPort, "the VM's port the domain is proxied to (1-65535)")
+	add.PreRunE = func(cmd *cobra.Command, args []string) error {
+		if port == 0 {
+			return fmt.Errorf("%w: --port 0 is not a port: give the VM's port the domain goes to, 1-65535", model.ErrInvalid)
+		}
+		return nil
+	}
+	return group("domains", "Domains attached to a VM, served by superjoltd's proxy",
+		add,
+		edit("rm", "Detach a domain from a VM", "  superjolt vm domains rm web-1 app.example.com", (*api.Client).RemoveDomain),
 	)
 }

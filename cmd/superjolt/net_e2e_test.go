@@ -176,6 +176,12 @@ func TestNetworkEndToEnd(t *testing.T) {
 	if code != "404" || strings.Contains(page, web.ID) || strings.Contains(page, "net.example.com") || strings.Contains(page, web.IP.String()) {
 		t.Fatalf("an unknown name: HTTP %s %q, want a 404 that names no VM", code, page)
 	}
+	// A domain to another port of the VM (--port).
+	d.ok(t, "vm", "exec", web.ID, "--", "sh", "-c", "mkdir -p /alt && echo alt-page > /alt/index.html && httpd -p 8081 -h /alt")
+	d.ok(t, "vm", "domains", "add", web.ID, "alt.example.com", "--port", "8081")
+	if out, err := try(lan, 15*time.Second, "curl", "-sS", "--max-time", "5", "--resolve", "alt.example.com:80:"+appAddr, "http://alt.example.com/"); err != nil || !strings.Contains(out, "alt-page") {
+		t.Fatalf("a domain to the VM's port 8081: %v %q", err, out)
+	}
 	if r := d.sj(t, "vm", "ports", "add", web.ID, "80/tcp"); r.code != exitConflict || !strings.Contains(r.stderr, "superjoltd's own") {
 		t.Fatalf("a forward of the proxy's port 80: exit %d %q, want a conflict saying it is superjoltd's", r.code, r.stderr)
 	}

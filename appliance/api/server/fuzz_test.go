@@ -176,7 +176,7 @@ func (a *validatingApp) AddPort(ctx contextT, id string, p model.Port) (model.VM
 	return model.VM{}, nil
 }
 
-func (a *validatingApp) AddDomain(ctx contextT, id, d string) (model.VM, error) {
+func (a *validatingApp) AddDomain(ctx contextT, id, d string, _ uint16) (model.VM, error) {
 	a.check("domain", model.ValidateDomain(d))
 	return model.VM{}, nil
 }

@@ -51,7 +51,7 @@ type Appliance interface {
 	ConsoleLog(ctx context.Context, id string, n int) ([]string, error)
 	AddPort(ctx context.Context, id string, p model.Port) (model.VM, error)
 	RemovePort(ctx context.Context, id string, p model.Port) (model.VM, error)
-	AddDomain(ctx context.Context, id, domain string) (model.VM, error)
+	AddDomain(ctx context.Context, id, domain string, port uint16) (model.VM, error)
 	RemoveDomain(ctx context.Context, id, domain string) (model.VM, error)
 
 	SubmitBackup(ctx context.Context, vmID string) (model.Operation, error)
@@ -437,7 +437,7 @@ func (s *Server) removePort(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) addDomain(ctx context.Context, id string, req api.DomainRequest) (model.VM, error) {
-	return s.app.AddDomain(ctx, id, model.NormalizeDomain(req.Domain))
+	return s.app.AddDomain(ctx, id, model.NormalizeDomain(req.Domain), req.Port)
 }
 
 func (s *Server) removeDomain(w http.ResponseWriter, r *http.Request) {

@@ -137,7 +137,7 @@ func (s *errApp) RemovePort(_ context.Context, id string, p model.Port) (model.V
 	s.rec("RemovePort", id, p)
 	return model.VM{}, s.err
 }
-func (s *errApp) AddDomain(_ context.Context, id, d string) (model.VM, error) {
+func (s *errApp) AddDomain(_ context.Context, id, d string, _ uint16) (model.VM, error) {
 	s.rec("AddDomain", id, d)
 	return model.VM{}, s.err
 }
