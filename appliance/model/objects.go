@@ -241,7 +241,7 @@ type VM struct {
 	// DomainPorts holds the VM's port a domain is proxied to, for the
 	// domains not proxied to DefaultDomainPort (see DomainPort).
 	DomainPorts map[string]uint16 `json:"domain_ports,omitempty"`
-	BootID    string     `json:"boot_id,omitempty"` // of the running guest, as its agent reported
+	BootID      string            `json:"boot_id,omitempty"` // of the running guest, as its agent reported
 
 	CreatedAt time.Time `json:"created_at"`
 	// StoppedAt and StopReason say when and why the VM last stopped;

@@ -379,7 +379,9 @@ func newVMDomainsCommand(o *globalOptions) *cobra.Command {
 	}
 	add := edit("add", "Attach a domain to a VM: superjoltd's proxy serves it over HTTP and HTTPS from the VM's port 80 (--port)",
 		"  superjolt vm domains add web-1 app.example.com\n  superjolt vm domains add web-1 api.example.com --port 8080",
-		func(c *api.Client, ctx context.Context, id, d string) (model.VM, error) { return c.AddDomain(ctx, id, d, port) })
+		func(c *api.Client, ctx context.Context, id, d string) (model.VM, error) {
+			return c.AddDomain(ctx, id, d, port)
+		})
 	add.Flags().Uint16Var(&port, "port", model.DefaultDomainPort, "the VM's port the domain is proxied to (1-65535)")
 	add.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if port == 0 {
