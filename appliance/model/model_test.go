@@ -222,6 +222,9 @@ func TestNames(t *testing.T) {
 		{"domain", ValidateDomain, "localhost", false},
 		{"domain", ValidateDomain, "a..b", false},
 		{"domain", ValidateDomain, "Ex.com", false},
+		{"domain", ValidateDomain, "*.example.com", false},
+		{"domain", ValidateDomain, "xn--bcher-kva.example", true},
+		{"domain", ValidateDomain, strings.Repeat("a", 64) + ".example.com", false},
 	}
 	for _, tt := range tests {
 		if err := tt.check(tt.in); (err == nil) != tt.ok {
@@ -288,5 +291,24 @@ func TestStopReasonDescribe(t *testing.T) {
 	}
 	if got := StopExited.Describe(""); got != "exited unexpectedly" {
 		t.Errorf("Describe without a time = %q", got)
+	}
+}
+
+func TestNormalizeDomain(t *testing.T) {
+	for in, want := range map[string]string{
+		"App.Example.COM.":      "app.example.com",
+		"bücher.example":        "xn--bcher-kva.example",
+		"BÜCHER.example.":       "xn--bcher-kva.example",
+		"xn--bcher-kva.example": "xn--bcher-kva.example",
+	} {
+		if got := NormalizeDomain(in); got != want {
+			t.Errorf("NormalizeDomain(%q) = %q, want %q", in, got, want)
+		}
+		if err := ValidateDomain(NormalizeDomain(in)); err != nil {
+			t.Errorf("%q, normalized, is refused: %v", in, err)
+		}
+	}
+	if err := ValidateDomain("*.example.com"); err == nil || !strings.Contains(err.Error(), "wildcards are not supported") {
+		t.Errorf("a wildcard: %v", err)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // ValidateAccountName checks a person's or customer's name for an account:
@@ -65,6 +67,9 @@ func ValidateDomain(s string) error {
 	bad := func() error {
 		return invalidf("domain %q is not a valid DNS name: use lowercase labels of letters, digits and dashes joined by dots, like app.example.com", clip(s))
 	}
+	if strings.Contains(s, "*") {
+		return invalidf("domain %q: wildcards are not supported; attach each name (app.example.com, www.example.com)", clip(s))
+	}
 	if len(s) > 253 {
 		return bad()
 	}
@@ -108,4 +113,24 @@ func Count(n int, noun string) string {
 
 // NormalizeDomain returns a DNS name as the appliance keeps it: lowercase
 // (DNS names are not case sensitive), without a final dot.
-func NormalizeDomain(s string) string { return strings.ToLower(strings.TrimSuffix(s, ".")) }
+//
+// An internationalized name is taken in its ASCII (IDNA, "xn--") form, the
+// one DNS and TLS use: bücher.example becomes xn--bcher-kva.example.
+func NormalizeDomain(s string) string {
+	s = strings.ToLower(strings.TrimSuffix(s, "."))
+	if !isASCII(s) {
+		if a, err := idna.Lookup.ToASCII(s); err == nil {
+			s = a
+		}
+	}
+	return s
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
