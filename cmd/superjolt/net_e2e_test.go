@@ -24,9 +24,9 @@ const (
 	lanAddr = "198.51.100.2" // LAN's end: a client or server outside
 )
 
-// netns makes a named network namespace with its loopback up, deleted
+// newNetns makes a named network namespace with its loopback up, deleted
 // when the test ends.
-func netns(t *testing.T, prefix string) string {
+func newNetns(t testing.TB, prefix string) string {
 	t.Helper()
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs ip (iproute2)")
@@ -40,7 +40,7 @@ func netns(t *testing.T, prefix string) string {
 }
 
 // run runs a command that must succeed and returns its output.
-func run(t *testing.T, name string, args ...string) string {
+func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
@@ -58,7 +58,7 @@ func try(ns string, timeout time.Duration, args ...string) (string, error) {
 }
 
 // link joins APP and LAN with a veth pair.
-func link(t *testing.T, app, lan string) {
+func link(t testing.TB, app, lan string) {
 	t.Helper()
 	run(t, "ip", "link", "add", "sjv-app", "netns", app, "type", "veth", "peer", "name", "sjv-lan", "netns", lan)
 	run(t, "ip", "-n", app, "addr", "add", appAddr+"/24", "dev", "sjv-app")
@@ -97,7 +97,7 @@ func TestNetworkEndToEnd(t *testing.T) {
 			t.Skipf("needs %s (scripts/install-deps installs it)", tool)
 		}
 	}
-	app, lan := netns(t, "sjapp"), netns(t, "sjlan")
+	app, lan := newNetns(t, "sjapp"), newNetns(t, "sjlan")
 	link(t, app, lan)
 	d := startDaemonIn(t, app, nil, "--clock=manual")
 	begin := time.Now()
