@@ -90,7 +90,13 @@ func (b *crashBox) cleanup(t *testing.T) {
 			t.Errorf("unmount the pool %s: %v", b.pool, err)
 		}
 	}
-	if dev := loopOf(b.image); dev != "" {
+	// The kernel clears an autoclear loop device from a work queue after
+	// the last unmount: give it a moment before calling it left behind.
+	dev := loopOf(b.image)
+	for wait := time.Now().Add(5 * time.Second); dev != "" && time.Now().Before(wait); dev = loopOf(b.image) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if dev != "" {
 		out, err := exec.Command("losetup", "-d", dev).CombinedOutput()
 		t.Errorf("%s still attached to %s after the unmount (autoclear); losetup -d: %v %s", dev, b.image, err, out)
 	}
