@@ -42,7 +42,11 @@ func (p *Proxy) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 	if cert, err := p.operatorCert(defaultCertName); err == nil && cert != nil && cert.Leaf.VerifyHostname(name) == nil {
 		return cert, nil
 	}
-	// (c) the local CA.
+	// (c) an ACME CA, where the operator configured one.
+	if p.acme != nil {
+		return p.acme.getCertificate(hello)
+	}
+	// (d) the local CA.
 	if p.ca == nil {
 		return nil, errNoCertificate
 	}

@@ -62,6 +62,7 @@ type Proxy struct {
 	log     *slog.Logger
 	rp      *httputil.ReverseProxy
 	certs   certCache
+	acme    *acme
 
 	mu      sync.Mutex
 	servers map[*http.Server]struct{}
@@ -170,6 +171,8 @@ func (p *Proxy) newServer(tlsOn bool) (*http.Server, error) {
 	}
 	if tlsOn {
 		srv.TLSConfig = p.TLSConfig()
+	} else if p.acme != nil {
+		srv.Handler = p.acme.httpHandler(srv.Handler)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

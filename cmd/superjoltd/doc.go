@@ -12,6 +12,7 @@
 //	superjoltd [--state-dir DIR] [--pool PATH | --pool-image FILE --pool-size SIZE]
 //	           [--socket PATH] [--subnet CIDR] [--network=on|off] [--bridge NAME] [--dns IP,...]
 //	           [--http-listen ADDR|off] [--https-listen ADDR|off] [--tls-cert-dir DIR]
+//	           [--acme-email EMAIL [--acme-ca URL]]
 //	           [--clock=manual|real] [--run-dir DIR]
 //	           [--agent FILE] [--log-level debug|info|warn|error]
 //

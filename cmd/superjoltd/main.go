@@ -70,6 +70,8 @@ type config struct {
 	// The domain proxy's listeners ("": off) and the operator's own
 	// certificates (NAME.crt, NAME.key).
 	httpListen, httpsListen, tlsCertDir string
+	// ACME: the account's email ("": no ACME) and the CA's directory URL.
+	acmeEmail, acmeCA string
 	manual                              bool // --clock=manual
 	runDir                              string
 	agent                               string
@@ -95,6 +97,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&dns, "dns", "", "comma-separated name servers the guests are told to use (default: none)")
 	fs.StringVar(&cfg.httpListen, "http-listen", ":80", "where the proxy for the VMs' domains serves HTTP ([HOST]:PORT, or off)")
 	fs.StringVar(&cfg.httpsListen, "https-listen", ":443", "where the proxy for the VMs' domains serves HTTPS ([HOST]:PORT, or off)")
+	fs.StringVar(&cfg.acmeEmail, "acme-email", "", "get domains' certificates from an ACME CA (Let's Encrypt) with this contact; needs the box reachable from the internet on ports 80 and 443")
+	fs.StringVar(&cfg.acmeCA, "acme-ca", "", "the ACME CA's directory URL (default: Let's Encrypt's production CA)")
 	fs.StringVar(&cfg.tlsCertDir, "tls-cert-dir", "", "the operator's certificates for domains (NAME.crt and NAME.key, PEM); others get one from the local CA (superjolt ca)")
 	fs.StringVar(&clock, "clock", "real", "real, or manual: time moves only with 'superjolt debug clock advance' (tests, demos)")
 	fs.StringVar(&cfg.runDir, "run-dir", appliance.DefaultRunDir, "per-VM runtime directories (sockets, logs, pid files)")
@@ -133,6 +137,15 @@ func parseFlags(args []string) (config, error) {
 	}
 	if _, err := cfg.listenPorts(); err != nil {
 		return cfg, err
+	}
+	if cfg.acmeEmail != "" && (!strings.Contains(cfg.acmeEmail, "@") || strings.ContainsAny(cfg.acmeEmail, " \t")) {
+		return cfg, fmt.Errorf("--acme-email %q: give the email address the CA may write to about the certificates", cfg.acmeEmail)
+	}
+	if cfg.acmeCA != "" && !strings.HasPrefix(cfg.acmeCA, "https://") {
+		return cfg, fmt.Errorf("--acme-ca %q: give the CA's https:// directory URL", cfg.acmeCA)
+	}
+	if cfg.acmeEmail == "" && cfg.acmeCA != "" {
+		return cfg, fmt.Errorf("--acme-ca needs --acme-email")
 	}
 	switch network {
 	case "on":

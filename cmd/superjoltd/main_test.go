@@ -28,6 +28,12 @@ func TestParseFlags(t *testing.T) {
 			return c.httpListen == "" && err == nil && len(ports) == 1 && ports[0].Number == 8443
 		}},
 		{[]string{"--http-listen", "80"}, false, nil},
+		{[]string{"--acme-email", "ops@example.com", "--acme-ca", "https://acme-staging-v02.api.letsencrypt.org/directory"}, true, func(c config) bool {
+			return c.acmeEmail == "ops@example.com" && strings.HasPrefix(c.acmeCA, "https://")
+		}},
+		{[]string{"--acme-email", "not an email"}, false, nil},
+		{[]string{"--acme-email", "ops@example.com", "--acme-ca", "http://insecure.example/dir"}, false, nil},
+		{[]string{"--acme-ca", "https://ca.example/dir"}, false, nil},
 		{[]string{"--https-listen", ":0"}, false, nil},
 		{[]string{"--https-listen", ":https"}, false, nil},
 		{[]string{"--network=off", "--bridge", "br-vms", "--dns", "192.0.2.53, 198.51.100.53"}, true, func(c config) bool {

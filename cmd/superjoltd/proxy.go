@@ -57,6 +57,12 @@ func startProxy(cfg config, app *appliance.Appliance, log *slog.Logger) (*domain
 		return proxy.Route{Addr: ap}, ok
 	})
 	d := &domainProxy{px: proxy.New(proxy.Options{Router: router, CA: ca, CertDir: cfg.tlsCertDir, Logger: log}), caCert: ca.CertPEM()}
+	if cfg.acmeEmail != "" {
+		if err := d.px.UseACME(proxy.ACME{Email: cfg.acmeEmail, Directory: cfg.acmeCA, Dir: filepath.Join(cfg.stateDir, "acme")}); err != nil {
+			return nil, err
+		}
+		log.Info("domain certificates from ACME", "email", cfg.acmeEmail, "ca", cfg.acmeCA)
+	}
 	serve := func(addr, what string, fn func(net.Listener) error) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
