@@ -72,10 +72,10 @@ type config struct {
 	httpListen, httpsListen, tlsCertDir string
 	// ACME: the account's email ("": no ACME) and the CA's directory URL.
 	acmeEmail, acmeCA string
-	manual                              bool // --clock=manual
-	runDir                              string
-	agent                               string
-	logLevel                            slog.Level
+	manual            bool // --clock=manual
+	runDir            string
+	agent             string
+	logLevel          slog.Level
 }
 
 func parseFlags(args []string) (config, error) {
