@@ -256,6 +256,9 @@ func TestNetworkEndToEnd(t *testing.T) {
 		"--resolve", "net.example.com:80:"+appAddr, "http://net.example.com/"); code != "404" {
 		t.Fatalf("the domain of a VM in the graveyard: HTTP %s, want 404", code)
 	}
+	if got := okJSON[model.VM](t, d, "vm", "show", web.ID); got.IP.IsValid() || got.LastIP != web.IP {
+		t.Fatalf("in the graveyard: IP %v (want none: it is free) and last IP %v (want %s kept)", got.IP, got.LastIP, web.IP)
+	}
 	tap := "sjt-" + strings.TrimPrefix(web.ID, "vm-")
 	if links := run(t, "ip", "-n", app, "-br", "link"); strings.Contains(links, tap) {
 		t.Fatalf("TAP %s left while the VM is in the graveyard:\n%s", tap, links)
