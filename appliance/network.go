@@ -167,8 +167,9 @@ func (a *Appliance) setupNetwork(ctx context.Context) error {
 }
 
 // guestNet is what a VM's guest is told of its network, with the TAP its
-// process gets; nil when the appliance has no network. The caller closes
-// the TAP once the process has its own copy.
+// process gets; nil when the appliance has no network. The caller keeps
+// the TAP open while the machine runs (its process gets a copy at each
+// launch) and closes it when the process is gone (see boot, supervise).
 func (a *Appliance) guestNet(vm model.VM) (*NetSpec, error) {
 	if a.net == nil || !vm.IP.IsValid() {
 		return nil, nil
