@@ -114,14 +114,9 @@ func (a *Appliance) syncNetwork(ctx context.Context, without ...string) {
 	// One at a time, so that the last one applied is from the latest store.
 	a.netMu.Lock()
 	defer a.netMu.Unlock()
-	var vms []model.VM
-	err := a.view(context.WithoutCancel(ctx), func(tx *store.Tx) error {
-		var err error
-		vms, err = tx.VMs(store.VMFilter{})
-		return err
-	})
-	vms = slices.DeleteFunc(vms, func(vm model.VM) bool { return slices.Contains(without, vm.ID) })
+	vms, err := a.VMs(context.WithoutCancel(ctx), VMFilter{})
 	if err == nil {
+		vms = slices.DeleteFunc(vms, func(vm model.VM) bool { return slices.Contains(without, vm.ID) })
 		err = a.net.Apply(rulesetOf(a.subnet, vms))
 		a.setRoutes(routesOf(vms))
 	}
@@ -142,13 +137,11 @@ func (a *Appliance) setupNetwork(ctx context.Context) error {
 	if err := a.net.Setup(a.subnet); err != nil {
 		return fmt.Errorf("appliance: network: %w", err)
 	}
-	// TAPs of VMs that left the host while the daemon was away go now.
-	var vms []model.VM
-	if err := a.view(ctx, func(tx *store.Tx) error {
-		var err error
-		vms, err = tx.VMs(store.VMFilter{})
-		return err
-	}); err != nil {
+	a.syncNetwork(ctx)
+	// TAPs of VMs that left the host while the daemon was away go now:
+	// they are not in the firewall just built.
+	vms, err := a.VMs(ctx, VMFilter{})
+	if err != nil {
 		return fmt.Errorf("appliance: network: %w", err)
 	}
 	for _, vm := range vms {
@@ -156,7 +149,6 @@ func (a *Appliance) setupNetwork(ctx context.Context) error {
 			a.dropTAP(vm.ID)
 		}
 	}
-	a.syncNetwork(ctx)
 	for _, w := range a.net.Warnings() {
 		a.log.Warn("the host may drop the VMs' traffic", "why", w)
 		_ = a.update(ctx, func(tx *store.Tx) error {
