@@ -42,43 +42,40 @@ func newAccountsView(m *Model) *accountsView {
 	}
 	v.text = func(m *Model, id string) string { a := m.d.accounts[id]; return a.ID + " " + a.Name }
 	v.sortKey = func(m *Model, id string, col int) string {
-		a := m.d.accounts[id]
-		burn, n := m.d.burn(id)
+		a, t := m.d.accounts[id], m.d.totalsOf(id)
 		switch col {
 		case 1:
 			return a.Name
 		case 2:
 			return fmt.Sprintf("%020d", a.Balance)
 		case 3:
-			return fmt.Sprintf("%020d", burn)
+			return fmt.Sprintf("%020d", t.burn)
 		case 4:
-			if r, ok := runway(a, burn); ok {
+			if r, ok := runway(a, t.burn); ok {
 				return fmt.Sprintf("%020d", r)
 			}
 			return "~"
 		case 5:
 			return fmt.Sprintf("%06d", a.Entitlements.BackupRetention)
 		case 6:
-			return fmt.Sprintf("%06d", n)
+			return fmt.Sprintf("%06d", t.vms)
 		}
 		return id
 	}
 	v.cells = func(m *Model, id string) []string {
-		a := m.d.accounts[id]
-		burn, _ := m.d.burn(id)
+		a, t := m.d.accounts[id], m.d.totalsOf(id)
 		run := "no billing VMs"
-		if r, ok := runway(a, burn); ok {
+		if r, ok := runway(a, t.burn); ok {
 			run = "archives in " + span(r)
 			if a.Balance == 0 {
 				run = "out of credits"
 			}
 		}
-		return []string{a.ID, a.Name, a.Balance.String(), burn.String(), run,
-			fmt.Sprint(a.Entitlements.BackupRetention), fmt.Sprint(m.d.vmCount(id))}
+		return []string{a.ID, a.Name, a.Balance.String(), t.burn.String(), run,
+			fmt.Sprint(a.Entitlements.BackupRetention), fmt.Sprint(t.vms)}
 	}
 	v.style = func(m *Model, id string) *lipgloss.Style {
-		burn, _ := m.d.burn(id)
-		if r, ok := runway(m.d.accounts[id], burn); ok && r < runwayWarn {
+		if r, ok := runway(m.d.accounts[id], m.d.totalsOf(id).burn); ok && r < runwayWarn {
 			return &m.st.Warn
 		}
 		return nil

@@ -41,6 +41,9 @@ type data struct {
 	gen gens
 	// retired counts the VMs in the graveyard or the archive.
 	retired int
+	// totals is totalsOf's count, of the VMs as they were at totalsGen.
+	totals    map[string]accountTotals
+	totalsGen int
 }
 
 // gens are change counters, one per kind of data.
@@ -245,31 +248,30 @@ func (d *data) lastBackup(vmID string) (model.Backup, bool) {
 	return bks[0], true
 }
 
-// burn returns what an account's billing VMs cost per hour, and how many
-// there are: the rates of their tiers (model.VMState.Bills says which
-// states bill).
-func (d *data) burn(accountID string) (model.Micro, int) {
-	var burn model.Micro
-	n := 0
-	for _, vm := range d.vms {
-		if vm.AccountID != accountID || !vm.State.Bills() {
-			continue
-		}
-		burn += d.tiers[vm.Tier].RatePerHour
-		n++
-	}
-	return burn, n
+// accountTotals is what an account's VMs add up to: what its billing VMs
+// cost per hour (the rates of their tiers; model.VMState.Bills says which
+// states bill) and how many VMs it has that are not reclaimed.
+type accountTotals struct {
+	burn model.Micro
+	vms  int
 }
 
-// vmCount returns how many VMs of an account are not reclaimed.
-func (d *data) vmCount(accountID string) int {
-	n := 0
-	for _, vm := range d.vms {
-		if vm.AccountID == accountID {
-			n++
+// totalsOf returns an account's totals, counted for every account once per
+// change of the VMs (the accounts view draws each row every second).
+func (d *data) totalsOf(accountID string) accountTotals {
+	if d.totals == nil || d.totalsGen != d.gen.vms {
+		d.totals = map[string]accountTotals{}
+		for _, vm := range d.vms {
+			t := d.totals[vm.AccountID]
+			t.vms++
+			if vm.State.Bills() {
+				t.burn += d.tiers[vm.Tier].RatePerHour
+			}
+			d.totals[vm.AccountID] = t
 		}
+		d.totalsGen = d.gen.vms
 	}
-	return n
+	return d.totals[accountID]
 }
 
 // accountName returns an account's name, or its id when unknown.
