@@ -1,10 +1,8 @@
 package net
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	stdnet "net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -51,8 +49,7 @@ func EnsureBridge(name string, subnet netip.Prefix) (mtu int, err error) {
 		la.Name = name
 		// An address of its own: without one a bridge takes its lowest port's, and changes it
 		// as VMs come and go.
-		sum := sha256.Sum256([]byte("superjolt bridge " + name))
-		la.HardwareAddr = stdnet.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
+		la.HardwareAddr = derivedMAC("superjolt bridge " + name)
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil {
 			return 0, fmt.Errorf("create bridge %s: %w", name, err)
 		}

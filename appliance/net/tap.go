@@ -34,8 +34,12 @@ func TAPName(vmID string) string {
 // MAC returns the MAC address of the VM vmID (DESIGN.md "Networking": a MAC derived from its id):
 // 02 (locally administered, unicast) followed by the first five bytes of the SHA-256 of the id, so it
 // is the same across stop/start, restore and resume.
-func MAC(vmID string) stdnet.HardwareAddr {
-	sum := sha256.Sum256([]byte("superjolt mac " + vmID))
+func MAC(vmID string) stdnet.HardwareAddr { return derivedMAC("superjolt mac " + vmID) }
+
+// derivedMAC is 02 (locally administered, unicast) and the first five
+// bytes of the SHA-256 of seed: stable for a seed, unlikely to collide.
+func derivedMAC(seed string) stdnet.HardwareAddr {
+	sum := sha256.Sum256([]byte(seed))
 	return stdnet.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
 }
 
