@@ -104,8 +104,10 @@ type Appliance struct {
 	dns    []netip.Addr
 	// reserved are host ports no forward may take (Options.ReservedPorts).
 	reserved []model.Port
-	// netMu serialises rebuilds of the firewall (syncNetwork).
-	netMu sync.Mutex
+	// netMu serialises rebuilds of the firewall (syncNetwork) and guards
+	// netVMs, the VMs the firewall last applied holds.
+	netMu  sync.Mutex
+	netVMs map[string]bool
 	// routes maps each domain to its VM's address, for the reverse proxy
 	// (Route); rebuilt with the firewall.
 	routeMu sync.RWMutex

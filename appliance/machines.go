@@ -32,9 +32,9 @@ func (a *Appliance) boot(ctx context.Context, vm model.VM) (string, error) {
 		return "", err
 	}
 	if spec.Net != nil {
-		// The VM is on the host in the store (creating, or back from a
-		// resume): the firewall takes it in before it boots.
-		a.syncNetwork(ctx)
+		// The VM is on the host in the store: the firewall takes it in, if
+		// it does not hold it yet, before it boots.
+		a.takeOnNetwork(ctx, vm.ID)
 	}
 	closeTAP := func() {
 		if spec.Net != nil {

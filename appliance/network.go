@@ -117,7 +117,13 @@ func (a *Appliance) syncNetwork(ctx context.Context, without ...string) {
 	vms, err := a.VMs(context.WithoutCancel(ctx), VMFilter{})
 	if err == nil {
 		vms = slices.DeleteFunc(vms, func(vm model.VM) bool { return slices.Contains(without, vm.ID) })
-		err = a.net.Apply(rulesetOf(a.subnet, vms))
+		rs := rulesetOf(a.subnet, vms)
+		if err = a.net.Apply(rs); err == nil {
+			a.netVMs = make(map[string]bool, len(rs.VMs))
+			for _, vm := range rs.VMs {
+				a.netVMs[vm.ID] = true
+			}
+		}
 		a.setRoutes(routesOf(vms))
 	}
 	if err != nil {
@@ -125,6 +131,19 @@ func (a *Appliance) syncNetwork(ctx context.Context, without ...string) {
 		_ = a.update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 			return event(tx, a.clock.Now(), "net.failed", "", "", "cannot rebuild superjolt's firewall table: %v; forwards may not match the VMs until the next change", err)
 		})
+	}
+}
+
+// takeOnNetwork rebuilds the firewall before a VM boots if the firewall
+// does not hold it yet (a create, a resume); a VM it holds already (a
+// start, a restore, the boots at the daemon's start) costs nothing, so
+// that a start with 1,000 running VMs is not 1,000 rebuilds.
+func (a *Appliance) takeOnNetwork(ctx context.Context, vmID string) {
+	a.netMu.Lock()
+	in := a.netVMs[vmID]
+	a.netMu.Unlock()
+	if !in {
+		a.syncNetwork(ctx)
 	}
 }
 

@@ -62,10 +62,11 @@ func TestRulesetOf(t *testing.T) {
 // superjoltd processes (TestNetworkEndToEnd). It records what the
 // appliance asks of it.
 type recordingNetwork struct {
-	mu     sync.Mutex
-	taps   map[string]bool // open TAPs, by VM id
-	last   sjnet.Ruleset   // the last firewall applied
-	setups int
+	mu      sync.Mutex
+	taps    map[string]bool // open TAPs, by VM id
+	last    sjnet.Ruleset   // the last firewall applied
+	applies int
+	setups  int
 }
 
 func (n *recordingNetwork) Setup(netip.Prefix) error {
@@ -95,6 +96,7 @@ func (n *recordingNetwork) Apply(rs sjnet.Ruleset) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.last = rs
+	n.applies++
 	return nil
 }
 func (n *recordingNetwork) Warnings() []string { return nil }
@@ -130,6 +132,21 @@ func TestNetworkFollowsTheVM(t *testing.T) {
 	if f := rn.last.VMs[0].Forwards; len(f) != 1 || f[0].HostPort != 8080 || f[0].GuestPort != 80 {
 		t.Fatalf("the firewall's forwards after ports add: %+v", f)
 	}
+	// A stop and a start leave the firewall as it is: it holds the VM.
+	rn.mu.Lock()
+	before := rn.applies
+	rn.mu.Unlock()
+	if _, err := e.a.StopVM(ctx, vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.a.StartVM(ctx, vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	rn.mu.Lock()
+	if rn.applies != before {
+		t.Errorf("a stop and a start rebuilt the firewall %d times; it held the VM already", rn.applies-before)
+	}
+	rn.mu.Unlock()
 	e.advance(2 * time.Hour)
 	if _, err := e.a.DestroyVM(ctx, vm.ID); err != nil {
 		t.Fatal(err)
