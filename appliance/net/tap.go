@@ -180,3 +180,47 @@ func RemoveTAP(name string) error {
 	}
 	return nil
 }
+
+// OpenQueue attaches to the existing TAP name (made by OpenTAP, persistent) and returns its queue,
+// for a VM process: QEMU cannot open /dev/net/tun itself. Only one queue of a TAP can be open at a
+// time; a TAP that one is held on already (its QEMU still runs) gives an error wrapping unix.EBUSY.
+// The queue is opened in the calling thread's network namespace.
+func OpenQueue(name string) (*os.File, error) {
+	if name == "" || len(name) >= unix.IFNAMSIZ {
+		return nil, fmt.Errorf("TAP name %q: want 1 to %d bytes", name, unix.IFNAMSIZ-1)
+	}
+	if _, err := netlink.LinkByName(name); err != nil {
+		return nil, fmt.Errorf("TAP %s: %w (it is made when the VM is set up on the network)", name, err)
+	}
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun for TAP %s: %w", name, err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("TAP %s: %w", name, err)
+	}
+	ifr.SetUint16(tapFlags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("TAP %s is held open by another process (a QEMU still running?): %w", name, err)
+		}
+		return nil, fmt.Errorf("attach to TAP %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
+}
+
+// TAPHeld reports whether the TAP name exists in this network namespace with a queue open on it
+// (its carrier is up only while a process, the VM's QEMU, holds one).
+func TAPHeld(name string) (bool, error) {
+	link, err := netlink.LinkByName(name)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("TAP %s: %w", name, err)
+	}
+	return link.Attrs().RawFlags&unix.IFF_LOWER_UP != 0, nil
+}
