@@ -493,6 +493,15 @@ func existsErr(err error) error {
 	return notFound(err)
 }
 
+// Release forgets the pool without unmounting its image: VMs that outlive
+// the daemon still run on it, and the next OpenImage finds it mounted and
+// takes it on.
+func (p *Pool) Release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.img = nil
+}
+
 // Close releases the pool. For a pool that OpenImage mounted, it unmounts the
 // filesystem and detaches the loop device; a pool opened with Open, or on a
 // mount that OpenImage found already there, is left mounted.

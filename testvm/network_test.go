@@ -71,7 +71,7 @@ func TestBadBootConfig(t *testing.T) {
 // and checks the guest's address and route, and TCP both ways.
 func TestNetwork(t *testing.T) {
 	ns := newNetNS(t)
-	tap := openTAP(t, ns, "sjtap0")
+	openTAP(t, ns, "sjtap0")
 	ipIn(t, ns, "link", "set", "lo", "up")
 	ipIn(t, ns, "addr", "add", "10.77.0.1/16", "dev", "sjtap0")
 	ipIn(t, ns, "link", "set", "sjtap0", "up")
@@ -83,7 +83,8 @@ func TestNetwork(t *testing.T) {
 			Gateway: netip.MustParseAddr("10.77.0.1"),
 			DNS:     []netip.Addr{netip.MustParseAddr("10.77.0.1")},
 			MAC:     net.HardwareAddr{0x02, 0x53, 0x4a, 0x00, 0x00, 0x02},
-			TAP:     tap,
+			TAP:     "sjtap0",
+			NetNS:   "/run/netns/" + ns,
 		},
 	})
 
@@ -247,35 +248,28 @@ func inNetNS(ns string, fn func() error) error {
 	return <-errc
 }
 
-// openTAP makes a TAP device called name inside namespace ns and returns
-// /dev/net/tun attached to it (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR), the fd vmm
-// hands QEMU. The device is not persistent: it goes when the last copy of
-// the fd closes (at the test's end), or with the namespace.
-func openTAP(t testing.TB, ns, name string) *os.File {
+// openTAP makes a persistent TAP device called name (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR) inside
+// namespace ns, whose queue vmm opens for QEMU at the launch. It goes with the namespace.
+func openTAP(t testing.TB, ns, name string) {
 	t.Helper()
-	var tap *os.File
 	if err := inNetNS(ns, func() error {
 		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
+		defer unix.Close(fd)
 		ifr, err := unix.NewIfreq(name)
 		if err != nil {
-			unix.Close(fd)
 			return err
 		}
 		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
 		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-			unix.Close(fd)
 			return fmt.Errorf("TUNSETIFF %s: %w", name, err)
 		}
-		tap = os.NewFile(uintptr(fd), "/dev/net/tun:"+name)
-		return nil
+		return unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1)
 	}); err != nil {
 		t.Fatalf("TAP %s in %s: %v", name, ns, err)
 	}
-	t.Cleanup(func() { tap.Close() })
-	return tap
 }
 
 // httpGet sends a plain HTTP/1.0 GET / to addr and returns the whole answer.

@@ -89,7 +89,20 @@ type Config struct {
 	// waiting for the agent. For tests of an unresponsive guest.
 	Paused bool
 	// Logger receives the driver's logs, with a "vm" attribute added. Default: slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `json:"-"`
+
+	// Units, when set, runs QEMU as a transient systemd service of its own (see unit.go): the
+	// unit's command is Launcher followed by "exec-vm" and the run directory, which opens what
+	// QEMU needs and then becomes QEMU ([ExecLaunch]). nil: the daemon starts QEMU itself.
+	Units Units `json:"-"`
+	// Launcher is the command that runs [ExecLaunch] (superjoltd, which answers "exec-vm RUNDIR").
+	Launcher []string `json:"-"`
+	// Description names the VM for the service manager ("superjolt VM vm-abc123 (web, account acme)").
+	Description string `json:"-"`
+	// StopCommand, followed by the machine's name, runs when the service manager stops the VM's
+	// unit (a host shutdown), before QEMU is signalled: it asks superjoltd to shut the guest down
+	// cleanly through its agent (superjoltd stop-vm).
+	StopCommand []string `json:"-"`
 }
 
 // GuestNet is a machine's network: one virtio-net NIC on a TAP device the daemon opened, and the
@@ -104,12 +117,16 @@ type GuestNet struct {
 	DNS []netip.Addr
 	// MAC is the NIC's address: 6 bytes, unicast (locally administered, derived from the VM id).
 	MAC net.HardwareAddr
-	// TAP is /dev/net/tun attached to the VM's TAP device with TUNSETIFF: IFF_TAP|IFF_NO_PI, and
-	// IFF_VNET_HDR for offloads (QEMU finds that flag on the fd and uses the headers). The daemon
-	// opens it; QEMU never does (it runs unprivileged and cannot open /dev/net/tun). The driver
-	// passes QEMU a duplicate at each launch, so the caller keeps TAP open for as long as the
-	// machine may boot again, and closes it afterwards.
-	TAP *os.File
+	// TAP is the name of the VM's TAP device, persistent (made by the daemon with appliance/net's
+	// OpenTAP, which the caller must not keep a queue of open). At each launch the driver, as root,
+	// opens its queue (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR; QEMU finds the header flag on the fd and
+	// uses it for offloads) and hands QEMU the descriptor: QEMU runs unprivileged and cannot open
+	// /dev/net/tun. In the calling process's network namespace, or, with [Config.Units], in that
+	// of the service manager.
+	TAP string
+	// NetNS is the path of the network namespace the TAP is in (/run/netns/NAME), when it is not
+	// the caller's own. Not with Config.Units.
+	NetNS string
 }
 
 // validate checks what goes onto QEMU's and the guest kernel's command lines.
@@ -120,8 +137,8 @@ func (n *GuestNet) validate() error {
 	if len(n.MAC) != 6 || n.MAC[0]&1 != 0 || bytes.Equal(n.MAC, make(net.HardwareAddr, 6)) {
 		return fmt.Errorf("vmm: network: MAC %q is not a 6-byte unicast address", n.MAC)
 	}
-	if n.TAP == nil {
-		return errors.New("vmm: network: no TAP device")
+	if n.TAP == "" || strings.ContainsAny(n.TAP, "/ \t\n,") {
+		return fmt.Errorf("vmm: network: TAP name %q", n.TAP)
 	}
 	return nil
 }
@@ -293,6 +310,16 @@ func kernelCmdline(accel Accel, tscKHz uint64, boot, extra string) string {
 	return strings.Join(args, " ")
 }
 
+// accelArg is QEMU's -accel argument. Under TCG the translation cache is bounded (QEMU's default
+// is up to 1 GiB, an eighth of the host's memory), so that QEMU's own memory has a known ceiling
+// (see UnitLimits).
+func accelArg(accel Accel) string {
+	if accel == AccelTCG {
+		return "tcg,tb-size=" + strconv.Itoa(tcgCacheMiB)
+	}
+	return string(accel)
+}
+
 // qemuFDs are the descriptor numbers QEMU inherits (see [handover]); 0 means not passed.
 type qemuFDs struct {
 	kernel, initrd, rootfs, console int // files, reopened by QEMU through /proc/self/fd
@@ -309,7 +336,7 @@ func argv(c Config, fds qemuFDs, accel Accel, transport Transport, tscKHz uint64
 	a := []string{
 		"-name", "superjolt-" + c.Name + ",debug-threads=on",
 		"-M", "microvm",
-		"-accel", string(accel),
+		"-accel", accelArg(accel),
 	}
 	if accel == AccelKVM {
 		a = append(a, "-cpu", "host")

@@ -41,7 +41,7 @@ import (
 // owner the disk had, so this is done at every launch, not once). The kernel and initrd, which may be
 // shared between machines, are only opened: they must be world-readable (the built-in images are).
 // The sockets and the pid file stay root's (only the daemon connects; QEMU cannot rewrite the pid file
-// that [KillStale] trusts), as does the run directory (0700). The directories holding a VM's disk can
+// that [Kill] and [Attach] trust), as does the run directory (0700). The directories holding a VM's disk can
 // therefore be closed to everyone but root: the appliance makes each VM's subvolume 0700.
 //
 // What still runs as root is the daemon: it makes and snapshots btrfs subvolumes (ioctls), attaches
@@ -255,45 +255,6 @@ func listen(path string) (*os.File, error) {
 	return f, nil
 }
 
-// dupTAP checks that f is /dev/net/tun attached to a TAP device without packet information
-// (IFF_TAP|IFF_NO_PI) and returns a duplicate of it for QEMU. The caller's f stays open and its own.
-func dupTAP(f *os.File) (*os.File, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, fmt.Errorf("vmm: TAP: %w", err)
-	}
-	var (
-		flags uint16
-		name  string
-		dup   int
-		opErr error
-	)
-	if err := rc.Control(func(fd uintptr) {
-		ifr, err := unix.NewIfreq("")
-		if err != nil {
-			opErr = err
-			return
-		}
-		if err := unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr); err != nil {
-			opErr = fmt.Errorf("%s is not an attached TAP device (TUNGETIFF: %w)", f.Name(), err)
-			return
-		}
-		flags, name = ifr.Uint16(), ifr.Name()
-		dup, opErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return nil, fmt.Errorf("vmm: TAP: %w", err)
-	}
-	if opErr != nil {
-		return nil, fmt.Errorf("vmm: TAP: %w", opErr)
-	}
-	tf := os.NewFile(uintptr(dup), "tap:"+name)
-	if flags&unix.IFF_TAP == 0 || flags&unix.IFF_NO_PI == 0 {
-		tf.Close()
-		return nil, fmt.Errorf("vmm: TAP: %s has flags %#x: want a TAP device opened with IFF_TAP|IFF_NO_PI", name, flags)
-	}
-	return tf, nil
-}
-
 // kvmGroup says whether a QEMU that runs unprivileged can open /dev/kvm: with gid -1 when the device
 // is open to all, with /dev/kvm's group as a supplementary group when it is open to that group; an
 // error naming the fix otherwise (it is mode 0600 root on some hosts).
@@ -310,4 +271,13 @@ func kvmGroup() (int, error) {
 	}
 	return -1, fmt.Errorf("/dev/kvm is mode %04o owned by %d:%d, and QEMU runs unprivileged: give it a group "+
 		"(a udev rule KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\")", st.Mode&0o7777, st.Uid, st.Gid)
+}
+
+// dupFile returns a second descriptor of f (close-on-exec, as every descriptor the daemon opens).
+func dupFile(f *os.File) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("vmm: dup %s: %w", f.Name(), err)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
 }

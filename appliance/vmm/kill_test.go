@@ -11,15 +11,19 @@ import (
 	"github.com/superjolt/superjolt/appliance/vmm"
 )
 
-// TestKillStale: a process whose command line names the machine and whose pid is in the run
-// directory's qemu.pid is killed; one that does not name it is left alone.
-func TestKillStale(t *testing.T) {
-	sleep, err := exec.LookPath("sleep")
+// TestKill: a process whose command line names the machine (-name superjolt-<id>,…) and whose pid
+// is in the run directory's qemu.pid is killed; one that does not name it is left alone.
+func TestKill(t *testing.T) {
+	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip("needs sleep (coreutils)")
+		t.Skip("needs sh")
 	}
-	start := func(t *testing.T, argv0 string) (*exec.Cmd, chan struct{}) {
-		cmd := &exec.Cmd{Path: sleep, Args: []string{argv0, "60"}}
+	start := func(t *testing.T, name string) (*exec.Cmd, chan struct{}) {
+		// sh waits on its stdin, a pipe nobody writes to, with "-name NAME" in its command line.
+		cmd := exec.Command(sh, "-c", "read x", "-name", name)
+		if _, err := cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -29,19 +33,21 @@ func TestKillStale(t *testing.T) {
 		return cmd, done
 	}
 	for _, tt := range []struct {
-		name, argv0 string
-		killed      bool
+		name, qemuName string
+		killed         bool
 	}{
 		{"names the machine", "superjolt-vm-stale1,debug-threads=on", true},
-		{"another process", "sleep", false},
+		{"names another machine", "superjolt-vm-stale12,debug-threads=on", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			cmd, done := start(t, tt.argv0)
+			cmd, done := start(t, tt.qemuName)
 			dir := t.TempDir()
 			if err := os.WriteFile(filepath.Join(dir, "qemu.pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			vmm.KillStale(dir, "vm-stale1", nil)
+			if err := vmm.Kill(dir, "vm-stale1"); err != nil {
+				t.Fatal(err)
+			}
 			select {
 			case <-done:
 				if !tt.killed {
@@ -54,5 +60,7 @@ func TestKillStale(t *testing.T) {
 			}
 		})
 	}
-	vmm.KillStale(t.TempDir(), "vm-stale1", nil) // no pid file: nothing to do
+	if err := vmm.Kill(t.TempDir(), "vm-stale1"); err != nil { // no pid file: nothing to do
+		t.Fatal(err)
+	}
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -47,9 +46,12 @@ type QEMU struct {
 	rebooted chan struct{} // one pending notice of a guest reboot; see Rebooted
 }
 
-// process is one run of the QEMU binary.
+// process is one run of the QEMU binary: a child of the daemon (started by it without a service
+// manager), or a process it follows through a pidfd (a unit's main process, or a QEMU that an
+// earlier daemon started and this one reattached to).
 type process struct {
-	cmd    *exec.Cmd
+	pid    int
+	kill   func() error // SIGKILL; gone already is not an error
 	paths  paths
 	qmp    *qmp.Conn
 	agent  *guest.Client
@@ -63,6 +65,7 @@ type process struct {
 	// Under QEMU.mu:
 	exit      Exit // how it ended, as the events said
 	resetting bool // a reboot is being followed (afterReset)
+	detached  bool // the driver let go of it (Detach): its end is no longer this driver's business
 }
 
 func (p *process) hasExited() bool {
@@ -157,10 +160,10 @@ func (m *QEMU) QMP() *qmp.Conn {
 func (m *QEMU) PID() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.proc == nil || m.proc.cmd.Process == nil {
+	if m.proc == nil {
 		return 0
 	}
-	return m.proc.cmd.Process.Pid
+	return m.proc.pid
 }
 
 // UID returns the uid the running QEMU runs as: one leased for it alone when the daemon is root (see
@@ -286,7 +289,7 @@ func (m *QEMU) boot(ctx context.Context, bin string, accel Accel, transport Tran
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.BootTimeout)
 	defer cancel()
 
-	p, err := m.launch(bin, accel, transport, tscKHz)
+	p, err := m.launch(ctx, bin, accel, transport, tscKHz)
 	if err != nil {
 		return err
 	}
@@ -325,7 +328,7 @@ func (m *QEMU) boot(ctx context.Context, bin string, accel Accel, transport Tran
 
 	if m.cfg.Paused {
 		m.setStatus(StatusRunning)
-		m.log.Info("started paused", "accel", accel, "transport", transport, "pid", p.cmd.Process.Pid)
+		m.log.Info("started paused", "accel", accel, "transport", transport, "pid", p.pid)
 		return nil
 	}
 
@@ -343,29 +346,50 @@ func (m *QEMU) boot(ctx context.Context, bin string, accel Accel, transport Tran
 		m.status = StatusRunning
 	}
 	m.mu.Unlock()
-	m.log.Info("booted", "accel", accel, "transport", transport, "pid", p.cmd.Process.Pid,
+	m.log.Info("booted", "accel", accel, "transport", transport, "pid", p.pid,
 		"boot_id", ping.BootID, "guest_uptime", ping.Uptime, "took", time.Since(started).Round(time.Millisecond))
 	return nil
 }
 
-// launch starts the QEMU process and a goroutine that reaps it. With a root daemon, QEMU runs as a
-// uid leased for it alone, and gets its files and sockets as descriptors (see confine.go).
-func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint64) (p *process, err error) {
+// launch starts the QEMU process, and a goroutine that notices its end (see launch.go for how
+// it is started, by the daemon or as a unit, and why it outlives the daemon).
+func (m *QEMU) launch(ctx context.Context, bin string, accel Accel, transport Transport, tscKHz uint64) (p *process, err error) {
 	pp, err := makePaths(m.cfg.RunDir, m.cfg.Name)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			m.removeSockDir(pp)
+		}
+	}()
+	os.Remove(pp.pid)
+	rec := record{Config: m.cfg, QEMU: bin, Accel: accel, Transport: transport, TSCKHz: tscKHz,
+		SockDir: pp.sockDir, OwnSockDir: pp.ownSockDir}
+	if err := writeRecord(rec); err != nil {
+		return nil, err
+	}
+	if m.cfg.Units != nil {
+		pid, err := m.unitProcess(ctx, rec)
+		if err != nil {
+			return nil, err
+		}
+		return m.follow(pid, pp)
+	}
+	return m.startChild(bin, pp, accel, transport, tscKHz)
+}
+
+// startChild starts QEMU as the daemon's child. With a root daemon QEMU runs as a uid leased for it
+// alone, and gets its files and sockets as descriptors (see confine.go).
+func (m *QEMU) startChild(bin string, pp paths, accel Accel, transport Transport, tscKHz uint64) (p *process, err error) {
 	var (
 		lease    *userLease
 		uid, gid = -1, -1
 		h        handover
 	)
 	defer func() {
-		h.close() // QEMU has its own copies once started
-		if err != nil {
-			lease.release()
-			m.removeSockDir(pp)
-		}
+		h.close()       // QEMU has its own copies once started
+		lease.release() // QEMU holds the lease's lock itself (the last of its descriptors)
 	}()
 	if confined() {
 		if lease, err = leaseUser(LeaseDir, m.cfg.Name); err != nil {
@@ -382,54 +406,31 @@ func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint6
 	}
 	defer logf.Close()
 
-	var fds qemuFDs
-	open := []struct {
-		fd   *int
-		file func() (*os.File, error)
-	}{
-		{&fds.kernel, func() (*os.File, error) { return openReadable("kernel", m.cfg.Kernel, uid) }},
-		{&fds.initrd, func() (*os.File, error) { return openReadable("initrd", m.cfg.Initrd, uid) }},
-		{&fds.rootfs, func() (*os.File, error) { return openOwned("rootfs", m.cfg.Rootfs, uid, gid) }},
-		{&fds.console, func() (*os.File, error) { return createOwned("console log", pp.consoleLog, uid, gid) }},
-		{&fds.qmp, func() (*os.File, error) { return listen(pp.qmpSock) }},
-		{&fds.serial, func() (*os.File, error) { return listen(pp.consoleSock) }},
+	fds, files, err := openFiles(m.cfg, pp, transport, uid, gid, h.add)
+	if err != nil {
+		return nil, err
 	}
-	if transport == TransportVsock {
-		open = append(open, struct {
-			fd   *int
-			file func() (*os.File, error)
-		}{&fds.vhost, func() (*os.File, error) { return os.OpenFile("/dev/vhost-vsock", os.O_RDWR, 0) }})
-	} else {
-		open = append(open, struct {
-			fd   *int
-			file func() (*os.File, error)
-		}{&fds.agent, func() (*os.File, error) { return listen(pp.agentSock) }})
-	}
-	if m.cfg.Net != nil {
-		open = append(open, struct {
-			fd   *int
-			file func() (*os.File, error)
-		}{&fds.tap, func() (*os.File, error) { return dupTAP(m.cfg.Net.TAP) }})
-	}
-	for _, o := range open {
-		f, err := o.file()
+	_ = files // h holds them too
+	if lease != nil {
+		// A descriptor of its lease's lock, which QEMU does not know of, keeps the lease for as
+		// long as QEMU runs, whoever its daemon is by then.
+		lock, err := dupFile(lease.lock)
 		if err != nil {
 			return nil, err
 		}
-		*o.fd = h.add(f)
+		h.add(lock)
 	}
 
 	args := argv(m.cfg, fds, accel, transport, tscKHz)
-	cmd := exec.CommandContext(m.life, bin, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdin = nil
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.ExtraFiles = h.files
 	cmd.WaitDelay = killWait
-	// Without systemd the daemon supervises its VMs: they must not outlive it. Setpgid keeps a
-	// terminal's Ctrl-C (meant for the daemon) away from QEMU, which then stops only through us.
-	// Go sets the parent-death signal after the switch of user, which would otherwise clear it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	// QEMU outlives the daemon: no parent-death signal, and a session of its own, which keeps a
+	// terminal's Ctrl-C and hangup (meant for the daemon) away from it. It stops only through us.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if lease != nil {
 		cred := &syscall.Credential{Uid: lease.uid, Gid: lease.uid, Groups: []uint32{}}
 		if g := ProbeHost().KVMGroup; accel == AccelKVM && g >= 0 {
@@ -438,59 +439,105 @@ func (m *QEMU) launch(bin string, accel Accel, transport Transport, tscKHz uint6
 		cmd.SysProcAttr.Credential = cred
 	}
 	m.log.Debug("starting qemu", "argv", append([]string{bin}, args...), "uid", uid)
-	p = &process{cmd: cmd, paths: pp, exited: make(chan struct{}), uid: uid, eventsDone: make(chan struct{})}
-	started := make(chan error, 1)
-	// PR_SET_PDEATHSIG fires when the *thread* that forked QEMU exits, and the Go runtime ends threads
-	// whose goroutine exits while locked to them. So QEMU is started and reaped by one goroutine locked
-	// to its thread for QEMU's whole life: the thread ends only after QEMU has.
-	go func() {
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		err := cmd.Wait()
-		// QEMU's last events (a guest's SHUTDOWN) say how it ended: read them before saying it did.
-		m.mu.Lock()
-		watched := p.qmp != nil
-		m.mu.Unlock()
-		if watched {
-			select {
-			case <-p.eventsDone:
-			case <-time.After(time.Second):
-			}
-		}
-		// Sockets go before exited is closed, so that a new boot in the same run directory never has
-		// its fresh sockets removed by this one.
-		m.removeSockDir(pp)
-		os.Remove(pp.pid)
-		lease.release() // only now: the uid is free once nothing runs as it
-		m.mu.Lock()
-		p.err = err
-		close(p.exited)
-		if m.proc == p {
-			m.status = StatusStopped
-		}
-		agent, q := p.agent, p.qmp
-		m.mu.Unlock()
-		if agent != nil {
-			agent.Close()
-		}
-		if q != nil {
-			q.Close()
-		}
-		m.log.Info("qemu exited", "pid", cmd.Process.Pid, "err", err)
-	}()
-	if err := <-started; err != nil {
+	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("vmm: start qemu: %w", err)
 	}
+	p = &process{pid: cmd.Process.Pid, paths: pp, exited: make(chan struct{}), uid: uid, eventsDone: make(chan struct{}),
+		kill: func() error {
+			if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				return err
+			}
+			return nil
+		}}
+	go func() { m.ended(p, cmd.Wait()) }()
 	// The pid file is written by the daemon, in its own directory, so that QEMU cannot point it at
 	// another process.
 	if err := writePidFile(pp.pid, cmd.Process.Pid); err != nil {
 		m.log.Warn("cannot write the pid file", "err", err)
 	}
 	return p, nil
+}
+
+// follow takes on QEMU process pid, which is not the daemon's child, and notices its end through a
+// pidfd.
+func (m *QEMU) follow(pid int, pp paths) (*process, error) {
+	w, err := watchPid(pid)
+	if err != nil {
+		return nil, err
+	}
+	if !isQEMUOf(pid, m.cfg.Name) { // the pid was reused between the check and the pidfd
+		w.close()
+		return nil, fmt.Errorf("%w: process %d is no longer the QEMU of %s", ErrExited, pid, m.cfg.Name)
+	}
+	p := &process{pid: pid, paths: pp, exited: make(chan struct{}), uid: processUID(pid), eventsDone: make(chan struct{}), kill: w.kill}
+	go func() {
+		err := w.wait()
+		w.close()
+		if err == nil {
+			err = m.exitReason(pid)
+		}
+		m.ended(p, err)
+	}()
+	return p, nil
+}
+
+// exitReason says how a process that is not the daemon's child ended: its unit's result when it
+// ran as one; otherwise nobody but its real parent knows.
+func (m *QEMU) exitReason(pid int) error {
+	if m.cfg.Units != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		// The manager may take a moment to notice the exit itself.
+		for range 20 {
+			s, found, err := m.cfg.Units.UnitState(ctx, m.cfg.Name)
+			if err != nil || !found {
+				break
+			}
+			if !s.Active || s.MainPID != pid {
+				if s.Reason != "" {
+					return fmt.Errorf("qemu (pid %d) %s", pid, s.Reason)
+				}
+				break
+			}
+			time.Sleep(50 * time.Millisecond) // waiting for the service manager, not for the clock
+		}
+	}
+	return fmt.Errorf("qemu (pid %d) ended; it was not this daemon's child, so its exit status is not known", pid)
+}
+
+// ended records the end of p: QEMU's last events (a guest's SHUTDOWN) say how it ended, so they are
+// read first; then its sockets and pid file go, unless the driver let go of it.
+func (m *QEMU) ended(p *process, err error) {
+	m.mu.Lock()
+	watched, detached := p.qmp != nil, p.detached
+	m.mu.Unlock()
+	if watched {
+		select {
+		case <-p.eventsDone:
+		case <-time.After(time.Second):
+		}
+	}
+	// Sockets go before exited is closed, so that a new boot in the same run directory never has
+	// its fresh sockets removed by this one. A detached process's files may be another driver's now.
+	if !detached {
+		m.removeSockDir(p.paths)
+		os.Remove(p.paths.pid)
+	}
+	m.mu.Lock()
+	p.err = err
+	close(p.exited)
+	if m.proc == p {
+		m.status = StatusStopped
+	}
+	agent, q := p.agent, p.qmp
+	m.mu.Unlock()
+	if agent != nil {
+		agent.Close()
+	}
+	if q != nil {
+		q.Close()
+	}
+	m.log.Info("qemu exited", "pid", p.pid, "err", err)
 }
 
 func writePidFile(path string, pid int) error {
@@ -777,14 +824,14 @@ func (m *QEMU) killProcess(p *process) error {
 	if p.hasExited() {
 		return nil
 	}
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := p.kill(); err != nil {
 		return fmt.Errorf("vmm: kill qemu: %w", err)
 	}
 	select {
 	case <-p.exited:
 		return nil
 	case <-time.After(killWait):
-		return fmt.Errorf("vmm: qemu pid %d still there %v after SIGKILL", p.cmd.Process.Pid, killWait)
+		return fmt.Errorf("vmm: qemu pid %d still there %v after SIGKILL", p.pid, killWait)
 	}
 }
 
