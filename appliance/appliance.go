@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -79,6 +80,12 @@ type Options struct {
 	BuildImage func(ctx context.Context, dir string) error
 	// BootTimeout bounds a boot. Default: DefaultBootTimeout.
 	BootTimeout time.Duration
+	// CrashLimit, CrashWindow and CrashBackoff are the crash policy (see
+	// crashes.go). Defaults: DefaultCrashLimit, DefaultCrashWindow,
+	// DefaultCrashBackoff.
+	CrashLimit   int
+	CrashWindow  time.Duration
+	CrashBackoff time.Duration
 	// HostMemoryMiB is the host's memory, which live VMs reserve (see
 	// capacity.go). Default: MemTotal of /proc/meminfo.
 	HostMemoryMiB int64
@@ -129,13 +136,18 @@ type Appliance struct {
 	testHook func(ctx context.Context, point string)
 
 	mu       sync.Mutex
-	machines map[string]*machine // running VM processes by VM id
-	consoles map[string]Attached // who is attached to the serial console of a VM, by VM id
-	locks    map[string]string   // VM id -> id of the operation holding it
-	running  map[string]*op      // operations under way, by id
-	closing  bool                // no new operations: Close has begun
-	halting  bool                // VM processes are being shut down: no new boots
-	opsWG    sync.WaitGroup      // one per operation under way
+	machines map[string]*machine    // running VM processes by VM id
+	consoles map[string]Attached    // who is attached to the serial console of a VM, by VM id
+	locks    map[string]string      // VM id -> id of the operation holding it
+	running  map[string]*op         // operations under way, by id
+	closing  bool                   // no new operations: Close has begun
+	halting  bool                   // VM processes are being shut down or let go of: no new boots
+	crashes  map[string][]time.Time // recent crashes of each VM, on the host's clock (crashes.go)
+
+	crashLimit   int
+	crashWindow  time.Duration
+	crashBackoff time.Duration
+	opsWG        sync.WaitGroup // one per operation under way
 
 	evMu   sync.Mutex
 	evWake chan struct{} // closed and replaced whenever events are appended
@@ -152,39 +164,41 @@ type Appliance struct {
 type machine struct {
 	m      Machine
 	bootID string
-	// tap is the queue of the VM's TAP its process was given; closed when
-	// the process is gone.
-	tap  *os.File
-	done chan struct{} // closed when the supervisor saw the process exit
+	done   chan struct{} // closed when the supervisor returned
 }
 
 // New opens the appliance: it checks the options, seeds the default tiers
 // and the built-in image when missing, finishes or rolls back the
-// operations a crashed daemon left unfinished, and boots every VM that
-// should be running. Background work starts with Run.
+// operations a crashed daemon left unfinished, takes over the VM processes
+// an earlier daemon left running, and boots every VM that should be
+// running and does not. Background work starts with Run.
 func New(ctx context.Context, opts Options) (*Appliance, error) {
 	if opts.Store == nil || opts.Pool == nil {
 		return nil, fmt.Errorf("appliance: %w: Options.Store and Options.Pool are required", model.ErrInvalid)
 	}
 	a := &Appliance{
-		store:    opts.Store,
-		pool:     opts.Pool,
-		hv:       opts.Hypervisor,
-		clock:    opts.Clock,
-		subnet:   opts.Subnet,
-		net:      opts.Network,
-		dns:      opts.DNS,
-		reserved: opts.ReservedPorts,
-		runDir:   opts.RunDir,
-		log:      opts.Logger,
-		image:    opts.BuiltinImage,
-		bootMax:  opts.BootTimeout,
-		machines: map[string]*machine{},
-		consoles: map[string]Attached{},
-		locks:    map[string]string{},
-		samples:  map[int]cpuSample{},
-		running:  map[string]*op{},
-		evWake:   make(chan struct{}),
+		store:        opts.Store,
+		pool:         opts.Pool,
+		hv:           opts.Hypervisor,
+		clock:        opts.Clock,
+		subnet:       opts.Subnet,
+		net:          opts.Network,
+		dns:          opts.DNS,
+		reserved:     opts.ReservedPorts,
+		runDir:       opts.RunDir,
+		log:          opts.Logger,
+		image:        opts.BuiltinImage,
+		bootMax:      opts.BootTimeout,
+		machines:     map[string]*machine{},
+		crashes:      map[string][]time.Time{},
+		crashLimit:   opts.CrashLimit,
+		crashWindow:  opts.CrashWindow,
+		crashBackoff: opts.CrashBackoff,
+		consoles:     map[string]Attached{},
+		locks:        map[string]string{},
+		samples:      map[int]cpuSample{},
+		running:      map[string]*op{},
+		evWake:       make(chan struct{}),
 	}
 	if a.clock == nil {
 		a.clock = clock.Real{}
@@ -210,6 +224,15 @@ func New(ctx context.Context, opts Options) (*Appliance, error) {
 	}
 	if a.bootMax <= 0 {
 		a.bootMax = DefaultBootTimeout
+	}
+	if a.crashLimit <= 0 {
+		a.crashLimit = DefaultCrashLimit
+	}
+	if a.crashWindow <= 0 {
+		a.crashWindow = DefaultCrashWindow
+	}
+	if a.crashBackoff <= 0 {
+		a.crashBackoff = DefaultCrashBackoff
 	}
 	if a.hostMiB = opts.HostMemoryMiB; a.hostMiB <= 0 {
 		mib, err := hostMemoryMiB()
@@ -302,35 +325,66 @@ func (a *Appliance) seed(ctx context.Context, build func(context.Context, string
 func (a *Appliance) Clock() clock.Clock { return a.clock }
 
 // CloseGrace is how long Close lets operations under way finish before it
-// shuts the VMs down; an operation cut short is finished or rolled back by
+// lets go of the VMs; an operation cut short is finished or rolled back by
 // the next start.
 const CloseGrace = 2 * time.Minute
 
 // Close refuses new operations, lets those under way finish (up to
-// CloseGrace), shuts every VM process down cleanly and stops background
-// work. The VMs keep their state (running, WantRunning), so the next New
-// boots them again. It does not close the store or the pool.
+// CloseGrace), lets go of every VM process without touching it, and stops
+// background work. The VMs go on running: the next New takes them over
+// (restarting or upgrading the daemon reboots no guest). It does not close
+// the store or the pool; a caller that unmounts the pool must not while
+// VMs run on it (see LeftRunning).
 func (a *Appliance) Close() error {
+	if !a.beginClose() {
+		return nil
+	}
+	a.mu.Lock()
+	a.halting = true
+	ms := maps.Clone(a.machines)
+	a.mu.Unlock()
+	for _, m := range ms {
+		m.m.Detach()
+	}
+	a.stop()
+	a.wg.Wait()
+	return nil
+}
+
+// LeftRunning returns the ids of the VMs whose processes run from the
+// appliance's run directory: after Close, those it let go of.
+func (a *Appliance) LeftRunning() []string { return a.hv.Leftovers(a.runDir) }
+
+// beginClose refuses new operations and waits (up to CloseGrace) for
+// those under way; false when Close has begun already.
+func (a *Appliance) beginClose() bool {
 	a.mu.Lock()
 	if a.closing {
 		a.mu.Unlock()
-		return nil
+		return false
 	}
 	a.closing = true
 	a.mu.Unlock()
 	gctx, cancel := context.WithTimeout(context.Background(), CloseGrace)
+	defer cancel()
 	if err := a.waitOps(gctx); err != nil {
 		a.log.Warn("operations still under way at shutdown; the next start finishes or rolls them back", "grace", CloseGrace)
 	}
-	cancel()
+	return true
+}
+
+// CloseAndHalt is Close for when the VMs must not outlive the appliance
+// (tests, a daemon told to stop its guests): every VM process is shut down
+// cleanly instead of let go of. The VMs keep their state (running, wanted
+// running), so the next New boots them again.
+func (a *Appliance) CloseAndHalt() error {
+	if !a.beginClose() {
+		return nil
+	}
 	a.mu.Lock()
 	a.halting = true
-	ms := make(map[string]*machine, len(a.machines))
-	for id, m := range a.machines {
-		ms[id] = m
-	}
+	ms := maps.Clone(a.machines)
 	a.mu.Unlock()
-
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error

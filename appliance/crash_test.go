@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -130,44 +129,10 @@ func (e *env) crashOnly(step, action string) {
 	if err == nil || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 		e.t.Fatalf("child running %q did not die at %s: %v\n%s", action, step, err, out)
 	}
-	if e.real {
-		e.noOrphans()
-	}
 	if d, ok := strings.CutPrefix(action, "advance "); ok {
 		dd, _ := time.ParseDuration(d)
 		e.clk.Advance(dd) // where the child's clock went
 	}
-}
-
-// noOrphans fails unless every QEMU the dead child started is gone: the
-// daemon's VMs must not outlive it (vmm sets Pdeathsig). The kernel kills
-// them right after the parent dies; allow it a moment to reap them. QEMU
-// is handed its files as descriptors: its open files show whose it is.
-func (e *env) noOrphans() {
-	e.t.Helper()
-	var left []string
-	for range 50 {
-		left = left[:0]
-		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-		for _, p := range procs {
-			b, err := os.ReadFile(p)
-			if err != nil || !bytes.Contains(b, []byte("qemu")) {
-				continue
-			}
-			fds, _ := filepath.Glob(filepath.Join(filepath.Dir(p), "fd", "*"))
-			for _, fd := range fds {
-				if target, err := os.Readlink(fd); err == nil && strings.HasPrefix(target, e.runDir) {
-					left = append(left, p)
-					break
-				}
-			}
-		}
-		if len(left) == 0 {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	e.t.Errorf("QEMU processes outlived the killed daemon: %v", left)
 }
 
 // recoveredOp returns the operation of kind that the last open recovered.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -36,6 +37,7 @@ var t0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 type stubHypervisor struct {
 	mu       sync.Mutex
 	launches int
+	attaches int
 	running  map[string]*stubMachine
 	// netBroken makes a guest with a network report it could not bring
 	// its address up; otherwise it reports the address it was given.
@@ -70,6 +72,49 @@ func (h *stubHypervisor) Launch(life, boot context.Context, spec MachineSpec) (M
 	return m, nil
 }
 
+// Attach takes over a stub machine that was let go of: stub machines
+// outlive the appliance as QEMU processes do.
+func (h *stubHypervisor) Attach(_, _ context.Context, spec MachineSpec) (Machine, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m := h.running[spec.ID]
+	if m == nil || m.isDone() {
+		return nil, fmt.Errorf("%w: stub: %s", ErrNoMachine, spec.ID)
+	}
+	h.attaches++
+	return m, nil
+}
+
+func (h *stubHypervisor) Leftovers(string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ids []string
+	for id, m := range h.running {
+		if !m.isDone() {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func (h *stubHypervisor) Kill(_, id string) error {
+	h.mu.Lock()
+	m := h.running[id]
+	h.mu.Unlock()
+	if m != nil {
+		return m.Kill()
+	}
+	return nil
+}
+
+// crash ends the stub machine of VM id as if its process died unasked.
+func (h *stubHypervisor) crash(id string) {
+	h.mu.Lock()
+	m := h.running[id]
+	h.mu.Unlock()
+	m.once.Do(func() { close(m.exited) })
+}
+
 func (h *stubHypervisor) isRunning(id string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -95,6 +140,7 @@ func (m *stubMachine) Shutdown(context.Context) error {
 	return nil
 }
 func (m *stubMachine) Kill() error { return m.Shutdown(context.Background()) }
+func (m *stubMachine) Detach()     {}
 func (m *stubMachine) Wait(ctx context.Context) error {
 	select {
 	case <-m.exited:
@@ -216,7 +262,7 @@ func (e *env) open() {
 // close closes the appliance and the store, once.
 func (e *env) close() {
 	if e.a != nil {
-		if err := e.a.Close(); err != nil {
+		if err := e.a.CloseAndHalt(); err != nil {
 			e.t.Errorf("Close: %v", err)
 		}
 		e.a = nil

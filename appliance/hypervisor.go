@@ -4,9 +4,9 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
 	"time"
 
+	"github.com/superjolt/superjolt/appliance/vmm"
 	"github.com/superjolt/superjolt/btrfs"
 	"github.com/superjolt/superjolt/guest"
 )
@@ -58,14 +58,29 @@ type Pool interface {
 
 var _ Pool = (*btrfs.Pool)(nil)
 
-// Hypervisor starts VM processes. The real one is [QEMU] (package vmm).
+// Hypervisor starts VM processes, and finds those an earlier daemon left
+// running: VM processes outlive the daemon, so that restarting or
+// upgrading it reboots no guest. The real one is [QEMU] (package vmm).
 type Hypervisor interface {
 	// Launch starts a machine and returns once its guest agent reported a
-	// boot id. life bounds the machine's whole life (the appliance's own
-	// long-lived context, never a request's); boot bounds only the wait for
-	// the agent.
+	// boot id. life is the appliance's own long-lived context, never a
+	// request's; boot bounds only the wait for the agent.
 	Launch(life, boot context.Context, spec MachineSpec) (Machine, error)
+	// Attach takes over the machine of spec that runs already (an earlier
+	// daemon started it) and returns once its agent answered; ctx bounds
+	// that. An error wrapping ErrNoMachine: none runs.
+	Attach(life, ctx context.Context, spec MachineSpec) (Machine, error)
+	// Leftovers returns the ids of the VMs whose process runs from a run
+	// directory under runDir: those an earlier daemon left running.
+	Leftovers(runDir string) []string
+	// Kill ends the process of VM id that runs from runDir, if any, and
+	// waits for it to go: a VM the store does not say runs, or one that
+	// could not be taken over.
+	Kill(runDir, id string) error
 }
+
+// ErrNoMachine: Attach found no process of the VM.
+var ErrNoMachine = vmm.ErrNoMachine
 
 // MachineSpec is what a Hypervisor needs to boot one VM.
 type MachineSpec struct {
@@ -73,6 +88,9 @@ type MachineSpec struct {
 	ID string
 	// Name is the VM's name, which the guest takes as its hostname.
 	Name string
+	// Account is the id of the account the VM belongs to (for the
+	// process's description).
+	Account string
 	// Net is the VM's network (nil: no NIC).
 	Net *NetSpec
 	// VCPUs and MemoryMiB come from the VM's tier.
@@ -84,14 +102,14 @@ type MachineSpec struct {
 }
 
 // NetSpec is what a VM's guest is told of its network, and the TAP its
-// NIC is on: a queue of /dev/net/tun attached to the VM's TAP, which the
-// caller keeps open while the machine may boot again and closes after.
+// NIC is on: the name of the VM's persistent TAP on the bridge, whose
+// queue the hypervisor opens for the process (no one else holds one).
 type NetSpec struct {
 	Addr    netip.Prefix // the VM's address, with the subnet's length
 	Gateway netip.Addr   // the bridge's address
 	DNS     []netip.Addr
 	MAC     net.HardwareAddr
-	TAP     *os.File
+	TAP     string
 }
 
 // Machine is one running VM process.
@@ -114,6 +132,9 @@ type Machine interface {
 	Wait(ctx context.Context) error
 	// Kill ends the process at once.
 	Kill() error
+	// Detach lets go of the process without touching it: it goes on
+	// running, and the next daemon's Attach takes it over.
+	Detach()
 }
 
 // Exit is how a Machine's process ended.

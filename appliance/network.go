@@ -5,7 +5,6 @@ import (
 	"fmt"
 	stdnet "net"
 	"net/netip"
-	"os"
 	"slices"
 
 	"github.com/superjolt/superjolt/appliance/model"
@@ -21,9 +20,13 @@ type Network interface {
 	// Setup makes the bridge with the gateway address of subnet and turns
 	// IP forwarding on.
 	Setup(subnet netip.Prefix) error
-	// OpenTAP makes (or finds) the VM's TAP on the bridge and returns a
-	// queue of it for the VM's process, and the VM's MAC.
-	OpenTAP(vmID string) (*os.File, stdnet.HardwareAddr, error)
+	// EnsureTAP makes (or finds) the VM's persistent TAP on the bridge and
+	// returns its name, whose queue the hypervisor opens for the VM's
+	// process, and the VM's MAC.
+	EnsureTAP(vmID string) (string, stdnet.HardwareAddr, error)
+	// TAPHeld reports whether the VM's TAP is here with a queue held open
+	// on it (by the VM's running process).
+	TAPHeld(vmID string) (bool, error)
 	// RemoveTAP deletes the VM's TAP; gone already is fine.
 	RemoveTAP(vmID string) error
 	// Apply replaces the firewall with rs, in one step.
@@ -61,11 +64,20 @@ func (h *HostNetwork) Setup(subnet netip.Prefix) error {
 	return sjnet.EnableForwarding()
 }
 
-func (h *HostNetwork) OpenTAP(vmID string) (*os.File, stdnet.HardwareAddr, error) {
+func (h *HostNetwork) EnsureTAP(vmID string) (string, stdnet.HardwareAddr, error) {
 	mac := sjnet.MAC(vmID)
-	f, err := sjnet.OpenTAP(sjnet.TAPName(vmID), h.bridge, mac)
-	return f, mac, err
+	name := sjnet.TAPName(vmID)
+	f, err := sjnet.OpenTAP(name, h.bridge, mac)
+	if err != nil {
+		return "", nil, err
+	}
+	// The TAP is persistent: it stays without a queue, which the VM's
+	// process gets a fresh one of at each launch.
+	f.Close()
+	return name, mac, nil
 }
+
+func (h *HostNetwork) TAPHeld(vmID string) (bool, error) { return sjnet.TAPHeld(sjnet.TAPName(vmID)) }
 
 func (h *HostNetwork) RemoveTAP(vmID string) error { return sjnet.RemoveTAP(sjnet.TAPName(vmID)) }
 
@@ -178,14 +190,12 @@ func (a *Appliance) setupNetwork(ctx context.Context) error {
 }
 
 // guestNet is what a VM's guest is told of its network, with the TAP its
-// process gets; nil when the appliance has no network. The caller keeps
-// the TAP open while the machine runs (its process gets a copy at each
-// launch) and closes it when the process is gone (see boot, supervise).
+// process's NIC is on; nil when the appliance has no network.
 func (a *Appliance) guestNet(vm model.VM) (*NetSpec, error) {
 	if a.net == nil || !vm.IP.IsValid() {
 		return nil, nil
 	}
-	tap, mac, err := a.net.OpenTAP(vm.ID)
+	tap, mac, err := a.net.EnsureTAP(vm.ID)
 	if err != nil {
 		return nil, unavailablef("cannot make the network device of %s: %v", vm.ID, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	stdnet "net"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -75,16 +74,18 @@ func (n *recordingNetwork) Setup(netip.Prefix) error {
 	n.mu.Unlock()
 	return nil
 }
-func (n *recordingNetwork) OpenTAP(vmID string) (*os.File, stdnet.HardwareAddr, error) {
+func (n *recordingNetwork) EnsureTAP(vmID string) (string, stdnet.HardwareAddr, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, nil, err
-	}
-	w.Close()
 	n.taps[vmID] = true
-	return r, sjnet.MAC(vmID), nil
+	return sjnet.TAPName(vmID), sjnet.MAC(vmID), nil
+}
+
+// TAPHeld: a stub VM's TAP is held while it is on the host.
+func (n *recordingNetwork) TAPHeld(vmID string) (bool, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.taps[vmID], nil
 }
 func (n *recordingNetwork) RemoveTAP(vmID string) error {
 	n.mu.Lock()

@@ -12,8 +12,10 @@ import (
 )
 
 // QEMU is the real [Hypervisor]: every VM is a QEMU microvm process driven
-// by package vmm, supervised by the daemon itself (vmm kills QEMU when the
-// daemon dies, through Pdeathsig, and when the life context ends).
+// by package vmm. With Config.Units (systemd as PID 1) each runs as a
+// transient service of its own; otherwise superjoltd starts it itself. In
+// both cases it outlives the daemon: a new superjoltd takes it over with
+// Attach (see recover.go's bootWanted).
 //
 // QEMU does not run as root: vmm gives every QEMU a uid of its own, runs it
 // under QEMU's seccomp sandbox and hands it descriptors of its kernel,
@@ -23,15 +25,16 @@ import (
 // the owner of its day) may have changed; Launch closes the VM's own
 // subvolume directory to everyone but root (0700), so that no other VM's
 // user can even look into it, and makes the VM's own copies of its kernel
-// and initrd readable for QEMU. What stays root is the daemon: btrfs
-// subvolumes and snapshots (ioctls), the pool's loop device, the growth of
-// disks, and the launch itself (the switch of user happens in the child,
-// before QEMU's code runs), and the network: the bridge, each VM's TAP
-// (QEMU gets an open queue of it) and the firewall (network.go).
+// and initrd readable for QEMU. What stays root is the daemon (and the
+// launcher of a unit): btrfs subvolumes and snapshots (ioctls), the pool's
+// loop device, the growth of disks, and the launch itself (the switch of
+// user happens before QEMU's code runs), and the network: the bridge, each
+// VM's TAP (QEMU gets an open queue of it) and the firewall (network.go).
 type QEMU struct {
 	// Config is the base machine configuration; Name, Hostname, VCPUs,
-	// MemoryMiB, Kernel, Initrd, Rootfs and RunDir are filled in per VM
-	// (Hostname from the VM's name). Zero fields take vmm's defaults.
+	// MemoryMiB, Kernel, Initrd, Rootfs, RunDir and Description are filled
+	// in per VM (Hostname from the VM's name). Zero fields take vmm's
+	// defaults.
 	Config vmm.Config
 	// Logger receives the driver's logs. Default: slog.Default().
 	Logger *slog.Logger
@@ -39,17 +42,19 @@ type QEMU struct {
 
 var _ Hypervisor = (*QEMU)(nil)
 
-// Launch boots a QEMU machine for spec. A QEMU process left running from a
-// previous daemon (found by the pid file in the run directory) is killed
-// first, so that a VM never runs twice on the same disk.
-func (q *QEMU) Launch(life, boot context.Context, spec MachineSpec) (Machine, error) {
+// config is the machine configuration of spec.
+func (q *QEMU) config(spec MachineSpec) vmm.Config {
 	cfg := q.Config
 	cfg.Name = spec.ID
 	cfg.VCPUs, cfg.MemoryMiB = spec.VCPUs, spec.MemoryMiB
 	cfg.Kernel, cfg.Initrd, cfg.Rootfs = spec.Kernel, spec.Initrd, spec.Rootfs
 	cfg.RunDir = spec.RunDir
+	cfg.Description = fmt.Sprintf("superjolt VM %s (%s, account %s)", spec.ID, spec.Name, spec.Account)
 	if cfg.Logger == nil {
 		cfg.Logger = q.Logger
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
 	// The guest is called by the VM's name. A name that is not a valid
 	// hostname (made before names were checked) must not keep the VM from
@@ -58,17 +63,23 @@ func (q *QEMU) Launch(life, boot context.Context, spec MachineSpec) (Machine, er
 	if err := model.ValidateVMName(spec.Name); err == nil {
 		cfg.Hostname = spec.Name
 	} else if spec.Name != "" {
-		logger := cfg.Logger
-		if logger == nil {
-			logger = slog.Default()
-		}
-		logger.Warn("VM name is not a valid hostname; the guest keeps its own", "vm", spec.ID, "name", spec.Name)
+		cfg.Logger.Warn("VM name is not a valid hostname; the guest keeps its own", "vm", spec.ID, "name", spec.Name)
 	}
 	cfg.Net = nil
 	if n := spec.Net; n != nil {
 		cfg.Net = &vmm.GuestNet{Addr: n.Addr, Gateway: n.Gateway, DNS: n.DNS, MAC: n.MAC, TAP: n.TAP}
 	}
-	vmm.KillStale(spec.RunDir, spec.ID, cfg.Logger)
+	return cfg
+}
+
+// Launch boots a QEMU machine for spec. A QEMU of the VM that runs already
+// (which the appliance did not take over) is killed first, so that a VM
+// never runs twice on the same disk.
+func (q *QEMU) Launch(life, boot context.Context, spec MachineSpec) (Machine, error) {
+	cfg := q.config(spec)
+	if err := vmm.Kill(spec.RunDir, spec.ID); err != nil {
+		return nil, err
+	}
 	if err := sealVMDir(spec); err != nil {
 		return nil, err
 	}
@@ -81,6 +92,38 @@ func (q *QEMU) Launch(life, boot context.Context, spec MachineSpec) (Machine, er
 		return nil, err
 	}
 	return qemuMachine{m}, nil
+}
+
+// Attach takes over the QEMU of spec that an earlier daemon started.
+func (q *QEMU) Attach(life, ctx context.Context, spec MachineSpec) (Machine, error) {
+	m, err := vmm.Attach(life, ctx, q.config(spec))
+	if err != nil {
+		return nil, err
+	}
+	return qemuMachine{m}, nil
+}
+
+// Leftovers lists the VMs whose QEMU runs from a directory under runDir.
+func (q *QEMU) Leftovers(runDir string) []string {
+	ents, err := os.ReadDir(runDir)
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for _, e := range ents {
+		if model.ValidateID(model.KindVM, e.Name()) != nil {
+			continue
+		}
+		if _, ok := vmm.Running(filepath.Join(runDir, e.Name()), e.Name()); ok {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids
+}
+
+// Kill ends the QEMU of VM id that runs from runDir, if one does.
+func (q *QEMU) Kill(runDir, id string) error {
+	return vmm.Kill(filepath.Join(runDir, id), id)
 }
 
 type qemuMachine struct{ *vmm.QEMU }

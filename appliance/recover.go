@@ -34,6 +34,18 @@ func (a *Appliance) recover(ctx context.Context) error {
 		return categorised(err, "read unfinished operations")
 	}
 	slices.SortFunc(ops, func(x, y model.Operation) int { return x.StartedAt.Compare(y.StartedAt) })
+	// VM processes outlive the daemon, but not one whose VM an operation
+	// was changing when the daemon died: its guest may be frozen, or its
+	// disk about to be replaced. It is ended first, and the VM boots again
+	// once its operation is finished or rolled back (bootWanted).
+	for _, o := range ops {
+		if o.VMID == "" || model.ValidateID(model.KindVM, o.VMID) != nil {
+			continue
+		}
+		if err := a.hv.Kill(a.runDir, o.VMID); err != nil {
+			return fmt.Errorf("appliance: cannot end the process of %s, whose %s was left unfinished: %w", o.VMID, o.Kind, err)
+		}
+	}
 	for _, o := range ops {
 		if err := a.recoverOp(ctx, o); err != nil {
 			// On doubt, stop: nothing more is changed, the sweep does not
@@ -122,24 +134,82 @@ func ignoreNotFound(err error) error {
 	return err
 }
 
-// bootWanted boots every VM that should be running (the daemon stopped or
-// crashed while it ran), two at a time. A VM that does not boot is marked
-// stopped, with an event.
+// bootWanted takes over the VM processes an earlier daemon left running
+// and boots every other VM that should be running (the host restarted, or
+// a process died while no daemon watched). Checked against the store:
+//   - a running VM whose process runs is taken over (Attach): QMP and its
+//     agent are reconnected, its guest is not disturbed; a guest that
+//     rebooted meanwhile is recorded with its new boot id;
+//   - a process the store does not say runs (an unknown VM, or one the
+//     store has stopped, destroyed or archived) is ended, with an event;
+//   - a running VM whose process could not be taken over is ended and
+//     booted again;
+//   - a VM wanted running without a process is booted, two at a time; one
+//     that does not boot is marked stopped, with an event.
 func (a *Appliance) bootWanted(ctx context.Context) {
-	var want []model.VM
+	var all []model.VM
 	if err := a.view(ctx, func(tx *store.Tx) error {
 		return tx.ForEachVM(func(vm model.VM) error {
-			if vm.State == model.StateRunning || (vm.State == model.StateStopped && vm.WantRunning) {
-				want = append(want, vm)
-			}
+			all = append(all, vm)
 			return nil
 		})
 	}); err != nil {
 		a.log.Error("cannot list the VMs to boot", "err", err)
 		return
 	}
-	sem := make(chan struct{}, 2)
+	byID := make(map[string]model.VM, len(all))
+	for _, vm := range all {
+		byID[vm.ID] = vm
+	}
+	left := map[string]bool{}
+	for _, id := range a.hv.Leftovers(a.runDir) {
+		vm, known := byID[id]
+		if known && vm.State == model.StateRunning {
+			left[id] = true
+			continue
+		}
+		state := "unknown to the store"
+		if known {
+			state = "in state " + string(vm.State)
+		}
+		a.log.Warn("ending a VM process the store does not say runs", "vm", id, "state", state)
+		err := a.hv.Kill(a.runDir, id)
+		msg := fmt.Sprintf("a process of %s ran although %s is %s; it was ended", id, id, state)
+		if err != nil {
+			msg = fmt.Sprintf("a process of %s runs although %s is %s, and could not be ended: %v", id, id, state, err)
+		}
+		_ = a.update(ctx, func(tx *store.Tx) error {
+			return event(tx, a.clock.Now(), "vm.stray", id, byID[id].AccountID, "%s", msg)
+		})
+	}
+
+	var want []model.VM
+	var mu sync.Mutex
 	var wg sync.WaitGroup
+	attachSem := make(chan struct{}, 16)
+	for _, vm := range all {
+		if !left[vm.ID] {
+			if vm.State == model.StateRunning || (vm.State == model.StateStopped && vm.WantRunning) {
+				want = append(want, vm)
+			}
+			continue
+		}
+		wg.Add(1)
+		attachSem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-attachSem }()
+			if a.takeOver(ctx, vm) {
+				return
+			}
+			mu.Lock()
+			want = append(want, vm)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+
+	sem := make(chan struct{}, 2)
 	for _, vm := range want {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -168,4 +238,45 @@ func (a *Appliance) bootWanted(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+}
+
+// takeOver takes over the running process of vm. It returns false, having
+// ended the process, when that could not be done: the VM is then booted
+// again.
+func (a *Appliance) takeOver(ctx context.Context, vm model.VM) bool {
+	bootID, err := a.attach(ctx, vm)
+	if err != nil {
+		a.log.Warn("cannot take over a running VM; ending its process and booting it again", "vm", vm.ID, "err", err)
+		if kerr := a.hv.Kill(a.runDir, vm.ID); kerr != nil {
+			a.log.Error("cannot end a VM process that could not be taken over", "vm", vm.ID, "err", kerr)
+		}
+		_ = a.update(ctx, func(tx *store.Tx) error {
+			return event(tx, a.clock.Now(), "vm.takeover_failed", vm.ID, vm.AccountID, "%s ran but could not be taken over at the daemon's start (%v); it is booted again", vm.ID, err)
+		})
+		return false
+	}
+	if bootID == vm.BootID {
+		return true
+	}
+	// The guest rebooted while no daemon watched.
+	a.mu.Lock()
+	if mc := a.machines[vm.ID]; mc != nil {
+		mc.bootID = bootID
+	}
+	a.mu.Unlock()
+	uerr := a.update(ctx, func(tx *store.Tx) error {
+		cur, err := getVM(tx, vm.ID)
+		if err != nil || cur.State != model.StateRunning {
+			return err
+		}
+		cur.BootID = bootID
+		if err := tx.PutVM(cur); err != nil {
+			return err
+		}
+		return event(tx, a.clock.Now(), "vm.rebooted", vm.ID, cur.AccountID, "%s rebooted from inside while superjoltd was away; it runs with boot id %s", vm.ID, bootID)
+	})
+	if uerr != nil {
+		a.log.Warn("cannot record a reboot seen at start", "vm", vm.ID, "err", uerr)
+	}
+	return true
 }

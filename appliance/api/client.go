@@ -153,6 +153,13 @@ func (c *Client) StopVM(ctx context.Context, id string) (model.Operation, error)
 	return c.submit(ctx, http.MethodPost, vmPath(id, "/stop"), nil)
 }
 
+// HaltVM asks for a running VM's guest to be shut down because the host
+// stops it (its unit's stop command); the VM boots again with the daemon.
+func (c *Client) HaltVM(ctx context.Context, id string) (model.VM, error) {
+	var vm model.VM
+	return vm, c.do(ctx, http.MethodPost, vmPath(id, "/halt"), nil, nil, &vm)
+}
+
 // StartVM asks for a stopped VM to be booted and returns the operation.
 func (c *Client) StartVM(ctx context.Context, id string) (model.Operation, error) {
 	return c.submit(ctx, http.MethodPost, vmPath(id, "/start"), nil)

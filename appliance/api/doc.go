@@ -30,6 +30,7 @@
 //	GET    /v1/vms/usage                       []model.VMUsage: memory and CPU of each running VM's process
 //	GET    /v1/vms/{id}                        model.VM
 //	POST   /v1/vms/{id}/stop|start|resume      model.VM
+//	POST   /v1/vms/{id}/halt                   model.VM (the host stops it: see superjoltd stop-vm)
 //	POST   /v1/vms/{id}/destroy                DestroyResult
 //	POST   /v1/vms/{id}/exec                   ExecRequest -> ExecResult
 //	POST   /v1/vms/{id}/exec/stream            NDJSON ExecRequest, ExecInput... -> NDJSON ExecFrame...

@@ -94,6 +94,12 @@ const (
 	// StopBootFailed: a boot (start, restore, resume, the daemon's start)
 	// did not bring its agent up.
 	StopBootFailed StopReason = "boot_failed"
+	// StopCrashLoop: its VM process kept ending unasked, and was booted
+	// again each time, until the appliance gave up (see CrashLimit).
+	StopCrashLoop StopReason = "crash_loop"
+	// StopHost: the host shut it down (the machine was powered off, or its
+	// unit stopped); it is still wanted running and boots with the daemon.
+	StopHost StopReason = "host"
 )
 
 // Describe says why in words, for tables and messages; at is when it
@@ -111,6 +117,10 @@ func (r StopReason) Describe(at string) string {
 		return "exited unexpectedly at " + at
 	case StopBootFailed:
 		return "did not boot"
+	case StopCrashLoop:
+		return "kept crashing; left stopped"
+	case StopHost:
+		return "shut down with the host"
 	case "":
 		return "reason not recorded"
 	}

@@ -22,6 +22,7 @@ import (
 // Appliance is what the API serves: the verbs of *appliance.Appliance.
 type Appliance interface {
 	Clock() clock.Clock
+	HaltVM(ctx context.Context, id string) (model.VM, error)
 	Capacity(ctx context.Context) (model.Capacity, error)
 
 	CreateAccount(ctx context.Context, req appliance.CreateAccountRequest) (model.Account, error)
@@ -216,6 +217,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/vms/{id}/stop", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitStopVM))
 	m.HandleFunc("POST /v1/vms/{id}/start", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitStartVM))
 	m.HandleFunc("POST /v1/vms/{id}/resume", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitResumeVM))
+	m.HandleFunc("POST /v1/vms/{id}/halt", verb(s, model.KindVM, http.StatusOK, s.app.HaltVM))
 	m.HandleFunc("POST /v1/vms/{id}/destroy", verb(s, model.KindVM, http.StatusAccepted, s.app.SubmitDestroyVM))
 	m.HandleFunc("POST /v1/vms/{id}/exec", post(s, model.KindVM, s.exec))
 	m.HandleFunc("POST /v1/vms/{id}/exec/stream", s.execStream)

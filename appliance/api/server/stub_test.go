@@ -97,6 +97,10 @@ func (s *errApp) VM(_ context.Context, id string) (model.VM, error) {
 	s.rec("VM", id)
 	return model.VM{}, s.err
 }
+func (s *errApp) HaltVM(_ context.Context, id string) (model.VM, error) {
+	s.rec("HaltVM", id)
+	return model.VM{}, s.err
+}
 func (s *errApp) SubmitStopVM(_ context.Context, id string) (model.Operation, error) {
 	s.rec("SubmitStopVM", id)
 	return model.Operation{}, s.err
