@@ -2,6 +2,7 @@ package systemd
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -167,9 +168,47 @@ func TestManager(t *testing.T) {
 		t.Errorf("SetVMLimits restarted the unit: MainPID %s, was %d", p["MainPID"], st.MainPID)
 	}
 
-	// A crash: kill -9 of the main process leaves a failed unit that says why.
+	// A crash: kill -9 of the main process leaves a failed unit that says
+	// why, and WatchVMs reports it at once.
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	seen := make(chan VMStatus, 100)
+	watched := make(chan error, 1)
+	go func() { watched <- m.WatchVMs(wctx, func(st VMStatus) { seen <- st }) }()
+	// It reports the running VM first: it is subscribed.
+	select {
+	case ws := <-seen:
+		if ws.VMID != id || ws.ActiveState != "active" {
+			t.Fatalf("WatchVMs reported %+v first, want %s running", ws, id)
+		}
+	case err := <-watched:
+		t.Fatalf("WatchVMs: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("WatchVMs did not report the running VM")
+	}
+	killed := time.Now()
 	if err := syscall.Kill(st.MainPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
+	}
+	timeout := time.After(10 * time.Second)
+watch:
+	for {
+		select {
+		case ws := <-seen:
+			if ws.VMID == id && ws.ActiveState == "failed" {
+				if ws.Result != "signal" || !strings.Contains(ws.ExitReason(), "KILL") {
+					t.Errorf("WatchVMs reported %+v", ws)
+				}
+				t.Logf("WatchVMs saw the crash after %v", time.Since(killed))
+				break watch
+			}
+		case <-timeout:
+			t.Fatal("WatchVMs did not report the crash within 10s")
+		}
+	}
+	stopWatch()
+	if err := <-watched; !errors.Is(err, context.Canceled) {
+		t.Errorf("WatchVMs returned %v, want context.Canceled", err)
 	}
 	eventually(t, "the unit to fail", func() bool {
 		st, err = m.VMStatus(ctx, id)
