@@ -123,6 +123,9 @@ func (u VMUnit) properties() ([]sddbus.Property, error) {
 		prop("SendSIGKILL", true),
 		prop("TimeoutStopUSec", usec(stop)),
 		prop("LogExtraFields", [][]byte{[]byte("SUPERJOLT_VM=" + u.VMID)}),
+		// For VMStatus's MemoryCurrent and CPUUsage.
+		prop("MemoryAccounting", true),
+		prop("CPUAccounting", true),
 	}
 	if len(u.StopCommand) > 0 {
 		props = append(props, execProp("ExecStop", u.StopCommand))
@@ -257,8 +260,9 @@ type VMStatus struct {
 	// ExecMainStatus is its exit status, or the signal's number.
 	ExecMainStatus int
 	// MemoryCurrent is the memory in use in bytes, and CPUUsage the CPU time
-	// used, from the unit's cgroup; both 0 and UsageKnown false when systemd
-	// does not know them (a host whose controllers are on cgroup v1).
+	// used, from the unit's cgroup; each is 0 when systemd does not know it
+	// (a host whose controllers are on cgroup v1), and UsageKnown is true
+	// when it knows both.
 	MemoryCurrent uint64
 	CPUUsage      time.Duration
 	UsageKnown    bool
@@ -353,12 +357,18 @@ func (m *Manager) status(ctx context.Context, vmID, unit string) (VMStatus, erro
 	if v, ok := props["ExecMainStatus"].(int32); ok {
 		st.ExecMainStatus = int(v)
 	}
+	// systemd says "unknown" with 2^64-1 (no accounting, cgroup v1).
 	mem, memOK := props["MemoryCurrent"].(uint64)
-	cpu, cpuOK := props["CPUUsageNSec"].(uint64)
-	// systemd says "unknown" with 2^64-1.
-	if memOK && mem != math.MaxUint64 && cpuOK && cpu != math.MaxUint64 {
-		st.MemoryCurrent, st.CPUUsage, st.UsageKnown = mem, time.Duration(cpu), true
+	memOK = memOK && mem != math.MaxUint64
+	if memOK {
+		st.MemoryCurrent = mem
 	}
+	cpu, cpuOK := props["CPUUsageNSec"].(uint64)
+	cpuOK = cpuOK && cpu != math.MaxUint64
+	if cpuOK {
+		st.CPUUsage = time.Duration(cpu)
+	}
+	st.UsageKnown = memOK && cpuOK
 	return st, nil
 }
 

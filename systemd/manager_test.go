@@ -105,11 +105,12 @@ func TestManager(t *testing.T) {
 	t.Logf("StartVM took %v", time.Since(start))
 
 	p := show(t, unit, "ActiveState", "SubState", "Slice", "Type", "Restart", "KillMode", "MemoryMax",
-		"CPUQuotaPerSecUSec", "TasksMax", "IOWeight", "Description", "TimeoutStopUSec", "After", "CollectMode")
+		"CPUQuotaPerSecUSec", "TasksMax", "IOWeight", "Description", "TimeoutStopUSec", "After", "CollectMode", "MemoryAccounting", "CPUAccounting")
 	for k, want := range map[string]string{
 		"ActiveState": "active", "SubState": "running", "Slice": Slice, "Type": "exec", "Restart": "no",
 		"KillMode": "mixed", "MemoryMax": strconv.Itoa(512 << 20), "CPUQuotaPerSecUSec": "2s", "TasksMax": "64",
 		"IOWeight": "50", "Description": u.Description, "TimeoutStopUSec": "10s", "CollectMode": "inactive",
+		"MemoryAccounting": "yes", "CPUAccounting": "yes",
 	} {
 		if p[k] != want {
 			t.Errorf("systemctl show %s: %s=%q, want %q", unit, k, p[k], want)
