@@ -12,9 +12,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
-
-	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/api/server"
@@ -22,6 +19,7 @@ import (
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/btrfs"
 	"github.com/superjolt/superjolt/clock"
+	"github.com/superjolt/superjolt/systemd"
 	"github.com/superjolt/superjolt/testvm"
 )
 
@@ -107,7 +105,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		defer hn.Close()
 		network = hn
 	}
-	_, _ = daemon.SdNotify(false, "STATUS=opening the appliance (building the built-in image on first start)")
+	systemd.Status("opening the appliance (building the built-in image on first start)")
 	var reserved []model.Port
 	if cfg.network {
 		reserved, _ = cfg.listenPorts() // checked with the flags
@@ -145,12 +143,12 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 	runErr := make(chan error, 1)
 	go func() { runErr <- app.Run(ctx) }()
 
-	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS=serving on "+cfg.socket); err != nil {
-		log.Warn("systemd notify", "err", err)
-	} else if ok {
-		log.Debug("told systemd we are ready")
-	}
-	go watchdog(ctx, app, log)
+	systemd.Ready("serving on " + cfg.socket)
+	// The watchdog is pinged while a read through the store answers.
+	go systemd.Watchdog(ctx, func(ctx context.Context) error {
+		_, err := app.Tiers(ctx)
+		return err
+	}, log)
 	log.Info("superjoltd ready", "socket", cfg.socket, "state_dir", cfg.stateDir, "pool", pool.Root(), "clock", map[bool]string{true: "manual", false: "real"}[cfg.manual])
 
 	select {
@@ -162,7 +160,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		}
 	}
 	log.Info("superjoltd stopping")
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	systemd.Stopping()
 	stopAPI()
 	if ctx.Err() != nil {
 		<-runErr
@@ -198,32 +196,6 @@ func openPool(ctx context.Context, cfg config, log *slog.Logger) (*btrfs.Pool, e
 		return nil, fmt.Errorf("open the pool image %s: %w", cfg.poolImage, err)
 	}
 	return p, nil
-}
-
-// watchdog pings systemd's watchdog while the appliance answers, when the
-// unit has WatchdogSec set.
-func watchdog(ctx context.Context, app *appliance.Appliance, log *slog.Logger) {
-	every, err := daemon.SdWatchdogEnabled(false)
-	if err != nil || every <= 0 {
-		return
-	}
-	t := time.NewTicker(every / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		cctx, cancel := context.WithTimeout(ctx, every/3)
-		_, err := app.Tiers(cctx) // a read through the store: the appliance is alive
-		cancel()
-		if err != nil {
-			log.Warn("watchdog: the appliance did not answer; not pinging systemd", "err", err)
-			continue
-		}
-		_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
-	}
 }
 
 // chgrp gives the socket to a group, so that its members may use the API.
