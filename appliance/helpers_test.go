@@ -115,6 +115,17 @@ func (h *stubHypervisor) crash(id string) {
 	m.once.Do(func() { close(m.exited) })
 }
 
+// powerOff ends the stub machine of VM id as a guest's own poweroff does.
+func (h *stubHypervisor) powerOff(id string) {
+	h.mu.Lock()
+	m := h.running[id]
+	h.mu.Unlock()
+	m.mu.Lock()
+	m.poweroff = true
+	m.mu.Unlock()
+	m.once.Do(func() { close(m.exited) })
+}
+
 func (h *stubHypervisor) isRunning(id string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -125,6 +136,7 @@ func (h *stubHypervisor) isRunning(id string) bool {
 type stubMachine struct {
 	id, boot string
 	ping     guest.PingResult // what Ping reports besides the boot id
+	poweroff bool             // the guest powered itself off (powerOff)
 	mu       sync.Mutex
 	frozen   bool
 	once     sync.Once
@@ -133,7 +145,14 @@ type stubMachine struct {
 
 func (m *stubMachine) BootID() string            { return m.boot }
 func (m *stubMachine) Rebooted() <-chan struct{} { return nil }
-func (m *stubMachine) Exit() Exit                { return ExitUnasked }
+func (m *stubMachine) Exit() Exit {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.poweroff {
+		return ExitPoweredOff
+	}
+	return ExitUnasked
+}
 func (m *stubMachine) Agent() Agent              { return m }
 func (m *stubMachine) Shutdown(context.Context) error {
 	m.once.Do(func() { close(m.exited) })
@@ -191,6 +210,7 @@ type env struct {
 	real     bool
 	hostMiB  int64
 	net      Network
+	backoff  time.Duration
 }
 
 type envOptions struct {
@@ -203,13 +223,15 @@ type envOptions struct {
 	hostMemoryMiB int64
 	// network, when set, is the appliance's Network.
 	network Network
+	// crashBackoff is the crash policy's first back-off (0: the default).
+	crashBackoff time.Duration
 }
 
 // newEnv opens an appliance on a fresh loop-backed pool and store, with a
 // manual clock at t0.
 func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
-	e := &env{t: t, clk: clock.NewManual(t0), real: o.realVMs, hostMiB: o.hostMemoryMiB, net: o.network}
+	e := &env{t: t, clk: clock.NewManual(t0), real: o.realVMs, hostMiB: o.hostMemoryMiB, net: o.network, backoff: o.crashBackoff}
 	if e.hostMiB == 0 {
 		e.hostMiB = 64 << 10
 	}
@@ -251,7 +273,7 @@ func (e *env) open() {
 	}
 	e.st = st
 	a, err := New(context.Background(), Options{Store: st, Pool: e.pool, Hypervisor: e.hv, Clock: e.clk,
-		RunDir: e.runDir, Logger: testLogger(e.t), HostMemoryMiB: e.hostMiB, Network: e.net})
+		RunDir: e.runDir, Logger: testLogger(e.t), HostMemoryMiB: e.hostMiB, Network: e.net, CrashBackoff: e.backoff})
 	if err != nil {
 		st.Close()
 		e.t.Fatalf("New: %v", err)
@@ -273,6 +295,21 @@ func (e *env) close() {
 		}
 		e.st = nil
 	}
+}
+
+// restart closes the appliance letting its VMs run, as a daemon that
+// stops does, and opens it again: the new one takes them over.
+func (e *env) restart() {
+	e.t.Helper()
+	if err := e.a.Close(); err != nil {
+		e.t.Errorf("Close: %v", err)
+	}
+	e.a = nil
+	if err := e.st.Close(); err != nil {
+		e.t.Errorf("close store: %v", err)
+	}
+	e.st = nil
+	e.open()
 }
 
 func (e *env) reopen() {

@@ -66,11 +66,24 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		}
 	}()
 
+	hv, closeHV, err := hypervisor(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeHV()
+
 	pool, err := openPool(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer func() {
+		// VMs outlive the daemon, and run on the pool: it stays mounted
+		// for them (the next start finds it so and takes it on).
+		if left := hv.Leftovers(cfg.runDir); len(left) > 0 {
+			log.Info("VMs keep running after superjoltd; the pool stays mounted", "vms", len(left), "pool", pool.Root())
+			pool.Release()
+			return
+		}
 		if cerr := pool.Close(); cerr != nil {
 			log.Error("close the pool", "err", cerr)
 		}
@@ -113,6 +126,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		cfg.httpListen, cfg.httpsListen = "", "" // no VM to proxy to
 	}
 	app, err := appliance.New(ctx, appliance.Options{
+		Hypervisor:    hv,
 		Network:       network,
 		DNS:           cfg.dns,
 		ReservedPorts: reserved,

@@ -26,6 +26,15 @@ import (
 const defaultMemoryLimit = 64 << 20
 
 func main() {
+	// The commands of a VM's systemd unit (see supervisor.go).
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "exec-vm":
+			os.Exit(execVM(os.Args[2:]))
+		case "stop-vm":
+			os.Exit(stopVM(os.Args[2:]))
+		}
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -72,7 +81,8 @@ type config struct {
 	httpListen, httpsListen, tlsCertDir string
 	// ACME: the account's email ("": no ACME) and the CA's directory URL.
 	acmeEmail, acmeCA string
-	manual            bool // --clock=manual
+	manual            bool   // --clock=manual
+	supervisor        string // --supervisor: auto, systemd or self
 	runDir            string
 	agent             string
 	logLevel          slog.Level
@@ -101,6 +111,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.acmeCA, "acme-ca", "", "the ACME CA's directory URL (default: Let's Encrypt's production CA)")
 	fs.StringVar(&cfg.tlsCertDir, "tls-cert-dir", "", "the operator's certificates for domains (NAME.crt and NAME.key, PEM); others get one from the local CA (superjolt ca)")
 	fs.StringVar(&clock, "clock", "real", "real, or manual: time moves only with 'superjolt debug clock advance' (tests, demos)")
+	fs.StringVar(&cfg.supervisor, "supervisor", supervisorAuto, "who runs the VMs' QEMU processes: systemd (a transient unit each, in superjolt.slice), self (superjoltd), or auto (systemd when it is PID 1)")
 	fs.StringVar(&cfg.runDir, "run-dir", appliance.DefaultRunDir, "per-VM runtime directories (sockets, logs, pid files)")
 	fs.StringVar(&cfg.agent, "agent", "", "the guest agent binary for the built-in image (default: superjolt-agent next to superjoltd, else built from the source tree)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -163,6 +174,11 @@ func parseFlags(args []string) (config, error) {
 			return cfg, fmt.Errorf("--dns %q: give IPv4 addresses separated by commas, like 192.0.2.53", s)
 		}
 		cfg.dns = append(cfg.dns, a)
+	}
+	switch cfg.supervisor {
+	case supervisorAuto, supervisorSystemd, supervisorSelf:
+	default:
+		return cfg, fmt.Errorf("--supervisor=%q: use auto, systemd or self", cfg.supervisor)
 	}
 	switch clock {
 	case "real":

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/superjolt/superjolt/appliance"
+	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/vmm"
+	"github.com/superjolt/superjolt/systemd"
+)
+
+// Who supervises the VMs' QEMU processes (--supervisor).
+const (
+	supervisorAuto    = "auto"    // systemd when PID 1 is systemd, self otherwise
+	supervisorSystemd = "systemd" // one transient unit per VM, in superjolt.slice
+	supervisorSelf    = "self"    // superjoltd starts QEMU itself; QEMU outlives it all the same
+)
+
+// hypervisor returns the appliance's QEMU driver for the supervisor the
+// flags chose, and a function that releases what it holds.
+func hypervisor(ctx context.Context, cfg config, log *slog.Logger) (*appliance.QEMU, func(), error) {
+	q := &appliance.QEMU{Logger: log}
+	mode := cfg.supervisor
+	if mode == supervisorAuto {
+		mode = supervisorSelf
+		if systemd.Booted() {
+			mode = supervisorSystemd
+		}
+	}
+	if mode == supervisorSelf {
+		log.Info("VM processes are started by superjoltd itself", "supervisor", mode)
+		return q, func() {}, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, fmt.Errorf("--supervisor=systemd: find superjoltd's own binary: %w", err)
+	}
+	m, err := systemd.NewManager(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, nil, fmt.Errorf("--supervisor=systemd: %w (or run with --supervisor=self)", err)
+	}
+	q.Config.Units = units{m}
+	q.Config.Launcher = []string{exe}
+	q.Config.StopCommand = []string{exe, "stop-vm", "--socket", cfg.socket, "--run-dir", cfg.runDir}
+	log.Info("VM processes run as systemd units", "supervisor", mode, "slice", systemd.Slice)
+	return q, func() { m.Close() }, nil
+}
+
+// units is vmm's view of package systemd's Manager.
+type units struct{ m *systemd.Manager }
+
+var _ vmm.Units = units{}
+
+func (u units) StartVM(ctx context.Context, vu vmm.Unit) error {
+	return u.m.StartVM(ctx, systemd.VMUnit{
+		VMID: vu.VMID, Description: vu.Description, Command: vu.Command, StopCommand: vu.StopCommand,
+		MemoryMax: vu.MemoryMax, CPUQuota: vu.CPUQuota, TasksMax: vu.TasksMax, IOWeight: vu.IOWeight,
+		// Stopped before the daemon at a host shutdown, so that the daemon
+		// is there to shut each guest down through its agent.
+		After: []string{systemd.DaemonUnit},
+	})
+}
+
+func (u units) StopVM(ctx context.Context, id string) error { return u.m.StopVM(ctx, id) }
+
+func (u units) UnitState(ctx context.Context, id string) (vmm.UnitState, bool, error) {
+	s, err := u.m.VMStatus(ctx, id)
+	if err != nil || !s.Found {
+		return vmm.UnitState{}, false, err
+	}
+	return vmm.UnitState{Active: s.Running(), MainPID: s.MainPID, Reason: s.ExitReason(),
+		MemoryBytes: s.MemoryCurrent, CPUTime: s.CPUUsage, UsageKnown: s.UsageKnown}, true, nil
+}
+
+// execVM is `superjoltd exec-vm RUNDIR`, the command of a VM's unit: it
+// becomes the VM's QEMU (vmm.ExecLaunch) and returns only on failure.
+func execVM(args []string) int {
+	if len(args) != 1 || !filepath.IsAbs(args[0]) {
+		fmt.Fprintln(os.Stderr, "usage: superjoltd exec-vm RUNDIR (run by a VM's systemd unit, not by hand)")
+		return 2
+	}
+	err := vmm.ExecLaunch(args[0])
+	fmt.Fprintf(os.Stderr, "superjoltd exec-vm: %v\n", err)
+	return 1
+}
+
+// stopVM is `superjoltd stop-vm --socket S --run-dir R VMID`, the stop
+// command of a VM's unit (the host shuts down, or superjolt.slice is
+// stopped): it asks superjoltd to shut the guest down through its agent,
+// or, when no superjoltd answers, the agent itself. Either way the unit's
+// QEMU then exits by itself; if it does not, systemd signals it after.
+func stopVM(args []string) int {
+	socket, runDir := api.DefaultSocket, appliance.DefaultRunDir
+	for len(args) > 2 && (args[0] == "--socket" || args[0] == "--run-dir") {
+		if args[0] == "--socket" {
+			socket = args[1]
+		} else {
+			runDir = args[1]
+		}
+		args = args[2:]
+	}
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: superjoltd stop-vm [--socket S] [--run-dir R] VMID (run by a VM's systemd unit)")
+		return 2
+	}
+	id := args[0]
+	if err := systemd.CheckVMID(id); err != nil {
+		fmt.Fprintf(os.Stderr, "superjoltd stop-vm: %v\n", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 75*time.Second)
+	defer cancel()
+	c := api.NewClient(socket)
+	defer c.Close()
+	_, err := c.HaltVM(ctx, id)
+	if err == nil {
+		fmt.Fprintf(os.Stderr, "superjoltd stop-vm: superjoltd shut %s down\n", id)
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "superjoltd stop-vm: superjoltd did not shut %s down (%v); asking its agent directly\n", id, err)
+	if err := vmm.ShutdownGuest(ctx, filepath.Join(runDir, id), id); err != nil {
+		fmt.Fprintf(os.Stderr, "superjoltd stop-vm: %v; systemd ends QEMU\n", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "superjoltd stop-vm: the agent of %s powered its guest off\n", id)
+	return 0
+}
