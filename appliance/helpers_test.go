@@ -153,7 +153,7 @@ func (m *stubMachine) Exit() Exit {
 	}
 	return ExitUnasked
 }
-func (m *stubMachine) Agent() Agent              { return m }
+func (m *stubMachine) Agent() Agent { return m }
 func (m *stubMachine) Shutdown(context.Context) error {
 	m.once.Do(func() { close(m.exited) })
 	return nil
