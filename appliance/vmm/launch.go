@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -160,29 +161,34 @@ func ExecLaunch(runDir string) error {
 		uid, gid = int(lease.uid), int(lease.uid)
 	}
 	pp := r.paths()
-	// QEMU inherits the files at the numbers they have here: clear close-on-exec on each.
-	var inheritErr error
-	inherit := func(f *os.File) int {
-		fd := int(f.Fd())
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil && inheritErr == nil {
-			inheritErr = err
-		}
-		return fd
-	}
-	fds, _, err := openFiles(c, pp, r.Transport, uid, gid, inherit)
+	// QEMU inherits the files at the numbers they have here.
+	fds, files, err := openFiles(c, pp, r.Transport, uid, gid, func(f *os.File) int { return int(f.Fd()) })
 	if err != nil {
 		return err
-	}
-	if lease != nil {
-		// QEMU holds its own uid's lease for as long as it runs.
-		inherit(lease.lock)
-	}
-	if inheritErr != nil {
-		return fmt.Errorf("vmm: pass descriptors to QEMU: %w", inheritErr)
 	}
 	if err := writePidFile(pp.pid, os.Getpid()); err != nil {
 		return fmt.Errorf("vmm: pid file: %w", err)
 	}
+	// The guest's console into the journal, for as long as QEMU (this
+	// process, once exec()ed) runs (see journal.go). Started while QEMU's
+	// descriptors are still close-on-exec: it must not hold any of them.
+	if exe, err := os.Executable(); err == nil {
+		follow := exec.Command(exe, "follow-console", pp.consoleLog, strconv.Itoa(os.Getpid()))
+		follow.Stdout, follow.Stderr = os.Stdout, os.Stderr
+		if err := follow.Start(); err != nil {
+			fmt.Fprintf(os.Stderr, "superjoltd exec-vm: the console will not be in the journal: %v\n", err)
+		}
+	}
+	if lease != nil {
+		// QEMU holds its own uid's lease for as long as it runs.
+		files = append(files, lease.lock)
+	}
+	for _, f := range files {
+		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
+			return fmt.Errorf("vmm: pass %s to QEMU: %w", f.Name(), err)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "superjoltd exec-vm: starting QEMU for %s (%s, %s) as uid %d\n", c.Name, r.Accel, r.Transport, uid)
 	if lease != nil {
 		groups := []int{}
 		if g := ProbeHost().KVMGroup; r.Accel == AccelKVM && g >= 0 {
@@ -200,6 +206,7 @@ func ExecLaunch(runDir string) error {
 	}
 	args := append([]string{r.QEMU}, argv(c, fds, r.Accel, r.Transport, r.TSCKHz)...)
 	err = syscall.Exec(r.QEMU, args, os.Environ())
+	runtime.KeepAlive(files) // their descriptors must stay open up to the exec
 	os.Remove(pp.pid)
 	return fmt.Errorf("vmm: exec %s: %w", r.QEMU, err)
 }

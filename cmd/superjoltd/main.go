@@ -33,6 +33,8 @@ func main() {
 			os.Exit(execVM(os.Args[2:]))
 		case "stop-vm":
 			os.Exit(stopVM(os.Args[2:]))
+		case "follow-console":
+			os.Exit(followConsole(os.Args[2:]))
 		}
 	}
 	cfg, err := parseFlags(os.Args[1:])

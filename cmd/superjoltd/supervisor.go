@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/superjolt/superjolt/appliance"
@@ -128,5 +129,25 @@ func stopVM(args []string) int {
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "superjoltd stop-vm: the agent of %s powered its guest off\n", id)
+	return 0
+}
+
+// followConsole is `superjoltd follow-console CONSOLE_LOG PID`, which the
+// launcher of a VM's unit starts to copy the guest's console into the
+// journal while QEMU (PID, its parent) runs (vmm.FollowConsole).
+func followConsole(args []string) int {
+	if len(args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: superjoltd follow-console CONSOLE_LOG PID (started by a VM's unit)")
+		return 2
+	}
+	pid, err := strconv.Atoi(args[1])
+	if err != nil || pid <= 1 {
+		fmt.Fprintf(os.Stderr, "superjoltd follow-console: bad pid %q\n", args[1])
+		return 2
+	}
+	if err := vmm.FollowConsole(context.Background(), args[0], pid, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "superjoltd follow-console: %v\n", err)
+		return 1
+	}
 	return 0
 }

@@ -1,0 +1,68 @@
+package vmm
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"time"
+)
+
+// A machine run as a unit has its output in the journal: QEMU's own (stdout and stderr), and its
+// guest's serial console, which the launcher has a companion process copy there ([FollowConsole])
+// besides console.log, so that `journalctl -u superjolt-vm-<id>.service` (and `superjolt vm logs`)
+// tells the VM's whole story: QEMU, the guest's kernel and agent, its shutdown.
+
+// consolePrefix starts each console line copied to the journal.
+const consolePrefix = "console: "
+
+// FollowConsole copies the lines the guest writes to its console log at path to out, each prefixed
+// with "console: ", from the start, until process parent (the unit's QEMU) has ended (or ctx
+// ends); then what is left is copied and it returns. It is `superjoltd follow-console`, started by
+// the launcher just before it becomes QEMU.
+func FollowConsole(ctx context.Context, path string, parent int, out io.Writer) error {
+	var f *os.File
+	for f == nil {
+		var err error
+		if f, err = os.Open(path); err != nil {
+			if os.Getppid() != parent || ctx.Err() != nil {
+				return err
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	defer f.Close()
+	r := bufio.NewReader(f)
+	var partial []byte
+	for {
+		line, err := r.ReadBytes('\n')
+		partial = append(partial, line...)
+		if err == nil {
+			writeConsoleLine(out, partial)
+			partial = partial[:0]
+			continue
+		}
+		if err != io.EOF {
+			return err
+		}
+		// At the end of what was written so far: the guest goes on, or
+		// QEMU has ended (this process was handed to another parent).
+		if os.Getppid() != parent || ctx.Err() != nil {
+			if len(partial) > 0 {
+				writeConsoleLine(out, partial)
+			}
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond) // polling a file that grows: no notification for it here
+	}
+}
+
+func writeConsoleLine(out io.Writer, line []byte) {
+	line = bytes.TrimRight(line, "\r\n")
+	line = bytes.ReplaceAll(line, []byte("\r"), nil)
+	if len(line) == 0 {
+		return
+	}
+	out.Write(append(append([]byte(consolePrefix), line...), '\n'))
+}
