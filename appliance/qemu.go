@@ -3,9 +3,12 @@ package appliance
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/vmm"
@@ -138,6 +141,20 @@ func (m qemuMachine) Exit() Exit {
 	return ExitUnasked
 }
 
+// CgroupUsage returns the memory and CPU time of the VM's systemd unit,
+// when it runs as one and systemd knows them.
+func (m qemuMachine) CgroupUsage(ctx context.Context) (int64, time.Duration, bool) {
+	u := m.QEMU.Config().Units
+	if u == nil {
+		return 0, 0, false
+	}
+	s, found, err := u.UnitState(ctx, m.QEMU.Config().Name)
+	if err != nil || !found || !s.UsageKnown {
+		return 0, 0, false
+	}
+	return int64(s.MemoryBytes), s.CPUTime, true
+}
+
 func (m qemuMachine) Agent() Agent {
 	if c := m.QEMU.Agent(); c != nil {
 		return c
@@ -182,4 +199,27 @@ func (q *QEMU) Accel() string {
 		return string(vmm.AccelKVM)
 	}
 	return string(vmm.AccelTCG)
+}
+
+// Logs writes the log of VM id: with systemd units, its unit's journal
+// (QEMU, its launcher and the guest's console); otherwise QEMU's own log
+// and the guest's console log from the run directory, and with follow the
+// console as it grows.
+func (q *QEMU) Logs(ctx context.Context, runDir, id string, lines int, follow bool, w io.Writer) error {
+	if q.Config.Units != nil {
+		return q.Config.Units.Journal(ctx, id, lines, follow, w)
+	}
+	dir := filepath.Join(runDir, id)
+	if b, err := os.ReadFile(filepath.Join(dir, "qemu.log")); err == nil {
+		for _, l := range lastLines(string(b), lines) {
+			fmt.Fprintf(w, "qemu: %s\n", l)
+		}
+	}
+	return vmm.TailConsole(ctx, filepath.Join(dir, "console.log"), lines, follow, w)
+}
+
+// lastLines returns the last n non-empty lines of text.
+func lastLines(text string, n int) []string {
+	ls := strings.FieldsFunc(text, func(r rune) bool { return r == '\n' || r == '\r' })
+	return ls[max(len(ls)-n, 0):]
 }

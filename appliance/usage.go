@@ -18,6 +18,14 @@ type process interface {
 	PID() int
 }
 
+// cgroupUsage is the part of a Machine that runs in a cgroup of its own (a
+// systemd unit) whose figures may be known.
+type cgroupUsage interface {
+	CgroupUsage(ctx context.Context) (memory int64, cpu time.Duration, ok bool)
+}
+
+var _ cgroupUsage = qemuMachine{}
+
 var _ process = qemuMachine{}
 
 // minCPUWindow is the shortest time between two samples of a process that
@@ -44,13 +52,15 @@ func (a *Appliance) VMUsage(ctx context.Context) ([]model.VMUsage, error) {
 	type running struct {
 		vm  string
 		pid int
+		cg  cgroupUsage
 	}
 	var procs []running
 	a.mu.Lock()
 	for id, mc := range a.machines {
 		if p, ok := mc.m.(process); ok {
 			if pid := p.PID(); pid > 0 {
-				procs = append(procs, running{id, pid})
+				cg, _ := mc.m.(cgroupUsage)
+				procs = append(procs, running{id, pid, cg})
 			}
 		}
 	}
@@ -77,7 +87,15 @@ func (a *Appliance) VMUsage(ctx context.Context) ([]model.VMUsage, error) {
 			pct = vmm.CPUPercent(prev.usage, u)
 			a.samples[p.pid] = cpuSample{usage: u, percent: pct}
 		}
-		out = append(out, model.VMUsage{VMID: p.vm, MemoryBytes: u.RSSBytes, CPUPercent: pct})
+		use := model.VMUsage{VMID: p.vm, MemoryBytes: u.RSSBytes, CPUPercent: pct, CPUTime: u.CPUTime, Source: model.UsageFromProc}
+		if p.cg != nil {
+			// The unit's cgroup counts all of the VM (QEMU and its
+			// companions) where the host's controllers tell it.
+			if mem, cpu, ok := p.cg.CgroupUsage(ctx); ok {
+				use.MemoryBytes, use.CPUTime, use.Source = mem, cpu, model.UsageFromCgroup
+			}
+		}
+		out = append(out, use)
 	}
 	// The samples of processes that are gone go with them.
 	for pid := range a.samples {

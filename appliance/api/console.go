@@ -102,3 +102,25 @@ func (c *Client) ConsoleLog(ctx context.Context, id string, n int) ([]string, er
 	err := c.do(ctx, http.MethodGet, vmPath(id, "/console/log"), q, nil, &out)
 	return out.Lines, err
 }
+
+// VMLogs writes a VM's log to w (GET /v1/vms/{id}/logs): what QEMU said
+// and what its guest wrote on its console, the last lines (0: the daemon's
+// default) and, with follow, what comes after until ctx ends.
+func (c *Client) VMLogs(ctx context.Context, id string, lines int, follow bool, w io.Writer) error {
+	q := url.Values{}
+	if lines > 0 {
+		q.Set("lines", strconv.Itoa(lines))
+	}
+	if follow {
+		q.Set("follow", "true")
+	}
+	resp, err := c.send(ctx, http.MethodGet, vmPath(id, "/logs"), q, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("GET %s: the log stream broke: %w", vmPath(id, "/logs"), err)
+	}
+	return nil
+}

@@ -36,6 +36,7 @@
 //	POST   /v1/vms/{id}/exec/stream            NDJSON ExecRequest, ExecInput... -> NDJSON ExecFrame...
 //	POST   /v1/vms/{id}/console                raw bytes typed -> raw bytes of the serial console (full duplex)
 //	GET    /v1/vms/{id}/console/log?lines=N    ConsoleLog: the console log's last N lines (50), as text
+//	GET    /v1/vms/{id}/logs?lines=N&follow=B  text: the VM's log (its unit's journal, or QEMU's and the console's), streamed
 //	POST   /v1/vms/{id}/ports                  model.Port -> model.VM
 //	DELETE /v1/vms/{id}/ports/{proto}/{number} model.VM
 //	POST   /v1/vms/{id}/domains                DomainRequest -> model.VM

@@ -1,5 +1,7 @@
 package model
 
+import "time"
+
 // VMUsage is what the QEMU process of a running VM uses on the host, as
 // sampled when it was asked for.
 type VMUsage struct {
@@ -12,4 +14,15 @@ type VMUsage struct {
 	// with n vCPUs goes up to n×100. The first sample of a process gives
 	// its average since it started.
 	CPUPercent float64 `json:"cpu_percent"`
+	// CPUTime is the CPU time the VM has used since its process started.
+	CPUTime time.Duration `json:"cpu_time_ns"`
+	// Source says where the figures come from: "cgroup" (its systemd
+	// unit's) or "proc" (its QEMU process's, when the cgroup does not tell).
+	Source string `json:"source"`
 }
+
+// Where VMUsage figures come from.
+const (
+	UsageFromCgroup = "cgroup"
+	UsageFromProc   = "proc"
+)

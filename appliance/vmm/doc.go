@@ -32,11 +32,15 @@
 // [QEMU.Rebooted] ([QEMU.BootID] and [QEMU.Agent] then give the new boot's). [QEMU.Exit] says how QEMU
 // ended: the guest powered off (QMP SHUTDOWN, guest-shutdown), a reboot that never came back, or
 // unasked. [QEMU.Shutdown] asks the agent, then presses the ACPI power button, then kills. The QEMU
-// process lives under the context given to [New] (the daemon's), never under a request's, and dies
-// with its parent (PR_SET_PDEATHSIG). The argv is built as a list and run without a shell.
+// process never lives under a request's context, and it outlives the daemon: no parent-death
+// signal, a session of its own, or a systemd unit of its own ([Config.Units], see launch.go and
+// unit.go). [QEMU.Detach] lets go of it; [Attach] takes over a QEMU that an earlier daemon left
+// running, from the launch record and pid file in its run directory. The argv is built as a list
+// and run without a shell.
 //
 // Runtime files live in the machine's run directory (default /run/superjolt/vm/<name>, root's, 0700):
-// qmp.sock, agent.sock, console.sock, console.log, qemu.log and qemu.pid (written by the daemon). When the run directory is too deep for a UNIX socket
+// qmp.sock, agent.sock, console.sock, console.log, qemu.log, qemu.pid (written by the daemon, or by
+// the launcher of a unit) and launch.json (the launch record). When the run directory is too deep for a UNIX socket
 // path (108 bytes), the sockets move to a short directory of their own under /run/superjolt/s.
 //
 // *QEMU satisfies [Machine]; all its methods are safe for concurrent use.

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"time"
 )
@@ -65,4 +67,55 @@ func writeConsoleLine(out io.Writer, line []byte) {
 		return
 	}
 	out.Write(append(append([]byte(consolePrefix), line...), '\n'))
+}
+
+// TailConsole writes the last n lines of the console log at path to out, prefixed as in the
+// journal, and with follow, the lines written after, until ctx ends. A missing log is empty.
+func TailConsole(ctx context.Context, path string, n int, follow bool, out io.Writer) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) && !follow {
+		return nil
+	}
+	for err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+		f, err = os.Open(path)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return err
+	}
+	lines := bytes.Split(bytes.TrimRight(b, "\r\n"), []byte("\n"))
+	for _, l := range lines[max(len(lines)-n, 0):] {
+		writeConsoleLine(out, l)
+	}
+	if !follow {
+		return nil
+	}
+	r := bufio.NewReader(f)
+	var partial []byte
+	for {
+		line, err := r.ReadBytes('\n')
+		partial = append(partial, line...)
+		if err == nil {
+			writeConsoleLine(out, partial)
+			partial = partial[:0]
+			continue
+		}
+		if err != io.EOF {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond): // polling a file that grows
+		}
+	}
 }

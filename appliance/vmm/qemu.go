@@ -78,7 +78,8 @@ func (p *process) hasExited() bool {
 }
 
 // New returns a machine for cfg. Its QEMU process, once started, lives until it exits, is shut down or
-// killed, or until life ends (then it is killed): pass the daemon's long-lived context, never a request's.
+// killed, whatever happens to the daemon; life (the daemon's long-lived context, never a request's)
+// bounds the driver's own work for it, such as following a reboot of the guest.
 func New(life context.Context, cfg Config) (*QEMU, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {

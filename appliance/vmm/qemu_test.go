@@ -230,23 +230,56 @@ func TestShutdownLadder(t *testing.T) {
 	}
 }
 
-// TestLifeContextEndsMachine: the process lives under the context given to New, not Start's.
-func TestLifeContextEndsMachine(t *testing.T) {
+// TestMachineOutlivesItsDriver: a request's context ending does not touch the machine; a driver
+// that lets go of it (Detach, and its life context ending: a daemon that stops) leaves QEMU running,
+// and Attach takes it over: the same QEMU process, the same boot id, QMP and the agent answering.
+// Attach of a machine that does not run says so with ErrNoMachine.
+func TestMachineOutlivesItsDriver(t *testing.T) {
 	life, end := context.WithCancel(context.Background())
 	defer end()
-	m := newMachine(t, life, func(c *vmm.Config) { c.Paused = true })
+	var cfg vmm.Config
+	m := newMachine(t, life, func(c *vmm.Config) { cfg = *c })
 	boot, cancelBoot := context.WithCancel(context.Background())
 	if err := m.Start(boot); err != nil {
 		t.Fatal(err)
 	}
 	cancelBoot() // a request's context ending must not touch the machine
-	time.Sleep(300 * time.Millisecond)
-	if m.Status() != vmm.StatusRunning {
-		t.Fatalf("status %v after the boot context ended", m.Status())
-	}
+	pid, bootID := m.PID(), m.BootID()
+	m.Detach()
 	end()
-	if err := m.Wait(ctxT(t, 20*time.Second)); err == nil || errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Wait after the life context ended: %v, want the kill", err)
+	time.Sleep(300 * time.Millisecond)
+	if syscall.Kill(pid, 0) != nil {
+		t.Fatal("QEMU ended with its driver")
+	}
+
+	start := time.Now()
+	m2, err := vmm.Attach(context.Background(), ctxT(t, 30*time.Second), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m2.Kill() })
+	t.Logf("reattached in %v", time.Since(start).Round(time.Millisecond))
+	if m2.PID() != pid || m2.BootID() != bootID || m2.Status() != vmm.StatusRunning {
+		t.Fatalf("after Attach: pid %d boot %s %v, want pid %d boot %s running", m2.PID(), m2.BootID(), m2.Status(), pid, bootID)
+	}
+	if qmpStatus(t, m2) != "running" {
+		t.Error("QMP does not say running after Attach")
+	}
+	if res, err := m2.Agent().Exec(ctxT(t, 20*time.Second), guest.ExecRequest{Path: "true"}); err != nil || res.ExitCode != 0 {
+		t.Fatalf("exec through the reattached agent: %+v %v", res, err)
+	}
+	// Its end is noticed by the new driver, though QEMU is not its child.
+	if err := m2.Shutdown(ctxT(t, 60*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Wait(ctxT(t, 5*time.Second)); errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal("Wait did not see the reattached QEMU end")
+	}
+	if m2.Exit() != vmm.ExitGuestPowerOff {
+		t.Errorf("exit %v, want guest-poweroff (the agent powered it off)", m2.Exit())
+	}
+	if _, err := vmm.Attach(context.Background(), ctxT(t, 5*time.Second), cfg); !errors.Is(err, vmm.ErrNoMachine) {
+		t.Errorf("Attach of a machine that does not run: %v, want ErrNoMachine", err)
 	}
 }
 

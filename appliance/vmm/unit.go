@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -17,6 +18,9 @@ type Units interface {
 	StopVM(ctx context.Context, vmID string) error
 	// UnitState says how the machine's unit is (found false: no such unit).
 	UnitState(ctx context.Context, vmID string) (s UnitState, found bool, err error)
+	// Journal writes the last lines of the unit's journal to w and, with
+	// follow, what comes after until ctx ends.
+	Journal(ctx context.Context, vmID string, lines int, follow bool, w io.Writer) error
 }
 
 // Unit is what the service manager is asked to run for one machine.

@@ -27,7 +27,7 @@ func newVMCommand(o *globalOptions) *cobra.Command {
 		newVMVerbCommand(o, "resume", "Resuming", "Bring a VM back from the graveyard or the archive (the balance must cover an hour of its account's VMs)", (*api.Client).ResumeVM),
 		newVMDestroyCommand(o),
 		newVMExecCommand(o),
-		newVMConsoleCommand(o), newVMLogCommand(o),
+		newVMConsoleCommand(o), newVMLogCommand(o), newVMLogsCommand(o),
 		newVMPortsCommand(o),
 		newVMDomainsCommand(o),
 	)
@@ -142,9 +142,30 @@ func newVMShowCommand(o *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return o.printVM(vm, o.overcommitted(cmd.Context(), vm)...)
+			extra := append(o.overcommitted(cmd.Context(), vm), o.usage(cmd.Context(), vm)...)
+			return o.printVM(vm, extra...)
 		},
 	}
+}
+
+// usage returns the "Usage" line of vm show for a running VM: the memory
+// and CPU time its unit's cgroup (or its QEMU process) has used; nothing
+// when it does not run or the daemon cannot say.
+func (o *globalOptions) usage(ctx context.Context, vm model.VM) []string {
+	if vm.State != model.StateRunning || o.json() {
+		return nil
+	}
+	us, err := o.client.VMUsage(ctx)
+	if err != nil {
+		return nil
+	}
+	for _, u := range us {
+		if u.VMID == vm.ID {
+			return []string{"Usage", fmt.Sprintf("%s memory, %s CPU time (%.0f%% now), from its %s",
+				fmtBytes(u.MemoryBytes), u.CPUTime.Round(10*time.Millisecond), u.CPUPercent, map[string]string{model.UsageFromCgroup: "cgroup", model.UsageFromProc: "QEMU process"}[u.Source])}
+		}
+	}
+	return nil
 }
 
 // overcommitted returns the "Overcommitted" line of vm show when the VM's

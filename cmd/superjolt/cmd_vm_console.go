@@ -160,3 +160,30 @@ exists, running or not. Escape sequences are left out.`,
 	c.Flags().IntVarP(&lines, "lines", "n", 50, "how many lines, from the end")
 	return c
 }
+
+func newVMLogsCommand(o *globalOptions) *cobra.Command {
+	var (
+		lines  int
+		follow bool
+	)
+	c := &cobra.Command{
+		Use:   "logs ID [-n N] [-f]",
+		Short: "Print a VM's log: QEMU's output and its guest's console (its systemd journal)",
+		Long: `Print a VM's log: what its QEMU said and what its guest wrote on its serial
+console. Under systemd it is the journal of the VM's unit
+(journalctl -u superjolt-vm-ID.service), with timestamps; otherwise QEMU's
+log and the console log from the VM's run directory. With -f, go on
+printing what comes until interrupted.`,
+		Args: args("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			if err := o.resolveVM(cmd.Context(), &id); err != nil {
+				return err
+			}
+			return o.client.VMLogs(cmd.Context(), id, lines, follow, o.stdout)
+		},
+	}
+	c.Flags().IntVarP(&lines, "lines", "n", 100, "how many lines, from the end")
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what comes")
+	return c
+}

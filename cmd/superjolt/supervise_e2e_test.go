@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,6 +54,30 @@ func TestVMsOutliveTheDaemon(t *testing.T) {
 		}
 	}
 
+	if out := d.ok(t, "vm", "show", vm.ID); !regexp.MustCompile(`(?m)^Usage:\s+\S+ \S*B memory, \S+ CPU time .*from its QEMU process$`).MatchString(out) {
+		t.Errorf("vm show of a running VM does not show its usage:\n%s", out)
+	}
+	t.Run("logs", func(t *testing.T) {
+		// vm logs -f follows the guest's console as it is written.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		follow := exec.CommandContext(ctx, filepath.Join(d.bin, "superjolt"), "vm", "logs", vm.ID, "-n", "5", "-f")
+		follow.Env = append(os.Environ(), "SUPERJOLT_SOCKET="+d.socket)
+		out := &syncBuf{}
+		follow.Stdout = out
+		if err := follow.Start(); err != nil {
+			t.Fatal(err)
+		}
+		d.ok(t, "vm", "exec", vm.ID, "--", "sh", "-c", "echo logs-marker > /dev/console")
+		for !strings.Contains(out.String(), "console: logs-marker") {
+			if ctx.Err() != nil {
+				t.Fatalf("vm logs -f did not show what the guest wrote on its console:\n%s", out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cancel()
+		follow.Wait()
+	})
 	t.Run("restart", func(t *testing.T) {
 		start := time.Now()
 		d.restart(t)
@@ -128,4 +157,22 @@ func TestCrashedVMBootsAgain(t *testing.T) {
 	if out := d.ok(t, "vm", "exec", vm.ID, "--", "true"); out != "" {
 		t.Errorf("exec after the crash: %q", out)
 	}
+}
+
+// syncBuf is a bytes.Buffer that a process writes while the test reads.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -190,6 +190,9 @@ func TestSystemdSupervision(t *testing.T) {
 	if out := b.run("journalctl", "SUPERJOLT_VM="+vm.ID, "--no-pager"); !strings.Contains(out, "console: ") {
 		t.Errorf("journalctl SUPERJOLT_VM=%s finds nothing", vm.ID)
 	}
+	if out := b.sj("vm", "logs", vm.ID, "-n", "1000"); !strings.Contains(out, "starting QEMU for "+vm.ID) || !strings.Contains(out, "console: ") {
+		t.Errorf("superjolt vm logs shows neither the launch nor the console:\n%s", out)
+	}
 	step("unit checked: MemoryMax " + p["MemoryMax"] + ", main pid " + mainPID)
 
 	same := func(after string) {

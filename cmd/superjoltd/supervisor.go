@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -68,6 +69,10 @@ func (u units) StartVM(ctx context.Context, vu vmm.Unit) error {
 }
 
 func (u units) StopVM(ctx context.Context, id string) error { return u.m.StopVM(ctx, id) }
+
+func (u units) Journal(ctx context.Context, id string, lines int, follow bool, w io.Writer) error {
+	return systemd.VMJournal(ctx, id, lines, follow, w)
+}
 
 func (u units) UnitState(ctx context.Context, id string) (vmm.UnitState, bool, error) {
 	s, err := u.m.VMStatus(ctx, id)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 // Appliance is what the API serves: the verbs of *appliance.Appliance.
 type Appliance interface {
 	Clock() clock.Clock
+	VMLogs(ctx context.Context, id string, lines int, follow bool, w io.Writer) error
 	HaltVM(ctx context.Context, id string) (model.VM, error)
 	Capacity(ctx context.Context) (model.Capacity, error)
 
@@ -223,6 +225,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/vms/{id}/exec/stream", s.execStream)
 	m.HandleFunc("POST /v1/vms/{id}/console", s.console)
 	m.HandleFunc("GET /v1/vms/{id}/console/log", s.consoleLog)
+	m.HandleFunc("GET /v1/vms/{id}/logs", s.vmLogs)
 	m.HandleFunc("POST /v1/vms/{id}/ports", post(s, model.KindVM, s.addPort))
 	m.HandleFunc("DELETE /v1/vms/{id}/ports/{proto}/{number}", s.removePort)
 	m.HandleFunc("POST /v1/vms/{id}/domains", post(s, model.KindVM, s.addDomain))
@@ -484,6 +487,66 @@ func (s *Server) consoleLog(w http.ResponseWriter, r *http.Request) {
 	}
 	lines, err := s.app.ConsoleLog(r.Context(), id, n)
 	s.reply(w, r, http.StatusOK, api.ConsoleLog{Lines: nonNil(lines)}, err)
+}
+
+// vmLogs streams a VM's log as text (?lines=N, default
+// appliance.DefaultLogLines; ?follow=true goes on until the client goes).
+// An error found before the first line is answered as usual; one after
+// ends the stream.
+func (s *Server) vmLogs(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := model.ValidateID(model.KindVM, id); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := onlyQuery(r, "lines", "follow"); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	n := appliance.DefaultLogLines
+	if v := q.Get("lines"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > model.MaxListLimit {
+			s.fail(w, r, invalidf("lines=%q: use a number from 1 to %d", clip(v), model.MaxListLimit))
+			return
+		}
+	}
+	follow := false
+	if v := q.Get("follow"); v != "" {
+		var err error
+		if follow, err = strconv.ParseBool(v); err != nil {
+			s.fail(w, r, invalidf("follow=%q: use true or false", clip(v)))
+			return
+		}
+	}
+	ctx, cancel := streamContext(r)
+	defer cancel()
+	sw := &startedWriter{w: w}
+	err := s.app.VMLogs(ctx, id, n, follow, sw)
+	if err != nil && !sw.started {
+		s.fail(w, r, err)
+	}
+}
+
+// startedWriter writes a text answer, with its header on the first write,
+// flushing each write so that a followed log arrives as it comes.
+type startedWriter struct {
+	w       http.ResponseWriter
+	started bool
+}
+
+func (sw *startedWriter) Write(p []byte) (int, error) {
+	if !sw.started {
+		sw.w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		sw.w.WriteHeader(http.StatusOK)
+		sw.started = true
+	}
+	n, err := sw.w.Write(p)
+	if f, ok := sw.w.(http.Flusher); ok {
+		f.Flush()
+	}
+	return n, err
 }
 
 // listBackups lists backups across VMs, with the query parameters account

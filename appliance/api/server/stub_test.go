@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"sync"
 	"time"
 
@@ -96,6 +97,10 @@ func (s *errApp) VMUsage(context.Context) ([]model.VMUsage, error) {
 func (s *errApp) VM(_ context.Context, id string) (model.VM, error) {
 	s.rec("VM", id)
 	return model.VM{}, s.err
+}
+func (s *errApp) VMLogs(_ context.Context, id string, _ int, _ bool, _ io.Writer) error {
+	s.rec("VMLogs", id)
+	return s.err
 }
 func (s *errApp) HaltVM(_ context.Context, id string) (model.VM, error) {
 	s.rec("HaltVM", id)
