@@ -259,9 +259,15 @@ func (d *daemon) killVMs(tb testing.TB) {
 			tb.Errorf("end the QEMU of %s: %v", id, err)
 		}
 	}
-	if d.poolMounted() {
-		if err := unix.Unmount(filepath.Join(d.stateDir, "pool"), 0); err != nil {
-			tb.Errorf("unmount the pool: %v", err)
+	// vmm.Kill waited for each QEMU to exit; the kernel may still be
+	// closing what it held on the pool for a moment.
+	for wait := time.Now().Add(10 * time.Second); d.poolMounted(); time.Sleep(100 * time.Millisecond) {
+		err := unix.Unmount(filepath.Join(d.stateDir, "pool"), 0)
+		if err == nil || !errors.Is(err, unix.EBUSY) || time.Now().After(wait) {
+			if err != nil {
+				tb.Errorf("unmount the pool: %v", err)
+			}
+			break
 		}
 	}
 }

@@ -238,14 +238,18 @@ func TestNetworkEndToEnd(t *testing.T) {
 	d.ok(t, "vm", "start", web.ID)
 	serveWeb(t, d, web.ID)
 	forwardWorks("after stop and start")
+	boot := okJSON[model.VM](t, d, "vm", "show", web.ID).BootID
 	d.restart(t)
-	serveWeb(t, d, web.ID)
+	if got := okJSON[model.VM](t, d, "vm", "show", web.ID); got.BootID != boot {
+		t.Fatalf("a restart of superjoltd rebooted the guest (boot %s -> %s)", boot, got.BootID)
+	}
+	// The guest and its web server ran on through the restart.
 	forwardWorks("after a restart of superjoltd")
 	domainWorks("after a restart of superjoltd (same local CA)")
 	if got := okJSON[model.VM](t, d, "vm", "show", web.ID); got.IP != web.IP {
 		t.Fatalf("the VM's address moved from %s to %s", web.IP, got.IP)
 	}
-	step("same IP and forward after restore, stop/start, daemon restart")
+	step("same IP and forward after restore, stop/start; a daemon restart reboots nothing")
 
 	// The graveyard: the forward refuses, the address is free, no TAP.
 	d.ok(t, "vm", "destroy", web.ID, "--yes")

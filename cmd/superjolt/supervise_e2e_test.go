@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/model"
 )
 
@@ -121,7 +122,8 @@ func TestVMsOutliveTheDaemon(t *testing.T) {
 
 // TestCrashedVMBootsAgain: a guest whose QEMU is killed (kill -9, as the
 // OOM killer would) is noticed at once, recorded with the reason, and
-// booted again with a new boot id.
+// booted again with a new boot id, after a back-off that grows; killed
+// again and again, it is left stopped, saying why.
 func TestCrashedVMBootsAgain(t *testing.T) {
 	needVMs(t)
 	d := startDaemon(t, "--clock=manual", "--network=off")
@@ -157,6 +159,48 @@ func TestCrashedVMBootsAgain(t *testing.T) {
 	if out := d.ok(t, "vm", "exec", vm.ID, "--", "true"); out != "" {
 		t.Errorf("exec after the crash: %q", out)
 	}
+
+	// A crash loop: four more crashes are booted again (1 s, 2 s, 4 s, 8 s
+	// and 16 s after each); the sixth within ten minutes is not.
+	boot := okJSON[model.VM](t, d, "vm", "show", vm.ID).BootID
+	for i := 2; i <= appliance.DefaultCrashLimit+1; i++ {
+		pid := d.runningVMs()[vm.ID]
+		if pid == 0 {
+			t.Fatalf("crash %d: no QEMU of %s", i, vm.ID)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if i > appliance.DefaultCrashLimit {
+			break
+		}
+		for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(250 * time.Millisecond) {
+			got := okJSON[model.VM](t, d, "vm", "show", vm.ID)
+			if got.State == model.StateRunning && got.BootID != boot {
+				boot = got.BootID
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("crash %d: not booted again within 3 minutes: %+v", i, got)
+			}
+		}
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(250 * time.Millisecond) {
+		got := okJSON[model.VM](t, d, "vm", "show", vm.ID)
+		if got.State == model.StateStopped && got.StopReason == model.StopCrashLoop {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d crashes: %+v, want stopped after a crash loop", appliance.DefaultCrashLimit+1, got)
+		}
+	}
+	if out := d.ok(t, "vm", "show", vm.ID); !strings.Contains(out, "kept crashing") {
+		t.Errorf("vm show does not say why it stopped:\n%s", out)
+	}
+	if out := d.ok(t, "events", "-n", "20"); !strings.Contains(out, "vm.crash_loop") || !strings.Contains(out, "left stopped") {
+		t.Errorf("no vm.crash_loop event:\n%s", out)
+	}
+	t.Logf("crash loop: left stopped %v after the first kill", time.Since(killed).Round(time.Second))
 }
 
 // syncBuf is a bytes.Buffer that a process writes while the test reads.

@@ -119,6 +119,13 @@ func stopVM(args []string) int {
 		fmt.Fprintf(os.Stderr, "superjoltd stop-vm: %v\n", err)
 		return 2
 	}
+	// systemd runs a unit's stop command also after its main process
+	// ended by itself (a crash, a poweroff inside), with MAINPID unset:
+	// then there is nothing to shut down, and the daemon is already
+	// handling that end as what it was.
+	if os.Getenv("MAINPID") == "" {
+		return 0
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 75*time.Second)
 	defer cancel()
 	c := api.NewClient(socket)
