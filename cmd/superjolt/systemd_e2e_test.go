@@ -13,6 +13,7 @@ import (
 
 	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/model"
+	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/btrfs/btrfstest"
 	"github.com/superjolt/superjolt/systemd"
 	"github.com/superjolt/superjolt/systemd/nspawntest"
@@ -306,6 +307,22 @@ func TestSystemdSupervision(t *testing.T) {
 		t.Fatal(err)
 	}
 	step("container powered off")
+	// The state, on the host: each VM was shut down for the host by the
+	// daemon (its unit's stop command asked it), and stays wanted running.
+	st, err := store.Open(ctx, store.Options{Dir: filepath.Join(b.stateDir, "state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{vm.ID, vm2.ID} {
+		var got model.VM
+		if err := st.View(ctx, func(tx *store.Tx) error { got, err = tx.VM(id); return err }); err != nil {
+			t.Fatal(err)
+		}
+		if got.State != model.StateStopped || got.StopReason != model.StopHost || !got.WantRunning {
+			t.Errorf("after the host's shutdown %s is %s (%s), wanted running %v: want stopped with the host, still wanted running", id, got.State, got.StopReason, got.WantRunning)
+		}
+	}
+	st.Close()
 	for _, id := range []string{vm.ID, vm2.ID} {
 		console, err := os.ReadFile(filepath.Join(b.stateDir, "run", id, "console.log"))
 		if err != nil {
