@@ -1,15 +1,25 @@
 // Command superjoltd is the superjolt appliance's daemon. It opens the state
 // store and the storage pool (an existing Btrfs mount with --pool, or by
 // default a loop-backed Btrfs image under the state directory), builds the
-// built-in VM image into the pool on the first start, brings back the VMs
-// that were running, serves the local API on a UNIX socket, and runs
-// billing, the daily backups and the reaper until SIGTERM or SIGINT. It
-// tells systemd when it is ready and pings its watchdog (Type=notify; see
-// superjoltd.service).
+// built-in VM image into the pool on the first start, takes over the VMs
+// an earlier superjoltd left running and boots those that should run,
+// serves the local API on a UNIX socket, and runs billing, the daily
+// backups and the reaper until SIGTERM or SIGINT; then it leaves the VMs
+// running. It tells systemd when it is ready and pings its watchdog
+// (Type=notify; the unit `superjolt install` writes is in package systemd).
+//
+// With systemd as PID 1 (--supervisor=auto or systemd) every VM runs as a
+// transient unit whose commands are superjoltd's own (supervisor.go):
+//
+//	superjoltd exec-vm RUNDIR            the unit's main process: becomes the VM's QEMU
+//	superjoltd stop-vm [--socket S] [--run-dir R] VMID
+//	                                     its stop command: the guest's clean shutdown
+//	superjoltd follow-console LOG PID    copies the guest's console into the unit's journal
 //
 // Usage:
 //
 //	superjoltd [--state-dir DIR] [--pool PATH | --pool-image FILE --pool-size SIZE]
+//	           [--supervisor=auto|systemd|self]
 //	           [--socket PATH] [--subnet CIDR] [--network=on|off] [--bridge NAME] [--dns IP,...]
 //	           [--http-listen ADDR|off] [--https-listen ADDR|off] [--tls-cert-dir DIR]
 //	           [--acme-email EMAIL [--acme-ca URL]]
