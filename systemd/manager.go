@@ -182,17 +182,32 @@ func (m *Manager) StartVM(ctx context.Context, u VMUnit) error {
 		return err
 	}
 	unit := UnitName(u.VMID)
-	if err := m.conn.ResetFailedUnitContext(ctx, unit); err != nil && !isNoSuchUnit(err) {
-		return fmt.Errorf("systemd: reset %s: %w", unit, err)
-	}
-	done := make(chan string, 1) // buffered: the connection must never block on it
-	if _, err := m.conn.StartTransientUnitContext(ctx, unit, "fail", props, done); err != nil {
-		if isUnitExists(err) {
-			return fmt.Errorf("systemd: %s is already loaded (the VM runs, or is stopping; see systemctl status %s): %w", unit, unit, err)
+	for {
+		if err := m.conn.ResetFailedUnitContext(ctx, unit); err != nil && !isNoSuchUnit(err) {
+			return fmt.Errorf("systemd: reset %s: %w", unit, err)
 		}
-		return fmt.Errorf("systemd: start %s: %w", unit, err)
+		done := make(chan string, 1) // buffered: the connection must never block on it
+		_, err := m.conn.StartTransientUnitContext(ctx, unit, "fail", props, done)
+		if err == nil {
+			return waitJob(ctx, done, "start", unit)
+		}
+		if !isUnitExists(err) {
+			return fmt.Errorf("systemd: start %s: %w", unit, err)
+		}
+		// The unit of the VM's previous run may still be stopping: its
+		// main process (QEMU) ended, and systemd runs its stop command and
+		// collects it, which takes some milliseconds after a stop that the
+		// daemon saw end. Wait for it to go; one that runs is a conflict.
+		st, serr := m.status(ctx, u.VMID, unit)
+		if serr == nil && st.Found && (st.ActiveState == "active" || st.ActiveState == "activating" || st.ActiveState == "reloading") {
+			return fmt.Errorf("systemd: %s is already running (see systemctl status %s): %w", unit, unit, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("systemd: %s is still loaded (%s): gave up waiting for it to stop: %w", unit, st.ActiveState, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return waitJob(ctx, done, "start", unit)
 }
 
 // StopVM stops VM vmID's unit and waits until it is stopped (ExecStop, then

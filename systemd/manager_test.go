@@ -238,6 +238,36 @@ watch:
 		t.Error("SystemStopping is true on a running system")
 	}
 
+	// A start while the unit of the previous run is still stopping (its
+	// main process ended and its stop command runs, here for 1 s): StartVM
+	// waits for it to go instead of failing.
+	slow := u
+	slow.StopCommand = []string{"/bin/sleep", "1"}
+	if err := m.StopVM(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.StartVM(ctx, slow); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = m.VMStatus(ctx, id)
+	if err := syscall.Kill(st.MainPID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the unit to be stopping", func() bool {
+		st, err = m.VMStatus(ctx, id)
+		return err == nil && st.ActiveState == "deactivating"
+	})
+	if err := m.StartVM(ctx, u); err != nil {
+		t.Fatalf("StartVM while the previous run's unit stops: %v", err)
+	}
+	if st, err := m.VMStatus(ctx, id); err != nil || st.ActiveState != "active" {
+		t.Fatalf("after StartVM on a stopping unit: %+v, %v", st, err)
+	}
+	if err := m.StartVM(ctx, u); err == nil || !strings.Contains(err.Error(), "already running") {
+		t.Errorf("StartVM of a running unit: %v, want already running", err)
+	}
+	os.Remove(stopLog)
+
 	// A stop runs ExecStop while the main process still lives.
 	if err := m.StopVM(ctx, id); err != nil {
 		t.Fatal(err)
