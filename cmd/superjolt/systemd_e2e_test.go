@@ -24,7 +24,7 @@ import (
 // own network namespace), with its state directory and pool on the host,
 // so that they outlive the container.
 type sdBox struct {
-	t        *testing.T
+	t        testing.TB
 	c        *nspawntest.Container
 	stateDir string // the host's side of /var/lib/superjolt
 	upgrade  string // the host's side of /upgrade
@@ -92,7 +92,7 @@ func (b *sdBox) waitAPI() {
 
 // newSDBox installs superjoltd (and a drop-in with the test's flags) in a
 // fresh container, starts it and waits until it answers.
-func newSDBox(t *testing.T) *sdBox {
+func newSDBox(t testing.TB) *sdBox {
 	needVMs(t)
 	bin := binaries(t)
 	img := testvm.Require(t)
