@@ -2,7 +2,6 @@ package systemd
 
 import (
 	"context"
-	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,8 @@ import (
 	"strings"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
+
+	"github.com/superjolt/superjolt/guest"
 )
 
 // InstallOptions say where Install puts things. Empty fields take the
@@ -227,30 +228,10 @@ func checkBinary(path string) error {
 	if filepath.Base(path) != "superjolt-agent" {
 		return nil
 	}
-	static, err := isStatic(path)
-	if err != nil {
-		return fmt.Errorf("superjolt install: %s: %w", path, err)
-	}
-	if !static {
-		return fmt.Errorf("superjolt install: %s is dynamically linked; the agent runs inside guests and must be static: build it with make agent", path)
+	if err := guest.CheckStatic(path); err != nil {
+		return fmt.Errorf("superjolt install: %w", err)
 	}
 	return nil
-}
-
-// isStatic reports whether the ELF executable at path has no program
-// interpreter (PT_INTERP), i.e. is statically linked.
-func isStatic(path string) (bool, error) {
-	f, err := elf.Open(path)
-	if err != nil {
-		return false, fmt.Errorf("not an ELF executable: %w", err)
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return false, nil
-		}
-	}
-	return true, nil
 }
 
 // sameFile reports whether a and b are the same file.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/superjolt/superjolt/guest"
 )
 
 // fakeRelease makes a directory like make build's bin/: this test binary as
@@ -35,26 +37,12 @@ func fakeRelease(t *testing.T, agent string) string {
 func staticBinary(t *testing.T) string {
 	t.Helper()
 	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox", "/usr/lib/klibc/bin/sh.shared"} {
-		if ok, err := isStatic(p); err == nil && ok {
+		if _, err := os.Stat(p); err == nil && guest.CheckStatic(p) == nil {
 			return p
 		}
 	}
 	t.Skip("no statically linked executable on this machine to stand in for the agent (apt-get install busybox-static)")
 	return ""
-}
-
-func TestIsStatic(t *testing.T) {
-	if ok, err := isStatic(staticBinary(t)); err != nil || !ok {
-		t.Errorf("isStatic(busybox) = %v, %v", ok, err)
-	}
-	if ok, err := isStatic("/bin/sh"); err != nil || ok {
-		t.Errorf("isStatic(/bin/sh) = %v, %v; want dynamic", ok, err)
-	}
-	notELF := filepath.Join(t.TempDir(), "script")
-	os.WriteFile(notELF, []byte("#!/bin/sh\n"), 0o755)
-	if _, err := isStatic(notELF); err == nil {
-		t.Error("isStatic of a script: no error")
-	}
 }
 
 func TestInstall(t *testing.T) {

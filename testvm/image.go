@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/superjolt/superjolt/guest"
 	"github.com/superjolt/superjolt/testvm/cpio"
 )
 
@@ -347,6 +348,11 @@ func hashFile(w io.Writer, path string) error {
 // agentBinary returns opts.Agent, or builds the agent from the module source into a temp file.
 func agentBinary(ctx context.Context, opts BuildOptions) (string, func(), error) {
 	if opts.Agent != "" {
+		// Checked before anything is built: a dynamically linked agent
+		// makes every boot panic ("Failed to execute /init").
+		if err := guest.CheckStatic(opts.Agent); err != nil {
+			return "", nil, err
+		}
 		return opts.Agent, func() {}, nil
 	}
 	tmp, err := os.MkdirTemp("", "superjolt-agent-")

@@ -22,8 +22,14 @@ func TestBuildImage(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	// The stand-in agent: a static executable (the build refuses anything
+	// else) with a marker after its ELF image.
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Skipf("needs busybox-static for a static stand-in agent: %v", err)
+	}
 	agent := filepath.Join(t.TempDir(), "agent")
-	if err := os.WriteFile(agent, []byte("stand-in agent"), 0o755); err != nil {
+	if err := os.WriteFile(agent, append(bb, "stand-in agent"...), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "img")
@@ -187,5 +193,24 @@ func TestPruneImages(t *testing.T) {
 		if got := err == nil; got != w {
 			t.Errorf("%s exists = %v, want %v", name, got, w)
 		}
+	}
+}
+
+// TestBuildRefusesDynamicAgent: an image build handed a dynamically linked
+// agent fails at once, saying how to build it, before anything is fetched
+// or built (such an agent makes every boot fail with "Failed to execute
+// /init").
+func TestBuildRefusesDynamicAgent(t *testing.T) {
+	dynamic, err := exec.LookPath("ls")
+	if err != nil {
+		t.Skip("needs ls")
+	}
+	dir := t.TempDir()
+	_, err = Build(context.Background(), dir, BuildOptions{Agent: dynamic, CacheDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "dynamically linked") || !strings.Contains(err.Error(), "make agent") {
+		t.Fatalf("Build with %s as the agent: %v, want a refusal saying make agent", dynamic, err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("a refused build left %d files in %s", len(ents), dir)
 	}
 }
