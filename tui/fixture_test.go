@@ -217,7 +217,7 @@ func (f *fixture) ListBackups(_ context.Context, _ appliance.BackupFilter) ([]mo
 	return slices.Clone(f.backups), nil
 }
 func (f *fixture) VMUsage(context.Context) ([]model.VMUsage, error) {
-	return []model.VMUsage{{VMID: "vm-7k2p9q", MemoryBytes: 312 << 20, CPUPercent: 4}, {VMID: "vm-m3x8aa", MemoryBytes: 1 << 30, CPUPercent: 37}}, nil
+	return []model.VMUsage{{VMID: "vm-7k2p9q", MemoryBytes: 312 << 20, CPUPercent: 4, CPUTime: 95 * time.Second, Source: model.UsageFromProc}, {VMID: "vm-m3x8aa", MemoryBytes: 1 << 30, CPUPercent: 37}}, nil
 }
 func (f *fixture) Operations(_ context.Context, o appliance.OpFilter) ([]model.Operation, error) {
 	f.mu.Lock()

@@ -3,6 +3,7 @@ package tui
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
@@ -183,12 +184,19 @@ func (v *vmView) facts(m *Model, vm model.VM) [][2]string {
 	if boot == "" {
 		boot = "-"
 	}
+	usage := "-"
+	if u, ok := m.d.usage[vm.ID]; ok && vm.State == model.StateRunning {
+		// What its QEMU (or its unit's cgroup) has used: memory now, CPU
+		// time since it started, and how busy it is.
+		usage = fmt.Sprintf("%s · %s CPU (%.0f%%)", mem(u.MemoryBytes), u.CPUTime.Round(100*time.Millisecond), u.CPUPercent)
+	}
 	return [][2]string{
 		{"ID", vm.ID}, {"STATE", state},
 		{"ACCOUNT", m.d.accountName(vm.AccountID)}, {"TIER", vm.Tier},
 		{"IP", ip}, {"BOOT", boot},
 		{"PORTS", orNone(ports)}, {"DOMAINS", orNone(vm.DomainsShown())},
 		{"CREATED", ago(now, vm.CreatedAt)}, {"NEXT", in(now, vm.NextBackupAt)},
+		{"USAGE", usage},
 	}
 }
 
