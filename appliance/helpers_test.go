@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/appliance/vmm"
@@ -329,9 +330,9 @@ func fakeImage(_ context.Context, dir string) error {
 }
 
 // copyImage copies the test guest's image into dir.
-func copyImage(dir string, img *testvm.Image) error {
+func copyImage(dir string, img *images.Image) error {
 	for _, f := range []struct{ src, dst string }{{img.Kernel, KernelFile}, {img.Initrd, InitrdFile}, {img.Rootfs, RootfsFile}} {
-		if err := testvm.CopyDisk(filepath.Join(dir, f.dst), f.src); err != nil {
+		if err := images.CopyDisk(filepath.Join(dir, f.dst), f.src); err != nil {
 			return err
 		}
 	}
