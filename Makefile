@@ -43,7 +43,7 @@ bench: deps
 # The guest image (vmlinuz, initrd, rootfs.img): the test guest and a new install's built-in image.
 IMAGE_DIR ?= $(BIN)/image
 image: deps
-	$(GO) run ./testvm/cmd/mkimage -f -o $(IMAGE_DIR)
+	$(GO) run ./appliance/images/cmd/mkimage -f -o $(IMAGE_DIR)
 
 lint:
 	$(GO) vet $(PKGS)

@@ -22,8 +22,14 @@ import (
 const (
 	// DefaultRunDir holds one run directory per VM process.
 	DefaultRunDir = "/run/superjolt/vm"
-	// DefaultImage is the name of the built-in image, there from the first start.
-	DefaultImage = "superjolt-test"
+	// DefaultImage is the name of the built-in image, there from the first
+	// start: the product's minimal image (busybox, the agent as init; see
+	// package images). Pools from before it had this name hold the same
+	// image as formerDefaultImage; New builds this one beside it.
+	DefaultImage = "superjolt-busybox"
+	// formerDefaultImage is what DefaultImage was called until the image
+	// stopped being named after the tests that also boot it.
+	formerDefaultImage = "superjolt-test"
 	// DefaultBootTimeout bounds one boot, from launch to the agent's boot id.
 	DefaultBootTimeout = 2 * time.Minute
 )
@@ -264,7 +270,10 @@ func New(ctx context.Context, opts Options) (*Appliance, error) {
 }
 
 // seed puts the default tiers and the image rows in the store when missing,
-// making the built-in image in the pool first when BuildImage is given.
+// making the built-in image in the pool first when BuildImage is given. Only
+// the built-in image's row says builtin: an image that was built-in under its
+// former name stays, with its VMs, as an ordinary image. Without BuildImage, a
+// pool that has only the former name keeps it as its built-in image.
 func (a *Appliance) seed(ctx context.Context, build func(context.Context, string) error) error {
 	names, err := a.pool.Images(ctx)
 	if err != nil {
@@ -273,6 +282,11 @@ func (a *Appliance) seed(ctx context.Context, build func(context.Context, string
 	have := map[string]bool{}
 	for _, n := range names {
 		have[n] = true
+	}
+	if !have[a.image] && build == nil && a.image == DefaultImage && have[formerDefaultImage] {
+		a.log.Warn("the built-in image cannot be built: keeping the one under its former name",
+			"image", formerDefaultImage, "want", DefaultImage)
+		a.image = formerDefaultImage
 	}
 	if !have[a.image] && build != nil {
 		a.log.Info("building the built-in image", "image", a.image)
@@ -308,7 +322,14 @@ func (a *Appliance) seed(ctx context.Context, build func(context.Context, string
 			if model.ValidateImageName(n) != nil {
 				continue
 			}
-			if _, err := tx.Image(n); err == nil {
+			if im, err := tx.Image(n); err == nil {
+				if im.Builtin == (n == a.image) {
+					continue
+				}
+				im.Builtin = n == a.image
+				if err := tx.PutImage(im); err != nil {
+					return err
+				}
 				continue
 			} else if !errors.Is(err, model.ErrNotFound) {
 				return err

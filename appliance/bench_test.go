@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/guest"
@@ -108,7 +109,7 @@ func BenchmarkBillingPass(b *testing.B) {
 }
 
 // bigDiskImage copies the test image with its root filesystem grown to 3 GiB.
-func bigDiskImage(img *testvm.Image) func(ctx context.Context, dir string) error {
+func bigDiskImage(img *images.Image) func(ctx context.Context, dir string) error {
 	return func(ctx context.Context, dir string) error {
 		if err := copyImage(dir, img); err != nil {
 			return err

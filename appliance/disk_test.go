@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/ext4"
 	"github.com/superjolt/superjolt/testvm"
@@ -153,7 +154,7 @@ func TestRealDiskSizedToTier(t *testing.T) {
 
 	// What the resize costs, on a copy of the test image.
 	cp := filepath.Join(e.pool.Root(), "grow-cost.img")
-	if err := testvm.CopyDisk(cp, testvm.Require(t).Rootfs); err != nil {
+	if err := images.CopyDisk(cp, testvm.Require(t).Rootfs); err != nil {
 		t.Fatal(err)
 	}
 	defer os.Remove(cp)

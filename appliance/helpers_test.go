@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/appliance/vmm"
@@ -211,6 +213,10 @@ type env struct {
 	hostMiB  int64
 	net      Network
 	backoff  time.Duration
+	// builtin and build are New's BuiltinImage and BuildImage (zero: the
+	// default name, and the image must be in the pool).
+	builtin string
+	build   func(ctx context.Context, dir string) error
 }
 
 type envOptions struct {
@@ -225,13 +231,16 @@ type envOptions struct {
 	network Network
 	// crashBackoff is the crash policy's first back-off (0: the default).
 	crashBackoff time.Duration
+	// builtinImage names the built-in image ("": DefaultImage).
+	builtinImage string
 }
 
 // newEnv opens an appliance on a fresh loop-backed pool and store, with a
 // manual clock at t0.
 func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
-	e := &env{t: t, clk: clock.NewManual(t0), real: o.realVMs, hostMiB: o.hostMemoryMiB, net: o.network, backoff: o.crashBackoff}
+	e := &env{t: t, clk: clock.NewManual(t0), real: o.realVMs, hostMiB: o.hostMemoryMiB, net: o.network, backoff: o.crashBackoff,
+		builtin: o.builtinImage}
 	if e.hostMiB == 0 {
 		e.hostMiB = 64 << 10
 	}
@@ -256,7 +265,8 @@ func newEnv(t testing.TB, o envOptions) *env {
 	e.stateDir = t.TempDir()
 	e.runDir = filepath.Join(t.TempDir(), "run")
 	ctx := context.Background()
-	if err := e.pool.CreateImage(ctx, DefaultImage, func(dir string) error { return fill(ctx, dir) }); err != nil {
+	builtin := cmp.Or(o.builtinImage, DefaultImage)
+	if err := e.pool.CreateImage(ctx, builtin, func(dir string) error { return fill(ctx, dir) }); err != nil {
 		t.Fatalf("built-in image: %v", err)
 	}
 	e.open()
@@ -273,7 +283,8 @@ func (e *env) open() {
 	}
 	e.st = st
 	a, err := New(context.Background(), Options{Store: st, Pool: e.pool, Hypervisor: e.hv, Clock: e.clk,
-		RunDir: e.runDir, Logger: testLogger(e.t), HostMemoryMiB: e.hostMiB, Network: e.net, CrashBackoff: e.backoff})
+		RunDir: e.runDir, Logger: testLogger(e.t), HostMemoryMiB: e.hostMiB, Network: e.net, CrashBackoff: e.backoff,
+		BuiltinImage: e.builtin, BuildImage: e.build})
 	if err != nil {
 		st.Close()
 		e.t.Fatalf("New: %v", err)
@@ -329,9 +340,9 @@ func fakeImage(_ context.Context, dir string) error {
 }
 
 // copyImage copies the test guest's image into dir.
-func copyImage(dir string, img *testvm.Image) error {
+func copyImage(dir string, img *images.Image) error {
 	for _, f := range []struct{ src, dst string }{{img.Kernel, KernelFile}, {img.Initrd, InitrdFile}, {img.Rootfs, RootfsFile}} {
-		if err := testvm.CopyDisk(filepath.Join(dir, f.dst), f.src); err != nil {
+		if err := images.CopyDisk(filepath.Join(dir, f.dst), f.src); err != nil {
 			return err
 		}
 	}

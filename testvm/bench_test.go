@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/testvm"
 )
 
@@ -20,7 +21,7 @@ func BenchmarkBoot(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		disk := filepath.Join(b.TempDir(), "rootfs.img")
-		if err := testvm.CopyDisk(disk, img.Rootfs); err != nil {
+		if err := images.CopyDisk(disk, img.Rootfs); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/appliance/vmm"
 	"github.com/superjolt/superjolt/guest"
 )
@@ -29,7 +30,7 @@ type Options struct {
 	// vmm moves the sockets somewhere shorter).
 	RunDir string
 	// Image to boot. Default: [Require]'s cached image.
-	Image *Image
+	Image *images.Image
 	// BootTimeout per attempt. Default: 90 s (two VMs booting under TCG on a loaded 2-core box).
 	BootTimeout time.Duration
 	// Transport and Accel are passed to vmm. Default: what the host has.
@@ -49,7 +50,7 @@ type Options struct {
 type VM struct {
 	*vmm.QEMU
 	// Image booted, and the VM's own disk.
-	Image  *Image
+	Image  *images.Image
 	Rootfs string
 }
 
@@ -58,21 +59,21 @@ func (v *VM) Client() *guest.Client { return v.QEMU.Agent() }
 
 var (
 	imageOnce sync.Once
-	image     *Image
+	image     *images.Image
 	imageErr  error
 )
 
 // Require skips tb when the host lacks what a test guest needs, and otherwise returns the cached image
 // (building it the first time: a few seconds, plus a 27 MB kernel download once).
-func Require(tb testing.TB) *Image {
+func Require(tb testing.TB) *images.Image {
 	tb.Helper()
-	if m := Missing(); len(m) > 0 {
+	if m := images.Missing(); len(m) > 0 {
 		tb.Skipf("test VM needs: %s", strings.Join(m, ", "))
 	}
 	imageOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		image, imageErr = Cached(ctx, BuildOptions{Logf: func(f string, a ...any) { tb.Logf("testvm: "+f, a...) }})
+		image, imageErr = images.Cached(ctx, images.BuildOptions{Logf: func(f string, a ...any) { tb.Logf("testvm: "+f, a...) }})
 	})
 	if imageErr != nil {
 		tb.Fatalf("testvm: image: %v", imageErr)
@@ -107,10 +108,10 @@ func Boot(tb testing.TB, opts Options) *VM {
 		opts.BootTimeout = 90 * time.Second
 	}
 	if opts.Rootfs == "" {
-		opts.Rootfs = filepath.Join(tb.TempDir(), RootfsFile)
+		opts.Rootfs = filepath.Join(tb.TempDir(), images.RootfsFile)
 	}
 	if _, err := os.Stat(opts.Rootfs); os.IsNotExist(err) {
-		if err := CopyDisk(opts.Rootfs, img.Rootfs); err != nil {
+		if err := images.CopyDisk(opts.Rootfs, img.Rootfs); err != nil {
 			tb.Fatalf("testvm: copy rootfs: %v", err)
 		}
 	}

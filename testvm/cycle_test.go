@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/btrfs"
 	"github.com/superjolt/superjolt/btrfs/btrfstest"
 	"github.com/superjolt/superjolt/testvm"
@@ -16,16 +17,16 @@ import (
 // poolVM puts the test image into a fresh loop-backed btrfs pool as images/testvm and makes
 // vms/<vmID> from it, the way the appliance lays VMs out. It returns the image as seen from the VM's
 // subvolume.
-func poolVM(t testing.TB, vmID string) (*btrfs.Pool, *testvm.Image) {
+func poolVM(t testing.TB, vmID string) (*btrfs.Pool, *images.Image) {
 	t.Helper()
 	img := testvm.Require(t)
 	pool := btrfstest.NewPool(t, 1<<30)
 	ctx := ctxT(t, 60*time.Second)
 	err := pool.CreateImage(ctx, "testvm", func(dir string) error {
 		for _, f := range []struct{ dst, src string }{
-			{testvm.KernelFile, img.Kernel}, {testvm.InitrdFile, img.Initrd}, {testvm.RootfsFile, img.Rootfs},
+			{images.KernelFile, img.Kernel}, {images.InitrdFile, img.Initrd}, {images.RootfsFile, img.Rootfs},
 		} {
-			if err := testvm.CopyDisk(filepath.Join(dir, f.dst), f.src); err != nil {
+			if err := images.CopyDisk(filepath.Join(dir, f.dst), f.src); err != nil {
 				return err
 			}
 		}
@@ -40,9 +41,9 @@ func poolVM(t testing.TB, vmID string) (*btrfs.Pool, *testvm.Image) {
 	}
 	vmImg := *img
 	vmImg.Dir = dir
-	vmImg.Kernel = filepath.Join(dir, testvm.KernelFile)
-	vmImg.Initrd = filepath.Join(dir, testvm.InitrdFile)
-	vmImg.Rootfs = filepath.Join(dir, testvm.RootfsFile)
+	vmImg.Kernel = filepath.Join(dir, images.KernelFile)
+	vmImg.Initrd = filepath.Join(dir, images.InitrdFile)
+	vmImg.Rootfs = filepath.Join(dir, images.RootfsFile)
 	return pool, &vmImg
 }
 

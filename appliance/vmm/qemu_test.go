@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/appliance/vmm"
 	"github.com/superjolt/superjolt/guest"
 	"github.com/superjolt/superjolt/testvm"
@@ -32,7 +33,7 @@ func newMachine(t *testing.T, life context.Context, change func(*vmm.Config)) *v
 	t.Helper()
 	img := testvm.Require(t)
 	disk := filepath.Join(t.TempDir(), "rootfs.img")
-	if err := testvm.CopyDisk(disk, img.Rootfs); err != nil {
+	if err := images.CopyDisk(disk, img.Rootfs); err != nil {
 		t.Fatal(err)
 	}
 	cfg := vmm.Config{

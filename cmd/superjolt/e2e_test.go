@@ -21,10 +21,10 @@ import (
 	"time"
 
 	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/vmm"
 	"github.com/superjolt/superjolt/btrfs/btrfstest"
-	"github.com/superjolt/superjolt/testvm"
 	"golang.org/x/sys/unix"
 )
 
@@ -81,7 +81,7 @@ func binaries(tb testing.TB) string {
 func needVMs(tb testing.TB) {
 	tb.Helper()
 	btrfstest.Skip(tb)
-	if missing := testvm.Missing(); len(missing) > 0 {
+	if missing := images.Missing(); len(missing) > 0 {
 		tb.Skipf("needs what the built-in guest image and QEMU need: missing %v", missing)
 	}
 }
@@ -657,7 +657,7 @@ func TestDaemonOnExistingBtrfs(t *testing.T) {
 			t.Errorf("the pool on %s has no %s/: %v", dir, sub, err)
 		}
 	}
-	if len(testvm.Missing()) == 0 {
+	if len(images.Missing()) == 0 {
 		imgs := okJSON[[]model.Image](t, d, "image", "list")
 		if len(imgs) != 1 || !imgs[0].Builtin || imgs[0].SizeBytes <= 0 {
 			t.Fatalf("image list on an existing Btrfs: %+v, want the built-in image", imgs)

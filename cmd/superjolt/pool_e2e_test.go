@@ -8,9 +8,9 @@ import (
 	"testing"
 
 	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/btrfs/btrfstest"
-	"github.com/superjolt/superjolt/testvm"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,7 +29,7 @@ func TestCLIPool(t *testing.T) {
 	if p.Pool != dir || p.SizeBytes != 384<<20 || p.FreeBytes <= p.ReserveBytes || p.Full || p.UsedBytes != p.SizeBytes-p.FreeBytes {
 		t.Fatalf("pool -o json = %+v", p)
 	}
-	image := len(testvm.Missing()) == 0
+	image := len(images.Missing()) == 0
 	if image && (p.Images.Count != 1 || p.Images.ReferencedBytes <= 0) {
 		t.Errorf("pool -o json: images %+v, want the built-in one", p.Images)
 	}
@@ -66,7 +66,7 @@ func TestCLIPool(t *testing.T) {
 		t.Errorf("superjolt pool on a full pool does not say FULL:\n%s", out)
 	}
 	if !image {
-		t.Log("no built-in image (missing " + strings.Join(testvm.Missing(), ", ") + "): vm create not tried")
+		t.Log("no built-in image (missing " + strings.Join(images.Missing(), ", ") + "): vm create not tried")
 		return
 	}
 	acct := okJSON[model.Account](t, d, "account", "create", "full", "--balance", "10")

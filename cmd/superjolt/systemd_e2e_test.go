@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/superjolt/superjolt/appliance"
+	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/btrfs/btrfstest"
@@ -105,7 +106,7 @@ func newSDBox(t testing.TB) *sdBox {
 	ctx := context.Background()
 	if err := pool.CreateImage(ctx, appliance.DefaultImage, func(dir string) error {
 		for _, f := range []struct{ src, dst string }{{img.Kernel, appliance.KernelFile}, {img.Initrd, appliance.InitrdFile}, {img.Rootfs, appliance.RootfsFile}} {
-			if err := testvm.CopyDisk(filepath.Join(dir, f.dst), f.src); err != nil {
+			if err := images.CopyDisk(filepath.Join(dir, f.dst), f.src); err != nil {
 				return err
 			}
 		}

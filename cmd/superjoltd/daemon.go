@@ -15,12 +15,12 @@ import (
 
 	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/api/server"
+	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/btrfs"
 	"github.com/superjolt/superjolt/clock"
 	"github.com/superjolt/superjolt/systemd"
-	"github.com/superjolt/superjolt/testvm"
 )
 
 // run wires the daemon together and runs it until ctx ends.
@@ -103,7 +103,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		log.Warn("the clock is manual: time moves only with `superjolt debug clock advance`", "now", m.Now())
 	}
 	build := buildImage(cfg.agent, log)
-	if missing := testvm.Missing(); len(missing) > 0 {
+	if missing := images.Missing(); len(missing) > 0 {
 		// Accounts, billing and everything already in the pool still work;
 		// the next start after installing them builds the image.
 		log.Warn("cannot build the built-in image: VMs cannot be created from it until these are installed (scripts/install-deps)", "missing", missing)

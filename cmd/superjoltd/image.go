@@ -7,20 +7,20 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/superjolt/superjolt/testvm"
+	"github.com/superjolt/superjolt/appliance/images"
 )
 
 // buildImage returns the appliance's BuildImage: it fills dir with the
-// built-in image (vmlinuz, initrd, rootfs.img) made by package testvm from
+// built-in image (vmlinuz, initrd, rootfs.img) made by package images from
 // Debian's cloud kernel, busybox and the guest agent. The image is built
-// once into testvm's cache and copied from there (sparse), so a fresh state
+// once into images' cache and copied from there (sparse), so a fresh state
 // directory does not pay for a second build.
 func buildImage(agent string, log *slog.Logger) func(ctx context.Context, dir string) error {
 	return func(ctx context.Context, dir string) error {
 		if agent == "" {
 			agent = besideExecutable("superjolt-agent")
 		}
-		img, err := testvm.Cached(ctx, testvm.BuildOptions{
+		img, err := images.Cached(ctx, images.BuildOptions{
 			Agent: agent,
 			Logf: func(format string, args ...any) {
 				log.Info("built-in image: " + fmt.Sprintf(format, args...))
@@ -29,8 +29,8 @@ func buildImage(agent string, log *slog.Logger) func(ctx context.Context, dir st
 		if err != nil {
 			return fmt.Errorf("build the built-in image: %w", err)
 		}
-		for _, f := range []string{testvm.KernelFile, testvm.InitrdFile, testvm.RootfsFile} {
-			if err := testvm.CopyDisk(filepath.Join(dir, f), filepath.Join(img.Dir, f)); err != nil {
+		for _, f := range []string{images.KernelFile, images.InitrdFile, images.RootfsFile} {
+			if err := images.CopyDisk(filepath.Join(dir, f), filepath.Join(img.Dir, f)); err != nil {
 				return fmt.Errorf("copy the built-in image's %s: %w", f, err)
 			}
 		}
@@ -39,7 +39,7 @@ func buildImage(agent string, log *slog.Logger) func(ctx context.Context, dir st
 }
 
 // besideExecutable returns name in superjoltd's own directory when it is
-// there (bin/superjolt-agent next to bin/superjoltd), else "": testvm then
+// there (bin/superjolt-agent next to bin/superjoltd), else "": images then
 // builds the agent from the source tree.
 func besideExecutable(name string) string {
 	exe, err := os.Executable()

@@ -49,7 +49,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		{1, `{"amount":1000000000000000}`},
 		{1, `{"amount":1e3}`},
 		{1, `{"amount":-9223372036854775808}`},
-		{2, `{"account_id":"ac-abc123","tier":"small","image":"superjolt-test","name":"web-1"}`},
+		{2, `{"account_id":"ac-abc123","tier":"small","image":"superjolt-busybox","name":"web-1"}`},
 		{2, `{"account_id":"ac-../../","tier":"small"}`},
 		{3, `{"path":"sh","args":["-c","id"],"stdin":"aGVsbG8=","timeout":"30s"}`},
 		{3, `{"path":"sh","timeout":"1d2h"}`},

@@ -1,9 +1,9 @@
-// Command mkimage builds the superjolt guest image (vmlinuz, initrd, rootfs.img) into a directory:
-// the test guest, and the built-in image a new installation's first VM boots from.
+// Command mkimage builds the built-in guest image (vmlinuz, initrd, rootfs.img) into a directory with
+// package images: the image a new installation's first VM boots from, which tests boot too.
 //
 // Usage:
 //
-//	go run ./testvm/cmd/mkimage -o DIR [-agent PATH] [-size MiB]
+//	go run ./appliance/images/cmd/mkimage -o DIR [-agent PATH] [-size MiB]
 //
 // Run it from the superjolt module (it builds cmd/superjolt-agent) unless -agent is given.
 package main
@@ -17,13 +17,13 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/superjolt/superjolt/testvm"
+	"github.com/superjolt/superjolt/appliance/images"
 )
 
 func main() {
 	out := flag.String("o", "", "output `dir` (created; must not hold an image already unless -f)")
 	agent := flag.String("agent", "", "prebuilt superjolt-agent `binary` (default: build it from this module)")
-	sizeMiB := flag.Int64("size", testvm.DefaultRootfsSize>>20, "rootfs.img size in `MiB` (sparse)")
+	sizeMiB := flag.Int64("size", images.DefaultRootfsSize>>20, "rootfs.img size in `MiB` (sparse)")
 	force := flag.Bool("f", false, "overwrite an existing image in the output dir")
 	flag.Parse()
 	if *out == "" || flag.NArg() > 0 {
@@ -42,10 +42,10 @@ func main() {
 }
 
 func run(ctx context.Context, dir, agent string, size int64, force bool) error {
-	if _, err := testvm.Open(dir); err == nil && !force {
+	if _, err := images.Open(dir); err == nil && !force {
 		return fmt.Errorf("%s already holds an image; use -f to overwrite it", dir)
 	}
-	img, err := testvm.Build(ctx, dir, testvm.BuildOptions{
+	img, err := images.Build(ctx, dir, images.BuildOptions{
 		Agent:      agent,
 		RootfsSize: size,
 		Logf:       func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },

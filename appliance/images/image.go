@@ -1,4 +1,4 @@
-package testvm
+package images
 
 import (
 	"bytes"
@@ -20,8 +20,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/superjolt/superjolt/appliance/images/cpio"
 	"github.com/superjolt/superjolt/guest"
-	"github.com/superjolt/superjolt/testvm/cpio"
 )
 
 // File names inside an image directory.
@@ -86,6 +86,8 @@ func (o BuildOptions) withDefaults() BuildOptions {
 
 // CacheDir is where kernels and images are cached: $SUPERJOLT_TESTVM_CACHE if set, else
 // $XDG_CACHE_HOME/superjolt/testvm (~/.cache/superjolt/testvm), else /var/cache/superjolt/testvm.
+// The directory and the variable keep the names they had when this code lived in package testvm,
+// so that caches already on disk (installed daemons, CI) are used rather than built again.
 func CacheDir() string {
 	if d := os.Getenv("SUPERJOLT_TESTVM_CACHE"); d != "" {
 		return d
@@ -142,7 +144,7 @@ func Build(ctx context.Context, dir string, opts BuildOptions) (*Image, error) {
 	opts = opts.withDefaults()
 	k, err := fetchKernel(ctx, opts.CacheDir, opts.Logf)
 	if err != nil {
-		return nil, fmt.Errorf("testvm: kernel: %w", err)
+		return nil, fmt.Errorf("images: kernel: %w", err)
 	}
 	agent, cleanup, err := agentBinary(ctx, opts)
 	if err != nil {
@@ -158,7 +160,7 @@ func build(ctx context.Context, dir string, k *kernel, agent string, opts BuildO
 	}
 	agentData, err := os.ReadFile(agent)
 	if err != nil {
-		return nil, fmt.Errorf("testvm: agent: %w", err)
+		return nil, fmt.Errorf("images: agent: %w", err)
 	}
 	sum := sha256.Sum256(agentData)
 	img := &Image{
@@ -174,11 +176,11 @@ func build(ctx context.Context, dir string, k *kernel, agent string, opts BuildO
 	}
 	opts.Logf("writing initramfs")
 	if err := writeInitrd(img.Initrd, agentData, k); err != nil {
-		return nil, fmt.Errorf("testvm: initrd: %w", err)
+		return nil, fmt.Errorf("images: initrd: %w", err)
 	}
 	opts.Logf("making rootfs.img (%d MiB)", opts.RootfsSize>>20)
 	if err := makeRootfs(ctx, img.Rootfs, agentData, opts); err != nil {
-		return nil, fmt.Errorf("testvm: rootfs: %w", err)
+		return nil, fmt.Errorf("images: rootfs: %w", err)
 	}
 	info, _ := json.MarshalIndent(img, "", "  ")
 	if err := os.WriteFile(filepath.Join(dir, infoFile), append(info, '\n'), 0o644); err != nil {
@@ -202,7 +204,7 @@ func Open(dir string) (*Image, error) {
 	}
 	img := &Image{}
 	if err := json.Unmarshal(b, img); err != nil {
-		return nil, fmt.Errorf("testvm: %s: %w", dir, err)
+		return nil, fmt.Errorf("images: %s: %w", dir, err)
 	}
 	img.setDir(dir)
 	for _, p := range []string{img.Kernel, img.Initrd, img.Rootfs} {
@@ -229,7 +231,7 @@ func Cached(ctx context.Context, opts BuildOptions) (*Image, error) {
 
 	k, err := fetchKernel(ctx, opts.CacheDir, opts.Logf)
 	if err != nil {
-		return nil, fmt.Errorf("testvm: kernel: %w", err)
+		return nil, fmt.Errorf("images: kernel: %w", err)
 	}
 	agent, cleanup, err := agentBinary(ctx, opts)
 	if err != nil {
@@ -252,7 +254,7 @@ func Cached(ctx context.Context, opts BuildOptions) (*Image, error) {
 		os.Chtimes(dir, now, now) // marks it used, for pruneImages
 		return img, nil
 	}
-	opts.Logf("building test image %s in %s", key, dir)
+	opts.Logf("building image %s in %s", key, dir)
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return nil, err
 	}
@@ -281,7 +283,7 @@ const (
 )
 
 // pruneImages removes stale cached images (never keep), so that every agent change does not leave
-// 30 MB behind for good. It runs under the cache lock. An image in use by a running test is safe:
+// 30 MB behind for good. It runs under the cache lock. An image in use by a running VM is safe:
 // QEMU has read its kernel and initrd, and each VM boots from its own copy of rootfs.img.
 func pruneImages(root, keep string, logf func(string, ...any)) {
 	entries, err := os.ReadDir(root)
@@ -324,12 +326,12 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			f.Close()
-			return nil, fmt.Errorf("testvm: lock %s: %w", path, err)
+			return nil, fmt.Errorf("images: lock %s: %w", path, err)
 		}
 		select {
 		case <-ctx.Done():
 			f.Close()
-			return nil, fmt.Errorf("testvm: waiting for %s: %w", path, ctx.Err())
+			return nil, fmt.Errorf("images: waiting for %s: %w", path, ctx.Err())
 		case <-timeAfter(100):
 		}
 	}
@@ -374,13 +376,13 @@ func agentBinary(ctx context.Context, opts BuildOptions) (string, func(), error)
 func BuildAgent(ctx context.Context, moduleDir, out string) error {
 	goBin := lookPath("go")
 	if goBin == "" {
-		return errors.New("testvm: go toolchain not found")
+		return errors.New("images: go toolchain not found")
 	}
 	if moduleDir == "" {
 		gomod, err := run(ctx, "", goBin, "env", "GOMOD")
 		gomod = strings.TrimSpace(gomod)
 		if err != nil || gomod == "" || gomod == os.DevNull {
-			return fmt.Errorf("testvm: not inside the superjolt module (go env GOMOD = %q, %v)", gomod, err)
+			return fmt.Errorf("images: not inside the superjolt module (go env GOMOD = %q, %v)", gomod, err)
 		}
 		moduleDir = filepath.Dir(gomod)
 	}
@@ -389,7 +391,7 @@ func BuildAgent(ctx context.Context, moduleDir, out string) error {
 	cmd.Dir = moduleDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("testvm: build agent: %w: %s", err, b)
+		return fmt.Errorf("images: build agent: %w: %s", err, b)
 	}
 	return nil
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/superjolt/superjolt/testvm/cpio"
+	"github.com/superjolt/superjolt/appliance/images/cpio"
 )
 
 // entry is one record as read back by parse.

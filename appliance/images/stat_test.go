@@ -1,4 +1,4 @@
-package testvm
+package images
 
 import (
 	"syscall"
