@@ -9,7 +9,7 @@
 // # Where each rule lives
 //
 //	ops.go        operations: accepted, then the daemon's; follow, cancel, list
-//	recover.go    the start: finish or roll back what a crash left, stop on doubt
+//	recover.go    the start: finish or roll back what a crash left, stop on doubt; take over running VMs
 //	orphans.go    subvolumes no row knows: set aside, deleted after OrphanGrace
 //	vms.go        create, stop, start, exec, ports and domains
 //	retire.go     graveyard and archive (one retire), resume, the reaper, reclaim
@@ -21,9 +21,11 @@
 //	accounts.go   accounts, top-ups, adjustments, the ledger
 //	addresses.go  IP addresses from the subnet (IPAM)
 //	network.go    the network: bridge at start, a TAP per VM on the host, the firewall rebuilt from the store
-//	machines.go   VM processes: boot, halt, supervise (a reboot inside is a new boot id, an exit a stop with its reason)
+//	machines.go   VM processes: boot, attach, halt (also for the host), supervise (a reboot inside is a new boot id)
+//	crashes.go    the crash policy: an unasked exit boots again after a back-off, a crash loop stops
+//	logs.go       a VM's log: QEMU's output and its console (its unit's journal under systemd)
 //	pool.go       the pool's space: status, and refusing work when it is full
-//	usage.go      memory and CPU of the VM processes, sampled from /proc
+//	usage.go      memory and CPU of the VMs, from their units' cgroups or sampled from /proc
 //	hypervisor.go the small interfaces to the pool, the VMM and the agent
 //	qemu.go       the QEMU Hypervisor (package vmm underneath)
 //	testhook.go   crash and hold points for tests of the real daemon
@@ -73,8 +75,10 @@
 // by a per-VM lock; a second one is refused with [model.ErrConflict] naming
 // the one running. [New] finds operations a crashed daemon left unfinished
 // and finishes or rolls back each (recover.go): no orphan subvolume, no
-// half-restored disk, no lost backup; a thaw is attempted for a backup
-// that froze a guest.
+// half-restored disk, no lost backup. VM processes outlive the daemon, and
+// New takes the running ones over (same process, same boot id), except the
+// one of a VM whose operation was cut short: its guest may be frozen or its
+// disk about to change, so it is ended first and booted again after.
 //
 // # Money
 //
