@@ -64,35 +64,17 @@ func Attach(life, ctx context.Context, cfg Config) (*QEMU, error) {
 		return nil, fmt.Errorf("vmm: %s: reattach to QEMU (pid %d): %w", cfg.Name, pid, err)
 	}
 	start := time.Now()
-	q, err := dialQMP(ctx, p)
-	if err != nil {
+	if _, err := m.connectQMP(ctx, p); err != nil {
 		return fail(err)
 	}
-	m.mu.Lock()
-	p.qmp = q
-	go m.watchEvents(p)
-	if p.hasExited() {
-		q.Close()
-	}
-	m.mu.Unlock()
 	if rec.Config.Paused {
 		m.setStatus(StatusRunning)
 		return m, nil
 	}
-	c, ping, err := m.waitAgent(ctx, p, rec.Transport, nil, "")
+	ping, err := m.connectAgent(ctx, p, rec.Transport)
 	if err != nil {
 		return fail(err)
 	}
-	m.mu.Lock()
-	p.agent = c
-	if p.hasExited() {
-		c.Close()
-	}
-	m.bootID = ping.BootID
-	if !p.hasExited() {
-		m.status = StatusRunning
-	}
-	m.mu.Unlock()
 	m.log.Info("reattached", "pid", pid, "boot_id", ping.BootID, "guest_uptime", ping.Uptime,
 		"took", time.Since(start).Round(time.Millisecond))
 	return m, nil

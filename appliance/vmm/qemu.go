@@ -310,17 +310,10 @@ func (m *QEMU) boot(ctx context.Context, bin string, accel Accel, transport Tran
 		return err
 	}
 
-	q, err := dialQMP(ctx, p)
+	q, err := m.connectQMP(ctx, p)
 	if err != nil {
 		return fail(err)
 	}
-	m.mu.Lock()
-	p.qmp = q
-	go m.watchEvents(p) // started with p.qmp set: the reaper waits for it
-	if p.hasExited() {
-		q.Close() // the reaper has already run
-	}
-	m.mu.Unlock()
 	// With -no-reboot a guest reboot would end QEMU; reset the machine instead. -no-reboot still covers
 	// a panic before this point.
 	if _, err := q.Execute(ctx, "set-action", map[string]string{"reboot": "reset"}); err != nil {
@@ -333,9 +326,38 @@ func (m *QEMU) boot(ctx context.Context, bin string, accel Accel, transport Tran
 		return nil
 	}
 
-	c, ping, err := m.waitAgent(ctx, p, transport, nil, "")
+	ping, err := m.connectAgent(ctx, p, transport)
 	if err != nil {
 		return fail(err)
+	}
+	m.log.Info("booted", "accel", accel, "transport", transport, "pid", p.pid,
+		"boot_id", ping.BootID, "guest_uptime", ping.Uptime, "took", time.Since(started).Round(time.Millisecond))
+	return nil
+}
+
+// connectQMP connects to the QMP of p, QEMU just started or running already, and follows its
+// events.
+func (m *QEMU) connectQMP(ctx context.Context, p *process) (*qmp.Conn, error) {
+	q, err := dialQMP(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	p.qmp = q
+	go m.watchEvents(p) // started with p.qmp set: the reaper waits for it
+	if p.hasExited() {
+		q.Close() // the reaper has already run
+	}
+	m.mu.Unlock()
+	return q, nil
+}
+
+// connectAgent waits until the agent of p's guest answers with a boot id, and makes it the
+// machine's agent, its boot id the machine's, and the machine running.
+func (m *QEMU) connectAgent(ctx context.Context, p *process, transport Transport) (guest.PingResult, error) {
+	c, ping, err := m.waitAgent(ctx, p, transport, nil, "")
+	if err != nil {
+		return ping, err
 	}
 	m.mu.Lock()
 	p.agent = c
@@ -347,9 +369,7 @@ func (m *QEMU) boot(ctx context.Context, bin string, accel Accel, transport Tran
 		m.status = StatusRunning
 	}
 	m.mu.Unlock()
-	m.log.Info("booted", "accel", accel, "transport", transport, "pid", p.pid,
-		"boot_id", ping.BootID, "guest_uptime", ping.Uptime, "took", time.Since(started).Round(time.Millisecond))
-	return nil
+	return ping, nil
 }
 
 // launch starts the QEMU process, and a goroutine that notices its end (see launch.go for how
