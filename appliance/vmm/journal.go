@@ -35,10 +35,25 @@ func FollowConsole(ctx context.Context, path string, parent int, out io.Writer) 
 		}
 	}
 	defer f.Close()
-	r := bufio.NewReader(f)
+	return followLines(f, out, func() bool {
+		// At the end of what was written so far: the guest goes on, or
+		// QEMU has ended (this process was handed to another parent).
+		if os.Getppid() != parent || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(200 * time.Millisecond) // polling a file that grows: no notification for it here
+		return true
+	})
+}
+
+// followLines copies the console lines read from r to out as they come.
+// At the end of what is there, more waits for the file to grow and says
+// whether to go on; when it says no, a last partial line is copied too.
+func followLines(r io.Reader, out io.Writer, more func() bool) error {
+	br := bufio.NewReader(r)
 	var partial []byte
 	for {
-		line, err := r.ReadBytes('\n')
+		line, err := br.ReadBytes('\n')
 		partial = append(partial, line...)
 		if err == nil {
 			writeConsoleLine(out, partial)
@@ -48,15 +63,12 @@ func FollowConsole(ctx context.Context, path string, parent int, out io.Writer) 
 		if err != io.EOF {
 			return err
 		}
-		// At the end of what was written so far: the guest goes on, or
-		// QEMU has ended (this process was handed to another parent).
-		if os.Getppid() != parent || ctx.Err() != nil {
+		if !more() {
 			if len(partial) > 0 {
 				writeConsoleLine(out, partial)
 			}
 			return nil
 		}
-		time.Sleep(200 * time.Millisecond) // polling a file that grows: no notification for it here
 	}
 }
 
@@ -99,23 +111,12 @@ func TailConsole(ctx context.Context, path string, n int, follow bool, out io.Wr
 	if !follow {
 		return nil
 	}
-	r := bufio.NewReader(f)
-	var partial []byte
-	for {
-		line, err := r.ReadBytes('\n')
-		partial = append(partial, line...)
-		if err == nil {
-			writeConsoleLine(out, partial)
-			partial = partial[:0]
-			continue
-		}
-		if err != io.EOF {
-			return err
-		}
+	return followLines(f, out, func() bool {
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-time.After(200 * time.Millisecond): // polling a file that grows
+			return true
 		}
-	}
+	})
 }
