@@ -141,22 +141,6 @@ func TestBillingExact(t *testing.T) {
 	}
 }
 
-// eventsOfType returns the events of typ, oldest first.
-func (e *env) eventsOfType(typ string) []model.Event {
-	e.t.Helper()
-	evs, err := e.a.Events(context.Background(), 0, model.MaxListLimit)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var out []model.Event
-	for _, ev := range evs {
-		if ev.Type == typ {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
-
 // TestBillingEvents: charges go to the ledger only, not to the event
 // stream; an account is warned once when its balance drops below a day of
 // its VMs' cost, again only after a top-up lifted it and it dropped again,

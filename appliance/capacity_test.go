@@ -41,7 +41,7 @@ func TestMemoryCapacity(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create with overcommit: %v", err)
 	}
-	if evs := e.eventsOf("vm.overcommitted"); len(evs) != 1 || evs[0].Object != over.ID {
+	if evs := e.eventsOfType("vm.overcommitted"); len(evs) != 1 || evs[0].Object != over.ID {
 		t.Fatalf("overcommit events = %+v", evs)
 	}
 

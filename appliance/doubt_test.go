@@ -39,15 +39,6 @@ func (e *env) unfinished() []model.Operation {
 	return ops
 }
 
-func (e *env) eventsOf(typ string) []model.Event {
-	e.t.Helper()
-	evs, err := e.a.Events(context.Background(), 0, model.MaxListLimit)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return slices.DeleteFunc(evs, func(ev model.Event) bool { return ev.Type != typ })
-}
-
 // TestRecoveryOnDoubt: recovery changes nothing it has not proved. A
 // backup's snapshot that recovery cannot look for (its directory
 // unreadable) stops the start with an error naming the operation, and
@@ -141,7 +132,7 @@ func TestRecoveryOnDoubt(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.reopen()
-	aside := e.eventsOf("pool.orphan_set_aside")
+	aside := e.eventsOfType("pool.orphan_set_aside")
 	if len(aside) != 2 || !strings.Contains(aside[0].Message+aside[1].Message, "vms/vm-zzzzzz") ||
 		!strings.Contains(aside[0].Message+aside[1].Message, "backups/"+vm.ID+"/bk-zzzzzzzzzz") {
 		t.Fatalf("set-aside events = %+v; want one for vms/vm-zzzzzz and one for the stray backup", aside)
@@ -158,14 +149,14 @@ func TestRecoveryOnDoubt(t *testing.T) {
 	if q, _ := e.pool.Quarantine(ctx); len(q) != 2 {
 		t.Fatalf("an hour before the grace ends, %d things are still set aside, want 2", len(q))
 	}
-	if n := len(e.eventsOf("pool.orphan_deleted")); n != 0 {
+	if n := len(e.eventsOfType("pool.orphan_deleted")); n != 0 {
 		t.Fatalf("%d orphans deleted before the grace ended", n)
 	}
 	e.advance(2 * time.Hour)
 	if q, _ := e.pool.Quarantine(ctx); len(q) != 0 {
 		t.Fatalf("after the grace, still set aside: %+v", q)
 	}
-	if n := len(e.eventsOf("pool.orphan_deleted")); n != 2 {
+	if n := len(e.eventsOfType("pool.orphan_deleted")); n != 2 {
 		t.Fatalf("%d orphan_deleted events after the grace, want 2", n)
 	}
 	e.checkConsistent()

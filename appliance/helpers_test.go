@@ -484,3 +484,25 @@ func wantCode(t testing.TB, err error, code string) {
 		t.Fatalf("error %v: category %q, want %q", err, got, code)
 	}
 }
+
+// eventsWhere returns the events that keep accepts, oldest first.
+func (e *env) eventsWhere(keep func(model.Event) bool) []model.Event {
+	e.t.Helper()
+	evs, err := e.a.Events(context.Background(), 0, model.MaxListLimit)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return slices.DeleteFunc(evs, func(ev model.Event) bool { return !keep(ev) })
+}
+
+// eventsOfType returns the events of typ, oldest first.
+func (e *env) eventsOfType(typ string) []model.Event {
+	e.t.Helper()
+	return e.eventsWhere(func(ev model.Event) bool { return ev.Type == typ })
+}
+
+// eventsAbout returns the events about object, oldest first.
+func (e *env) eventsAbout(object string) []model.Event {
+	e.t.Helper()
+	return e.eventsWhere(func(ev model.Event) bool { return ev.Object == object })
+}

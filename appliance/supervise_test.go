@@ -15,22 +15,6 @@ import (
 // The real QEMU side is TestVMsOutliveTheDaemon and TestCrashedVMBootsAgain
 // (cmd/superjolt), and vmm's attach tests.
 
-// eventsAbout returns the events about object.
-func (e *env) eventsAbout(object string) []model.Event {
-	e.t.Helper()
-	evs, err := e.a.Events(context.Background(), 0, model.MaxListLimit)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var out []model.Event
-	for _, ev := range evs {
-		if ev.Object == object {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
-
 func findEvent(evs []model.Event, typ string) (model.Event, bool) {
 	for _, ev := range evs {
 		if ev.Type == typ {
