@@ -101,7 +101,7 @@ func (m *QEMU) unitProcess(ctx context.Context, rec record) (int, error) {
 			if why == "" {
 				why = "it is not active"
 			}
-			return fmt.Errorf("vmm: the unit of %s ended before QEMU ran (%s); see journalctl -u superjolt-vm-%s.service", c.Name, why, c.Name)
+			return fmt.Errorf("vmm: the unit of %s ended before QEMU ran (%s); see `superjolt vm logs %s`", c.Name, why, c.Name)
 		}
 		return nil
 	}
