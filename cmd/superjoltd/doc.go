@@ -9,7 +9,7 @@
 // (Type=notify; the unit `superjolt install` writes is in package systemd).
 //
 // With systemd as PID 1 (--supervisor=auto or systemd) every VM runs as a
-// transient unit whose commands are superjoltd's own (supervisor.go):
+// transient unit whose commands are superjoltd's own (unitcmds.go):
 //
 //	superjoltd exec-vm RUNDIR            the unit's main process: becomes the VM's QEMU
 //	superjoltd stop-vm [--socket S] [--run-dir R] VMID

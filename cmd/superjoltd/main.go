@@ -26,7 +26,7 @@ import (
 const defaultMemoryLimit = 64 << 20
 
 func main() {
-	// The commands of a VM's systemd unit (see supervisor.go).
+	// The commands of a VM's systemd unit (see unitcmds.go).
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "exec-vm":
