@@ -27,8 +27,9 @@ type InitOptions struct {
 	// DeviceTimeout bounds the wait for RootDevice (default 30s: TCG is
 	// slow).
 	DeviceTimeout time.Duration
-	// Exec is the program to run as PID 1 on the new root (default
-	// /sbin/superjolt-agent), with ExecArgs (default ["serve"]).
+	// Exec is the program to run as PID 1 on the new root, with ExecArgs.
+	// Default: what [InitExecFile] names when the initramfs has it (the
+	// init of an image with systemd), else /sbin/superjolt-agent serve.
 	Exec     string
 	ExecArgs []string
 	// Logger (default: text to /dev/console).
@@ -66,10 +67,18 @@ func Init(opts InitOptions) error {
 		opts.DeviceTimeout = 30 * time.Second
 	}
 	if opts.Exec == "" {
-		opts.Exec = "/sbin/superjolt-agent"
+		exec, args, err := readInitExec(InitExecFile)
+		switch {
+		case err == nil:
+			opts.Exec, opts.ExecArgs = exec, args
+		case errors.Is(err, os.ErrNotExist):
+			opts.Exec, opts.ExecArgs = "/sbin/superjolt-agent", []string{"serve"}
+		default:
+			return err
+		}
 	}
 	if opts.ExecArgs == nil {
-		opts.ExecArgs = []string{"serve"}
+		opts.ExecArgs = []string{}
 	}
 
 	for _, m := range []struct {
@@ -136,6 +145,25 @@ func Init(opts InitOptions) error {
 	log.Info("switching root", "device", opts.RootDevice, "exec", opts.Exec)
 	argv := append([]string{opts.Exec}, opts.ExecArgs...)
 	return fmt.Errorf("exec %s: %w", opts.Exec, unix.Exec(opts.Exec, argv, InitEnv))
+}
+
+// readInitExec reads an [InitExecFile]: the program on its first line,
+// arguments on the later non-empty lines.
+func readInitExec(path string) (string, []string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", nil, err
+	}
+	var fields []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			fields = append(fields, l)
+		}
+	}
+	if len(fields) == 0 || !filepath.IsAbs(fields[0]) {
+		return "", nil, fmt.Errorf("%s must name an absolute path on its first line", path)
+	}
+	return fields[0], fields[1:], nil
 }
 
 // mountFS mounts a virtual filesystem on target (made if missing); one

@@ -49,6 +49,12 @@ type Image struct {
 	KernelPackage string   `json:"kernel_package"` // the Debian package, name=version
 	Modules       []string `json:"modules"`        // in load order
 	AgentSHA256   string   `json:"agent_sha256"`
+	// OS, Init and Source describe a distribution image (see FromTree): what its os-release calls
+	// it, the program its initramfs execs on the root disk, where it came from. The built-in
+	// image leaves them empty: its init is the agent.
+	OS     string `json:"os,omitempty"`
+	Init   string `json:"init,omitempty"`
+	Source string `json:"source,omitempty"`
 }
 
 // BuildOptions say what goes into an image. Zero fields take the defaults named beside them.
@@ -175,7 +181,7 @@ func build(ctx context.Context, dir string, k *kernel, agent string, opts BuildO
 		return nil, err
 	}
 	opts.Logf("writing initramfs")
-	if err := writeInitrd(img.Initrd, agentData, k); err != nil {
+	if err := writeInitrd(img.Initrd, agentData, k, ""); err != nil {
 		return nil, fmt.Errorf("images: initrd: %w", err)
 	}
 	opts.Logf("making rootfs.img (%d MiB)", opts.RootfsSize>>20)
@@ -397,8 +403,9 @@ func BuildAgent(ctx context.Context, moduleDir, out string) error {
 }
 
 // writeInitrd writes the gzip-compressed newc initramfs: /init is the agent (init mode), with the
-// guest modules and their load order under /lib/modules/superjolt.
-func writeInitrd(path string, agent []byte, k *kernel) error {
+// guest modules and their load order under /lib/modules/superjolt, and, when initExec is set, the
+// [guest.InitExecFile] naming the program to exec on the root disk (else the agent serves as PID 1).
+func writeInitrd(path string, agent []byte, k *kernel, initExec string) error {
 	var buf bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
 	w := cpio.NewWriter(zw)
@@ -426,6 +433,11 @@ func writeInitrd(path string, agent []byte, k *kernel) error {
 	}
 	if err := w.File("lib/modules/superjolt/order", 0o644, []byte(order.String())); err != nil {
 		return err
+	}
+	if initExec != "" {
+		if err := w.File(strings.TrimPrefix(guest.InitExecFile, "/"), 0o644, []byte(initExec+"\n")); err != nil {
+			return err
+		}
 	}
 	if err := w.Close(); err != nil {
 		return err

@@ -222,21 +222,30 @@ func extractKernel(ctx context.Context, deb, dir, pkg string) error {
 		slices.Sort(missing)
 		return fmt.Errorf("%s lacks modules %v", deb, missing)
 	}
+	_, err = orderModules(dir, release, pkg, mods)
+	return err
+}
+
+// orderModules checks that mods were built for release, puts them in load order (guestModules'
+// order where dependencies allow) and writes dir/kernel.info.
+func orderModules(dir, release, pkg string, mods []modInfo) (*kernel, error) {
 	for _, m := range mods {
 		if !strings.HasPrefix(m.Vermagic, release+" ") {
-			return fmt.Errorf("module %s is built for %q, the kernel is %s", m.Name, m.Vermagic, release)
+			return nil, fmt.Errorf("module %s is built for %q, the kernel is %s", m.Name, m.Vermagic, release)
 		}
 	}
-	// Keep guestModules' order where dependencies allow.
 	slices.SortStableFunc(mods, func(a, b modInfo) int {
 		return slices.Index(guestModules, a.Name) - slices.Index(guestModules, b.Name)
 	})
 	order, err := loadOrder(mods)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	meta := "release=" + release + "\npackage=" + pkg + "\norder=" + strings.Join(order, ",") + "\n"
-	return os.WriteFile(filepath.Join(dir, "kernel.info"), []byte(meta), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "kernel.info"), []byte(meta), 0o644); err != nil {
+		return nil, err
+	}
+	return &kernel{Dir: dir, Release: release, Package: pkg, Order: order}, nil
 }
 
 // moduleName splits "virtio_blk.ko.xz" into ("virtio_blk", "xz"). It returns "" for other files.

@@ -296,7 +296,9 @@ func kernelCmdline(accel Accel, tscKHz uint64, boot, extra string) string {
 	// reboot=t: restart by triple fault, which QEMU turns into a reset at once. The default order
 	// (ACPI, then the keyboard controller microvm does not have, polled 0x10000 times per try) spins
 	// for seconds under TCG, and for over 90 s on a loaded host: guest reboots looked hung.
-	args := []string{"console=ttyS0", "panic=-1", "quiet", "pci=off", "reboot=t"}
+	// net.ifnames=0: a distribution guest's udev keeps the kernel's name eth0 for the NIC, the one
+	// the boot configuration sets up (a virtio-mmio NIC has no slot or path to name it by anyway).
+	args := []string{"console=ttyS0", "panic=-1", "quiet", "pci=off", "reboot=t", "net.ifnames=0"}
 	if accel == AccelTCG && tscKHz > 0 {
 		// Under TCG, PIT calibration fails under host CPU contention and the boot hangs.
 		args = append(args, "tsc_early_khz="+strconv.FormatUint(tscKHz, 10))

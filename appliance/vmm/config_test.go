@@ -42,7 +42,7 @@ func TestArgv(t *testing.T) {
 			want: [][]string{
 				{"-M", "microvm"}, {"-accel", "tcg,tb-size=128"}, {"-smp", "2"}, {"-m", "512"},
 				{"-kernel", "/proc/self/fd/3"}, {"-initrd", "/proc/self/fd/4"},
-				{"-append", "console=ttyS0 panic=-1 quiet pci=off reboot=t tsc_early_khz=2096010"},
+				{"-append", "console=ttyS0 panic=-1 quiet pci=off reboot=t net.ifnames=0 tsc_early_khz=2096010"},
 				{"-chardev", "socket,id=ser0,fd=10,server=on,wait=off,logfile=/proc/self/fd/6"},
 				{"-serial", "chardev:ser0"},
 				{"-drive", "id=root,file=/proc/self/fd/5,format=raw,if=none,discard=unmap,werror=report,rerror=report"},
@@ -62,7 +62,7 @@ func TestArgv(t *testing.T) {
 			want: [][]string{
 				{"-accel", "kvm"}, {"-cpu", "host"},
 				{"-device", "vhost-vsock-device,guest-cid=42,vhostfd=9"},
-				{"-append", "console=ttyS0 panic=-1 quiet pci=off reboot=t"},
+				{"-append", "console=ttyS0 panic=-1 quiet pci=off reboot=t net.ifnames=0"},
 				{"-no-reboot", "-sandbox"},
 			},
 			absent: []string{"tsc_early_khz", "virtserialport", "agent.sock", "-netdev", "superjolt.hostname", "superjolt.net"},
@@ -70,7 +70,7 @@ func TestArgv(t *testing.T) {
 		{
 			name: "hostname and network", accel: AccelTCG, transport: TransportSerial, change: network,
 			want: [][]string{
-				{"-append", "console=ttyS0 panic=-1 quiet pci=off reboot=t tsc_early_khz=2096010 " +
+				{"-append", "console=ttyS0 panic=-1 quiet pci=off reboot=t net.ifnames=0 tsc_early_khz=2096010 " +
 					"superjolt.hostname=web-1 superjolt.net=10.77.0.2/16,10.77.0.1,10.77.0.1 loglevel=4"},
 				// QEMU 7.2 refuses vnet_hdr= with fd=: it probes the fd itself.
 				{"-netdev", "tap,id=net0,fd=11"},

@@ -14,7 +14,7 @@
 //
 // The guest learns its name and network from the kernel command line, which the driver builds as
 //
-//	console=ttyS0 panic=-1 quiet pci=off reboot=t [tsc_early_khz=K] [superjolt.hostname=NAME]
+//	console=ttyS0 panic=-1 quiet pci=off reboot=t net.ifnames=0 [tsc_early_khz=K] [superjolt.hostname=NAME]
 //	    [superjolt.net=ADDR/PREFIX,GATEWAY[,DNS...]] [KernelArgs]
 //
 // superjolt.hostname comes from [Config.Hostname] (a valid VM name), superjolt.net from

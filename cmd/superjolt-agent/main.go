@@ -6,6 +6,8 @@
 //
 //	superjolt-agent [flags] [serve]   serve the agent (the default)
 //	superjolt-agent init              initramfs stage of the test image
+//	superjolt-agent bootconfig        apply the host's hostname and network
+//	                                  (superjolt-bootconfig.service)
 //	superjolt-agent version           print the version
 //
 // Run as PID 1 from /init (the test image's initramfs), it is the init:
@@ -72,7 +74,7 @@ func run(args []string) int {
 	noSerial := fs.Bool("no-serial", false, "do not serve virtio-serial")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: superjolt-agent [flags] [serve|init|version]\n")
+		fmt.Fprintf(fs.Output(), "usage: superjolt-agent [flags] [serve|init|bootconfig|version]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -126,6 +128,13 @@ func run(args []string) int {
 		})
 	case cmd == "init" && fs.NArg() == 1:
 		return runInit()
+	case cmd == "bootconfig" && fs.NArg() == 1:
+		// Under systemd (an imported or built distribution image): what
+		// the agent as PID 1 does before it serves.
+		if _, err := guest.ConfigureBoot(log, ""); err != nil {
+			return 1
+		}
+		return 0
 	case cmd == "version" && fs.NArg() == 1:
 		fmt.Println(agentVersion())
 		return 0
