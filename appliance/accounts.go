@@ -233,15 +233,3 @@ func (a *Appliance) Tiers(ctx context.Context) ([]model.Tier, error) {
 	})
 	return out, categorised(err, "list tiers")
 }
-
-// Images lists the images by name.
-func (a *Appliance) Images(ctx context.Context) ([]model.Image, error) {
-	var out []model.Image
-	err := a.view(ctx, func(tx *store.Tx) error {
-		var err error
-		out, err = tx.Images()
-		return err
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, categorised(err, "list images")
-}

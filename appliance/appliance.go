@@ -84,6 +84,9 @@ type Options struct {
 	// (vmlinuz, initrd, rootfs.img); New calls it when the pool has no such
 	// image yet. Nil: the image must already be in the pool.
 	BuildImage func(ctx context.Context, dir string) error
+	// Images makes distribution images on request (import, build; see
+	// images.go). Nil: image import and build answer unavailable.
+	Images ImageMaker
 	// BootTimeout bounds a boot. Default: DefaultBootTimeout.
 	BootTimeout time.Duration
 	// CrashLimit, CrashWindow and CrashBackoff are the crash policy (see
@@ -128,6 +131,7 @@ type Appliance struct {
 	runDir  string
 	log     *slog.Logger
 	image   string
+	images  ImageMaker
 	bootMax time.Duration
 	hostMiB int64
 
@@ -194,6 +198,7 @@ func New(ctx context.Context, opts Options) (*Appliance, error) {
 		runDir:       opts.RunDir,
 		log:          opts.Logger,
 		image:        opts.BuiltinImage,
+		images:       opts.Images,
 		bootMax:      opts.BootTimeout,
 		machines:     map[string]*machine{},
 		crashes:      map[string][]time.Time{},

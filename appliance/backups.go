@@ -125,11 +125,14 @@ func (a *Appliance) runBackup(ctx context.Context, o *op, kind model.BackupKind)
 	var frozenAt time.Time
 	if ag != nil {
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, ferr := ag.Freeze(fctx, FreezeDeadline)
+		fr, ferr := ag.Freeze(fctx, FreezeDeadline)
 		cancel()
 		switch {
 		case ferr == nil:
 			frozen, frozenAt = true, time.Now()
+			if len(fr.Skipped) > 0 {
+				log.Warn("the agent could not freeze every filesystem; those it skipped are crash-consistent in this backup", "skipped", fr.Skipped)
+			}
 		case ctx.Err() != nil:
 			// Cancelled (or out of time) while the agent froze: it may
 			// have, so thaw below.
@@ -284,6 +287,9 @@ func (a *Appliance) recoverBackup(ctx context.Context, rec model.Operation, in i
 // the step "saved".
 func (a *Appliance) saveBackup(ctx context.Context, o *op, vmID, bkID string, kind model.BackupKind, cons model.Consistency) (model.Backup, error) {
 	bk := model.Backup{ID: bkID, VMID: vmID, Kind: kind, TakenAt: a.clock.Now(), Consistency: cons}
+	if cons == model.Frozen && o.frozen > 0 {
+		bk.FrozenMS = max(o.frozen.Milliseconds(), 1)
+	}
 	if p, err := a.pool.BackupPath(vmID, bkID); err == nil {
 		if u, err := a.pool.Usage(context.WithoutCancel(ctx), p); err == nil {
 			bk.SizeBytes = u.Exclusive

@@ -19,6 +19,7 @@ type Pool interface {
 	CreateImage(ctx context.Context, name string, fill func(dir string) error) error
 	Images(ctx context.Context) ([]string, error)
 	ImagePath(name string) (string, error)
+	DeleteImage(ctx context.Context, name string) error
 
 	// CreateVM makes vms/<vmID> as a writable snapshot of images/<image>.
 	CreateVM(ctx context.Context, vmID, image string) (string, error)

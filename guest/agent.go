@@ -317,7 +317,7 @@ func (a *Agent) handle(ctx context.Context, req Request) (Response, func()) {
 	case OpPing:
 		resp, err = a.ping()
 	case OpFreeze:
-		resp.Filesystems, err = a.freeze(durationMS(req.DeadlineMS))
+		resp.Filesystems, resp.Skipped, err = a.freeze(durationMS(req.DeadlineMS))
 	case OpThaw:
 		err = a.thaw("host")
 	case OpExec:
@@ -383,8 +383,9 @@ func readUptime(path string) (time.Duration, error) {
 }
 
 // freeze syncs, then freezes every filesystem the Freezer lists, and arms
-// the automatic thaw.
-func (a *Agent) freeze(deadline time.Duration) ([]string, error) {
+// the automatic thaw. It returns what it froze, and what it skipped (a
+// filesystem that cannot be frozen, with the reason).
+func (a *Agent) freeze(deadline time.Duration) (frozen, skipped []string, err error) {
 	if deadline <= 0 {
 		deadline = a.opts.DefaultFreezeDeadline
 	}
@@ -395,21 +396,26 @@ func (a *Agent) freeze(deadline time.Duration) ([]string, error) {
 	// blocks on the frozen filesystems (journald writes to them) must
 	// never hold up a thaw.
 	var notes []error
-	frozen, err := a.freezeLocked(deadline, &notes)
+	var began, done time.Time
+	frozen, skipped, err = a.freezeLocked(deadline, &notes, &began, &done)
 	for _, n := range notes {
 		a.log.Info("freeze", "note", n)
 	}
 	if err == nil {
-		a.log.Info("froze filesystems", "filesystems", frozen, "deadline", deadline)
+		// The times are the guest's wall clock, so that what ran in the
+		// guest can be placed before, during or after the freeze.
+		a.log.Info("froze filesystems", "filesystems", frozen, "skipped", skipped, "deadline", deadline,
+			"began_unix_us", began.UnixMicro(), "frozen_unix_us", done.UnixMicro())
 	}
-	return frozen, err
+	return frozen, skipped, err
 }
 
 // freezeLocked does the freeze under the lock; notes collects what is
-// worth logging once the lock is released.
-func (a *Agent) freezeLocked(deadline time.Duration, notes *[]error) ([]string, error) {
+// worth logging once the lock is released, began and done when the first
+// filesystem started to freeze and the last one was frozen.
+func (a *Agent) freezeLocked(deadline time.Duration, notes *[]error, began, done *time.Time) ([]string, []string, error) {
 	if frozen := a.Frozen(); frozen != nil {
-		return nil, fmt.Errorf("%w: %s", ErrFrozen, strings.Join(frozen, ", "))
+		return nil, nil, fmt.Errorf("%w: %s", ErrFrozen, strings.Join(frozen, ", "))
 	}
 	// The sync that does the bulk of the flushing runs outside the lock:
 	// it can take long, and a thaw (which then finds nothing frozen) must
@@ -418,17 +424,19 @@ func (a *Agent) freezeLocked(deadline time.Duration, notes *[]error) ([]string, 
 	a.fmu.Lock()
 	defer a.fmu.Unlock()
 	if a.frozen != nil {
-		return nil, fmt.Errorf("%w: %s", ErrFrozen, strings.Join(a.frozen, ", "))
+		return nil, nil, fmt.Errorf("%w: %s", ErrFrozen, strings.Join(a.frozen, ", "))
 	}
 	mps, err := a.opts.Freezer.Filesystems()
 	if err != nil {
-		return nil, fmt.Errorf("%w: list filesystems: %v", ErrInternal, err)
+		return nil, nil, fmt.Errorf("%w: list filesystems: %v", ErrInternal, err)
 	}
-	frozen := []string{}
+	frozen, skipped := []string{}, []string(nil)
+	*began = time.Now()
 	for _, mp := range mps {
 		err := a.opts.Freezer.Freeze(mp)
 		if errors.Is(err, ErrNotFreezable) {
 			*notes = append(*notes, fmt.Errorf("skipped %s: %w", mp, err))
+			skipped = append(skipped, mp+": "+err.Error())
 			continue
 		}
 		if err != nil {
@@ -437,15 +445,16 @@ func (a *Agent) freezeLocked(deadline time.Duration, notes *[]error) ([]string, 
 					*notes = append(*notes, fmt.Errorf("thaw %s after the failed freeze: %w", frozen[i], terr))
 				}
 			}
-			return nil, fmt.Errorf("%w: freeze %s: %v", ErrInternal, mp, err)
+			return nil, nil, fmt.Errorf("%w: freeze %s: %v", ErrInternal, mp, err)
 		}
 		frozen = append(frozen, mp)
 	}
+	*done = time.Now()
 	a.frozen = frozen
 	a.gen++
 	gen := a.gen
 	a.autoThaw = a.opts.Clock.AfterFunc(deadline, func() { a.deadlineThaw(gen, deadline) })
-	return frozen, nil
+	return frozen, skipped, nil
 }
 
 // deadlineThaw thaws the freeze numbered gen if it is still in place.
@@ -492,7 +501,7 @@ func (a *Agent) thawLocked(by string) error {
 			errs = append(errs, fmt.Errorf("thaw %s: %w", a.frozen[i], err))
 		}
 	}
-	a.log.Info("thawed filesystems", "filesystems", a.frozen, "by", by)
+	a.log.Info("thawed filesystems", "filesystems", a.frozen, "by", by, "thawed_unix_us", time.Now().UnixMicro())
 	a.frozen = nil
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %v", ErrInternal, err)

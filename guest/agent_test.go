@@ -215,6 +215,11 @@ func TestFreezeSkipsUnfreezable(t *testing.T) {
 	if !slices.Equal(fr.Filesystems, []string{"/", "/data"}) {
 		t.Errorf("froze %q, want [/ /data]", fr.Filesystems)
 	}
+	// The result says what was skipped and why, so the host can tell the
+	// backup's consistency of each filesystem.
+	if len(fr.Skipped) != 1 || !strings.HasPrefix(fr.Skipped[0], "/fuse: ") || !strings.Contains(fr.Skipped[0], "fake") {
+		t.Errorf("skipped %q, want one entry for /fuse with its reason", fr.Skipped)
+	}
 	mustThaw(t, c)
 }
 

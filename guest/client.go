@@ -49,6 +49,9 @@ type PingResult struct {
 // FreezeResult lists the mount points the agent froze, in freeze order.
 type FreezeResult struct {
 	Filesystems []string
+	// Skipped are writable filesystems that cannot be frozen, each with
+	// the reason ("/mnt/x: ...").
+	Skipped []string
 }
 
 // ExecRequest is a program to run in the guest.
@@ -354,7 +357,7 @@ func (c *Client) Freeze(ctx context.Context, deadline time.Duration) (FreezeResu
 	if err != nil {
 		return FreezeResult{}, err
 	}
-	return FreezeResult{Filesystems: resp.Filesystems}, nil
+	return FreezeResult{Filesystems: resp.Filesystems, Skipped: resp.Skipped}, nil
 }
 
 // Thaw thaws what Freeze froze; ErrNotFrozen when nothing is frozen.

@@ -111,8 +111,11 @@ type Response struct {
 	Addresses       []string `json:"addresses,omitempty"`
 	BootConfigError string   `json:"boot_config_error,omitempty"`
 
-	// freeze
+	// freeze: the mount points frozen, and those skipped because they
+	// cannot be frozen ("/mnt/x: ..." with the reason; optional, older
+	// agents leave it out).
 	Filesystems []string `json:"filesystems,omitempty"`
+	Skipped     []string `json:"skipped,omitempty"`
 
 	// exec
 	ExitCode  int    `json:"exit_code,omitempty"`

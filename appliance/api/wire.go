@@ -468,3 +468,38 @@ func ParsePort(s string) (model.Port, error) {
 type CA struct {
 	Cert string `json:"cert"` // PEM
 }
+
+// BuildImageRequest is the body of POST /v1/images/build.
+type BuildImageRequest struct {
+	// Recipe is the image to build ("debian-12").
+	Recipe string `json:"recipe"`
+	// Name is the new image's name; "" is the recipe's.
+	Name string `json:"name,omitempty"`
+	// Packages are installed beyond the recipe's own.
+	Packages []string `json:"packages,omitempty"`
+}
+
+// MaxImageBytes caps an uploaded image (POST /v1/images/import).
+const MaxImageBytes = 64 << 30
+
+// ImageProgress is one line of the answer of POST /v1/images/import and
+// /v1/images/build, which stream newline-delimited JSON: Progress lines
+// while the image is made, then one line with Image (done) or Error (failed).
+type ImageProgress struct {
+	Progress string       `json:"progress,omitempty"`
+	Image    *model.Image `json:"image,omitempty"`
+	Error    *ErrorDetail `json:"error,omitempty"`
+}
+
+// Validate checks the shape; the recipe and packages are the daemon's to judge.
+func (r BuildImageRequest) Validate() error {
+	if r.Recipe == "" {
+		return invalidf("recipe is required (`superjolt image build --help` lists them)")
+	}
+	if r.Name != "" {
+		if err := model.ValidateImageName(r.Name); err != nil {
+			return invalidf("name: %v", err)
+		}
+	}
+	return nil
+}

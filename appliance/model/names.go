@@ -134,3 +134,21 @@ func isASCII(s string) bool {
 	}
 	return true
 }
+
+// ValidateFileName checks a file's base name given for the record (an
+// imported image's source): empty, or 1 to 255 printable characters
+// without a slash.
+func ValidateFileName(s string) error {
+	if s == "" {
+		return nil
+	}
+	if len(s) > 255 || strings.ContainsAny(s, "/\x00") || s == "." || s == ".." {
+		return fmt.Errorf("file name %q must be a plain file name of at most 255 bytes", clip(s))
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("file name %q has a character that is not printable", clip(s))
+		}
+	}
+	return nil
+}

@@ -70,12 +70,16 @@ func DefaultTiers() []Tier {
 }
 
 // Image is a bootable image a VM is made from: a read-only subvolume holding
-// rootfs.img, vmlinuz and initrd.
+// rootfs.img, vmlinuz and initrd. OS, Kernel and Source describe an imported
+// or built image (the built-in one leaves them empty).
 type Image struct {
 	Name      string    `json:"name"`
 	Builtin   bool      `json:"builtin"`
 	SizeBytes int64     `json:"size_bytes"`
 	CreatedAt time.Time `json:"created_at"`
+	OS        string    `json:"os,omitempty"`     // what its os-release calls it
+	Kernel    string    `json:"kernel,omitempty"` // the release it boots
+	Source    string    `json:"source,omitempty"` // the file or recipe it was made from
 }
 
 // StopReason says why a VM is stopped. The set is closed; "" is a VM
@@ -309,6 +313,10 @@ type Backup struct {
 	TakenAt     time.Time   `json:"taken_at"`
 	SizeBytes   int64       `json:"size_bytes"` // bytes that deleting it would free (btrfs exclusive)
 	Consistency Consistency `json:"consistency"`
+	// FrozenMS is how long the guest's filesystems were frozen for it, as
+	// the host measured (from the agent's answer to the freeze to its
+	// answer to the thaw); 0 unless Consistency is Frozen.
+	FrozenMS int64 `json:"frozen_ms,omitempty"`
 }
 
 // EntryKind is the kind of a ledger entry.

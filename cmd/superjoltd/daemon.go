@@ -137,6 +137,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		RunDir:        cfg.runDir,
 		Logger:        log,
 		BuildImage:    build,
+		Images:        newImageMaker(cfg.agent, filepath.Join(cfg.stateDir, "tmp"), log),
 	})
 	if err != nil {
 		return fmt.Errorf("open the appliance: %w", err)

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/images"
 )
 
@@ -51,4 +55,111 @@ func besideExecutable(name string) string {
 		return p
 	}
 	return ""
+}
+
+// imageMaker makes distribution images with package images (see
+// appliance.ImageMaker). Uploads and unpacked trees are staged in tmpDir,
+// on the state directory's file system rather than a small /tmp.
+type imageMaker struct {
+	agent  string // the static agent; "" = beside superjoltd, else built from the source
+	tmpDir string
+	log    *slog.Logger
+}
+
+var _ appliance.ImageMaker = (*imageMaker)(nil)
+
+// newImageMaker returns the daemon's image maker, after removing what an
+// import or build that the daemon died in left in tmpDir.
+func newImageMaker(agent, tmpDir string, log *slog.Logger) *imageMaker {
+	if err := os.RemoveAll(tmpDir); err != nil {
+		log.Warn("cannot clear the image staging directory", "dir", tmpDir, "err", err)
+	}
+	return &imageMaker{agent: agent, tmpDir: tmpDir, log: log}
+}
+
+func (m *imageMaker) agentBinary(ctx context.Context) (string, func(), error) {
+	if agent := cmp.Or(m.agent, besideExecutable("superjolt-agent")); agent != "" {
+		return agent, func() {}, nil
+	}
+	tmp, err := os.MkdirTemp(m.tmpDir, "agent-")
+	if err != nil {
+		return "", nil, err
+	}
+	out := filepath.Join(tmp, "superjolt-agent")
+	if err := images.BuildAgent(ctx, "", out); err != nil {
+		os.RemoveAll(tmp)
+		return "", nil, fmt.Errorf("no superjolt-agent beside superjoltd, and it cannot be built here: %w", err)
+	}
+	return out, func() { os.RemoveAll(tmp) }, nil
+}
+
+func (m *imageMaker) Import(ctx context.Context, r io.Reader, file, dir string, progress func(string)) (appliance.ImageFacts, error) {
+	agent, done, err := m.agentBinary(ctx)
+	if err != nil {
+		return appliance.ImageFacts{}, err
+	}
+	defer done()
+	if err := os.MkdirAll(m.tmpDir, 0o700); err != nil {
+		return appliance.ImageFacts{}, err
+	}
+	f, err := os.CreateTemp(m.tmpDir, "upload-")
+	if err != nil {
+		return appliance.ImageFacts{}, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	progress("receiving the file")
+	n, err := io.Copy(f, r)
+	if err != nil {
+		return appliance.ImageFacts{}, fmt.Errorf("receive the file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return appliance.ImageFacts{}, err
+	}
+	progress(fmt.Sprintf("received %d MiB", n>>20))
+	img, err := images.Import(ctx, f.Name(), dir, images.ImportOptions{Agent: agent, TempDir: m.tmpDir, Logf: m.logf(progress)})
+	if err != nil {
+		return appliance.ImageFacts{}, err
+	}
+	format, _ := images.DetectFormat(f.Name())
+	return appliance.ImageFacts{OS: img.OS, Kernel: img.KernelRelease, Source: cmp.Or(file, "an upload") + " (" + string(format) + ")"}, nil
+}
+
+func (m *imageMaker) CheckBuild(recipe string, packages []string) error {
+	if _, err := images.RecipeNamed(recipe); err != nil {
+		return err
+	}
+	return images.CheckPackages(packages)
+}
+
+func (m *imageMaker) Build(ctx context.Context, recipe string, packages []string, dir string, progress func(string)) (appliance.ImageFacts, error) {
+	rec, err := images.RecipeNamed(recipe)
+	if err != nil {
+		return appliance.ImageFacts{}, err
+	}
+	agent, done, err := m.agentBinary(ctx)
+	if err != nil {
+		return appliance.ImageFacts{}, err
+	}
+	defer done()
+	img, err := images.BuildDebian(ctx, dir, images.DebianOptions{
+		Recipe: rec, Packages: packages, Agent: agent, TempDir: m.tmpDir, Logf: m.logf(progress),
+	})
+	if err != nil {
+		return appliance.ImageFacts{}, err
+	}
+	source := recipe + " (mmdebstrap)"
+	if len(packages) > 0 {
+		source = recipe + " (mmdebstrap) + " + strings.Join(packages, ",")
+	}
+	return appliance.ImageFacts{OS: img.OS, Kernel: img.KernelRelease, Source: source}, nil
+}
+
+// logf reports a step both in the log and to the caller.
+func (m *imageMaker) logf(progress func(string)) func(string, ...any) {
+	return func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		m.log.Info("image: " + msg)
+		progress(msg)
+	}
 }

@@ -36,6 +36,9 @@ type Appliance interface {
 
 	Tiers(ctx context.Context) ([]model.Tier, error)
 	Images(ctx context.Context) ([]model.Image, error)
+	ImportImage(ctx context.Context, req appliance.ImportImageRequest, r io.Reader, progress func(string)) (model.Image, error)
+	BuildImage(ctx context.Context, req appliance.BuildImageRequest, progress func(string)) (model.Image, error)
+	DeleteImage(ctx context.Context, name string) (model.Image, error)
 	PoolStatus(ctx context.Context) (appliance.PoolStatus, error)
 
 	// Verbs that are operations answer once the operation is accepted; it
@@ -209,6 +212,9 @@ func (s *Server) routes() {
 
 	m.HandleFunc("GET /v1/tiers", s.tiers)
 	m.HandleFunc("GET /v1/images", s.images)
+	m.HandleFunc("POST /v1/images/import", s.importImage)
+	m.HandleFunc("POST /v1/images/build", s.buildImage)
+	m.HandleFunc("DELETE /v1/images/{name}", s.deleteImage)
 	m.HandleFunc("GET /v1/pool", s.pool)
 	m.HandleFunc("GET /v1/ca", s.ca)
 

@@ -82,6 +82,18 @@ func (s *errApp) Images(context.Context) ([]model.Image, error) {
 	s.rec("Images")
 	return nil, s.err
 }
+func (s *errApp) ImportImage(_ context.Context, req appliance.ImportImageRequest, _ io.Reader, _ func(string)) (model.Image, error) {
+	s.rec("ImportImage", req)
+	return model.Image{}, s.err
+}
+func (s *errApp) BuildImage(_ context.Context, req appliance.BuildImageRequest, _ func(string)) (model.Image, error) {
+	s.rec("BuildImage", req)
+	return model.Image{}, s.err
+}
+func (s *errApp) DeleteImage(_ context.Context, name string) (model.Image, error) {
+	s.rec("DeleteImage", name)
+	return model.Image{}, s.err
+}
 func (s *errApp) SubmitCreateVM(_ context.Context, req appliance.CreateVMRequest) (model.Operation, error) {
 	s.rec("SubmitCreateVM", req)
 	return model.Operation{}, s.err
