@@ -190,6 +190,38 @@ func (a *Appliance) Adjust(ctx context.Context, id string, amount model.Micro, r
 	return acct, nil
 }
 
+// SetAccountSSHKeys replaces an account's default SSH keys (which keys a
+// VM gets is said once, at model.MaxSSHKeys); no keys clears them. VMs that exist keep the keys their disks were made with.
+func (a *Appliance) SetAccountSSHKeys(ctx context.Context, id string, keys []string) (model.Account, error) {
+	if err := model.ValidateID(model.KindAccount, id); err != nil {
+		return model.Account{}, err
+	}
+	keys, err := model.NormalizeSSHKeys(keys)
+	if err != nil {
+		return model.Account{}, err
+	}
+	var acct model.Account
+	err = a.update(ctx, func(tx *store.Tx) error {
+		var err error
+		if acct, err = getAccount(tx, id); err != nil {
+			return err
+		}
+		acct.SSHKeys = keys
+		if err := tx.PutAccount(acct); err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			return event(tx, a.clock.Now(), "account.ssh_keys", id, id, "%s has no default SSH keys now", id)
+		}
+		return event(tx, a.clock.Now(), "account.ssh_keys", id, id, "%s gives its new VMs %s", id, model.Count(len(keys), "default SSH key"))
+	})
+	if err != nil {
+		return model.Account{}, categorised(err, "set the account's SSH keys")
+	}
+	a.log.Info("account SSH keys set", "account", id, "keys", len(keys))
+	return acct, nil
+}
+
 // Ledger returns an account's ledger entries, newest first, at most limit
 // (0 or less: 100; capped at model.MaxListLimit).
 func (a *Appliance) Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error) {

@@ -31,6 +31,9 @@ type CreateVMRequest struct {
 	// Overcommit creates the VM even when its memory does not fit in what
 	// the host has left (see capacity.go).
 	Overcommit bool `json:"overcommit,omitempty"`
+	// SSHKeys are OpenSSH public keys for root's authorized_keys, after
+	// the account's default ones (see model.MaxSSHKeys).
+	SSHKeys []string `json:"ssh_keys,omitempty"`
 }
 
 // VMFilter selects VMs; zero fields select all.
@@ -115,6 +118,10 @@ func (a *Appliance) submitCreateVM(ctx context.Context, req CreateVMRequest) (*o
 			return nil, invalidf("VM name %q looks like a VM id, which would make `superjolt vm show %s` ambiguous; give another name", req.Name, req.Name)
 		}
 	}
+	keys, err := model.NormalizeSSHKeys(req.SSHKeys)
+	if err != nil {
+		return nil, err
+	}
 	var vm model.VM
 	var tier model.Tier
 	o, err := a.begin(ctx, model.OpCreate, "", intent{}, func(tx *store.Tx, rec *model.Operation, in *intent) error {
@@ -126,6 +133,10 @@ func (a *Appliance) submitCreateVM(ctx context.Context, req CreateVMRequest) (*o
 			return fundsf("account %s has a balance of %s credits; top up with `superjolt account topup %s CREDITS` first", acct.ID, acct.Balance, acct.ID)
 		}
 		if err := checkVMLimit(tx, acct); err != nil {
+			return err
+		}
+		// The account's default keys first, then the ones given now.
+		if keys, err = model.MergeSSHKeys(acct.SSHKeys, keys); err != nil {
 			return err
 		}
 		if tier, err = tx.Tier(req.Tier); err != nil {
@@ -165,14 +176,14 @@ func (a *Appliance) submitCreateVM(ctx context.Context, req CreateVMRequest) (*o
 		now := a.clock.Now()
 		vm = model.VM{ID: id, AccountID: acct.ID, Name: name, Tier: req.Tier, Image: req.Image,
 			State: model.StateCreating, IP: ip, LastIP: ip, Ports: []model.Port{}, Domains: []string{},
-			CreatedAt: now, WantRunning: true, BilledUntil: now, NextBackupAt: nextBackupAt(id, now)}
+			CreatedAt: now, WantRunning: true, BilledUntil: now, NextBackupAt: nextBackupAt(id, now), SSHKeys: keys}
 		rec.VMID, in.IP = id, ip.String()
 		return tx.PutVM(vm)
 	})
 	if err != nil {
 		return nil, err
 	}
-	o.log.Info("creating VM", "account", vm.AccountID, "tier", vm.Tier, "image", vm.Image, "ip", vm.IP)
+	o.log.Info("creating VM", "account", vm.AccountID, "tier", vm.Tier, "image", vm.Image, "ip", vm.IP, "ssh_keys", len(vm.SSHKeys))
 	return a.launch(o, func(ctx context.Context) error { return a.runCreate(ctx, o, vm, tier) }), nil
 }
 
@@ -199,6 +210,15 @@ func (a *Appliance) runCreate(ctx context.Context, o *op, vm model.VM, tier mode
 			return fail(a.noSpaceOr(ctx, err, "create a VM (growing its disk)", unavailablef("cannot grow the disk of %s to the %d GiB of tier %s: %v", vm.ID, tier.DiskGiB, tier.Name, err)))
 		}
 		o.log.Info("disk sized to the tier", "disk_gib", tier.DiskGiB, "grown", grown, "took", time.Since(start))
+	}
+	// Only here, at create: a VM made again from a backup, restored or
+	// resumed keeps what its disk holds. Part of the step "grown": the
+	// disk is ready for its first boot.
+	if len(vm.SSHKeys) > 0 {
+		if err := ext4.AddAuthorizedKeys(ctx, filepath.Join(dir, RootfsFile), vm.SSHKeys); err != nil {
+			return fail(a.noSpaceOr(ctx, err, "create a VM (writing its SSH keys)", invalidf("cannot put the SSH keys into the disk of %s (image %s): %v; create it without --ssh-key (and clear the account's default keys with `superjolt account set %s --no-ssh-keys`), or from an image with an ext4 root filesystem", vm.ID, vm.Image, err, vm.AccountID)))
+		}
+		o.log.Info("SSH keys written to root's authorized_keys", "keys", len(vm.SSHKeys))
 	}
 	if err := o.step("grown", 40, nil); err != nil {
 		return fail(err)

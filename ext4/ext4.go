@@ -1,10 +1,13 @@
-// Package ext4 grows ext2/3/4 filesystem images offline: a raw disk file is
+// Package ext4 changes ext2/3/4 filesystem images offline: a raw disk file is
 // extended (sparse) and the filesystem in it checked with e2fsck and grown
-// with resize2fs, both from e2fsprogs, run as separate processes with their
-// arguments as a list (no shell). Nothing here ever shrinks a disk.
+// with resize2fs (Grow), and root's authorized_keys is written into it with
+// debugfs (AddAuthorizedKeys); all from e2fsprogs, run as separate processes
+// with their arguments as a list (no shell), nothing mounted. Nothing here
+// ever shrinks a disk.
 //
-// The appliance uses it to size a new VM's disk to its tier before the first
-// boot; the image must not be in use (no VM running on it).
+// The appliance uses it to size a new VM's disk to its tier and to put the
+// operator's SSH keys into it before the first boot; the image must not be
+// in use (no VM running on it).
 package ext4
 
 import (

@@ -90,6 +90,16 @@ func (c *Client) Adjust(ctx context.Context, id string, amount model.Micro, reas
 	return a, c.do(ctx, http.MethodPost, "/v1/accounts/"+url.PathEscape(id)+"/adjust", nil, AdjustRequest{Amount: amount, Reason: reason}, &a)
 }
 
+// SetSSHKeys replaces an account's default SSH keys (OpenSSH public keys,
+// one an element); none clears them.
+func (c *Client) SetSSHKeys(ctx context.Context, id string, keys []string) (model.Account, error) {
+	var a model.Account
+	if keys == nil {
+		keys = []string{}
+	}
+	return a, c.do(ctx, http.MethodPut, "/v1/accounts/"+url.PathEscape(id)+"/ssh-keys", nil, SSHKeysRequest{SSHKeys: keys}, &a)
+}
+
 // Ledger returns the newest limit ledger entries of an account (0: the
 // daemon's default).
 func (c *Client) Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error) {

@@ -20,6 +20,7 @@
 //	GET    /v1/accounts/{id}                   model.Account
 //	POST   /v1/accounts/{id}/topup             TopUpRequest -> model.Account
 //	POST   /v1/accounts/{id}/adjust            AdjustRequest -> model.Account
+//	PUT    /v1/accounts/{id}/ssh-keys          SSHKeysRequest -> model.Account (its default SSH keys, replaced)
 //	GET    /v1/accounts/{id}/ledger?limit=N    []model.LedgerEntry
 //	GET    /v1/tiers                           []model.Tier
 //	GET    /v1/images                          []model.Image

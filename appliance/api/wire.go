@@ -82,6 +82,19 @@ type AdjustRequest struct {
 // Validate checks the amount and the reason.
 func (r AdjustRequest) Validate() error { return model.ValidateAdjustment(r.Amount, r.Reason) }
 
+// SSHKeysRequest is the body of PUT /v1/accounts/{id}/ssh-keys: the
+// account's default SSH keys, which replace the ones it had; none clears
+// them.
+type SSHKeysRequest struct {
+	SSHKeys []string `json:"ssh_keys"`
+}
+
+// Validate checks the keys (see model.ParseSSHKeys).
+func (r SSHKeysRequest) Validate() error {
+	_, err := model.NormalizeSSHKeys(r.SSHKeys)
+	return err
+}
+
 // CreateVMRequest is the body of POST /v1/vms.
 type CreateVMRequest struct {
 	AccountID string `json:"account_id"`
@@ -93,9 +106,12 @@ type CreateVMRequest struct {
 	// Overcommit creates the VM even when its memory does not fit in what
 	// the host has left.
 	Overcommit bool `json:"overcommit,omitempty"`
+	// SSHKeys are OpenSSH public keys (one an element) for root's
+	// authorized_keys in the new VM, after its account's default ones.
+	SSHKeys []string `json:"ssh_keys,omitempty"`
 }
 
-// Validate checks the ids and names.
+// Validate checks the ids, names and SSH keys.
 func (r CreateVMRequest) Validate() error {
 	if err := model.ValidateID(model.KindAccount, r.AccountID); err != nil {
 		return err
@@ -113,7 +129,8 @@ func (r CreateVMRequest) Validate() error {
 			return err
 		}
 	}
-	return nil
+	_, err := model.NormalizeSSHKeys(r.SSHKeys)
+	return err
 }
 
 // VMFilter selects VMs for GET /v1/vms (query parameters account and state).

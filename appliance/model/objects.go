@@ -26,6 +26,9 @@ type Account struct {
 	Balance      Micro        `json:"balance"` // micro-credits; never below zero (no debt), always the sum of its ledger
 	Entitlements Entitlements `json:"entitlements"`
 	CreatedAt    time.Time    `json:"created_at"`
+	// SSHKeys are the account's default OpenSSH public keys (normalized,
+	// see ParseSSHKeys): every VM it creates gets them (see MaxSSHKeys).
+	SSHKeys []string `json:"ssh_keys,omitempty"`
 }
 
 // Entitlements are what an account is allowed.
@@ -256,6 +259,10 @@ type VM struct {
 	// domains not proxied to DefaultDomainPort (see DomainPort).
 	DomainPorts map[string]uint16 `json:"domain_ports,omitempty"`
 	BootID      string            `json:"boot_id,omitempty"` // of the running guest, as its agent reported
+	// SSHKeys are the OpenSSH public keys written into root's
+	// authorized_keys in its disk at create (see MaxSSHKeys): a record of
+	// what was given then, not of what the guest holds now.
+	SSHKeys []string `json:"ssh_keys,omitempty"`
 
 	CreatedAt time.Time `json:"created_at"`
 	// StoppedAt and StopReason say when and why the VM last stopped;

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -18,6 +19,7 @@ func newAccountCommand(o *globalOptions) *cobra.Command {
 		newAccountShowCommand(o),
 		newAccountTopUpCommand(o),
 		newAccountAdjustCommand(o),
+		newAccountSetCommand(o),
 		newAccountLedgerCommand(o),
 	)
 }
@@ -206,6 +208,51 @@ func negativeAmounts(args []string) []string {
 	return append(out, moved...)
 }
 
+func newAccountSetCommand(o *globalOptions) *cobra.Command {
+	var keyFiles []string
+	var noKeys bool
+	c := &cobra.Command{
+		Use:   "set ID (--ssh-key FILE... | --no-ssh-keys)",
+		Short: "Change an account's settings: its default SSH keys",
+		Long: `Change an account's settings.
+
+--ssh-key FILE (repeatable; - reads stdin) sets the account's default SSH
+keys, OpenSSH public keys one a line as in a .pub file, replacing the ones
+it had; --no-ssh-keys clears them. Every VM the account creates from then
+on gets these keys, then those given to vm create --ssh-key, in root's
+authorized_keys. VMs that exist keep the keys they were created with.`,
+		Example: `  superjolt account set alice --ssh-key ~/.ssh/id_ed25519.pub
+  superjolt account set alice --no-ssh-keys`,
+		Args: args("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(keyFiles) == 0 && !noKeys {
+				return fmt.Errorf("%w: account set needs --ssh-key FILE or --no-ssh-keys", model.ErrInvalid)
+			}
+			if len(keyFiles) > 0 && noKeys {
+				return fmt.Errorf("%w: give --ssh-key FILE or --no-ssh-keys, not both", model.ErrInvalid)
+			}
+			var keys []string
+			if !noKeys {
+				var err error
+				if keys, err = o.readSSHKeys(keyFiles); err != nil {
+					return err
+				}
+			}
+			if err := o.resolveAccount(cmd.Context(), &args[0]); err != nil {
+				return err
+			}
+			a, err := o.client.SetSSHKeys(cmd.Context(), args[0], keys)
+			if err != nil {
+				return err
+			}
+			return o.printAccount(a, nil)
+		},
+	}
+	c.Flags().StringArrayVar(&keyFiles, "ssh-key", nil, "a file of OpenSSH public keys every new VM of the account gets (a .pub file; - is stdin; repeatable)")
+	c.Flags().BoolVar(&noKeys, "no-ssh-keys", false, "clear the account's default SSH keys")
+	return c
+}
+
 func newAccountLedgerCommand(o *globalOptions) *cobra.Command {
 	var limit int
 	c := &cobra.Command{
@@ -234,14 +281,22 @@ func (o *globalOptions) printAccount(a model.Account, ledger []model.LedgerEntry
 	if o.json() {
 		return o.printJSON(a)
 	}
-	if err := o.fields(
+	kv := []string{
 		"ID", a.ID,
 		"Name", a.Name,
-		"Balance", a.Balance.String()+" credits",
-		"Backup retention", strconv.Itoa(a.Entitlements.BackupRetention)+" scheduled backups per VM",
+		"Balance", a.Balance.String() + " credits",
+		"Backup retention", strconv.Itoa(a.Entitlements.BackupRetention) + " scheduled backups per VM",
 		"VM limit", strconv.Itoa(a.Entitlements.VMLimit),
 		"Created", o.fmtTime(a.CreatedAt),
-	); err != nil {
+	}
+	if len(a.SSHKeys) > 0 {
+		labels := make([]string, len(a.SSHKeys))
+		for i, k := range a.SSHKeys {
+			labels[i] = model.SSHKeyLabel(k)
+		}
+		kv = append(kv, "SSH keys", strings.Join(labels, ", "))
+	}
+	if err := o.fields(kv...); err != nil {
 		return err
 	}
 	if len(ledger) == 0 {

@@ -35,15 +35,31 @@ func newVMCommand(o *globalOptions) *cobra.Command {
 
 func newVMCreateCommand(o *globalOptions) *cobra.Command {
 	var req api.CreateVMRequest
+	var keyFiles []string
 	var noWait *bool
 	c := &cobra.Command{
-		Use:     "create --account ID --tier NAME [--image NAME] [--name NAME] [--no-wait]",
-		Short:   "Create a VM and boot it; returns once its guest agent answered",
-		Example: "  superjolt vm create --account alice --tier small --name web-1",
-		Args:    args(),
+		Use:   "create --account ID --tier NAME [--image NAME] [--name NAME] [--ssh-key FILE]... [--no-wait]",
+		Short: "Create a VM and boot it; returns once its guest agent answered",
+		Long: `Create a VM and boot it; returns once its guest agent answered.
+
+--ssh-key FILE (repeatable; - reads stdin) takes OpenSSH public keys, one a
+line, as in a .pub file. The VM gets its account's default keys (see
+superjolt account set --ssh-key) and then these, in root's
+/root/.ssh/authorized_keys, written into its disk before the first boot.
+Only a create writes keys: a restore or a resume keeps what the disk holds.`,
+		Example: `  superjolt vm create --account alice --tier small --name web-1
+  superjolt vm create --account alice --tier small --ssh-key ~/.ssh/id_ed25519.pub`,
+		Args: args(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if req.AccountID == "" || req.Tier == "" {
 				return fmt.Errorf("%w: vm create needs --account ID and --tier NAME (`superjolt tier list` shows the tiers)", model.ErrInvalid)
+			}
+			if len(keyFiles) > 0 {
+				keys, err := o.readSSHKeys(keyFiles)
+				if err != nil {
+					return err
+				}
+				req.SSHKeys = keys
 			}
 			if err := o.resolveAccount(cmd.Context(), &req.AccountID); err != nil {
 				return err
@@ -71,6 +87,7 @@ func newVMCreateCommand(o *globalOptions) *cobra.Command {
 	c.Flags().StringVar(&req.Image, "image", "", "the image to start from (default: the built-in one)")
 	c.Flags().StringVar(&req.Name, "name", "", "its name and hostname (default: chosen by the appliance)")
 	c.Flags().BoolVar(&req.Overcommit, "overcommit", false, "create it even when its memory does not fit in what the host has left")
+	c.Flags().StringArrayVar(&keyFiles, "ssh-key", nil, "a file of OpenSSH public keys for root's authorized_keys (a .pub file; - is stdin; repeatable)")
 	return c
 }
 
@@ -229,6 +246,9 @@ func (o *globalOptions) printVM(vm model.VM, extra ...string) error {
 		"Boot ID", dash(vm.BootID),
 		"Created", o.fmtTime(vm.CreatedAt),
 	}
+	if ssh := sshLine(vm); ssh != "" {
+		kv = append(kv, "SSH", ssh)
+	}
 	// Only the times that describe the VM now: a running VM has no
 	// "Stopped", a resumed one no "Destroyed".
 	if vm.State == model.StateStopped && !vm.StoppedAt.IsZero() {
@@ -252,6 +272,23 @@ func (o *globalOptions) printVM(vm model.VM, extra ...string) error {
 		}
 	}
 	return o.fields(append(kv, extra...)...)
+}
+
+// sshLine says how to log in to a VM that was given SSH keys and has an
+// address: from this host to its IP, and through a port forward to its
+// port 22 when it has one. "" when there is none.
+func sshLine(vm model.VM) string {
+	if len(vm.SSHKeys) == 0 || !vm.IP.IsValid() {
+		return ""
+	}
+	s := "ssh root@" + vm.IP.String()
+	for _, p := range vm.Ports {
+		if p.Proto == "tcp" && p.Guest() == 22 {
+			s += fmt.Sprintf(" (from elsewhere: ssh -p %d root@THIS-HOST)", p.Number)
+			break
+		}
+	}
+	return s
 }
 
 // newVMVerbCommand makes the command for a verb on one VM, an operation

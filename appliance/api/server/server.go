@@ -32,6 +32,7 @@ type Appliance interface {
 	Account(ctx context.Context, id string) (model.Account, error)
 	TopUp(ctx context.Context, id string, amount model.Micro) (model.Account, error)
 	Adjust(ctx context.Context, id string, amount model.Micro, reason string) (model.Account, error)
+	SetAccountSSHKeys(ctx context.Context, id string, keys []string) (model.Account, error)
 	Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error)
 
 	Tiers(ctx context.Context) ([]model.Tier, error)
@@ -208,6 +209,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/accounts/{id}", get(s, model.KindAccount, s.app.Account))
 	m.HandleFunc("POST /v1/accounts/{id}/topup", post(s, model.KindAccount, s.topUp))
 	m.HandleFunc("POST /v1/accounts/{id}/adjust", post(s, model.KindAccount, s.adjust))
+	m.HandleFunc("PUT /v1/accounts/{id}/ssh-keys", post(s, model.KindAccount, s.setSSHKeys))
 	m.HandleFunc("GET /v1/accounts/{id}/ledger", s.ledger)
 
 	m.HandleFunc("GET /v1/tiers", s.tiers)
@@ -354,6 +356,10 @@ func (s *Server) adjust(ctx context.Context, id string, req api.AdjustRequest) (
 	return s.app.Adjust(ctx, id, req.Amount, req.Reason)
 }
 
+func (s *Server) setSSHKeys(ctx context.Context, id string, req api.SSHKeysRequest) (model.Account, error) {
+	return s.app.SetAccountSSHKeys(ctx, id, req.SSHKeys)
+}
+
 func (s *Server) ledger(w http.ResponseWriter, r *http.Request) {
 	id, err := pathID(r, "id", model.KindAccount)
 	if err != nil {
@@ -411,6 +417,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 	}
 	op, err := s.app.SubmitCreateVM(r.Context(), appliance.CreateVMRequest{
 		AccountID: req.AccountID, Tier: req.Tier, Image: req.Image, Name: req.Name, Overcommit: req.Overcommit,
+		SSHKeys: req.SSHKeys,
 	})
 	s.reply(w, r, http.StatusAccepted, op, err)
 }

@@ -161,6 +161,9 @@ func TestBadRequestsNeverReachTheAppliance(t *testing.T) {
 		{"vm without account", "POST", "/v1/vms", "application/json", `{"tier":"small"}`, 400},
 		{"vm bad name", "POST", "/v1/vms", "application/json", `{"account_id":"ac-abc123","tier":"small","name":"Web_1"}`, 400},
 		{"vm bad image", "POST", "/v1/vms", "application/json", `{"account_id":"ac-abc123","tier":"small","image":"../etc"}`, 400},
+		{"vm private key", "POST", "/v1/vms", "application/json", `{"account_id":"ac-abc123","tier":"small","ssh_keys":["-----BEGIN OPENSSH PRIVATE KEY-----"]}`, 400},
+		{"vm not a key", "POST", "/v1/vms", "application/json", `{"account_id":"ac-abc123","tier":"small","ssh_keys":["hello"]}`, 400},
+		{"account keys not a key", "PUT", "/v1/accounts/ac-abc123/ssh-keys", "application/json", `{"ssh_keys":["ssh-ed25519 AAAA"]}`, 400},
 		{"vm list bad state", "GET", "/v1/vms?state=deleted", "", "", 400},
 		{"vm list unknown param", "GET", "/v1/vms?owner=me", "", "", 400},
 		{"vm usage with a param", "GET", "/v1/vms/usage?vm=vm-abc123", "", "", 400},
@@ -230,6 +233,9 @@ func TestBadRequestsNeverReachTheAppliance(t *testing.T) {
 	}
 }
 
+// testKey is an OpenSSH public key for requests.
+const testKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop"
+
 // TestGoodRequestsReachTheAppliance checks the other side: well-formed
 // requests get through, with their values intact.
 func TestGoodRequestsReachTheAppliance(t *testing.T) {
@@ -243,7 +249,8 @@ func TestGoodRequestsReachTheAppliance(t *testing.T) {
 		{"POST", "/v1/accounts/ac-abc123/adjust", `{"amount":-2500000,"reason":"top-up typed twice"}`, "Adjust", "[ac-abc123 -2.5 top-up typed twice]"},
 		{"GET", "/v1/accounts/ac-abc123/ledger?limit=5", ``, "Ledger", "[ac-abc123 5]"},
 		{"GET", "/v1/vms?account=ac-abc123&state=graveyard", ``, "VMs", "[{ac-abc123 graveyard}]"},
-		{"POST", "/v1/vms", `{"account_id":"ac-abc123","tier":"small","name":"web-1"}`, "SubmitCreateVM", "[{ac-abc123 small  web-1 false}]"},
+		{"POST", "/v1/vms", `{"account_id":"ac-abc123","tier":"small","name":"web-1"}`, "SubmitCreateVM", "[{ac-abc123 small  web-1 false []}]"},
+		{"PUT", "/v1/accounts/ac-abc123/ssh-keys", `{"ssh_keys":["` + testKey + `"]}`, "SetAccountSSHKeys", "[ac-abc123 1]"},
 		{"DELETE", "/v1/vms/vm-abc123/domains/APP.Example.com", ``, "RemoveDomain", "[vm-abc123 app.example.com]"},
 		{"POST", "/v1/vms/vm-abc123/stop", `{}`, "SubmitStopVM", "[vm-abc123]"},
 		{"POST", "/v1/vms/vm-abc123/backups", ``, "SubmitBackup", "[vm-abc123]"},

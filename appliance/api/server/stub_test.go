@@ -70,6 +70,10 @@ func (s *errApp) Adjust(_ context.Context, id string, m model.Micro, reason stri
 	s.rec("Adjust", id, m, reason)
 	return model.Account{}, s.err
 }
+func (s *errApp) SetAccountSSHKeys(_ context.Context, id string, keys []string) (model.Account, error) {
+	s.rec("SetAccountSSHKeys", id, len(keys))
+	return model.Account{}, s.err
+}
 func (s *errApp) Ledger(_ context.Context, id string, limit int) ([]model.LedgerEntry, error) {
 	s.rec("Ledger", id, limit)
 	return nil, s.err
