@@ -3,6 +3,7 @@ package tui
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -174,6 +175,15 @@ func (f *fixture) Account(_ context.Context, id string) (model.Account, error) {
 func (f *fixture) Tiers(context.Context) ([]model.Tier, error) { return model.DefaultTiers(), nil }
 func (f *fixture) Images(context.Context) ([]model.Image, error) {
 	return []model.Image{{Name: "builtin", Builtin: true}, {Name: "debian-12"}}, nil
+}
+func (f *fixture) ImportImage(context.Context, appliance.ImportImageRequest, io.Reader, func(string)) (model.Image, error) {
+	return model.Image{}, fmt.Errorf("%w: the fixture makes no images", model.ErrUnavailable)
+}
+func (f *fixture) BuildImage(context.Context, appliance.BuildImageRequest, func(string)) (model.Image, error) {
+	return model.Image{}, fmt.Errorf("%w: the fixture makes no images", model.ErrUnavailable)
+}
+func (f *fixture) DeleteImage(context.Context, string) (model.Image, error) {
+	return model.Image{}, fmt.Errorf("%w: the fixture removes no images", model.ErrUnavailable)
 }
 func (f *fixture) VMs(context.Context, appliance.VMFilter) ([]model.VM, error) {
 	f.mu.Lock()
