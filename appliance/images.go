@@ -21,7 +21,8 @@ import (
 // ImageMaker makes distribution images; superjoltd wires package images.
 // Both methods fill dir (a fresh staging subvolume) with vmlinuz, initrd
 // and rootfs.img, report progress in words, and leave nothing else behind
-// when they fail.
+// when they fail. An error that is the file's or the request's fault
+// wraps model.ErrInvalid; any other is the host's.
 type ImageMaker interface {
 	// Import makes an image from a root file system tarball or a raw or
 	// qcow2 disk, read from r; file is its name where it came from ("" if
@@ -131,16 +132,22 @@ func (a *Appliance) makeImage(ctx context.Context, name, how string, progress fu
 	}
 	start := a.clock.Now()
 	var facts ImageFacts
+	var fillErr error
 	err := a.pool.CreateImage(ctx, name, func(dir string) error {
-		var err error
-		facts, err = fill(dir)
-		return err
+		facts, fillErr = fill(dir)
+		return fillErr
 	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return model.Image{}, ctx.Err()
-		}
-		return model.Image{}, a.noSpaceOr(ctx, err, how+" image "+name, invalidf("%s image %s: %v", how, name, err))
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return model.Image{}, ctx.Err()
+	case errors.Is(fillErr, model.ErrInvalid):
+		// The file or the recipe's fault: the message says what to do.
+		return model.Image{}, fmt.Errorf("%s image %s: %w", how, name, fillErr)
+	case fillErr != nil:
+		return model.Image{}, a.noSpaceOr(ctx, err, how+" image "+name, unavailablef("%s image %s: %v", how, name, fillErr))
+	default:
+		return model.Image{}, a.noSpaceOr(ctx, err, how+" image "+name, unavailablef("%s image %s: %v", how, name, err))
 	}
 	im := model.Image{Name: name, CreatedAt: a.clock.Now(), OS: facts.OS, Kernel: facts.Kernel, Source: facts.Source}
 	if p, err := a.pool.ImagePath(name); err == nil {

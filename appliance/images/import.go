@@ -24,6 +24,9 @@ const (
 	FormatRaw   Format = "raw"   // a disk with a partition table (MBR or GPT), or one bare file system
 )
 
+// ErrDamaged is a file of a known format that cannot be read to its end.
+var ErrDamaged = errors.New("the file is damaged")
+
 // ErrUnknownFormat is a file Import cannot read.
 var ErrUnknownFormat = errors.New("unknown image format: superjolt imports a root file system tarball (.tar, .tar.gz, .tar.xz, .tar.zst), a qcow2 disk or a raw disk (with a partition table, or one ext4, xfs or btrfs file system)")
 
@@ -142,7 +145,7 @@ func unpackTar(ctx context.Context, src, tree string, logf func(string, ...any))
 	_, err := run(ctx, "", "tar", "--extract", "--file", src, "--directory", tree,
 		"--numeric-owner", "--same-owner", "--preserve-permissions", "--xattrs", "--xattrs-include=*")
 	if err != nil {
-		return fmt.Errorf("the tarball is damaged or not a tar archive: %w", err)
+		return fmt.Errorf("%w: the tarball cannot be unpacked (truncated, or not a tar archive): %v", ErrDamaged, err)
 	}
 	return nil
 }
@@ -155,7 +158,7 @@ func qcow2ToRaw(ctx context.Context, src, raw string, logf func(string, ...any))
 	}
 	logf("checking the qcow2 disk")
 	if out, err := run(ctx, "", qemuImg, "check", "-q", "-f", "qcow2", src); err != nil {
-		return fmt.Errorf("the qcow2 disk is damaged (qemu-img check): %w %s", err, out)
+		return fmt.Errorf("%w: qemu-img check finds the qcow2 disk corrupt: %v %s", ErrDamaged, err, out)
 	}
 	logf("converting it to a raw disk")
 	cmd := exec.CommandContext(ctx, qemuImg, "convert", "-p", "-f", "qcow2", "-O", "raw", src, raw)
@@ -210,7 +213,7 @@ func copyDiskTree(ctx context.Context, raw, work, tree string, logf func(string,
 		return err
 	}
 	if len(parts) == 0 {
-		return errors.New("the disk holds no ext4, xfs or btrfs file system (is it empty, or encrypted?)")
+		return fmt.Errorf("%w: the disk holds no ext4, xfs or btrfs file system (is it empty, or encrypted?)", ErrNotAnOS)
 	}
 	mnt := filepath.Join(work, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
@@ -268,7 +271,7 @@ func diskPartitions(ctx context.Context, raw string) ([]partition, error) {
 	}
 	out, err := run(ctx, "", "sfdisk", "--json", raw)
 	if err != nil {
-		return nil, fmt.Errorf("the disk's partition table cannot be read: %w", err)
+		return nil, fmt.Errorf("%w: the disk's partition table cannot be read: %v", ErrDamaged, err)
 	}
 	var table struct {
 		PartitionTable struct {
@@ -290,7 +293,7 @@ func diskPartitions(ctx context.Context, raw string) ([]partition, error) {
 	for _, p := range table.PartitionTable.Partitions {
 		start, size := p.Start*sector, p.Size*sector
 		if start+size > st.Size() {
-			return nil, fmt.Errorf("a partition ends at byte %d, past the disk's end (%d): the disk is truncated", start+size, st.Size())
+			return nil, fmt.Errorf("%w: a partition ends at byte %d, past the disk's end (%d): the disk is truncated", ErrDamaged, start+size, st.Size())
 		}
 		if t := probe(start); t != "" {
 			parts = append(parts, partition{Start: start, Size: size, FS: t})

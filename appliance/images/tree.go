@@ -25,12 +25,25 @@ import (
 // modules, mounts /dev/vda and execs the tree's /sbin/init (systemd). Everything the tree gets is
 // written through an [os.Root], so no symlink in an imported tree can send a write outside it.
 
-// Errors of a tree that cannot become an image. Each message says what to do.
+// Errors of a tree that cannot become an image. Each message says what to do. [BadInput] tells
+// them (and the other errors of a file that cannot become an image) from a failure of the host.
 var (
 	ErrNoKernel  = errors.New("the image has no kernel: install one in it (Debian: linux-image-cloud-amd64; Ubuntu: linux-image-virtual) so that /boot/vmlinuz-RELEASE and /lib/modules/RELEASE are there, and import it again")
 	ErrNoSystemd = errors.New("the image has no systemd (/sbin/init and /lib/systemd/systemd): superjolt runs distribution images whose init is systemd; install systemd-sysv in it, or use the built-in image")
 	ErrNotAnOS   = errors.New("not a root file system: it has no /etc/os-release nor /usr/lib/os-release (pass the tarball or disk of a whole system, not a directory inside one)")
+	ErrNoModules = errors.New("the image's kernel lacks what a superjolt guest needs")
 )
+
+// BadInput says whether err is the fault of the file or tree an image was asked from, rather than
+// of the host making it.
+func BadInput(err error) bool {
+	for _, e := range []error{ErrNoKernel, ErrNoSystemd, ErrNotAnOS, ErrNoModules, ErrUnknownFormat, ErrDamaged} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
 
 // treeFiles are written into every distribution image.
 const (
@@ -297,7 +310,7 @@ func treeKernel(ctx context.Context, r *os.Root, dir string) (*kernel, error) {
 			missing = append(missing, m)
 		}
 		slices.Sort(missing)
-		return nil, fmt.Errorf("images: kernel %s has neither built in nor as modules %s, which a superjolt guest needs (virtio-mmio, virtio disk, console and net, vsock): install a kernel built for VMs (Debian: linux-image-cloud-amd64)", release, strings.Join(missing, ", "))
+		return nil, fmt.Errorf("%w: kernel %s has neither built in nor as modules %s (virtio-mmio, virtio disk, console and net, vsock): install a kernel built for VMs (Debian: linux-image-cloud-amd64)", ErrNoModules, release, strings.Join(missing, ", "))
 	}
 	k, err := orderModules(dir, release, "image kernel "+release, mods)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/images"
+	"github.com/superjolt/superjolt/appliance/model"
 )
 
 // buildImage returns the appliance's BuildImage: it fills dir with the
@@ -119,7 +120,7 @@ func (m *imageMaker) Import(ctx context.Context, r io.Reader, file, dir string, 
 	progress(fmt.Sprintf("received %d MiB", n>>20))
 	img, err := images.Import(ctx, f.Name(), dir, images.ImportOptions{Agent: agent, TempDir: m.tmpDir, Logf: m.logf(progress)})
 	if err != nil {
-		return appliance.ImageFacts{}, err
+		return appliance.ImageFacts{}, badInput(err)
 	}
 	format, _ := images.DetectFormat(f.Name())
 	return appliance.ImageFacts{OS: img.OS, Kernel: img.KernelRelease, Source: cmp.Or(file, "an upload") + " (" + string(format) + ")"}, nil
@@ -142,6 +143,9 @@ func (m *imageMaker) Build(ctx context.Context, recipe string, packages []string
 		return appliance.ImageFacts{}, err
 	}
 	defer done()
+	if err := os.MkdirAll(m.tmpDir, 0o700); err != nil {
+		return appliance.ImageFacts{}, err
+	}
 	img, err := images.BuildDebian(ctx, dir, images.DebianOptions{
 		Recipe: rec, Packages: packages, Agent: agent, TempDir: m.tmpDir, Logf: m.logf(progress),
 	})
@@ -153,6 +157,14 @@ func (m *imageMaker) Build(ctx context.Context, recipe string, packages []string
 		source = recipe + " (mmdebstrap) + " + strings.Join(packages, ",")
 	}
 	return appliance.ImageFacts{OS: img.OS, Kernel: img.KernelRelease, Source: source}, nil
+}
+
+// badInput marks the errors that are the imported file's fault.
+func badInput(err error) error {
+	if images.BadInput(err) {
+		return fmt.Errorf("%w: %w", model.ErrInvalid, err)
+	}
+	return err
 }
 
 // logf reports a step both in the log and to the caller.
