@@ -200,6 +200,7 @@ func reportProgress(r io.Reader, logf func(string, ...any)) {
 
 // partition is a stretch of a raw disk that may hold the root file system.
 type partition struct {
+	Number      int   // in the disk's partition table (1 for a bare file system)
 	Start, Size int64 // bytes
 	FS          string
 }
@@ -219,13 +220,13 @@ func copyDiskTree(ctx context.Context, raw, work, tree string, logf func(string,
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		return err
 	}
-	for i, p := range parts {
+	for _, p := range parts {
 		opt := fmt.Sprintf("ro,loop,offset=%d,sizelimit=%d", p.Start, p.Size)
 		if p.FS == "ext4" {
 			opt += ",noload" // read a dirty journal's file system as it is, writing nothing
 		}
 		if _, err := run(ctx, "", "mount", "-t", p.FS, "-o", opt, raw, mnt); err != nil {
-			logf("partition %d (%s) does not mount: %v", i+1, p.FS, err)
+			logf("partition %d (%s) does not mount: %v", p.Number, p.FS, err)
 			continue
 		}
 		r, err := os.OpenRoot(mnt)
@@ -236,10 +237,11 @@ func copyDiskTree(ctx context.Context, raw, work, tree string, logf func(string,
 			r.Close()
 		}
 		if !isRoot {
+			logf("partition %d (%s) has no os-release: not the root file system", p.Number, p.FS)
 			run(context.WithoutCancel(ctx), "", "umount", mnt)
 			continue
 		}
-		logf("copying the files of partition %d (%s, %d MiB)", i+1, p.FS, p.Size>>20)
+		logf("copying the files of partition %d (%s, %d MiB)", p.Number, p.FS, p.Size>>20)
 		_, cerr := run(ctx, "", "cp", "-a", "--one-file-system", mnt+"/.", tree)
 		if _, err := run(context.WithoutCancel(ctx), "", "umount", mnt); err != nil {
 			logf("umount %s: %v", mnt, err)
@@ -267,7 +269,7 @@ func diskPartitions(ctx context.Context, raw string) ([]partition, error) {
 		return fsType(head[:n])
 	}
 	if t := probe(0); t != "" {
-		return []partition{{Start: 0, Size: st.Size(), FS: t}}, nil
+		return []partition{{Number: 1, Start: 0, Size: st.Size(), FS: t}}, nil
 	}
 	out, err := run(ctx, "", "sfdisk", "--json", raw)
 	if err != nil {
@@ -277,8 +279,9 @@ func diskPartitions(ctx context.Context, raw string) ([]partition, error) {
 		PartitionTable struct {
 			SectorSize int64 `json:"sectorsize"`
 			Partitions []struct {
-				Start int64 `json:"start"`
-				Size  int64 `json:"size"`
+				Node  string `json:"node"`
+				Start int64  `json:"start"`
+				Size  int64  `json:"size"`
 			} `json:"partitions"`
 		} `json:"partitiontable"`
 	}
@@ -290,13 +293,21 @@ func diskPartitions(ctx context.Context, raw string) ([]partition, error) {
 		sector = 512
 	}
 	var parts []partition
-	for _, p := range table.PartitionTable.Partitions {
+	for i, p := range table.PartitionTable.Partitions {
 		start, size := p.Start*sector, p.Size*sector
+		// The node is the disk's name and the partition's number ("disk.raw3"); an MBR's empty
+		// slots are not listed, so the index alone may be wrong.
+		number := i + 1
+		if digits := strings.TrimLeft(p.Node[len(strings.TrimRight(p.Node, "0123456789")):], "0"); digits != "" {
+			if n, err := strconv.Atoi(digits); err == nil {
+				number = n
+			}
+		}
 		if start+size > st.Size() {
 			return nil, fmt.Errorf("%w: a partition ends at byte %d, past the disk's end (%d): the disk is truncated", ErrDamaged, start+size, st.Size())
 		}
 		if t := probe(start); t != "" {
-			parts = append(parts, partition{Start: start, Size: size, FS: t})
+			parts = append(parts, partition{Number: number, Start: start, Size: size, FS: t})
 		}
 	}
 	return parts, nil

@@ -131,11 +131,14 @@ func FromTree(ctx context.Context, root, dir string, opts TreeOptions) (*Image, 
 		return nil, err
 	}
 	opts.Logf("reading the kernel of %s", osInfo)
-	k, err := treeKernel(ctx, r, filepath.Join(dir, ".kernel"))
+	// Removed whether treeKernel succeeds or not: it fails after copying some modules when the
+	// kernel lacks others.
+	kernelDir := filepath.Join(dir, ".kernel")
+	defer os.RemoveAll(kernelDir)
+	k, err := treeKernel(ctx, r, kernelDir)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(k.Dir)
 	opts.Logf("kernel %s, %d modules for the initramfs", k.Release, len(k.Order))
 
 	opts.Logf("installing the agent and its units")
