@@ -2,6 +2,7 @@ package images
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -86,6 +87,8 @@ func fsType(head []byte) string {
 type ImportOptions struct {
 	// Agent is a static superjolt-agent binary. Required.
 	Agent string
+	// Name is what messages call the file. Default: its base name.
+	Name string
 	// TempDir holds the unpacked tree while the image is made (it needs about twice the image's
 	// size). Default: os.TempDir().
 	TempDir string
@@ -101,9 +104,13 @@ func Import(ctx context.Context, src, dir string, opts ImportOptions) (*Image, e
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
+	name := cmp.Or(opts.Name, filepath.Base(src))
 	format, err := DetectFormat(src)
 	if err != nil {
-		return nil, err
+		if errors.Is(err, ErrUnknownFormat) {
+			err = ErrUnknownFormat
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	work, err := os.MkdirTemp(opts.TempDir, "superjolt-import-")
 	if err != nil {
@@ -114,7 +121,7 @@ func Import(ctx context.Context, src, dir string, opts ImportOptions) (*Image, e
 	if err := os.Mkdir(tree, 0o755); err != nil {
 		return nil, err
 	}
-	opts.Logf("importing %s (%s)", filepath.Base(src), format)
+	opts.Logf("importing %s (%s)", name, format)
 	switch format {
 	case FormatTar:
 		err = unpackTar(ctx, src, tree, opts.Logf)
@@ -128,11 +135,11 @@ func Import(ctx context.Context, src, dir string, opts ImportOptions) (*Image, e
 		err = copyDiskTree(ctx, src, work, tree, opts.Logf)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("images: import %s: %w", filepath.Base(src), err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	img, err := FromTree(ctx, tree, dir, TreeOptions{Agent: opts.Agent, Source: filepath.Base(src), Logf: opts.Logf})
+	img, err := FromTree(ctx, tree, dir, TreeOptions{Agent: opts.Agent, Source: name, Logf: opts.Logf})
 	if err != nil {
-		return nil, fmt.Errorf("images: import %s: %w", filepath.Base(src), err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return img, nil
 }
@@ -142,10 +149,13 @@ func Import(ctx context.Context, src, dir string, opts ImportOptions) (*Image, e
 // after every file, so an archive cannot write through a link of its own.
 func unpackTar(ctx context.Context, src, tree string, logf func(string, ...any)) error {
 	logf("unpacking the tarball")
-	_, err := run(ctx, "", "tar", "--extract", "--file", src, "--directory", tree,
+	cmd := exec.CommandContext(ctx, "tar", "--extract", "--file", src, "--directory", tree,
 		"--numeric-owner", "--same-owner", "--preserve-permissions", "--xattrs", "--xattrs-include=*")
-	if err != nil {
-		return fmt.Errorf("%w: the tarball cannot be unpacked (truncated, or not a tar archive): %v", ErrDamaged, err)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		why, _, _ := strings.Cut(strings.TrimSpace(stderr.String()), "\n")
+		return fmt.Errorf("%w: the tarball cannot be unpacked (truncated, or not a tar archive): %s", ErrDamaged, cmp.Or(why, err.Error()))
 	}
 	return nil
 }

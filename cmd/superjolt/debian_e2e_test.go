@@ -1,15 +1,20 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/superjolt/superjolt/appliance"
+	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/appliance/model"
 )
 
@@ -145,6 +150,18 @@ func TestDebianGuest(t *testing.T) {
 	t.Log("OpenSSH from the LAN logged in with the VM's key, and not with another")
 
 	postgresProof(t, g)
+
+	// The image can go while its VM runs: the VM's disk, kernel and
+	// initramfs are its own (a btrfs snapshot), so it boots again after.
+	d.ok(t, "image", "rm", "debian-12", "--yes")
+	d.ok(t, "vm", "stop", g.vm.ID)
+	d.ok(t, "vm", "start", g.vm.ID)
+	if host := strings.TrimSpace(g.exec(t, "hostname")); host != "deb-1" {
+		t.Fatalf("after image rm and a restart the guest says %q", host)
+	}
+	if r := d.sj(t, "vm", "create", "--account", g.vm.AccountID, "--tier", "small", "--image", "debian-12"); r.code != exitNotFound {
+		t.Fatalf("vm create from a removed image: exit %d %q, want not found", r.code, r.stderr)
+	}
 }
 
 // pgCycles is how many backup-and-restore cycles the consistency proof runs
@@ -324,4 +341,91 @@ func waitAcks(t testing.TB, g *debianGuest, n int) {
 	}
 	st := g.d.sj(t, "vm", "exec", g.vm.ID, "--", "systemctl", "status", "pgwriter", "--no-pager")
 	t.Fatalf("the writer did not acknowledge %d rows in 2 minutes:\n%s", n, st.stdout)
+}
+
+// TestCLIImageImport: `image import` sends a root file system tarball to
+// superjoltd, which makes an image of it (listed with its OS and kernel);
+// a name in use, a file of no known format and a truncated tarball are
+// refused with a message that says what to do, and leave no image, no
+// subvolume and no staged file behind.
+func TestCLIImageImport(t *testing.T) {
+	needDebian(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	rec, err := images.RecipeNamed("debian-12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarball, err := images.DebianTarball(ctx, images.DebianOptions{Recipe: rec, Packages: []string{"postgresql"}, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "--pool-size", "20G")
+	before := d.ok(t, "image", "list")
+
+	junk := filepath.Join(t.TempDir(), "junk.img")
+	if err := os.WriteFile(junk, bytes.Repeat([]byte("not an image "), 100_000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	short := filepath.Join(t.TempDir(), "short.tar")
+	run(t, "sh", "-c", "head -c 20000000 "+tarball+" > "+short)
+	for _, c := range []struct {
+		name, file, want string
+	}{
+		{"junk", junk, "unknown image format"},
+		{"short", short, "cannot be unpacked"},
+		{"no-file", filepath.Join(t.TempDir(), "missing.tar"), "no such file"},
+		{"Bad/Name", junk, "image name"},
+	} {
+		r := d.sj(t, "image", "import", c.name, c.file)
+		if r.code != exitUsage || !strings.Contains(r.stderr, c.want) {
+			t.Fatalf("image import %s %s: exit %d %q, want invalid saying %q", c.name, filepath.Base(c.file), r.code, r.stderr, c.want)
+		}
+	}
+	if after := d.ok(t, "image", "list"); after != before {
+		t.Fatalf("failed imports changed the image list:\n%s\nwas:\n%s", after, before)
+	}
+	pool := filepath.Join(d.stateDir, "pool")
+	for _, dir := range []string{filepath.Join(pool, "images"), filepath.Join(d.stateDir, "tmp")} {
+		entries, _ := os.ReadDir(dir)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		if dir == filepath.Join(pool, "images") && !slices.Equal(names, []string{appliance.DefaultImage}) {
+			t.Fatalf("after failed imports %s holds %v, want only the built-in image", dir, names)
+		}
+		if dir != filepath.Join(pool, "images") && len(names) > 0 {
+			t.Fatalf("after failed imports %s holds %v, want nothing", dir, names)
+		}
+	}
+
+	start := time.Now()
+	out := d.ok(t, "image", "import", "bookworm", tarball)
+	t.Logf("image import of a %d MiB tarball: %s", fileSize(t, tarball)>>20, time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(out, "Debian GNU/Linux 12") {
+		t.Fatalf("image import said %q", out)
+	}
+	list := d.ok(t, "image", "list")
+	if !strings.Contains(list, "bookworm") || !strings.Contains(list, "cloud-amd64") {
+		t.Fatalf("image list does not show the import with its kernel:\n%s", list)
+	}
+	if r := d.sj(t, "image", "import", "bookworm", tarball); r.code != exitConflict || !strings.Contains(r.stderr, "image rm bookworm") {
+		t.Fatalf("an import under a name in use: exit %d %q, want a conflict", r.code, r.stderr)
+	}
+	if r := d.sj(t, "image", "rm", appliance.DefaultImage, "--yes"); r.code != exitConflict {
+		t.Fatalf("image rm of the built-in image: exit %d %q, want a conflict", r.code, r.stderr)
+	}
+	d.ok(t, "image", "rm", "bookworm", "--yes")
+	if list := d.ok(t, "image", "list"); strings.Contains(list, "bookworm") {
+		t.Fatalf("image rm left it listed:\n%s", list)
+	}
+}
+
+func fileSize(t testing.TB, path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
 }

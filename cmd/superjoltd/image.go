@@ -109,7 +109,6 @@ func (m *imageMaker) Import(ctx context.Context, r io.Reader, file, dir string, 
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	progress("receiving the file")
 	n, err := io.Copy(f, r)
 	if err != nil {
 		return appliance.ImageFacts{}, fmt.Errorf("receive the file: %w", err)
@@ -118,7 +117,7 @@ func (m *imageMaker) Import(ctx context.Context, r io.Reader, file, dir string, 
 		return appliance.ImageFacts{}, err
 	}
 	progress(fmt.Sprintf("received %d MiB", n>>20))
-	img, err := images.Import(ctx, f.Name(), dir, images.ImportOptions{Agent: agent, TempDir: m.tmpDir, Logf: m.logf(progress)})
+	img, err := images.Import(ctx, f.Name(), dir, images.ImportOptions{Agent: agent, Name: cmp.Or(file, "the upload"), TempDir: m.tmpDir, Logf: m.logf(progress)})
 	if err != nil {
 		return appliance.ImageFacts{}, badInput(err)
 	}
@@ -159,13 +158,18 @@ func (m *imageMaker) Build(ctx context.Context, recipe string, packages []string
 	return appliance.ImageFacts{OS: img.OS, Kernel: img.KernelRelease, Source: source}, nil
 }
 
-// badInput marks the errors that are the imported file's fault.
+// badInput marks the errors that are the imported file's fault as
+// model.ErrInvalid, keeping their message.
 func badInput(err error) error {
 	if images.BadInput(err) {
-		return fmt.Errorf("%w: %w", model.ErrInvalid, err)
+		return invalidError{err}
 	}
 	return err
 }
+
+type invalidError struct{ error }
+
+func (e invalidError) Unwrap() []error { return []error{e.error, model.ErrInvalid} }
 
 // logf reports a step both in the log and to the caller.
 func (m *imageMaker) logf(progress func(string)) func(string, ...any) {

@@ -28,6 +28,11 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := http.MaxBytesReader(w, r.Body, api.MaxImageBytes)
+	// Progress may be written while the body is still read (HTTP/1.1
+	// otherwise closes the body at the first write of the answer).
+	if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+		s.log.Debug("api: no full duplex; progress waits for the upload", "err", err)
+	}
 	s.streamImage(w, r, func(ctx context.Context, progress func(string)) (model.Image, error) {
 		return s.app.ImportImage(ctx, appliance.ImportImageRequest{Name: name, File: r.URL.Query().Get("file")}, body, progress)
 	})
