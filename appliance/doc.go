@@ -18,7 +18,8 @@
 //	restore.go    restore in place: stop, reflink, boot, new boot id
 //	background.go the daily schedule, the background pass, the manual clock
 //	billing.go    charges (no debt), runway to resume, low-balance warnings, archiving at zero
-//	accounts.go   accounts, top-ups, adjustments, the ledger
+//	accounts.go   accounts, top-ups, adjustments, the ledger, accounts' SSH keys
+//	images.go     images: import, build (made by an ImageMaker), remove while VMs use them
 //	addresses.go  IP addresses from the subnet (IPAM)
 //	network.go    the network: bridge at start, a TAP per VM on the host, the firewall rebuilt from the store
 //	machines.go   VM processes: boot, attach, halt (also for the host), supervise (a reboot inside is a new boot id)

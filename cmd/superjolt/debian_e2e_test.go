@@ -41,7 +41,7 @@ type debianGuest struct {
 
 // startDebianGuest builds the debian-12 image (with PostgreSQL) and boots a
 // small VM from it, waiting until systemd says the system is running.
-func startDebianGuest(t *testing.T) *debianGuest {
+func startDebianGuest(t testing.TB) *debianGuest {
 	t.Helper()
 	app, lan := newNetns(t, "sjapp"), newNetns(t, "sjlan")
 	link(t, app, lan)
@@ -327,7 +327,10 @@ func postgresProof(t *testing.T, g *debianGuest) {
 	if check.code != 0 || count != hi {
 		t.Fatalf("after a crash-consistent restore: pg_amcheck exit %d, %d rows to %d\n%s%s\n%s", check.code, count, hi, check.stdout, check.stderr, recovery)
 	}
-	t.Logf("crash-consistent backup (agent stopped): PostgreSQL started and recovered by itself, pg_amcheck clean, %d rows without a gap", count)
+	if !strings.Contains(recovery, "database system was not properly shut down; automatic recovery in progress") {
+		t.Fatalf("after a crash-consistent restore PostgreSQL did not say it recovered from its WAL:\n%s", recovery)
+	}
+	t.Logf("crash-consistent backup (agent stopped): PostgreSQL found it was not shut down properly, replayed its WAL and started by itself; pg_amcheck clean, %d rows without a gap", count)
 }
 
 // waitAcks waits until the writer has acknowledged at least n rows.
