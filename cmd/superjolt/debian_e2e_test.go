@@ -113,6 +113,12 @@ func TestDebianGuest(t *testing.T) {
 	if addr := g.exec(t, "ip", "-4", "addr", "show", "eth0"); !strings.Contains(addr, "inet "+g.vm.IP.String()+"/") {
 		t.Fatalf("eth0 in the guest does not have %s:\n%s", g.vm.IP, addr)
 	}
+	// The root file system has the tier's disk (small: 10 GiB) from the
+	// first boot: the host grew it when it made the VM's disk.
+	df := strings.Fields(g.exec(t, "df", "-B1", "--output=size", "/"))
+	if size, _ := strconv.ParseInt(df[len(df)-1], 10, 64); size < 9<<30 {
+		t.Fatalf("the guest's / is %v bytes, want the small tier's 10 GiB", df)
+	}
 	if osr := g.exec(t, "cat", "/etc/os-release"); !strings.Contains(osr, `VERSION_ID="12"`) {
 		t.Fatalf("/etc/os-release:\n%s", osr)
 	}
