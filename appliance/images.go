@@ -141,8 +141,9 @@ func (a *Appliance) makeImage(ctx context.Context, name, how string, progress fu
 	case err == nil:
 	case ctx.Err() != nil:
 		return model.Image{}, ctx.Err()
-	case errors.Is(fillErr, model.ErrInvalid):
-		// The file or the recipe's fault: the message says what to do.
+	case errors.Is(fillErr, model.ErrInvalid), errors.Is(fillErr, model.ErrNoSpace):
+		// The file's or the recipe's fault, or no room to unpack it: the
+		// message says what to do.
 		return model.Image{}, fmt.Errorf("%s image %s: %w", how, name, fillErr)
 	case fillErr != nil:
 		return model.Image{}, a.noSpaceOr(ctx, err, how+" image "+name, unavailablef("%s image %s: %v", how, name, fillErr))

@@ -13,6 +13,7 @@ import (
 	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/appliance/model"
+	"golang.org/x/sys/unix"
 )
 
 // buildImage returns the appliance's BuildImage: it fills dir with the
@@ -117,6 +118,14 @@ func (m *imageMaker) Import(ctx context.Context, r io.Reader, file, dir string, 
 		return appliance.ImageFacts{}, err
 	}
 	progress(fmt.Sprintf("received %d MiB", n>>20))
+	// Unpacking takes about the file's size again (more for a compressed
+	// tarball): refuse now rather than fill the host's disk half-way.
+	var st unix.Statfs_t
+	if err := unix.Statfs(m.tmpDir, &st); err == nil {
+		if free := int64(st.Bavail) * st.Bsize; free < 3*n {
+			return appliance.ImageFacts{}, fmt.Errorf("%w: importing a %d MiB file needs about %d MiB free beside superjoltd's state (%s), and %d MiB are", model.ErrNoSpace, n>>20, 3*n>>20, m.tmpDir, free>>20)
+		}
+	}
 	img, err := images.Import(ctx, f.Name(), dir, images.ImportOptions{Agent: agent, Name: cmp.Or(file, "the upload"), TempDir: m.tmpDir, Logf: m.logf(progress)})
 	if err != nil {
 		return appliance.ImageFacts{}, badInput(err)
