@@ -50,6 +50,10 @@ func StatusOf(code string) int {
 		return http.StatusServiceUnavailable
 	case "no_space":
 		return http.StatusInsufficientStorage
+	case "unauthenticated":
+		return http.StatusUnauthorized
+	case "forbidden":
+		return http.StatusForbidden
 	}
 	return http.StatusInternalServerError
 }
@@ -70,6 +74,10 @@ func codeOfStatus(status int) string {
 		return "unavailable"
 	case http.StatusInsufficientStorage:
 		return "no_space"
+	case http.StatusUnauthorized:
+		return "unauthenticated"
+	case http.StatusForbidden:
+		return "forbidden"
 	}
 	return "internal"
 }

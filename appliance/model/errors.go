@@ -24,6 +24,14 @@ var (
 	// much is free. Freeing space (deleting backups, destroying VMs) and
 	// trying again works.
 	ErrNoSpace = errors.New("no space")
+	// ErrUnauthenticated: the request carries no valid credential (a
+	// missing, malformed, unknown, revoked or expired token).
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrForbidden: the credential is valid but may not do this (an
+	// operator's verb asked with an account token, a change asked with a
+	// read-only one). Another account's objects are ErrNotFound instead:
+	// their existence does not leak.
+	ErrForbidden = errors.New("forbidden")
 )
 
 // HasCategory reports whether err wraps one of the categories above; an
@@ -49,6 +57,8 @@ var categories = [...]struct {
 	{ErrInsufficientFunds, "insufficient_funds"},
 	{ErrUnavailable, "unavailable"},
 	{ErrNoSpace, "no_space"},
+	{ErrUnauthenticated, "unauthenticated"},
+	{ErrForbidden, "forbidden"},
 }
 
 // CodedError is an error that crossed a boundary as a code and a message

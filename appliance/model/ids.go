@@ -22,6 +22,7 @@ const (
 	KindVM        Kind = "vm"
 	KindBackup    Kind = "bk"
 	KindOperation Kind = "op"
+	// KindToken ("tk") is in tokens.go.
 )
 
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -32,6 +33,7 @@ var idLen = map[Kind]int{
 	KindVM:        6,
 	KindBackup:    10,
 	KindOperation: 10,
+	KindToken:     10,
 }
 
 var kindNoun = map[Kind]string{
@@ -39,6 +41,7 @@ var kindNoun = map[Kind]string{
 	KindVM:        "a VM",
 	KindBackup:    "a backup",
 	KindOperation: "an operation",
+	KindToken:     "a token",
 }
 
 // NewID returns a fresh random id of kind k. It does not know which ids are

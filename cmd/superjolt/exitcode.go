@@ -23,6 +23,7 @@ const (
 	exitFunds        = 5
 	exitUnavailable  = 6
 	exitNoSpace      = 7
+	exitAuth         = 8
 	exitCancelled    = 130
 	exitCodesHelpTxt = `Exit codes:
   0    success
@@ -33,6 +34,7 @@ const (
   5    insufficient funds
   6    unavailable (superjoltd or a guest agent cannot be reached)
   7    no space (the storage pool is full: delete backups or destroy VMs; see 'superjolt pool')
+  8    not allowed (a missing, revoked or expired token; an operator's verb or a change with a read-only token)
   130  cancelled (SIGINT, or a confirmation not answered yes)
 'vm exec' exits with the guest command's status when the command ran.`
 )
@@ -66,6 +68,8 @@ func exitCode(ctx context.Context, err error, ran bool) int {
 		return exitFunds
 	case errors.Is(err, model.ErrUnavailable):
 		return exitUnavailable
+	case errors.Is(err, model.ErrUnauthenticated), errors.Is(err, model.ErrForbidden):
+		return exitAuth
 	case errors.Is(err, model.ErrNoSpace):
 		return exitNoSpace
 	case !ran:
@@ -85,7 +89,7 @@ func message(err error) string {
 	}
 	msg := err.Error()
 	// The category is in the exit code; the message need not start with it.
-	for _, cat := range []error{model.ErrNotFound, model.ErrInvalid, model.ErrConflict, model.ErrInsufficientFunds, model.ErrUnavailable, model.ErrNoSpace} {
+	for _, cat := range []error{model.ErrNotFound, model.ErrInvalid, model.ErrConflict, model.ErrInsufficientFunds, model.ErrUnavailable, model.ErrNoSpace, model.ErrUnauthenticated, model.ErrForbidden} {
 		if rest, ok := strings.CutPrefix(msg, cat.Error()+": "); ok && errors.Is(err, cat) {
 			return rest
 		}
