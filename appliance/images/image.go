@@ -168,24 +168,27 @@ func build(ctx context.Context, dir string, k *kernel, agent string, opts BuildO
 	if err != nil {
 		return nil, fmt.Errorf("images: agent: %w", err)
 	}
-	sum := sha256.Sum256(agentData)
-	img := &Image{
-		KernelRelease: k.Release,
-		KernelPackage: k.Package,
-		Modules:       k.Order,
-		AgentSHA256:   hex.EncodeToString(sum[:]),
-	}
-	img.setDir(dir)
+	opts.Logf("writing the initramfs and making rootfs.img (%d MiB)", opts.RootfsSize>>20)
+	return writeImage(dir, &Image{}, k, agentData, func(rootfs string) error {
+		return makeRootfs(ctx, rootfs, agentData, opts)
+	})
+}
 
+// writeImage fills dir with an image booting kernel k: vmlinuz, the initramfs (the agent as /init,
+// exec'ing img.Init when it is set), rootfs.img as makeRootfs makes it, and image.json describing
+// img (whose kernel and agent fields it sets).
+func writeImage(dir string, img *Image, k *kernel, agent []byte, makeRootfs func(rootfs string) error) (*Image, error) {
+	sum := sha256.Sum256(agent)
+	img.KernelRelease, img.KernelPackage, img.Modules = k.Release, k.Package, k.Order
+	img.AgentSHA256 = hex.EncodeToString(sum[:])
+	img.setDir(dir)
 	if err := copyFile(img.Kernel, filepath.Join(k.Dir, "vmlinuz"), 0o644); err != nil {
 		return nil, err
 	}
-	opts.Logf("writing initramfs")
-	if err := writeInitrd(img.Initrd, agentData, k, ""); err != nil {
+	if err := writeInitrd(img.Initrd, agent, k, img.Init); err != nil {
 		return nil, fmt.Errorf("images: initrd: %w", err)
 	}
-	opts.Logf("making rootfs.img (%d MiB)", opts.RootfsSize>>20)
-	if err := makeRootfs(ctx, img.Rootfs, agentData, opts); err != nil {
+	if err := makeRootfs(img.Rootfs); err != nil {
 		return nil, fmt.Errorf("images: rootfs: %w", err)
 	}
 	info, _ := json.MarshalIndent(img, "", "  ")

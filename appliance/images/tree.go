@@ -3,9 +3,6 @@ package images
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -146,37 +143,16 @@ func FromTree(ctx context.Context, root, dir string, opts TreeOptions) (*Image, 
 		return nil, fmt.Errorf("images: prepare the tree: %w", err)
 	}
 
-	sum := sha256.Sum256(agent)
-	img := &Image{
-		KernelRelease: k.Release,
-		KernelPackage: k.Package,
-		Modules:       k.Order,
-		AgentSHA256:   hex.EncodeToString(sum[:]),
-		OS:            osInfo.String(),
-		Init:          "/sbin/init",
-		Source:        opts.Source,
-	}
-	img.setDir(dir)
-	if err := copyFile(img.Kernel, filepath.Join(k.Dir, "vmlinuz"), 0o644); err != nil {
-		return nil, err
-	}
-	if err := writeInitrd(img.Initrd, agent, k, img.Init); err != nil {
-		return nil, fmt.Errorf("images: initrd: %w", err)
-	}
 	used, err := treeBytes(root)
 	if err != nil {
 		return nil, err
 	}
 	size := roundUp(used+used/4+opts.MinFreeBytes, 1<<20)
 	opts.Logf("making rootfs.img: %d MiB of files in a %d MiB ext4 file system", used>>20, size>>20)
-	if err := mkfsFromTree(ctx, img.Rootfs, root, size); err != nil {
-		return nil, fmt.Errorf("images: rootfs: %w", err)
-	}
-	info, _ := json.MarshalIndent(img, "", "  ")
-	if err := os.WriteFile(filepath.Join(dir, infoFile), append(info, '\n'), 0o644); err != nil {
-		return nil, err
-	}
-	return img, nil
+	img := &Image{OS: osInfo.String(), Init: "/sbin/init", Source: opts.Source}
+	return writeImage(dir, img, k, agent, func(rootfs string) error {
+		return mkfsFromTree(ctx, rootfs, root, size)
+	})
 }
 
 // readOSRelease reads etc/os-release, or usr/lib/os-release (its usual target).

@@ -79,7 +79,11 @@ func newImageMaker(agent, tmpDir string, log *slog.Logger) *imageMaker {
 	return &imageMaker{agent: agent, tmpDir: tmpDir, log: log}
 }
 
+// agentBinary returns the static agent to put in images, and makes tmpDir.
 func (m *imageMaker) agentBinary(ctx context.Context) (string, func(), error) {
+	if err := os.MkdirAll(m.tmpDir, 0o700); err != nil {
+		return "", nil, err
+	}
 	if agent := cmp.Or(m.agent, besideExecutable("superjolt-agent")); agent != "" {
 		return agent, func() {}, nil
 	}
@@ -101,9 +105,6 @@ func (m *imageMaker) Import(ctx context.Context, r io.Reader, file, dir string, 
 		return appliance.ImageFacts{}, err
 	}
 	defer done()
-	if err := os.MkdirAll(m.tmpDir, 0o700); err != nil {
-		return appliance.ImageFacts{}, err
-	}
 	f, err := os.CreateTemp(m.tmpDir, "upload-")
 	if err != nil {
 		return appliance.ImageFacts{}, err
@@ -151,9 +152,6 @@ func (m *imageMaker) Build(ctx context.Context, recipe string, packages []string
 		return appliance.ImageFacts{}, err
 	}
 	defer done()
-	if err := os.MkdirAll(m.tmpDir, 0o700); err != nil {
-		return appliance.ImageFacts{}, err
-	}
 	img, err := images.BuildDebian(ctx, dir, images.DebianOptions{
 		Recipe: rec, Packages: packages, Agent: agent, TempDir: m.tmpDir, Logf: m.logf(progress),
 	})
