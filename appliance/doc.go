@@ -100,7 +100,8 @@
 //
 // Every error returned by an exported method wraps exactly one model
 // category (ErrNotFound, ErrInvalid, ErrConflict, ErrInsufficientFunds,
-// ErrUnavailable) and says what to do next, or none: an internal error (a
-// bug, a broken disk), never disguised as "unavailable", which is kept for
-// a guest agent or VM process that cannot be reached.
+// ErrUnavailable; ErrUnauthenticated from Authenticate) and says what to do
+// next, or none: an internal error (a bug, a broken disk), never disguised
+// as "unavailable", which is kept for a guest agent or VM process that
+// cannot be reached.
 package appliance
