@@ -2,7 +2,7 @@
 // of DESIGN.md live. An [Appliance] ties together the store (what exists),
 // the storage pool (VM disks, images and backups as Btrfs subvolumes) and a
 // [Hypervisor] (VM processes and their guest agents), and offers the verbs
-// every front end calls: accounts and top-ups, VM create / stop / start /
+// every front end calls: accounts, their tokens and top-ups, VM create / stop / start /
 // destroy / resume / exec, ports and domains, backups and restore, the
 // ledger, operations and events.
 //
@@ -19,6 +19,7 @@
 //	background.go the daily schedule, the background pass, the manual clock
 //	billing.go    charges (no debt), runway to resume, low-balance warnings, archiving at zero
 //	accounts.go   accounts, top-ups, adjustments, the ledger, accounts' SSH keys
+//	tokens.go     account tokens: create (the secret shown once, its hash kept), list, revoke, authenticate
 //	images.go     images: import, build (made by an ImageMaker), remove while VMs use them
 //	addresses.go  IP addresses from the subnet (IPAM)
 //	network.go    the network: bridge at start, a TAP per VM on the host, the firewall rebuilt from the store
@@ -99,7 +100,8 @@
 //
 // Every error returned by an exported method wraps exactly one model
 // category (ErrNotFound, ErrInvalid, ErrConflict, ErrInsufficientFunds,
-// ErrUnavailable) and says what to do next, or none: an internal error (a
-// bug, a broken disk), never disguised as "unavailable", which is kept for
-// a guest agent or VM process that cannot be reached.
+// ErrUnavailable; ErrUnauthenticated from Authenticate) and says what to do
+// next, or none: an internal error (a bug, a broken disk), never disguised
+// as "unavailable", which is kept for a guest agent or VM process that
+// cannot be reached.
 package appliance

@@ -100,6 +100,26 @@ func (c *Client) SetSSHKeys(ctx context.Context, id string, keys []string) (mode
 	return a, c.do(ctx, http.MethodPut, "/v1/accounts/"+url.PathEscape(id)+"/ssh-keys", nil, SSHKeysRequest{SSHKeys: keys}, &a)
 }
 
+// CreateToken makes a token for an account; the answer holds its secret,
+// which is never shown again.
+func (c *Client) CreateToken(ctx context.Context, accountID string, req CreateTokenRequest) (CreatedToken, error) {
+	var ct CreatedToken
+	return ct, c.do(ctx, http.MethodPost, "/v1/accounts/"+url.PathEscape(accountID)+"/tokens", nil, req, &ct)
+}
+
+// Tokens lists an account's tokens, revoked and expired ones included,
+// newest first.
+func (c *Client) Tokens(ctx context.Context, accountID string) ([]model.Token, error) {
+	var ts []model.Token
+	return ts, c.do(ctx, http.MethodGet, "/v1/accounts/"+url.PathEscape(accountID)+"/tokens", nil, nil, &ts)
+}
+
+// RevokeToken revokes a token; revoking a revoked one answers it as it is.
+func (c *Client) RevokeToken(ctx context.Context, id string) (model.Token, error) {
+	var t model.Token
+	return t, c.do(ctx, http.MethodPost, "/v1/tokens/"+url.PathEscape(id)+"/revoke", nil, nil, &t)
+}
+
 // Ledger returns the newest limit ledger entries of an account (0: the
 // daemon's default).
 func (c *Client) Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error) {

@@ -22,6 +22,9 @@
 //	POST   /v1/accounts/{id}/adjust            AdjustRequest -> model.Account
 //	PUT    /v1/accounts/{id}/ssh-keys          SSHKeysRequest -> model.Account (its default SSH keys, replaced)
 //	GET    /v1/accounts/{id}/ledger?limit=N    []model.LedgerEntry
+//	POST   /v1/accounts/{id}/tokens            CreateTokenRequest -> CreatedToken (201; the secret, shown once)
+//	GET    /v1/accounts/{id}/tokens            []model.Token, newest first (never a secret or a hash)
+//	POST   /v1/tokens/{id}/revoke              model.Token (revoking twice answers the first revocation)
 //	GET    /v1/tiers                           []model.Tier
 //	GET    /v1/images                          []model.Image
 //	GET    /v1/pool                            Pool: size, used, free, what uses it
@@ -67,7 +70,8 @@
 //	{"error":{"code":"not_found","message":"vm-abc123 does not exist; `superjolt vm list` shows the VMs"}}
 //
 // where code is [model.Code] of the error: not_found 404, invalid 400,
-// conflict 409, insufficient_funds 402, unavailable 503, no_space 507, internal 500.
+// conflict 409, insufficient_funds 402, unavailable 503, no_space 507,
+// unauthenticated 401, forbidden 403, internal 500.
 // [Client] turns such an answer back into an [*Error] that wraps the model
 // category, so errors.Is(err, model.ErrNotFound) works on both sides of the
 // socket. A daemon that cannot be reached is model.ErrUnavailable too.

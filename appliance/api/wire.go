@@ -95,6 +95,36 @@ func (r SSHKeysRequest) Validate() error {
 	return err
 }
 
+// CreateTokenRequest is the body of POST /v1/accounts/{id}/tokens.
+type CreateTokenRequest struct {
+	// Name says whose or what the token is ("laptop", "assistant"); events
+	// name it. Empty: the token is named after its id.
+	Name string `json:"name,omitempty"`
+	// ReadOnly tokens may read and never change anything.
+	ReadOnly bool `json:"read_only,omitempty"`
+	// ExpiresIn is the token's lifetime, a string such as "30d" or "12h";
+	// absent: the token does not expire.
+	ExpiresIn Duration `json:"expires_in,omitempty"`
+}
+
+// Validate checks the name and the lifetime.
+func (r CreateTokenRequest) Validate() error {
+	if r.Name != "" {
+		if err := model.ValidateTokenName(r.Name); err != nil {
+			return err
+		}
+	}
+	return model.ValidateTokenLifetime(time.Duration(r.ExpiresIn))
+}
+
+// CreatedToken is the answer to POST /v1/accounts/{id}/tokens: the token
+// and its secret, which superjoltd keeps only a hash of and never shows
+// again.
+type CreatedToken struct {
+	Token  model.Token `json:"token"`
+	Secret string      `json:"secret"`
+}
+
 // CreateVMRequest is the body of POST /v1/vms.
 type CreateVMRequest struct {
 	AccountID string `json:"account_id"`

@@ -1,6 +1,6 @@
 // Package store keeps superjolt's state in Badger: accounts, tiers, images,
-// VMs, backups, the ledger, operations, events, every id ever handed out and
-// the IP addresses in use.
+// VMs, backups, the ledger, operations, events, account tokens, every id ever
+// handed out and the IP addresses in use.
 //
 // Everything happens in a transaction: Store.View for a consistent read,
 // Store.Update for a change that commits whole, synced to disk, or not at all.
@@ -34,6 +34,8 @@
 //	e/<seq BE>                         Event, oldest first
 //	id/<id>                            (empty) every id NewID handed out, forever
 //	ip/<address as 16 bytes BE>        id of the VM holding the address
+//	k/<token>                          Token (the SHA-256 of its secret, never the secret)
+//	ka/<account>/<token>               (empty) index: an account's tokens
 //
 // Times in keys are Unix nanoseconds with the sign bit flipped (so they sort
 // as unsigned numbers), then inverted. keys.go builds each key next to a

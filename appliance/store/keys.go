@@ -31,6 +31,8 @@ const (
 	pEvent      = "e/"
 	pID         = "id/"
 	pIP         = "ip/"
+	pToken      = "k/"
+	pTokenAcct  = "ka/"
 	keySchema   = "meta/schema"
 	keyEventSeq = "meta/seq/event"
 	keyLedgerSq = "meta/seq/ledger"
@@ -145,6 +147,15 @@ func ipKey(a netip.Addr) []byte {
 	b := a.As16()
 	return key(pIP, string(b[:]))
 }
+
+// tokenKey: k/<token id> → Token JSON (only the hash of its secret).
+func tokenKey(id string) []byte { return key(pToken, id) }
+
+// tokenAccountKey: ka/<account id>/<token id> → empty. One per token; the
+// account's tokens are a prefix scan of ka/<account id>/.
+func tokenAccountKey(acct, tk string) []byte { return key(pTokenAcct, acct, "/", tk) }
+
+func tokenAccountPrefix(acct string) []byte { return key(pTokenAcct, acct, "/") }
 
 // keySchema: meta/schema → schema version, uint32 BE.
 // keyEventSeq: meta/seq/event → last event seq handed out, uint64 BE.

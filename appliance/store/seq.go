@@ -154,7 +154,7 @@ const newIDTries = 100
 // (subvolumes, units) under it before then.
 func (tx *Tx) NewID(k model.Kind) (string, error) {
 	switch k {
-	case model.KindAccount, model.KindVM, model.KindBackup, model.KindOperation:
+	case model.KindAccount, model.KindVM, model.KindBackup, model.KindOperation, model.KindToken:
 	default:
 		return "", invalid("unknown id kind %q", string(k))
 	}

@@ -21,6 +21,7 @@ func newAccountCommand(o *globalOptions) *cobra.Command {
 		newAccountAdjustCommand(o),
 		newAccountSetCommand(o),
 		newAccountLedgerCommand(o),
+		newAccountTokenCommand(o),
 	)
 }
 

@@ -28,6 +28,7 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"POST", "/v1/vms/vm-abc123/restore"},
 	{"POST", "/v1/debug/clock/advance"},
 	{"POST", "/v1/vms/vm-abc123/stop"},
+	{"POST", "/v1/accounts/ac-abc123/tokens"},
 }
 
 // FuzzDecodeRequest feeds arbitrary bodies to every route that reads one and
@@ -65,6 +66,10 @@ func FuzzDecodeRequest(f *testing.F) {
 		{8, ``},
 		{8, `{}`},
 		{8, ` {} `},
+		{9, `{"name":"laptop","read_only":true,"expires_in":"30d"}`},
+		{9, `{"name":"","expires_in":"59s"}`},
+		{9, `{"name":"\u0085","expires_in":"3650d"}`},
+		{9, `{"expires_in":"1d-1h"}`},
 	}
 	for _, s := range seeds {
 		f.Add(uint8(s.route), []byte(s.body))
@@ -94,6 +99,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		roundTrip[api.ExecRequest](t, body)
 		roundTrip[api.RestoreRequest](t, body)
 		roundTrip[api.AdvanceClockRequest](t, body)
+		roundTrip[api.CreateTokenRequest](t, body)
 	})
 }
 
@@ -189,6 +195,15 @@ func (a *validatingApp) SubmitRestore(ctx contextT, id, bk string) (model.Operat
 func (a *validatingApp) ResolveBackup(ctx contextT, id, from string, loc *time.Location) (model.Backup, error) {
 	a.check("from", model.ValidateFrom(from))
 	return model.Backup{ID: "bk-0123456789"}, nil
+}
+
+func (a *validatingApp) CreateToken(ctx contextT, req appliance.CreateTokenRequest) (model.Token, string, error) {
+	a.check("account id", model.ValidateID(model.KindAccount, req.AccountID))
+	if req.Name != "" {
+		a.check("token name", model.ValidateTokenName(req.Name))
+	}
+	a.check("token lifetime", model.ValidateTokenLifetime(req.ExpiresIn))
+	return model.Token{}, "", nil
 }
 
 type contextT = context.Context

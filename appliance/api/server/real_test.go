@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -370,5 +371,78 @@ func TestRealVMUsage(t *testing.T) {
 	}
 	if us, err := c.VMUsage(context.Background()); err != nil || len(us) != 0 {
 		t.Errorf("VMUsage with no VM running = %+v, %v; want none", us, err)
+	}
+}
+
+// TestRealTokens: the token routes over the real appliance and client; the
+// secret comes back once, never in a list, and authenticates.
+func TestRealTokens(t *testing.T) {
+	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	app, _ := newAppliance(t, clock.NewManual(start))
+	c, sock := serve(t, app)
+	ctx := context.Background()
+	a, err := c.CreateAccount(ctx, api.CreateAccountRequest{Name: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ct, err := c.CreateToken(ctx, a.ID, api.CreateTokenRequest{Name: "assistant", ReadOnly: true, ExpiresIn: api.Duration(30 * 24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct.Token.AccountID != a.ID || ct.Token.Name != "assistant" || !ct.Token.ReadOnly || !ct.Token.ExpiresAt.Equal(start.Add(30*24*time.Hour)) ||
+		!strings.HasPrefix(ct.Secret, "sjt_"+ct.Token.ID+"_") {
+		t.Fatalf("CreateToken = %+v", ct)
+	}
+	if p, err := app.Authenticate(ctx, ct.Secret); err != nil || p.TokenID != ct.Token.ID || !p.ReadOnly {
+		t.Fatalf("Authenticate(the secret answered) = %+v, %v", p, err)
+	}
+	status, body := rawDo(t, sock, "GET", "/v1/accounts/"+a.ID+"/tokens", "", nil)
+	secretPart := ct.Secret[len(ct.Secret)-20:]
+	if status != 200 || strings.Contains(string(body), secretPart) || strings.Contains(string(body), "hash") || !strings.Contains(string(body), `"read_only":true`) {
+		t.Fatalf("GET tokens = %d %s: want the token without its secret or hash", status, body)
+	}
+	ts, err := c.Tokens(ctx, a.ID)
+	if err != nil || len(ts) != 1 || ts[0].ID != ct.Token.ID || ts[0].Hash != nil {
+		t.Fatalf("Tokens = %+v, %v", ts, err)
+	}
+	if _, err := c.CreateToken(ctx, a.ID, api.CreateTokenRequest{Name: "ASSISTANT"}); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("a second live token of the same name: %v, want conflict", err)
+	}
+	r, err := c.RevokeToken(ctx, ct.Token.ID)
+	if err != nil || !r.RevokedAt.Equal(start) {
+		t.Fatalf("RevokeToken = %+v, %v", r, err)
+	}
+	if _, err := app.Authenticate(ctx, ct.Secret); !errors.Is(err, model.ErrUnauthenticated) {
+		t.Fatalf("Authenticate(revoked) = %v", err)
+	}
+	if r, err := c.RevokeToken(ctx, ct.Token.ID); err != nil || !r.RevokedAt.Equal(start) {
+		t.Fatalf("RevokeToken twice = %+v, %v", r, err)
+	}
+
+	for _, tt := range []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"create for unknown account", func() error {
+			_, err := c.CreateToken(ctx, "ac-zzzzzz", api.CreateTokenRequest{Name: "x"})
+			return err
+		}, model.ErrNotFound},
+		{"list of unknown account", func() error { _, err := c.Tokens(ctx, "ac-zzzzzz"); return err }, model.ErrNotFound},
+		{"revoke unknown token", func() error { _, err := c.RevokeToken(ctx, "tk-zzzzzzzzzz"); return err }, model.ErrNotFound},
+		{"revoke malformed token", func() error { _, err := c.RevokeToken(ctx, "sjt_x"); return err }, model.ErrInvalid},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	if status, body := rawDo(t, sock, "POST", "/v1/accounts/ac-zzzzzz/tokens", "application/json", []byte(`{"name":"x"}`)); status != 404 || !strings.Contains(string(body), "not_found") {
+		t.Fatalf("POST tokens of an unknown account = %d %s, want 404", status, body)
+	}
+	if status, _ := rawDo(t, sock, "POST", "/v1/accounts/"+a.ID+"/tokens", "application/json", []byte(`{"name":"cli"}`)); status != 201 {
+		t.Fatalf("POST tokens = %d, want 201", status)
 	}
 }

@@ -34,6 +34,9 @@ type Appliance interface {
 	Adjust(ctx context.Context, id string, amount model.Micro, reason string) (model.Account, error)
 	SetAccountSSHKeys(ctx context.Context, id string, keys []string) (model.Account, error)
 	Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error)
+	CreateToken(ctx context.Context, req appliance.CreateTokenRequest) (model.Token, string, error)
+	Tokens(ctx context.Context, accountID string) ([]model.Token, error)
+	RevokeToken(ctx context.Context, id string) (model.Token, error)
 
 	Tiers(ctx context.Context) ([]model.Tier, error)
 	Images(ctx context.Context) ([]model.Image, error)
@@ -211,6 +214,10 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/accounts/{id}/adjust", post(s, model.KindAccount, s.adjust))
 	m.HandleFunc("PUT /v1/accounts/{id}/ssh-keys", post(s, model.KindAccount, s.setSSHKeys))
 	m.HandleFunc("GET /v1/accounts/{id}/ledger", s.ledger)
+	// Tokens are the operator's to make, list and revoke.
+	m.HandleFunc("POST /v1/accounts/{id}/tokens", postStatus(s, model.KindAccount, http.StatusCreated, s.createToken))
+	m.HandleFunc("GET /v1/accounts/{id}/tokens", get(s, model.KindAccount, s.tokens))
+	m.HandleFunc("POST /v1/tokens/{id}/revoke", verb(s, model.KindToken, http.StatusOK, s.app.RevokeToken))
 
 	m.HandleFunc("GET /v1/tiers", s.tiers)
 	m.HandleFunc("GET /v1/images", s.images)
@@ -358,6 +365,18 @@ func (s *Server) adjust(ctx context.Context, id string, req api.AdjustRequest) (
 
 func (s *Server) setSSHKeys(ctx context.Context, id string, req api.SSHKeysRequest) (model.Account, error) {
 	return s.app.SetAccountSSHKeys(ctx, id, req.SSHKeys)
+}
+
+func (s *Server) createToken(ctx context.Context, id string, req api.CreateTokenRequest) (api.CreatedToken, error) {
+	t, secret, err := s.app.CreateToken(ctx, appliance.CreateTokenRequest{
+		AccountID: id, Name: req.Name, ReadOnly: req.ReadOnly, ExpiresIn: time.Duration(req.ExpiresIn),
+	})
+	return api.CreatedToken{Token: t, Secret: secret}, err
+}
+
+func (s *Server) tokens(ctx context.Context, id string) ([]model.Token, error) {
+	ts, err := s.app.Tokens(ctx, id)
+	return nonNil(ts), err
 }
 
 func (s *Server) ledger(w http.ResponseWriter, r *http.Request) {

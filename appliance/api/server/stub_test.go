@@ -78,6 +78,18 @@ func (s *errApp) Ledger(_ context.Context, id string, limit int) ([]model.Ledger
 	s.rec("Ledger", id, limit)
 	return nil, s.err
 }
+func (s *errApp) CreateToken(_ context.Context, req appliance.CreateTokenRequest) (model.Token, string, error) {
+	s.rec("CreateToken", req)
+	return model.Token{}, "", s.err
+}
+func (s *errApp) Tokens(_ context.Context, id string) ([]model.Token, error) {
+	s.rec("Tokens", id)
+	return nil, s.err
+}
+func (s *errApp) RevokeToken(_ context.Context, id string) (model.Token, error) {
+	s.rec("RevokeToken", id)
+	return model.Token{}, s.err
+}
 func (s *errApp) Tiers(context.Context) ([]model.Tier, error) {
 	s.rec("Tiers")
 	return nil, s.err
