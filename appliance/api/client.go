@@ -25,6 +25,11 @@ import (
 type Client struct {
 	socket string
 	hc     *http.Client
+	// base is the URL requests go to: "http://superjoltd" over the
+	// socket, the server's https://host:port remotely.
+	base string
+	// token, when set, is sent as a bearer token (remote clients).
+	token string
 }
 
 // NewClient returns a client for the daemon listening on socketPath
@@ -41,7 +46,7 @@ func NewClient(socketPath string) *Client {
 		MaxIdleConns:    4,
 		IdleConnTimeout: 30 * time.Second,
 	}
-	return &Client{socket: socketPath, hc: &http.Client{Transport: tr}}
+	return &Client{socket: socketPath, hc: &http.Client{Transport: tr}, base: "http://superjoltd"}
 }
 
 // Socket returns the socket path the client dials.
@@ -471,11 +476,11 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, in
 		}
 		body = bytes.NewReader(b)
 	}
-	u := "http://superjoltd" + path
+	u := path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	req, err := c.newRequest(ctx, method, u, body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s %s: %v", model.ErrInvalid, method, path, err)
 	}
@@ -494,17 +499,31 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, in
 		return resp, nil
 	}
 	defer resp.Body.Close()
-	return nil, decodeError(resp)
+	return nil, c.decodeError(resp)
 }
 
 // unreachable explains a failed connection to the daemon.
 func (c *Client) unreachable(err error) error {
+	if c.token != "" {
+		return fmt.Errorf("%w: cannot reach superjoltd at %s: check --server / SUPERJOLT_SERVER and --ca / SUPERJOLT_CA (%v)", model.ErrUnavailable, c.base, err)
+	}
 	var ne *net.OpError
 	if errors.As(err, &ne) && ne.Op == "dial" {
 		return fmt.Errorf("%w: cannot reach superjoltd at %s: is it running? start it with `systemctl start superjoltd` (or run `superjoltd --socket %s`), or point --socket / SUPERJOLT_SOCKET at the right socket (%v)",
 			model.ErrUnavailable, c.socket, c.socket, ne.Err)
 	}
 	return fmt.Errorf("%w: lost the connection to superjoltd at %s: %v", model.ErrUnavailable, c.socket, err)
+}
+
+// decodeError reads a failed answer; a 401 from a remote server says how
+// to get a token that works.
+func (c *Client) decodeError(resp *http.Response) error {
+	err := decodeError(resp)
+	if resp.StatusCode == http.StatusUnauthorized && c.token != "" {
+		return &Error{Code: "unauthenticated", Status: resp.StatusCode,
+			Message: "the token is unknown, revoked or expired: ask the operator for a new one (superjolt account token create)"}
+	}
+	return err
 }
 
 func decodeError(resp *http.Response) error {

@@ -47,7 +47,7 @@ func (c *Client) Console(ctx context.Context, id string, cio ConsoleIO) error {
 			_ = pw.CloseWithError(err) // nil: EOF, the detach
 		}()
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://superjoltd"+path, pr)
+	hreq, err := c.newRequest(ctx, http.MethodPost, path, pr)
 	if err != nil {
 		return fmt.Errorf("POST %s: %w", path, err)
 	}
@@ -65,7 +65,7 @@ func (c *Client) Console(ctx context.Context, id string, cio ConsoleIO) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return decodeError(resp)
+		return c.decodeError(resp)
 	}
 	if cio.Attached != nil {
 		cio.Attached()

@@ -14,6 +14,13 @@
 // model and of the types here, and stay stable. Money is an integer count of
 // micro-credits; durations are strings such as "90s", "24h" or "7d".
 //
+// The same routes are served over TCP with TLS to account tokens when
+// superjoltd runs with --listen: every request then needs "Authorization:
+// Bearer <token>" (401 without a valid one, 429 with Retry-After after
+// repeated failures from one source), sees its own account only (other
+// accounts' objects are 404, as missing ones), and the operator's verbs are
+// 403. [NewRemoteClient] is the Client for it, with the server's CA pinned.
+//
 //	GET    /v1/status                          Status
 //	GET    /v1/accounts                        []model.Account
 //	POST   /v1/accounts                        CreateAccountRequest -> model.Account

@@ -88,7 +88,7 @@ func (c *Client) ExecStream(ctx context.Context, id string, req ExecRequest, eio
 			}
 		}
 	}()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://superjoltd"+path, pr)
+	hreq, err := c.newRequest(ctx, http.MethodPost, path, pr)
 	if err != nil {
 		return ExecResult{}, fmt.Errorf("POST %s: %w", path, err)
 	}
@@ -103,7 +103,7 @@ func (c *Client) ExecStream(ctx context.Context, id string, req ExecRequest, eio
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return ExecResult{}, decodeError(resp)
+		return ExecResult{}, c.decodeError(resp)
 	}
 	br := bufio.NewReaderSize(resp.Body, 64<<10)
 	for {

@@ -16,8 +16,8 @@ import (
 // (size bytes from r, called file where it came from) as the image name, calling progress with each step
 // the daemon reports, and returns the image once it is made.
 func (c *Client) ImportImage(ctx context.Context, name, file string, r io.Reader, size int64, progress func(string)) (model.Image, error) {
-	u := "http://superjoltd/v1/images/import?" + url.Values{"name": {name}, "file": {file}}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, io.NopCloser(r))
+	u := "/v1/images/import?" + url.Values{"name": {name}, "file": {file}}.Encode()
+	req, err := c.newRequest(ctx, http.MethodPost, u, io.NopCloser(r))
 	if err != nil {
 		return model.Image{}, fmt.Errorf("%w: import image: %v", model.ErrInvalid, err)
 	}
@@ -47,7 +47,7 @@ func (c *Client) imageStream(ctx context.Context, req *http.Request, progress fu
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
-		return model.Image{}, decodeError(resp)
+		return model.Image{}, c.decodeError(resp)
 	}
 	return readImageStream(ctx, resp, progress)
 }

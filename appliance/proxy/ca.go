@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -128,6 +129,21 @@ func (ca *CA) Issue(name string) (*tls.Certificate, error) {
 	if name == "" {
 		return nil, errors.New("local CA: no name to issue for")
 	}
+	return ca.IssueFor([]string{name}, nil)
+}
+
+// IssueFor is Issue for several DNS names and IP addresses at once (the
+// remote API's certificate: the names it is reached by and its listen IP).
+func (ca *CA) IssueFor(names []string, ips []net.IP) (*tls.Certificate, error) {
+	if len(names) == 0 && len(ips) == 0 {
+		return nil, errors.New("local CA: no name to issue for")
+	}
+	cn := ""
+	if len(names) > 0 {
+		cn = names[0]
+	} else {
+		cn = ips[0].String()
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -139,8 +155,9 @@ func (ca *CA) Issue(name string) (*tls.Certificate, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
-		Subject:               pkix.Name{CommonName: name},
-		DNSNames:              []string{name},
+		Subject:               pkix.Name{CommonName: cn},
+		DNSNames:              names,
+		IPAddresses:           ips,
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
@@ -149,7 +166,7 @@ func (ca *CA) Issue(name string) (*tls.Certificate, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
-		return nil, fmt.Errorf("local CA: issue for %s: %w", name, err)
+		return nil, fmt.Errorf("local CA: issue for %s: %w", cn, err)
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {

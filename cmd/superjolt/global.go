@@ -26,7 +26,10 @@ import (
 // globalOptions are the flags every command takes.
 type globalOptions struct {
 	socket string
-	output string
+	// server, token and ca reach a remote superjoltd with an account
+	// token (server "": the socket).
+	server, token, ca string
+	output            string
 	// utc shows and reads times in UTC instead of the local zone; loc is
 	// then UTC (nil: the local zone, see zone).
 	utc bool
@@ -97,7 +100,15 @@ web-1, superjolt vm create --account alice. Money is in credits (2.5 means
 			if opts.utc {
 				opts.loc = time.UTC
 			}
-			opts.client = api.NewClient(opts.socket)
+			if opts.server == "" {
+				opts.client = api.NewClient(opts.socket)
+				return nil
+			}
+			c, err := remoteClient(opts)
+			if err != nil {
+				return err
+			}
+			opts.client = c
 			return nil
 		},
 		PersistentPostRun: func(*cobra.Command, []string) {
@@ -118,6 +129,9 @@ web-1, superjolt vm create --account alice. Money is in credits (2.5 means
 	})
 	f := r.cmd.PersistentFlags()
 	f.StringVar(&opts.socket, "socket", socket, "superjoltd's API socket (env SUPERJOLT_SOCKET)")
+	f.StringVar(&opts.server, "server", os.Getenv("SUPERJOLT_SERVER"), "a remote superjoltd, https://HOST:PORT, reached with an account token instead of the socket (env SUPERJOLT_SERVER)")
+	f.StringVar(&opts.token, "token", "", "the account token for --server (env SUPERJOLT_TOKEN)")
+	f.StringVar(&opts.ca, "ca", os.Getenv("SUPERJOLT_CA"), "the only CA trusted for --server: the operator's `superjolt ca` saved to a file (env SUPERJOLT_CA; default: the system's CAs)")
 	f.StringVarP(&opts.output, "output", "o", "text", "output format: text or json")
 	f.BoolVar(&opts.utc, "utc", false, "show and read times in UTC instead of your time zone")
 	r.cmd.AddGroup(&cobra.Group{ID: "objects", Title: "Objects:"}, &cobra.Group{ID: "more", Title: "More:"})
@@ -311,4 +325,24 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// remoteClient returns a client of the remote superjoltd --server names.
+func remoteClient(opts *globalOptions) (*api.Client, error) {
+	if opts.token == "" {
+		// Not the flag's default: --help would print it.
+		opts.token = os.Getenv("SUPERJOLT_TOKEN")
+	}
+	if opts.token == "" {
+		return nil, fmt.Errorf("%w: --server needs an account token: give --token or SUPERJOLT_TOKEN (the operator makes one with `superjolt account token create`)", model.ErrInvalid)
+	}
+	var caPEM []byte
+	if opts.ca != "" {
+		b, err := os.ReadFile(opts.ca)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --ca: %v: save the operator's `superjolt ca` to a file and give its path", model.ErrInvalid, err)
+		}
+		caPEM = b
+	}
+	return api.NewRemoteClient(api.RemoteOptions{Server: opts.server, Token: opts.token, CAPEM: caPEM})
 }

@@ -153,7 +153,13 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		return err
 	}
 	defer px.stop()
-	h.set(server.New(app, server.Options{Logger: log, CACert: px.caCert}))
+	sopts := server.Options{Logger: log, CACert: px.caCert}
+	stopRemote, err := startRemote(ctx, cfg, app, sopts, log)
+	if err != nil {
+		return err
+	}
+	defer stopRemote()
+	h.set(server.New(app, sopts))
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- app.Run(ctx) }()

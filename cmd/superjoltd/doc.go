@@ -23,6 +23,7 @@
 //	           [--socket PATH] [--subnet CIDR] [--network=on|off] [--bridge NAME] [--dns IP,...]
 //	           [--http-listen ADDR|off] [--https-listen ADDR|off] [--tls-cert-dir DIR]
 //	           [--acme-email EMAIL [--acme-ca URL]]
+//	           [--listen ADDR [--listen-name NAME]... | --listen ADDR --tls-cert FILE --tls-key FILE]
 //	           [--clock=manual|real] [--run-dir DIR]
 //	           [--agent FILE] [--log-level debug|info|warn|error]
 //

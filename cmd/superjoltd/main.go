@@ -81,6 +81,11 @@ type config struct {
 	// The domain proxy's listeners ("": off) and the operator's own
 	// certificates (NAME.crt, NAME.key).
 	httpListen, httpsListen, tlsCertDir string
+	// The remote API (--listen, "": none): the names its certificate is
+	// for, or the operator's certificate and key.
+	listen          string
+	listenNames     []string
+	tlsCert, tlsKey string
 	// ACME: the account's email ("": no ACME) and the CA's directory URL.
 	acmeEmail, acmeCA string
 	manual            bool   // --clock=manual
@@ -112,6 +117,16 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.acmeEmail, "acme-email", "", "get domains' certificates from an ACME CA (Let's Encrypt) with this contact; needs the box reachable from the internet on ports 80 and 443")
 	fs.StringVar(&cfg.acmeCA, "acme-ca", "", "the ACME CA's directory URL (default: Let's Encrypt's production CA)")
 	fs.StringVar(&cfg.tlsCertDir, "tls-cert-dir", "", "the operator's certificates for domains (NAME.crt and NAME.key, PEM); others get one from the local CA (superjolt ca)")
+	fs.StringVar(&cfg.listen, "listen", "", "serve the API to account tokens over TCP with TLS at [HOST]:PORT, like :8443 (default: only the UNIX socket)")
+	fs.Func("listen-name", "a DNS name the remote API is reached by, for its certificate from the local CA (repeatable; default: the hostname)", func(v string) error {
+		if v == "" || strings.ContainsAny(v, " \t/:") {
+			return fmt.Errorf("give a DNS name like appliance.example.com")
+		}
+		cfg.listenNames = append(cfg.listenNames, v)
+		return nil
+	})
+	fs.StringVar(&cfg.tlsCert, "tls-cert", "", "the remote API's certificate (PEM, with its chain) instead of one from the local CA; goes with --tls-key")
+	fs.StringVar(&cfg.tlsKey, "tls-key", "", "the key of --tls-cert (PEM)")
 	fs.StringVar(&clock, "clock", "real", "real, or manual: time moves only with 'superjolt debug clock advance' (tests, demos)")
 	fs.StringVar(&cfg.supervisor, "supervisor", supervisorAuto, "who runs the VMs' QEMU processes: systemd (a transient unit each, in superjolt.slice), self (superjoltd), or auto (systemd when it is PID 1)")
 	fs.StringVar(&cfg.runDir, "run-dir", appliance.DefaultRunDir, "per-VM runtime directories (sockets, logs, pid files)")
@@ -149,6 +164,9 @@ func parseFlags(args []string) (config, error) {
 		}
 	}
 	if _, err := cfg.listenPorts(); err != nil {
+		return cfg, err
+	}
+	if err := cfg.checkRemote(); err != nil {
 		return cfg, err
 	}
 	if cfg.acmeEmail != "" && (!strings.Contains(cfg.acmeEmail, "@") || strings.ContainsAny(cfg.acmeEmail, " \t")) {

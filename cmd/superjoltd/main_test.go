@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +30,18 @@ func TestParseFlags(t *testing.T) {
 			return c.httpListen == "" && err == nil && len(ports) == 1 && ports[0].Number == 8443
 		}},
 		{[]string{"--http-listen", "80"}, false, nil},
+		{[]string{"--listen", ":8443", "--listen-name", "box.example.com", "--listen-name", "box"}, true, func(c config) bool {
+			ports, err := c.listenPorts()
+			return c.listen == ":8443" && len(c.listenNames) == 2 && c.listenNames[1] == "box" && err == nil && len(ports) == 3 && ports[2].Number == 8443
+		}},
+		{[]string{"--listen", ":8443", "--tls-cert", "/etc/sj/api.crt", "--tls-key", "/etc/sj/api.key"}, true, func(c config) bool {
+			return c.tlsCert == "/etc/sj/api.crt" && c.tlsKey == "/etc/sj/api.key"
+		}},
+		{[]string{"--listen", "8443"}, false, nil},
+		{[]string{"--listen", ":8443", "--tls-cert", "/etc/sj/api.crt"}, false, nil},
+		{[]string{"--listen", ":8443", "--tls-cert", "a", "--tls-key", "b", "--listen-name", "box"}, false, nil},
+		{[]string{"--listen-name", "box"}, false, nil},
+		{[]string{"--listen", ":8443", "--listen-name", "https://box"}, false, nil},
 		{[]string{"--acme-email", "ops@example.com", "--acme-ca", "https://acme-staging-v02.api.letsencrypt.org/directory"}, true, func(c config) bool {
 			return c.acmeEmail == "ops@example.com" && strings.HasPrefix(c.acmeCA, "https://")
 		}},
@@ -122,5 +136,33 @@ func TestManualClockSurvivesRestart(t *testing.T) {
 	}
 	if _, err := openManualClock(dir); err == nil {
 		t.Fatal("a corrupt clock file was accepted")
+	}
+}
+
+// TestRemoteCert: the remote API's certificate from the local CA names the
+// --listen-name names and the listen IP, and chains to the CA that
+// `superjolt ca` prints.
+func TestRemoteCert(t *testing.T) {
+	cfg := config{stateDir: t.TempDir(), listen: "127.0.0.1:8443", listenNames: []string{"box.example.com"}}
+	cert, caPEM, err := remoteCert(cfg, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		t.Fatal("no CA certificate")
+	}
+	for _, name := range []string{"box.example.com", "127.0.0.1"} {
+		if _, err := cert.Leaf.Verify(x509.VerifyOptions{DNSName: name, Roots: roots}); err != nil {
+			t.Errorf("the certificate does not verify for %s: %v", name, err)
+		}
+	}
+	if _, err := cert.Leaf.Verify(x509.VerifyOptions{DNSName: "other.example.com", Roots: roots}); err == nil {
+		t.Error("the certificate verifies for a name it was not issued for")
+	}
+	// The same CA as the domain proxy's: made once in the state directory.
+	_, again, err := remoteCert(cfg, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8443})
+	if err != nil || string(again) != string(caPEM) {
+		t.Fatalf("a second certificate comes from another CA (%v)", err)
 	}
 }

@@ -16,11 +16,11 @@ import (
 	"github.com/superjolt/superjolt/appliance/proxy"
 )
 
-// listenPorts returns the TCP ports the domain proxy listens on, which no
-// port forward may take.
+// listenPorts returns the TCP ports the domain proxy and the remote API
+// listen on, which no port forward may take.
 func (cfg config) listenPorts() ([]model.Port, error) {
 	var ports []model.Port
-	for _, l := range []struct{ flag, addr string }{{"--http-listen", cfg.httpListen}, {"--https-listen", cfg.httpsListen}} {
+	for _, l := range []struct{ flag, addr string }{{"--http-listen", cfg.httpListen}, {"--https-listen", cfg.httpsListen}, {"--listen", cfg.listen}} {
 		if l.addr == "" {
 			continue
 		}

@@ -11,4 +11,10 @@
 //
 // The appliance is reached through the [Appliance] interface declared here,
 // which *appliance.Appliance satisfies.
+//
+// [Remote] is the remote API (superjoltd --listen): the same routes over
+// TLS, for account tokens only (Authorization: Bearer), with failed
+// authentications rate-limited per source. It serves a [Tenant], which
+// scopes every call of the Appliance to the token's account; its doc
+// comment holds the rule of each method.
 package server

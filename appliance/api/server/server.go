@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -108,6 +109,8 @@ type Server struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	caCert []byte
+	// patterns are the routes, as registered (see Routes).
+	patterns []string
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -203,8 +206,21 @@ func Unavailable(msg string) http.Handler {
 	})
 }
 
+// Routes returns the pattern of every route ("GET /v1/vms/{id}"), in the
+// order they are registered: what tests walk to check that every route has
+// a tenant rule.
+func (s *Server) Routes() []string { return slices.Clone(s.patterns) }
+
+// routeSet registers routes on a Server's mux and remembers their patterns.
+type routeSet struct{ s *Server }
+
+func (m routeSet) HandleFunc(pattern string, h http.HandlerFunc) {
+	m.s.patterns = append(m.s.patterns, pattern)
+	m.s.mux.HandleFunc(pattern, h)
+}
+
 func (s *Server) routes() {
-	m := s.mux
+	m := routeSet{s}
 	m.HandleFunc("GET /v1/status", s.status)
 
 	m.HandleFunc("GET /v1/accounts", s.accounts)
