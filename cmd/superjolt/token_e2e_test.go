@@ -1,6 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -96,4 +101,75 @@ func TestCLIAccountTokens(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRemoteEndToEnd: superjoltd --listen serves the API over TLS to real
+// account tokens. Bob's token sees none of Alice's VM (not found, exactly
+// as a missing one), Alice's read-only token lists it and can change
+// nothing, her full token backs it up (an event names the token), the
+// operator's verbs are refused, and a revoked token is refused.
+func TestRemoteEndToEnd(t *testing.T) {
+	needVMs(t)
+	// The daemon's loopback is its namespace's: the tenant's CLI runs there.
+	ns := newNetns(t, "sjremote")
+	port := "8443"
+	d := startDaemonIn(t, ns, nil, "--clock=manual", "--network=off", "--listen", "127.0.0.1:"+port, "--listen-name", "box.test")
+	alice := okJSON[model.Account](t, d, "account", "create", "alice", "--balance", "50")
+	okJSON[model.Account](t, d, "account", "create", "bob", "--balance", "50")
+	vm := okJSON[model.VM](t, d, "vm", "create", "--account", "alice", "--tier", "nano", "--name", "web")
+	secret := func(acct string, args ...string) string {
+		return okJSON[api.CreatedToken](t, d, append([]string{"account", "token", "create", acct}, args...)...).Secret
+	}
+	aliceFull, aliceRO, bobTok := secret("alice", "--name", "laptop"), secret("alice", "--name", "reader", "--read-only"), secret("bob", "--name", "bobs")
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte(d.ok(t, "ca")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	remote := func(token string, args ...string) result {
+		t.Helper()
+		cmd := exec.Command("ip", append([]string{"netns", "exec", ns, filepath.Join(d.bin, "superjolt"),
+			"--server", "https://127.0.0.1:" + port, "--token", token, "--ca", ca}, args...)...)
+		cmd.Env = append(os.Environ(), "SUPERJOLT_SOCKET=/nonexistent")
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return result{out.String(), errb.String(), cmd.ProcessState.ExitCode()}
+	}
+
+	if r := remote(bobTok, "vm", "list"); r.code != 0 || strings.Contains(r.stdout, vm.ID) {
+		t.Fatalf("bob's vm list: exit %d %q %q, want his (empty) list", r.code, r.stdout, r.stderr)
+	}
+	missing := remote(bobTok, "vm", "show", "vm-zzzzzz")
+	theirs := remote(bobTok, "vm", "show", vm.ID)
+	if theirs.code != exitNotFound || strings.ReplaceAll(theirs.stderr, vm.ID, "vm-zzzzzz") != missing.stderr {
+		t.Fatalf("bob's vm show of alice's VM: exit %d %q; of a missing one: %q: want the same not found", theirs.code, theirs.stderr, missing.stderr)
+	}
+	if r := remote(bobTok, "backup", "create", vm.ID); r.code != exitNotFound {
+		t.Fatalf("bob's backup of alice's VM: exit %d %q, want not found", r.code, r.stderr)
+	}
+	if r := remote(aliceRO, "vm", "list"); r.code != 0 || !strings.Contains(r.stdout, vm.ID) {
+		t.Fatalf("alice's read-only vm list: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := remote(aliceRO, "vm", "stop", vm.ID); r.code != exitAuth || !strings.Contains(r.stderr, "read-only") {
+		t.Fatalf("alice's read-only vm stop: exit %d %q, want refused as read-only", r.code, r.stderr)
+	}
+	if r := remote(aliceFull, "account", "topup", "alice", "100"); r.code != exitAuth || !strings.Contains(r.stderr, "operator") {
+		t.Fatalf("a top-up with alice's token: exit %d %q, want the operator's", r.code, r.stderr)
+	}
+	bk := remote(aliceFull, "backup", "create", vm.ID, "-o", "json")
+	if bk.code != 0 || !strings.Contains(bk.stdout, `"consistency": "frozen"`) {
+		t.Fatalf("alice's backup create over the remote API: exit %d %q %q", bk.code, bk.stdout, bk.stderr)
+	}
+	if ev := d.ok(t, "events", "--tail", "20"); !strings.Contains(ev, "laptop") {
+		t.Fatalf("no event names the token laptop:\n%s", ev)
+	}
+	d.ok(t, "account", "token", "revoke", strings.Split(aliceFull, "_")[1])
+	if r := remote(aliceFull, "vm", "list"); r.code != exitAuth || !strings.Contains(r.stderr, "revoked") {
+		t.Fatalf("a revoked token: exit %d %q, want refused", r.code, r.stderr)
+	}
+	_ = alice
 }

@@ -154,7 +154,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 	}
 	defer px.stop()
 	sopts := server.Options{Logger: log, CACert: px.caCert}
-	stopRemote, err := startRemote(ctx, cfg, app, sopts, log)
+	stopRemote, err := startRemote(ctx, cfg, app, &sopts, log)
 	if err != nil {
 		return err
 	}

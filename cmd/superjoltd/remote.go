@@ -80,7 +80,7 @@ func remoteCert(cfg config, addr net.Addr) (*tls.Certificate, []byte, error) {
 
 // startRemote serves the remote API (see server.Remote) on --listen with
 // TLS until stop is called. app must authenticate account tokens.
-func startRemote(ctx context.Context, cfg config, app *appliance.Appliance, sopts server.Options, log *slog.Logger) (stop func(), err error) {
+func startRemote(ctx context.Context, cfg config, app *appliance.Appliance, sopts *server.Options, log *slog.Logger) (stop func(), err error) {
 	if cfg.listen == "" {
 		return func() {}, nil
 	}
@@ -100,9 +100,11 @@ func startRemote(ctx context.Context, cfg config, app *appliance.Appliance, sopt
 		return nil, err
 	}
 	if len(sopts.CACert) == 0 {
+		// `superjolt ca` prints it for the tenants, also without the
+		// domain proxy's HTTPS.
 		sopts.CACert = caPEM
 	}
-	h := server.NewRemote(app, server.RemoteOptions{Auth: auth, Recorder: app, Logger: log}, sopts)
+	h := server.NewRemote(app, server.RemoteOptions{Auth: auth, Recorder: app, Logger: log}, *sopts)
 	tln := tls.NewListener(ln, &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{*cert},
