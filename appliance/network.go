@@ -2,14 +2,17 @@ package appliance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	stdnet "net"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/superjolt/superjolt/appliance/model"
 	sjnet "github.com/superjolt/superjolt/appliance/net"
 	"github.com/superjolt/superjolt/appliance/store"
+	"github.com/superjolt/superjolt/guest"
 )
 
 // Network puts VMs on the network: a bridge holding the gateway of the
@@ -245,12 +248,30 @@ func (a *Appliance) Route(host string) (netip.AddrPort, bool) {
 	return ap, ok
 }
 
+// agentPingTimeout bounds one ping of pingAgent; it pings again until its
+// context ends.
+const agentPingTimeout = 10 * time.Second
+
+// pingAgent pings until an answer or the end of ctx: a ping is idempotent,
+// and one written while a starved guest's agent reopens its virtio-serial
+// port is never answered, so waiting on a single one could wait forever.
+func pingAgent(ctx context.Context, ag Agent) (guest.PingResult, error) {
+	for {
+		pctx, cancel := context.WithTimeout(ctx, agentPingTimeout)
+		p, err := ag.Ping(pctx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return p, err
+		}
+	}
+}
+
 // checkGuestNet makes "running" mean that the guest's address is up: the
 // agent, which configures the network before it answers, must report the
 // address it was given. An agent too old to report its network (no
 // hostname in its ping) is taken at its word, with a warning.
 func (a *Appliance) checkGuestNet(ctx context.Context, id string, m Machine, spec MachineSpec) error {
-	p, err := m.Agent().Ping(ctx)
+	p, err := pingAgent(ctx, m.Agent())
 	if err != nil {
 		return unavailablef("%s booted but its agent did not say whether its network is up: %v; its console log is in %s", id, err, spec.RunDir)
 	}
