@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -122,12 +123,13 @@ type fixture struct {
 	tokB                 string
 	url                  string
 	hc                   *http.Client
+	certPEM              []byte
 	principalA, principB model.Principal
 }
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	pool := btrfstest.NewPool(t, 0)
 	ctx := context.Background()
@@ -198,6 +200,7 @@ func newFixture(t *testing.T) *fixture {
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
 	f.url, f.hc = ts.URL, ts.Client()
+	f.certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})
 	return f
 }
 
