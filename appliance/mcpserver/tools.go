@@ -248,7 +248,9 @@ type Preview struct {
 
 type destructiveOut struct {
 	// Done is false on the first phase: nothing was changed.
-	Done      bool           `json:"done" jsonschema:"false: nothing was done yet, see preview; true: the operation started"`
+	Done bool `json:"done" jsonschema:"false: nothing was done yet, see preview; true: the operation started"`
+	// Declined: the user was asked (MCP elicitation) and said no.
+	Declined  bool           `json:"declined,omitempty" jsonschema:"the user was asked and declined: nothing was done"`
 	Preview   *Preview       `json:"preview,omitempty"`
 	Operation *OperationView `json:"operation,omitempty"`
 }
@@ -467,18 +469,86 @@ func (t *tools) vmVerb(_ string, verb func(Backend, context.Context, string) (mo
 	}
 }
 
-// confirmed checks the second phase's confirmation of tool over bound.
-func (t *tools) confirmed(confirm, tool string, bound any) error {
-	return t.conf.Redeem(confirm, t.caller, tool, bound)
-}
-
-func (t *tools) preview(tool string, bound any, p Preview) destructiveOut {
+// twoPhase runs a destructive tool. With confirm, it redeems it for
+// bound and acts. Without, it changes nothing and answers the preview with
+// a confirmation for bound; unless the client can ask its user (it
+// declared MCP elicitation when it initialized, as over stdio; the
+// stateless HTTP endpoint never knows): then the answer is an input
+// request (multi round-trip, SEP-2322; the SDK turns it into
+// elicitation/create for older clients) showing the user the preview, and
+// the client's retry carries the user's answer and, as its request state,
+// a confirmation bound like the other (under another name, so neither
+// stands for the other). Yes acts; no answers that nothing was done, with
+// no confirmation to go around the user.
+func (t *tools) twoPhase(ctx context.Context, req *mcp.CallToolRequest, tool, confirm string, bound any,
+	preview func() (Preview, error), act func() (model.Operation, error)) (*mcp.CallToolResult, destructiveOut, error) {
+	if confirm != "" {
+		if err := t.conf.Redeem(confirm, t.caller, tool, bound); err != nil {
+			return nil, destructiveOut{}, err
+		}
+		return t.act(act)
+	}
+	if req != nil && req.Params != nil && req.Params.RequestState != "" {
+		if err := t.conf.Redeem(req.Params.RequestState, t.caller, tool+elicited, bound); err != nil {
+			return nil, destructiveOut{}, err
+		}
+		if r, ok := req.Params.InputResponses[elicitID].(*mcp.ElicitResult); ok && r.Action == "accept" && r.Content["confirm"] == true {
+			return t.act(act)
+		}
+		p, err := preview()
+		if err != nil {
+			return nil, destructiveOut{}, err
+		}
+		return nil, destructiveOut{Declined: true, Preview: &p}, nil
+	}
+	p, err := preview()
+	if err != nil {
+		return nil, destructiveOut{}, err
+	}
+	if canElicit(req) {
+		tok, _ := t.conf.Issue(t.caller, tool+elicited, bound)
+		return &mcp.CallToolResult{RequestState: tok, InputRequests: mcp.InputRequestMap{elicitID: &mcp.ElicitParams{
+			Message: p.Action + "\n\nLost: " + p.Lost + "\n\nUndo: " + p.Undo,
+			RequestedSchema: map[string]any{
+				"type": "object",
+				"properties": map[string]any{
+					"confirm": map[string]any{"type": "boolean", "title": "Go ahead", "description": "yes: do it now; no: nothing is done"},
+				},
+				"required": []string{"confirm"},
+			},
+		}}}, destructiveOut{}, nil
+	}
 	tok, exp := t.conf.Issue(t.caller, tool, bound)
 	p.Confirm, p.ExpiresAt = tok, ts(exp)
-	return destructiveOut{Preview: &p}
+	return nil, destructiveOut{Preview: &p}, nil
 }
 
-func (t *tools) restore(ctx context.Context, _ *mcp.CallToolRequest, in restoreIn) (*mcp.CallToolResult, destructiveOut, error) {
+// The elicitation's input request id, and what its confirmations are
+// bound to besides the tool.
+const (
+	elicitID = "confirm"
+	elicited = "#elicitation"
+)
+
+// canElicit reports whether the client said it can ask its user.
+func canElicit(req *mcp.CallToolRequest) bool {
+	if req == nil || req.Session == nil {
+		return false
+	}
+	ip := req.Session.InitializeParams()
+	return ip != nil && ip.Capabilities != nil && ip.Capabilities.Elicitation != nil
+}
+
+func (t *tools) act(act func() (model.Operation, error)) (*mcp.CallToolResult, destructiveOut, error) {
+	op, err := act()
+	if err != nil {
+		return nil, destructiveOut{}, err
+	}
+	ov := opView(op)
+	return nil, destructiveOut{Done: true, Operation: &ov}, nil
+}
+
+func (t *tools) restore(ctx context.Context, req *mcp.CallToolRequest, in restoreIn) (*mcp.CallToolResult, destructiveOut, error) {
 	var zero destructiveOut
 	if in.Backup == "" {
 		return nil, zero, fmt.Errorf("%w: say which backup: a backup id, latest, yesterday or a date YYYY-MM-DD", model.ErrInvalid)
@@ -493,32 +563,23 @@ func (t *tools) restore(ctx context.Context, _ *mcp.CallToolRequest, in restoreI
 	}
 	// Bound: the arguments as given and what they mean now.
 	bound := struct{ VM, Backup, TimeZone, Resolved string }{vm.ID, in.Backup, in.TimeZone, b.ID}
-	if in.Confirm == "" {
+	return t.twoPhase(ctx, req, ToolRestore, in.Confirm, bound, func() (Preview, error) {
 		bv, vv := backupView(b), vmView(vm)
 		reboot := ""
 		if vm.State == model.StateRunning {
 			reboot = " It is running: it is stopped and booted again on the restored disk."
 		}
-		return nil, t.preview(ToolRestore, bound, Preview{
+		return Preview{
 			Action: fmt.Sprintf("Rewind the disk of %s (%s) to backup %s, a %s backup taken at %s (%s).%s Same VM: same id, IP, ports and domains.",
 				vm.ID, vm.Name, b.ID, b.Kind, ts(b.TakenAt), b.Consistency, reboot),
 			Lost: fmt.Sprintf("Anything written to %s's disk since %s is lost.", vm.ID, ts(b.TakenAt)),
 			Undo: fmt.Sprintf("A restore cannot be undone by itself. To keep the current disk, call create_backup on %s first (and wait for it with get_operation): you can restore that on-demand backup later. The backups, %s included, are kept.", vm.ID, b.ID),
 			VM:   &vv, Backup: &bv,
-		}), nil
-	}
-	if err := t.confirmed(in.Confirm, ToolRestore, bound); err != nil {
-		return nil, zero, err
-	}
-	op, err := t.b.RestoreVM(ctx, vm.ID, b.ID)
-	if err != nil {
-		return nil, zero, err
-	}
-	ov := opView(op)
-	return nil, destructiveOut{Done: true, Operation: &ov}, nil
+		}, nil
+	}, func() (model.Operation, error) { return t.b.RestoreVM(ctx, vm.ID, b.ID) })
 }
 
-func (t *tools) deleteBackup(ctx context.Context, _ *mcp.CallToolRequest, in deleteBackupIn) (*mcp.CallToolResult, destructiveOut, error) {
+func (t *tools) deleteBackup(ctx context.Context, req *mcp.CallToolRequest, in deleteBackupIn) (*mcp.CallToolResult, destructiveOut, error) {
 	var zero destructiveOut
 	b, err := t.b.Backup(ctx, in.Backup)
 	if err != nil {
@@ -528,41 +589,32 @@ func (t *tools) deleteBackup(ctx context.Context, _ *mcp.CallToolRequest, in del
 		return nil, zero, fmt.Errorf("%w: %s is a scheduled backup: it cannot be deleted; retention rolls scheduled backups off (see get_account's backupRetention)", model.ErrConflict, b.ID)
 	}
 	bound := struct{ Backup string }{b.ID}
-	if in.Confirm == "" {
+	return t.twoPhase(ctx, req, ToolDeleteBackup, in.Confirm, bound, func() (Preview, error) {
 		bv := backupView(b)
-		return nil, t.preview(ToolDeleteBackup, bound, Preview{
+		return Preview{
 			Action: fmt.Sprintf("Delete on-demand backup %s of %s, taken at %s.", b.ID, b.VMID, ts(b.TakenAt)),
 			Lost:   fmt.Sprintf("The backup itself: %s's disk as it was at %s can no longer be restored (%d bytes freed).", b.VMID, ts(b.TakenAt), b.SizeBytes),
 			Undo:   "Nothing: a deleted backup is gone for good. The VM and its other backups are not touched.",
 			Backup: &bv,
-		}), nil
-	}
-	if err := t.confirmed(in.Confirm, ToolDeleteBackup, bound); err != nil {
-		return nil, zero, err
-	}
-	op, err := t.b.DeleteBackup(ctx, b.ID)
-	if err != nil {
-		return nil, zero, err
-	}
-	ov := opView(op)
-	return nil, destructiveOut{Done: true, Operation: &ov}, nil
+		}, nil
+	}, func() (model.Operation, error) { return t.b.DeleteBackup(ctx, b.ID) })
 }
 
-func (t *tools) destroy(ctx context.Context, _ *mcp.CallToolRequest, in destroyIn) (*mcp.CallToolResult, destructiveOut, error) {
+func (t *tools) destroy(ctx context.Context, req *mcp.CallToolRequest, in destroyIn) (*mcp.CallToolResult, destructiveOut, error) {
 	var zero destructiveOut
 	vm, err := t.b.VM(ctx, in.VM)
 	if err != nil {
 		return nil, zero, err
 	}
 	bound := struct{ VM string }{vm.ID}
-	if in.Confirm == "" {
+	return t.twoPhase(ctx, req, ToolDestroyVM, in.Confirm, bound, func() (Preview, error) {
 		now, err := t.b.Now(ctx)
 		if err != nil {
-			return nil, zero, err
+			return Preview{}, err
 		}
 		bs, err := t.b.Backups(ctx, vm.ID)
 		if err != nil {
-			return nil, zero, err
+			return Preview{}, err
 		}
 		vv := vmView(vm)
 		p := Preview{Action: fmt.Sprintf("Destroy %s (%s, %s, created %s).", vm.ID, vm.Name, vm.State, ts(vm.CreatedAt)), VM: &vv}
@@ -576,17 +628,8 @@ func (t *tools) destroy(ctx context.Context, _ *mcp.CallToolRequest, in destroyI
 				vm.ID, age.Truncate(time.Second), len(bs))
 			p.Undo = "Nothing: no graveyard, no resume_vm. If anything on it is still needed, stop here."
 		}
-		return nil, t.preview(ToolDestroyVM, bound, p), nil
-	}
-	if err := t.confirmed(in.Confirm, ToolDestroyVM, bound); err != nil {
-		return nil, zero, err
-	}
-	op, err := t.b.DestroyVM(ctx, vm.ID)
-	if err != nil {
-		return nil, zero, err
-	}
-	ov := opView(op)
-	return nil, destructiveOut{Done: true, Operation: &ov}, nil
+		return p, nil
+	}, func() (model.Operation, error) { return t.b.DestroyVM(ctx, vm.ID) })
 }
 
 // clip shortens what a caller sent, for an error message.
