@@ -278,6 +278,29 @@ func TestMCPEndToEnd(t *testing.T) {
 	if got.State != "running" {
 		t.Fatalf("after resume_vm: %+v", got)
 	}
+	// The operator's stdio server, over the socket: every account's VMs;
+	// get_account asks which account.
+	op2 := exec.Command(filepath.Join(d.bin, "superjolt"), "mcp", "--read-only")
+	op2.Env = append(os.Environ(), "SUPERJOLT_SOCKET="+d.socket)
+	operator, err := client.Connect(ctx, &mcp.CommandTransport{Command: op2}, nil)
+	if err != nil {
+		t.Fatalf("superjolt mcp (operator): %v", err)
+	}
+	defer operator.Close()
+	if tools, err := operator.ListTools(ctx, nil); err != nil || len(tools.Tools) != 5 {
+		t.Fatalf("superjolt mcp --read-only: %v, %+v", err, tools)
+	}
+	if e := mcpCall(t, operator, "get_account", map[string]any{}, nil); !strings.Contains(e, "say which account") {
+		t.Fatalf("the operator's get_account without an account = %q", e)
+	}
+	var ovms struct {
+		VMs []struct{ ID, Account string }
+	}
+	mcpOK(t, operator, "list_vms", map[string]any{}, &ovms)
+	if len(ovms.VMs) != 1 || ovms.VMs[0].ID != vm.ID {
+		t.Fatalf("the operator's list_vms = %+v", ovms)
+	}
+
 	if ev := d.ok(t, "events", "--tail", "40"); !strings.Contains(ev, "assistant") || !strings.Contains(ev, "MCP destroy_vm") {
 		t.Fatalf("no event names the token's MCP actions:\n%s", ev)
 	}
