@@ -142,7 +142,7 @@ web-1, superjolt vm create --account alice. Money is in credits (2.5 means
 		c.GroupID = "objects"
 		r.cmd.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newTUICommand(opts), newStatusCommand(opts), newCACommand(opts), newEventsCommand(opts), newOpCommand(opts), newPoolCommand(opts), newInstallCommand(opts), newDebugCommand(opts)} {
+	for _, c := range []*cobra.Command{newTUICommand(opts), newMCPCommand(opts), newStatusCommand(opts), newCACommand(opts), newEventsCommand(opts), newOpCommand(opts), newPoolCommand(opts), newInstallCommand(opts), newDebugCommand(opts)} {
 		c.GroupID = "more"
 		r.cmd.AddCommand(c)
 	}

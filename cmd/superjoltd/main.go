@@ -83,8 +83,10 @@ type config struct {
 	httpListen, httpsListen, tlsCertDir string
 	// The remote API (--listen, "": none): the names its certificate is
 	// for, or the operator's certificate and key.
-	listen          string
-	listenNames     []string
+	listen      string
+	listenNames []string
+	// mcpReadOnly offers only the read tools at /mcp, whatever the token.
+	mcpReadOnly     bool
 	tlsCert, tlsKey string
 	// ACME: the account's email ("": no ACME) and the CA's directory URL.
 	acmeEmail, acmeCA string
@@ -118,6 +120,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.acmeCA, "acme-ca", "", "the ACME CA's directory URL (default: Let's Encrypt's production CA)")
 	fs.StringVar(&cfg.tlsCertDir, "tls-cert-dir", "", "the operator's certificates for domains (NAME.crt and NAME.key, PEM); others get one from the local CA (superjolt ca)")
 	fs.StringVar(&cfg.listen, "listen", "", "serve the API to account tokens over TCP with TLS at [HOST]:PORT, like :8443 (default: only the UNIX socket)")
+	fs.BoolVar(&cfg.mcpReadOnly, "mcp-read-only", false, "offer only the MCP tools that change nothing at /mcp on --listen (read-only tokens get only those anyway)")
 	fs.Func("listen-name", "a DNS name the remote API is reached by, for its certificate from the local CA (repeatable; default: the hostname)", func(v string) error {
 		if v == "" || strings.ContainsAny(v, " \t/:") {
 			return fmt.Errorf("give a DNS name like appliance.example.com")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/api/server"
+	"github.com/superjolt/superjolt/appliance/mcpserver"
 	"github.com/superjolt/superjolt/appliance/proxy"
 )
 
@@ -104,7 +105,10 @@ func startRemote(ctx context.Context, cfg config, app *appliance.Appliance, sopt
 		// domain proxy's HTTPS.
 		sopts.CACert = caPEM
 	}
-	h := server.NewRemote(app, server.RemoteOptions{Auth: auth, Recorder: app, Logger: log}, *sopts)
+	// /mcp: the product page's verbs as MCP tools, over the same Tenant
+	// scoping as /v1 (see mcpserver.Handler).
+	mh := mcpserver.Handler(app, mcpserver.HTTPOptions{Recorder: app, ReadOnly: cfg.mcpReadOnly, Logger: log})
+	h := server.NewRemote(app, server.RemoteOptions{Auth: auth, Recorder: app, Logger: log, MCP: mh}, *sopts)
 	tln := tls.NewListener(ln, &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{*cert},

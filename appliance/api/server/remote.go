@@ -57,7 +57,15 @@ type RemoteOptions struct {
 	Clock clock.Clock
 	// Logger (nil: slog.Default()).
 	Logger *slog.Logger
+	// MCP, when set, is served at MCPPath after the same authentication
+	// and rate limit, with the token's principal in the request's context
+	// (see mcpserver.Handler). It gets POST from read-only tokens too: it
+	// offers them the read tools only, and Tenant refuses their changes.
+	MCP http.Handler
 }
+
+// MCPPath is where the remote listener serves MCP (RemoteOptions.MCP).
+const MCPPath = "/mcp"
 
 // Remote is the handler of the remote API (superjoltd --listen): the same
 // /v1 routes as the socket's Server, over a Tenant-scoped appliance, for
@@ -71,10 +79,12 @@ type RemoteOptions struct {
 //     slowed down whatever it sends next;
 //  2. a missing or malformed Authorization header, or a token the
 //     Authenticator refuses, is 401 and costs the source one failure;
-//  3. a read-only token asking anything but GET or HEAD is 403;
-//  4. the request is served by the Server with the token's principal in its
+//  3. a request to MCPPath goes to the MCP handler (RemoteOptions.MCP)
+//     with the principal in its context, and ends there;
+//  4. a read-only token asking anything but GET or HEAD is 403;
+//  5. the request is served by the Server with the token's principal in its
 //     context (appliance.WithPrincipal), so that Tenant scopes every call;
-//  5. a request that changed something (not GET or HEAD) and succeeded (2xx)
+//  6. a request that changed something (not GET or HEAD) and succeeded (2xx)
 //     is recorded by the ActionRecorder, naming the token.
 type Remote struct {
 	srv     *Server
@@ -83,13 +93,14 @@ type Remote struct {
 	clk     clock.Clock
 	log     *slog.Logger
 	limiter *failLimiter
+	mcp     http.Handler
 }
 
 var _ http.Handler = (*Remote)(nil)
 
 // NewRemote returns the remote API's handler over app.
 func NewRemote(app Appliance, opts RemoteOptions, sopts Options) *Remote {
-	r := &Remote{srv: New(NewTenant(app), sopts), auth: opts.Auth, rec: opts.Recorder, clk: opts.Clock, log: opts.Logger}
+	r := &Remote{srv: New(NewTenant(app), sopts), auth: opts.Auth, rec: opts.Recorder, clk: opts.Clock, log: opts.Logger, mcp: opts.MCP}
 	if r.clk == nil {
 		r.clk = clock.Real{}
 	}
@@ -136,6 +147,10 @@ func (rm *Remote) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := appliance.WithPrincipal(r.Context(), p)
 	r = r.WithContext(ctx)
+	if rm.mcp != nil && r.URL.Path == MCPPath {
+		rm.mcp.ServeHTTP(w, r)
+		return
+	}
 	changing := r.Method != http.MethodGet && r.Method != http.MethodHead
 	if changing && p.ReadOnly {
 		rm.srv.fail(w, r, fmt.Errorf("%w: token %q is read-only: it cannot %s %s", model.ErrForbidden, p.TokenName, r.Method, clip(r.URL.Path)))
