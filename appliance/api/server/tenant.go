@@ -45,6 +45,8 @@ import (
 //	Capacity (GET /v1/status)      operator's: the box's capacity
 //	HaltVM                         operator's: the service manager's hook
 //	CreateAccount, TopUp, Adjust   operator's
+//	CreateToken, Tokens,
+//	RevokeToken                    operator's: a token mints no other
 //	Accounts                       filtered: the token's own account
 //	Account, Ledger                own account only, read
 //	SetAccountSSHKeys              own account only, change
