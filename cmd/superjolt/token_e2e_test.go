@@ -31,6 +31,9 @@ func TestCLIAccountTokens(t *testing.T) {
 	}
 	secret := lines[1]
 	id := secret[len("sjt_") : len("sjt_")+13]
+	// The clock is manual: move it, so that "newest first" has an order to
+	// show (tokens made in the same instant are listed by id).
+	d.ok(t, "debug", "clock", "advance", "1m")
 
 	ct := okJSON[api.CreatedToken](t, d, "account", "token", "create", a.ID, "--name", "assistant", "--read-only")
 	if !ct.Token.ReadOnly || ct.Token.Name != "assistant" || !ct.Token.ExpiresAt.IsZero() || !secretRE.MatchString(ct.Secret) ||
