@@ -83,17 +83,22 @@ type DebianOptions struct {
 	Logf func(format string, args ...any)
 }
 
+func (o DebianOptions) withDefaults() DebianOptions {
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	if o.CacheDir == "" {
+		o.CacheDir = CacheDir()
+	}
+	return o
+}
+
 // BuildDebian makes a Debian image in dir: mmdebstrap installs the recipe's suite with systemd, the
 // cloud kernel, OpenSSH and opts.Packages from the archive apt is configured with into a tarball,
 // which is kept in the cache (keyed by suite and packages, so the next build of the same image
 // skips mmdebstrap), then imported as [Import] does.
 func BuildDebian(ctx context.Context, dir string, opts DebianOptions) (*Image, error) {
-	if opts.Logf == nil {
-		opts.Logf = func(string, ...any) {}
-	}
-	if opts.CacheDir == "" {
-		opts.CacheDir = CacheDir()
-	}
+	opts = opts.withDefaults()
 	if err := CheckPackages(opts.Packages); err != nil {
 		return nil, err
 	}
@@ -111,12 +116,7 @@ func BuildDebian(ctx context.Context, dir string, opts DebianOptions) (*Image, e
 // DebianTarball returns the cached mmdebstrap tarball for opts' suite and packages, making it the
 // first time.
 func DebianTarball(ctx context.Context, opts DebianOptions) (string, error) {
-	if opts.Logf == nil {
-		opts.Logf = func(string, ...any) {}
-	}
-	if opts.CacheDir == "" {
-		opts.CacheDir = CacheDir()
-	}
+	opts = opts.withDefaults()
 	mmdebstrap := lookPath("mmdebstrap")
 	if mmdebstrap == "" {
 		return "", errors.New("mmdebstrap not found: apt-get install mmdebstrap (scripts/install-deps installs it)")
@@ -178,28 +178,10 @@ func DebianTarball(ctx context.Context, opts DebianOptions) (string, error) {
 	return tarball, nil
 }
 
-// pruneTarballs keeps the newest few cached tarballs (each is hundreds of MB).
+// pruneTarballs keeps the newest few cached tarballs (each is hundreds of MB), as pruneImages keeps
+// images.
 func pruneTarballs(root, keep string, logf func(string, ...any)) {
 	matches, _ := filepath.Glob(filepath.Join(root, "*.tar"))
-	type tb struct {
-		path string
-		used time.Time
-	}
-	var all []tb
-	for _, m := range matches {
-		if filepath.Base(m) == keep {
-			continue
-		}
-		if st, err := os.Stat(m); err == nil {
-			all = append(all, tb{m, st.ModTime()})
-		}
-	}
-	slices.SortFunc(all, func(a, b tb) int { return b.used.Compare(a.used) })
-	for i, t := range all {
-		if i+1 < imageMaxKept && time.Since(t.used) < imageMaxIdle {
-			continue
-		}
-		logf("removing cached root file system %s", filepath.Base(t.path))
-		os.Remove(t.path)
-	}
+	matches = slices.DeleteFunc(matches, func(m string) bool { return filepath.Base(m) == keep })
+	pruneCache(matches, "root file system", logf)
 }

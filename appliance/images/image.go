@@ -299,26 +299,36 @@ func pruneImages(root, keep string, logf func(string, ...any)) {
 	if err != nil {
 		return
 	}
-	type image struct {
-		name string
+	var dirs []string
+	for _, e := range entries {
+		if e.IsDir() && e.Name() != keep {
+			dirs = append(dirs, filepath.Join(root, e.Name()))
+		}
+	}
+	pruneCache(dirs, "image", logf)
+}
+
+// pruneCache removes the cached entries (files or directories) of paths that nothing has used (their
+// modification time) for imageMaxIdle, and all but the imageMaxKept-1 most recently used: the one
+// just made or used, which the caller left out of paths, makes imageMaxKept.
+func pruneCache(paths []string, what string, logf func(string, ...any)) {
+	type entry struct {
+		path string
 		used time.Time
 	}
-	var images []image
-	for _, e := range entries {
-		if e.Name() == keep || !e.IsDir() {
-			continue
-		}
-		if info, err := e.Info(); err == nil {
-			images = append(images, image{e.Name(), info.ModTime()})
+	var entries []entry
+	for _, p := range paths {
+		if st, err := os.Stat(p); err == nil {
+			entries = append(entries, entry{p, st.ModTime()})
 		}
 	}
-	slices.SortFunc(images, func(a, b image) int { return b.used.Compare(a.used) })
-	for i, img := range images {
-		if i+1 < imageMaxKept && time.Since(img.used) < imageMaxIdle {
+	slices.SortFunc(entries, func(a, b entry) int { return b.used.Compare(a.used) })
+	for i, e := range entries {
+		if i+1 < imageMaxKept && time.Since(e.used) < imageMaxIdle {
 			continue
 		}
-		logf("removing cached image %s, last used %s", img.name, img.used.Format(time.DateTime))
-		os.RemoveAll(filepath.Join(root, img.name))
+		logf("removing cached %s %s, last used %s", what, filepath.Base(e.path), e.used.Format(time.DateTime))
+		os.RemoveAll(e.path)
 	}
 }
 
