@@ -3,7 +3,6 @@ package mcpserver
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -221,19 +220,11 @@ func waitOp(t testing.TB, app *appliance.Appliance, id string) model.Operation {
 // digest hashes every key and value of the store.
 func digest(t testing.TB, st *store.Store) string {
 	t.Helper()
-	h := sha256.New()
-	n := 0
-	err := st.View(context.Background(), func(tx *store.Tx) error {
-		return tx.Walk(func(k, v []byte) error {
-			n++
-			fmt.Fprintf(h, "%d:%x=%d:%x;", len(k), k, len(v), v)
-			return nil
-		})
-	})
+	d, err := st.Digest(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("%d rows %x", n, h.Sum(nil))
+	return d
 }
 
 // bearerRT adds a bearer token to every request.

@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
@@ -110,22 +109,11 @@ func newTenantFixture(t *testing.T) *tenantFixture {
 // digest hashes every key and value of the store.
 func digest(t testing.TB, st *store.Store) string {
 	t.Helper()
-	h := sha256.New()
-	n := 0
-	err := st.View(context.Background(), func(tx *store.Tx) error {
-		return tx.Walk(func(k, v []byte) error {
-			n++
-			if testing.Verbose() {
-				t.Logf("row %q", k)
-			}
-			fmt.Fprintf(h, "%d:%x=%d:%x;", len(k), k, len(v), v)
-			return nil
-		})
-	})
+	d, err := st.Digest(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("%d rows %x", n, h.Sum(nil))
+	return d
 }
 
 // do sends a request with a bearer token ("" none) and returns the status
