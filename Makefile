@@ -31,10 +31,13 @@ test: deps
 	$(GO) test -count=1 -timeout 60m $(TESTFLAGS) $(PKGS)
 
 # Longer runs that do not fit `make test`'s budget: the stress run of racing
-# clients on real guests for STRESS (10 minutes by default).
+# clients on real guests for STRESS (10 minutes by default), and the simulated
+# year of the appliance (YEAR_DAYS days; `make test` runs 65 of them).
 STRESS ?= 10m
+YEAR_DAYS ?= 365
 test-long: deps
 	SUPERJOLT_STRESS=$(STRESS) $(GO) test -count=1 -timeout 60m -run '^TestStress$$' -v ./cmd/superjolt/
+	SUPERJOLT_YEAR_DAYS=$(YEAR_DAYS) $(GO) test -count=1 -timeout 120m -run '^TestSimulatedYear$$' -v ./appliance/
 
 # Benchmarks: COUNT runs of each so that benchstat can report medians.
 bench: deps
