@@ -37,7 +37,7 @@ func (a *Appliance) Run(ctx context.Context) error {
 }
 
 // runDue does the work due at now: billing, then the reaper, then the
-// scheduler. One pass at a time.
+// scheduler, then (daily) the history pass. One pass at a time.
 func (a *Appliance) runDue(ctx context.Context, now time.Time) error {
 	a.bgMu.Lock()
 	defer a.bgMu.Unlock()
@@ -63,6 +63,13 @@ func (a *Appliance) runDue(ctx context.Context, now time.Time) error {
 	}
 	if err := a.schedulerPass(ctx, now); err != nil {
 		errs = append(errs, err)
+	}
+	if !now.Before(a.nextHistory) {
+		a.nextHistory = now.Add(historyEvery)
+		if _, err := a.historyPass(ctx, now); err != nil {
+			errs = append(errs, err)
+			a.nextHistory = now.Add(time.Hour)
+		}
 	}
 	return errors.Join(errs...)
 }

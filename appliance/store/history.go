@@ -317,6 +317,14 @@ func (tx *Tx) SetLedgerFoldedBefore(t time.Time) error {
 // does not stay forever). At this store's size a flatten takes well under a
 // second; writes go on meanwhile, with compactions paused.
 func (s *Store) Maintain(ctx context.Context) error {
+	s.maintainMu.Lock()
+	defer s.maintainMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.flushMemtable(); err != nil {
+		return err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -324,19 +332,6 @@ func (s *Store) Maintain(ctx context.Context) error {
 	}
 	if s.db.Opts().InMemory {
 		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	// Flatten only compacts tables, and the deletes of a day are mostly
-	// still in the memtable: have Badger write it out first. Badger has no
-	// call for that alone; DropPrefix of a key written for the purpose
-	// does it (writes pause meanwhile, for a few milliseconds).
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(keyFlush), nil) }); err != nil {
-		return fmt.Errorf("store: compact: %w", err)
-	}
-	if err := s.db.DropPrefix([]byte(keyFlush)); err != nil {
-		return fmt.Errorf("store: compact: write out the memtable: %w", err)
 	}
 	if err := s.db.Flatten(1); err != nil {
 		return fmt.Errorf("store: compact: %w", err)
@@ -357,6 +352,26 @@ func (s *Store) Maintain(ctx context.Context) error {
 	}
 }
 
-// DiskSize returns the bytes of the store's LSM tables and value log, as
-// Badger counts them (refreshed about once a minute by Badger).
-func (s *Store) DiskSize() (lsm, vlog int64) { return s.db.Size() }
+// flushMemtable has Badger write its memtable out to a table, where Flatten
+// can reach the deletes it holds. Badger has no call for that alone;
+// DropPrefix of a key written for the purpose does it. DropPrefix refuses
+// commits meanwhile (ErrBlockedWrites) instead of making them wait, so it
+// runs with s.mu held exclusively: transactions in flight finish first,
+// and new ones wait the few milliseconds it takes.
+func (s *Store) flushMemtable() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	if s.db.Opts().InMemory {
+		return nil
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(keyFlush), nil) }); err != nil {
+		return fmt.Errorf("store: write out the memtable: %w", err)
+	}
+	if err := s.db.DropPrefix([]byte(keyFlush)); err != nil {
+		return fmt.Errorf("store: write out the memtable: %w", err)
+	}
+	return nil
+}

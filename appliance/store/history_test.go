@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/superjolt/superjolt/appliance/model"
 )
@@ -186,7 +189,7 @@ func foldFixture(t *testing.T, s *Store, acct string) time.Time {
 	day0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	bal := model.Micro(0)
 	update(t, s, func(tx *Tx) error {
-		bal = 150 * model.Credit
+		bal = 100 * model.Credit
 		_, err := tx.AppendLedger(model.LedgerEntry{AccountID: acct, At: day0, Amount: bal, Kind: model.TopUp, BalanceAfter: bal})
 		return err
 	})
@@ -385,7 +388,7 @@ func TestLedgerFoldedBefore(t *testing.T) {
 
 // dirBytes is what dir takes on disk (allocated blocks, not apparent
 // sizes: Badger preallocates sparse files).
-func dirBytes(t *testing.T, dir string) int64 {
+func dirBytes(t testing.TB, dir string) int64 {
 	t.Helper()
 	var n int64
 	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
@@ -483,5 +486,160 @@ func TestMaintainGivesSpaceBack(t *testing.T) {
 	})
 	if last := sizes[len(sizes)-1]; last > sizes[0]+(1<<20) || last > peak/2 {
 		t.Errorf("state directory after 4 rounds of 50,000 events written and pruned: %d KiB (first round %d KiB, peak %d KiB); want no growth", last>>10, sizes[0]>>10, peak>>10)
+	}
+}
+
+// ledgerBytes counts the ledger's rows and the bytes of their keys and
+// values.
+func ledgerBytes(tb testing.TB, s *Store) (rows, bytes int) {
+	tb.Helper()
+	err := s.View(context.Background(), func(tx *Tx) error {
+		return tx.scan([]byte(pLedger), nil, true, func(item *badger.Item) error {
+			rows++
+			bytes += len(item.Key()) + int(item.ValueSize())
+			return nil
+		})
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rows, bytes
+}
+
+// foldAll folds every account's charges before cut from since, as the
+// appliance's history pass does, and returns the rows it removed.
+func foldAll(tb testing.TB, s *Store, accts []string, since, cut time.Time) int {
+	tb.Helper()
+	removed := 0
+	for _, a := range accts {
+		for b := cut; !b.IsZero(); {
+			update(tb, s, func(tx *Tx) error {
+				st, next, err := tx.FoldCharges(a, since, b, defaultBatch)
+				removed += st.Removed // no retry in a benchmark: nothing runs concurrently
+				b = next
+				return err
+			})
+		}
+	}
+	return removed
+}
+
+// BenchmarkHistoryFold books 50 VMs (5 accounts of 10) × 60 days of
+// 10-minute charges (432,000 rows), then measures the first fold with a
+// 30-day window (30 days of charges), and the daily fold that follows (one
+// more day). It reports the ledger's rows and bytes before and after, and
+// the state directory once Maintain has run. Run with -benchtime 1x.
+func BenchmarkHistoryFold(b *testing.B) {
+	const vms, days, accounts = 50, 60, 5
+	day0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for range b.N {
+		b.StopTimer()
+		dir := b.TempDir()
+		s := openDir(b, dir)
+		accts := make([]string, accounts)
+		for a := range accounts {
+			accts[a] = fmt.Sprintf("ac-%06d", a)
+		}
+		bal := model.Micro(1_000_000 * model.Credit)
+		for p := range days * 144 {
+			at := day0.Add(time.Duration(p+1) * 10 * time.Minute)
+			update(b, s, func(tx *Tx) error {
+				for v := range vms {
+					bal -= 833
+					_, err := tx.AppendLedger(model.LedgerEntry{AccountID: accts[v%accounts], At: at, Amount: -833, Kind: model.Charge,
+						VMID: fmt.Sprintf("vm-%06d", v), PeriodStart: at.Add(-10 * time.Minute), PeriodEnd: at, BalanceAfter: bal})
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+		if err := s.Maintain(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		rows0, bytes0 := ledgerBytes(b, s)
+		disk0 := dirBytes(b, dir)
+		cut := day0.Add(30 * 24 * time.Hour)
+		b.StartTimer()
+		start := time.Now()
+		removed := foldAll(b, s, accts, time.Time{}, cut)
+		first := time.Since(start)
+		start = time.Now()
+		if err := s.Maintain(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		maint := time.Since(start)
+		start = time.Now()
+		removed += foldAll(b, s, accts, cut, cut.Add(24*time.Hour))
+		daily := time.Since(start)
+		b.StopTimer()
+		rows1, bytes1 := ledgerBytes(b, s)
+		disk1 := dirBytes(b, dir)
+		// Per VM: 31 folded days, 29 days of 144 charges in the window,
+		// and the charge at the last midnight.
+		if rows0-rows1 != removed || rows1 != (31+29*144+1)*vms {
+			b.Fatalf("rows %d → %d, removed %d; want %d left", rows0, rows1, removed, (31+29*144+1)*vms)
+		}
+		b.ReportMetric(float64(rows0), "rows-before")
+		b.ReportMetric(float64(rows1), "rows-after")
+		b.ReportMetric(float64(bytes0)/(1<<20), "MiB-before")
+		b.ReportMetric(float64(bytes1)/(1<<20), "MiB-after")
+		b.ReportMetric(float64(disk0)/(1<<20), "disk-MiB-before")
+		b.ReportMetric(float64(disk1)/(1<<20), "disk-MiB-after")
+		b.ReportMetric(first.Seconds(), "s-first-fold")
+		b.ReportMetric(maint.Seconds(), "s-maintain")
+		b.ReportMetric(daily.Seconds()*1000, "ms-daily-fold")
+		s.Close()
+	}
+}
+
+// TestMaintainWhileWriting: transactions that commit while Maintain writes
+// the memtable out and compacts wait for it; none fails.
+func TestMaintainWhileWriting(t *testing.T) {
+	dir := t.TempDir()
+	s := openDir(t, dir)
+	defer s.Close()
+	ctx := context.Background()
+	msg := fmt.Sprintf("%0200d", 0)
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				err := s.Update(ctx, func(tx *Tx) error {
+					for range 20 {
+						if _, err := tx.AppendEvent(model.Event{At: t0, Type: "vm.started", Message: msg}); err != nil {
+							return err
+						}
+					}
+					_, err := tx.PruneEventsBefore(t0.Add(time.Hour), 10)
+					return err
+				})
+				if err != nil {
+					errs <- fmt.Errorf("writer %d, transaction %d: %w", w, i, err)
+					return
+				}
+			}
+		}()
+	}
+	for range 10 {
+		if err := s.Maintain(ctx); err != nil {
+			t.Errorf("Maintain: %v", err)
+		}
+	}
+	close(done)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
