@@ -15,8 +15,9 @@ import (
 const runTick = time.Minute
 
 // Run does the background work until ctx ends (or Close): billing every
-// BillingPeriod, reclaiming graveyard and archived VMs whose time is up, and
-// taking each live VM's daily scheduled backup. Missed work (the box was
+// BillingPeriod, reclaiming graveyard and archived VMs whose time is up,
+// taking each live VM's daily scheduled backup, and the daily history pass
+// (history.go). Missed work (the box was
 // off) is done at the first pass: one backup per VM, not one per missed day.
 func (a *Appliance) Run(ctx context.Context) error {
 	for {

@@ -65,11 +65,12 @@
 // the last level drops them, and Badger compacts only when a level outgrows
 // its target, which a store of a few MiB rarely does. The appliance deletes
 // as much as it writes (pruned events and operations, folded charges), so
-// its daily history pass calls Maintain: a compaction of the whole tree into
-// one level (Flatten), then the value log's garbage collection until it
-// finds nothing to rewrite (cheap, since values stay in the LSM tree; it is
-// there so that a value ever written to the log does not stay forever).
-// Disk use then follows live data.
+// its daily history pass calls Maintain: the memtable written out (every
+// transaction waits for that, some 100-200 ms), a compaction of the whole
+// tree into one level (Flatten), then the value log's garbage collection
+// until it finds nothing to rewrite (cheap, since values stay in the LSM
+// tree; it is there so that a value ever written to the log does not stay
+// forever). Disk use then follows live data.
 //
 // # Who deletes what
 //

@@ -308,14 +308,17 @@ func (tx *Tx) SetLedgerFoldedBefore(t time.Time) error {
 // the tombstone both stay in the LSM tree's tables until a compaction that
 // reaches the last level drops them, which Badger only starts when a level
 // outgrows its target, so a store of a few MiB that deletes as much as it
-// writes (pruned events, folded charges) would keep growing. Maintain
-// writes the memtable out and compacts the tree into one level (Badger's
-// Flatten), which drops them,
-// then runs the value log's garbage collection until it finds nothing to
-// rewrite (values stay in the LSM tree, see maxValueSize, so that is cheap
-// and usually a no-op; it is there so that a value ever written to the log
-// does not stay forever). At this store's size a flatten takes well under a
-// second; writes go on meanwhile, with compactions paused.
+// writes (pruned events, folded charges) would keep growing. Maintain writes
+// the memtable out (flushMemtable) and compacts the tree into one level
+// (Badger's Flatten), which drops them, then runs the value log's garbage
+// collection until it finds nothing to rewrite (values stay in the LSM
+// tree, see maxValueSize, so that is cheap and usually a no-op; it is there
+// so that a value ever written to the log does not stay forever). Without
+// the memtable written out first, Flatten finds everything in level 0 of a
+// young store and does nothing: 4 rounds of 50,000 events written and
+// pruned left 3.5, 5.5, 7.4 MiB on disk; with it, 28 KiB after each
+// (TestMaintainGivesSpaceBack). The flatten takes well under a second at
+// this store's size; transactions go on meanwhile.
 func (s *Store) Maintain(ctx context.Context) error {
 	s.maintainMu.Lock()
 	defer s.maintainMu.Unlock()
@@ -357,7 +360,9 @@ func (s *Store) Maintain(ctx context.Context) error {
 // DropPrefix of a key written for the purpose does it. DropPrefix refuses
 // commits meanwhile (ErrBlockedWrites) instead of making them wait, so it
 // runs with s.mu held exclusively: transactions in flight finish first,
-// and new ones wait the few milliseconds it takes.
+// and new ones (reads too) wait for it. It also compacts level 0 into the
+// next: 160 ms right after folding 30 days of 50 VMs' charges
+// (BenchmarkHistoryFold), less on an ordinary day, once a day.
 func (s *Store) flushMemtable() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
