@@ -164,9 +164,12 @@ type FoldStats struct {
 //
 // since and before are UTC midnights (since may be zero: the account's
 // first entry). The scan seeks to before and reads back to since, newest
-// first; it takes new groups until it holds about maxRows rows (<= 0:
-// 1,000), finishes the day it is in, and then returns the before to call it
-// with next (zero when it got to since).
+// first, and stops once it has maxRows rows to delete (<= 0: 1,000), so a
+// transaction stays small whatever the number of VMs; it then returns the
+// before to call it with next (the end of the day it stopped in; zero when
+// it got to since). A day that takes more than one call is folded in steps:
+// each step folds the rows it read into the day's latest charge, so every
+// commit keeps the sums, and the next step folds the rest into it.
 func (tx *Tx) FoldCharges(accountID string, since, before time.Time, maxRows int) (FoldStats, time.Time, error) {
 	var st FoldStats
 	if err := model.ValidateID(model.KindAccount, accountID); err != nil {
@@ -192,8 +195,8 @@ func (tx *Tx) FoldCharges(accountID string, since, before time.Time, maxRows int
 	}
 	groups := map[groupKey]*group{}
 	var order []*group
-	rows := 0
-	var stopDay, resume time.Time
+	rows := 0 // rows to delete
+	var resume time.Time
 	prefix := ledgerPrefix(accountID)
 	seek := ledgerKey(accountID, before.Add(-1), math.MaxUint64)
 	err := tx.scan(prefix, seek, true, func(item *badger.Item) error {
@@ -206,9 +209,6 @@ func (tx *Tx) FoldCharges(accountID string, since, before time.Time, maxRows int
 			return errStop
 		}
 		day := at.UTC().Truncate(24 * time.Hour)
-		if !stopDay.IsZero() && day.Before(stopDay) {
-			return errStop
-		}
 		var e model.LedgerEntry
 		if err := item.Value(func(v []byte) error { return decode(v, "ledger entry", &e) }); err != nil {
 			return err
@@ -219,18 +219,15 @@ func (tx *Tx) FoldCharges(accountID string, since, before time.Time, maxRows int
 		gk := groupKey{e.VMID, day.Unix()}
 		g := groups[gk]
 		if g == nil {
-			if rows >= maxRows {
-				if stopDay.IsZero() {
-					stopDay, resume = day, day.Add(24*time.Hour)
-				}
-				return nil
-			}
 			e.Charges = max(e.Charges, 1)
 			g = &group{latest: e, latestKey: item.KeyCopy(nil)}
 			groups[gk] = g
 			order = append(order, g)
-			rows++
 			return nil
+		}
+		if rows >= maxRows {
+			resume = day.Add(24 * time.Hour)
+			return errStop
 		}
 		g.others = append(g.others, item.KeyCopy(nil))
 		rows++

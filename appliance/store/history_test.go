@@ -649,3 +649,51 @@ func TestMaintainWhileWriting(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestFoldManyVMs: an account with more VMs than a fold transaction takes
+// rows still folds, in steps that each delete at most the batch, to one row
+// per VM with the same sums.
+func TestFoldManyVMs(t *testing.T) {
+	s := openMem(t)
+	const acct, vms, per, batch = "ac-bigone", 300, 6, 100
+	day := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	bal := model.Micro(1000 * model.Credit)
+	for p := range per {
+		at := day.Add(time.Duration(p+1) * 3 * time.Hour)
+		update(t, s, func(tx *Tx) error {
+			for v := range vms {
+				bal -= model.Micro(100 + v)
+				if _, err := tx.AppendLedger(model.LedgerEntry{AccountID: acct, At: at, Amount: -model.Micro(100 + v), Kind: model.Charge,
+					VMID: fmt.Sprintf("vm-%06d", v), PeriodStart: at.Add(-3 * time.Hour), PeriodEnd: at, BalanceAfter: bal}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	before, _ := sumLedger(t, s, acct)
+	calls := 0
+	for b := day.Add(24 * time.Hour); !b.IsZero(); calls++ {
+		if calls > vms*per/batch+5 {
+			t.Fatalf("fold still going after %d calls", calls)
+		}
+		update(t, s, func(tx *Tx) error {
+			st, next, err := tx.FoldCharges(acct, time.Time{}, b, batch)
+			if st.Removed > batch {
+				t.Errorf("one fold transaction deleted %d rows, over the batch of %d", st.Removed, batch)
+			}
+			b = next
+			return err
+		})
+	}
+	after, _ := sumLedger(t, s, acct)
+	if after.rows != vms || after.sum != before.sum || after.charges != before.charges {
+		t.Errorf("after folding %d VMs' day in %d calls: %d rows, sum %s (was %s), %d charges (was %d); want %d rows, the same sums",
+			vms, calls, after.rows, after.sum, before.sum, after.charges, before.charges, vms)
+	}
+	for vm, v := range before.perVM {
+		if after.perVM[vm] != v {
+			t.Errorf("%s: %s before, %s after", vm, v, after.perVM[vm])
+		}
+	}
+}
