@@ -107,6 +107,10 @@ type Options struct {
 	// ReservedPorts are host ports superjoltd itself listens on (its
 	// domain proxy's), which no forward may take.
 	ReservedPorts []model.Port
+	// HistoryWindow is how long events, finished operations and charges
+	// one by one are kept (history.go). Default (0):
+	// model.DefaultHistoryWindow; at least model.MinHistoryWindow.
+	HistoryWindow time.Duration
 }
 
 // Appliance is the domain core. Its methods are safe for concurrent use.
@@ -168,6 +172,9 @@ type Appliance struct {
 	bgMu        sync.Mutex // one background pass at a time
 	nextBilling time.Time  // when the next billing pass is due
 	nextPurge   time.Time  // when set-aside orphans are next looked at
+
+	historyWindow time.Duration // Options.HistoryWindow (history.go)
+	nextHistory   time.Time     // when the history pass is next due
 }
 
 // machine is a running VM process and its supervisor.
@@ -211,6 +218,11 @@ func New(ctx context.Context, opts Options) (*Appliance, error) {
 		running:      map[string]*op{},
 		evWake:       make(chan struct{}),
 	}
+	hw, err := checkHistoryWindow(opts.HistoryWindow)
+	if err != nil {
+		return nil, err
+	}
+	a.historyWindow = hw
 	if a.clock == nil {
 		a.clock = clock.Real{}
 	}

@@ -15,8 +15,9 @@ import (
 const runTick = time.Minute
 
 // Run does the background work until ctx ends (or Close): billing every
-// BillingPeriod, reclaiming graveyard and archived VMs whose time is up, and
-// taking each live VM's daily scheduled backup. Missed work (the box was
+// BillingPeriod, reclaiming graveyard and archived VMs whose time is up,
+// taking each live VM's daily scheduled backup, and the daily history pass
+// (history.go). Missed work (the box was
 // off) is done at the first pass: one backup per VM, not one per missed day.
 func (a *Appliance) Run(ctx context.Context) error {
 	for {
@@ -37,7 +38,7 @@ func (a *Appliance) Run(ctx context.Context) error {
 }
 
 // runDue does the work due at now: billing, then the reaper, then the
-// scheduler. One pass at a time.
+// scheduler, then (daily) the history pass. One pass at a time.
 func (a *Appliance) runDue(ctx context.Context, now time.Time) error {
 	a.bgMu.Lock()
 	defer a.bgMu.Unlock()
@@ -63,6 +64,13 @@ func (a *Appliance) runDue(ctx context.Context, now time.Time) error {
 	}
 	if err := a.schedulerPass(ctx, now); err != nil {
 		errs = append(errs, err)
+	}
+	if !now.Before(a.nextHistory) {
+		a.nextHistory = now.Add(historyEvery)
+		if _, err := a.historyPass(ctx, now); err != nil {
+			errs = append(errs, err)
+			a.nextHistory = now.Add(time.Hour)
+		}
 	}
 	return errors.Join(errs...)
 }

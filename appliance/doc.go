@@ -51,7 +51,10 @@
 // VM's id, so that backups spread across the day; a missed day is caught up
 // once, not once per missed day; retention pruned after each), and the
 // reaper (graveyard and archived VMs whose ReclaimAt has passed are
-// reclaimed). With a [clock.Manual], [Appliance.AdvanceClock] moves time and
+// reclaimed); once a day, the history pass (history.go) prunes events and
+// finished operations older than the history window, folds older charges
+// into one ledger entry per VM and day with the same sums, and has the
+// store give the freed disk space back. With a [clock.Manual], [Appliance.AdvanceClock] moves time and
 // runs the same work synchronously, step by step, so tests and demos are
 // deterministic.
 //

@@ -217,6 +217,8 @@ type env struct {
 	// default name, and the image must be in the pool).
 	builtin string
 	build   func(ctx context.Context, dir string) error
+	// historyWindow is New's HistoryWindow (0: the default).
+	historyWindow time.Duration
 }
 
 type envOptions struct {
@@ -233,6 +235,8 @@ type envOptions struct {
 	crashBackoff time.Duration
 	// builtinImage names the built-in image ("": DefaultImage).
 	builtinImage string
+	// historyWindow is how long history is kept (0: the default).
+	historyWindow time.Duration
 }
 
 // newEnv opens an appliance on a fresh loop-backed pool and store, with a
@@ -240,7 +244,7 @@ type envOptions struct {
 func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	e := &env{t: t, clk: clock.NewManual(t0), real: o.realVMs, hostMiB: o.hostMemoryMiB, net: o.network, backoff: o.crashBackoff,
-		builtin: o.builtinImage}
+		builtin: o.builtinImage, historyWindow: o.historyWindow}
 	if e.hostMiB == 0 {
 		e.hostMiB = 64 << 10
 	}
@@ -284,7 +288,7 @@ func (e *env) open() {
 	e.st = st
 	a, err := New(context.Background(), Options{Store: st, Pool: e.pool, Hypervisor: e.hv, Clock: e.clk,
 		RunDir: e.runDir, Logger: testLogger(e.t), HostMemoryMiB: e.hostMiB, Network: e.net, CrashBackoff: e.backoff,
-		BuiltinImage: e.builtin, BuildImage: e.build})
+		BuiltinImage: e.builtin, BuildImage: e.build, HistoryWindow: e.historyWindow})
 	if err != nil {
 		st.Close()
 		e.t.Fatalf("New: %v", err)

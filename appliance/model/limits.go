@@ -17,4 +17,11 @@ const (
 	// MaxPorts and MaxDomains bound a VM's ports and domains.
 	MaxPorts   = 64
 	MaxDomains = 32
+	// DefaultHistoryWindow is how long events, finished operations and
+	// the ledger's charges one by one are kept (superjoltd
+	// --history-window); MinHistoryWindow and MaxHistoryWindow bound it.
+	// appliance/history.go has the rule.
+	DefaultHistoryWindow = 30 * 24 * time.Hour
+	MinHistoryWindow     = 24 * time.Hour
+	MaxHistoryWindow     = 100 * 365 * 24 * time.Hour
 )

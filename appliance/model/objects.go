@@ -358,6 +358,12 @@ type LedgerEntry struct {
 	Forgiven Micro `json:"forgiven,omitempty"`
 	// Reason says why an adjustment was made.
 	Reason string `json:"reason,omitempty"`
+	// Charges, on a charge, is how many charges of one VM in one UTC day
+	// the entry folds (0: it is one charge as booked). The history pass
+	// folds charges older than the history window; Amount and Forgiven are
+	// then the exact sums, PeriodStart the earliest, PeriodEnd the latest,
+	// and At, Seq and BalanceAfter those of the latest charge folded.
+	Charges int `json:"charges,omitempty"`
 }
 
 // OpKind is the kind of a long operation.

@@ -19,6 +19,9 @@
 //	meta/schema                        schema version (uint32 BE)
 //	meta/seq/event                     last event seq handed out (uint64 BE)
 //	meta/seq/ledger                    last ledger seq handed out (uint64 BE)
+//	meta/fold/ledger                   charges before this instant are folded (BE)
+//	meta/index/of                      (empty) every finished operation is in of/
+//	meta/flush                         (empty) only during Maintain
 //	a/<account>                        Account
 //	t/<tier name>                      Tier
 //	i/<image name>                     Image
@@ -31,6 +34,7 @@
 //	l/<account>/<^at BE>/<^seq BE>     LedgerEntry; an account's, newest first
 //	o/<op>                             Operation
 //	ou/<op>                            (empty) index: operations still running
+//	of/<finished_at BE>/<op>           (empty) index: finished operations, oldest first
 //	e/<seq BE>                         Event, oldest first
 //	id/<id>                            (empty) every id NewID handed out, forever
 //	ip/<address as 16 bytes BE>        id of the VM holding the address
@@ -52,7 +56,21 @@
 // save little that matters; decoding JSON is most of the time of a scan
 // (about 15 µs a VM on this project's test machines), which is fine at
 // this size. Values are kept under 1 MiB, so they all
-// live in the LSM tree and the value log never needs garbage collection.
+// live in the LSM tree and the value log holds next to nothing.
+//
+// # Disk space
+//
+// Badger gives nothing back by itself: a delete or an overwrite leaves the
+// old row and a tombstone in the LSM tree's tables until a compaction into
+// the last level drops them, and Badger compacts only when a level outgrows
+// its target, which a store of a few MiB rarely does. The appliance deletes
+// as much as it writes (pruned events and operations, folded charges), so
+// its daily history pass calls Maintain: the memtable written out (every
+// transaction waits for that, some 100-200 ms), a compaction of the whole
+// tree into one level (Flatten), then the value log's garbage collection
+// until it finds nothing to rewrite (cheap, since values stay in the LSM
+// tree; it is there so that a value ever written to the log does not stay
+// forever). Disk use then follows live data.
 //
 // # Who deletes what
 //
@@ -62,9 +80,11 @@
 // refuses otherwise), deletes a VM's backups (snapshot, then DeleteBackup),
 // then the VM (DeleteVM, which refuses while backups remain, even ones put
 // by a concurrent transaction, and releases the IPs still claimed for it), and an account only once it has no VM left
-// (DeleteAccount refuses otherwise). Ledger entries stay, as history; events
-// and finished operations stay until the appliance prunes them (PruneEvents,
-// DeleteOperation); ids stay taken forever.
+// (DeleteAccount refuses otherwise). Ledger entries stay, as history, though
+// the appliance folds old charges into one entry per VM and day
+// (FoldCharges, which keeps every sum); events and finished operations stay
+// until the appliance prunes them (PruneEventsBefore, PruneOperations,
+// after the history window: appliance/history.go); ids stay taken forever.
 //
 // # Memory
 //

@@ -28,6 +28,7 @@ const (
 	pLedger     = "l/"
 	pOp         = "o/"
 	pOpRunning  = "ou/"
+	pOpFinished = "of/"
 	pEvent      = "e/"
 	pID         = "id/"
 	pIP         = "ip/"
@@ -36,6 +37,9 @@ const (
 	keySchema   = "meta/schema"
 	keyEventSeq = "meta/seq/event"
 	keyLedgerSq = "meta/seq/ledger"
+	keyFolded   = "meta/fold/ledger"
+	keyOpIndex  = "meta/index/of"
+	keyFlush    = "meta/flush"
 )
 
 func key(parts ...string) []byte {
@@ -131,6 +135,16 @@ func opKey(id string) []byte { return key(pOp, id) }
 // operation ever run.
 func opRunningKey(id string) []byte { return key(pOpRunning, id) }
 
+// opFinishedKey: of/<finished_at BE>/<op id> → empty, present exactly while
+// a finished operation is stored; oldest first (the time is not inverted),
+// so the history pass deletes the operations that finished before a time
+// by scanning from the start of of/ and stopping at the first newer one.
+// An operation is indexed at its FinishedAt (its StartedAt if that is not
+// set; one with neither is never indexed, so never pruned).
+func opFinishedKey(at time.Time, id string) []byte {
+	return key(pOpFinished, string(be64(sortTime(at))), "/", id)
+}
+
 // eventKey: e/<seq BE> → Event JSON. Oldest first; EventsAfter seeks to
 // e/<seq+1>.
 func eventKey(seq uint64) []byte { return key(pEvent, string(be64(seq))) }
@@ -160,6 +174,13 @@ func tokenAccountPrefix(acct string) []byte { return key(pTokenAcct, acct, "/") 
 // keySchema: meta/schema → schema version, uint32 BE.
 // keyEventSeq: meta/seq/event → last event seq handed out, uint64 BE.
 // keyLedgerSq: meta/seq/ledger → last ledger seq handed out, uint64 BE.
+// keyFolded: meta/fold/ledger → the instant (sortTime, uint64 BE) before
+// which every account's charges are folded (FoldCharges): the next fold
+// starts there instead of reading the whole ledger again.
+// keyOpIndex: meta/index/of → empty, written once every finished operation
+// stored before the of/ index existed is in it (IndexFinishedOperations).
+// keyFlush: meta/flush → empty, written and dropped at once by Maintain to
+// make Badger write its memtable out; never there otherwise.
 
 func be64(v uint64) []byte {
 	var b [8]byte
@@ -167,12 +188,20 @@ func be64(v uint64) []byte {
 	return b[:]
 }
 
+// sortTime maps t to a uint64 that sorts in time order: its Unix
+// nanoseconds with the sign bit flipped.
+func sortTime(t time.Time) uint64 { return uint64(t.UnixNano()) ^ (1 << 63) }
+
+// fromSortTime undoes sortTime.
+func fromSortTime(u uint64) time.Time { return time.Unix(0, int64(u^(1<<63))) }
+
+// fromInvTime undoes invTime.
+func fromInvTime(u uint64) time.Time { return fromSortTime(^u) }
+
 // invTime maps t to a uint64 that sorts in reverse time order: the sign bit
 // of its Unix nanoseconds is flipped (so negative times sort before positive
 // ones as unsigned numbers), then every bit is inverted.
-func invTime(t time.Time) uint64 {
-	return ^(uint64(t.UnixNano()) ^ (1 << 63))
-}
+func invTime(t time.Time) uint64 { return ^sortTime(t) }
 
 // The instants a key can hold: Unix nanoseconds in an int64 (1677 to 2262).
 var (

@@ -482,13 +482,32 @@ func (tx *Tx) Operation(id string) (model.Operation, error) {
 }
 
 // PutOperation creates or replaces an operation; it is in the unfinished
-// index exactly while its state is model.OpRunning.
+// index exactly while its state is model.OpRunning, and in the finished
+// index (of/, by finish time) exactly while it is not.
 func (tx *Tx) PutOperation(op model.Operation) error {
 	if err := model.ValidateID(model.KindOperation, op.ID); err != nil {
 		return err
 	}
+	var old model.Operation
+	err := tx.get(opKey(op.ID), "operation "+op.ID, &old)
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return err
+	default:
+		if k, ok := opFinishedKeyOf(old); ok {
+			if err := tx.del(k, "operation "+op.ID+" index"); err != nil {
+				return err
+			}
+		}
+	}
 	if err := tx.put(opKey(op.ID), "operation "+op.ID, op); err != nil {
 		return err
+	}
+	if k, ok := opFinishedKeyOf(op); ok {
+		if err := tx.set(k, nil, "operation "+op.ID+" index"); err != nil {
+			return err
+		}
 	}
 	if op.State == model.OpRunning {
 		return tx.set(opRunningKey(op.ID), nil, "operation "+op.ID+" index")
@@ -496,14 +515,37 @@ func (tx *Tx) PutOperation(op model.Operation) error {
 	return tx.del(opRunningKey(op.ID), "operation "+op.ID+" index")
 }
 
-// DeleteOperation deletes an operation and its index entry, for pruning
+// opFinishedKeyOf returns op's key in the finished index, if it has one:
+// finished, at its FinishedAt (StartedAt if that is not set), when the
+// time fits in a key.
+func opFinishedKeyOf(op model.Operation) ([]byte, bool) {
+	if !op.State.Finished() {
+		return nil, false
+	}
+	at := op.FinishedAt
+	if at.IsZero() {
+		at = op.StartedAt
+	}
+	if keyTime("finish time", at) != nil {
+		return nil, false
+	}
+	return opFinishedKey(at, op.ID), true
+}
+
+// DeleteOperation deletes an operation and its index entries, for pruning
 // finished operations.
 func (tx *Tx) DeleteOperation(id string) error {
-	if _, err := tx.Operation(id); err != nil {
+	op, err := tx.Operation(id)
+	if err != nil {
 		return err
 	}
 	if err := tx.del(opKey(id), "operation "+id); err != nil {
 		return err
+	}
+	if k, ok := opFinishedKeyOf(op); ok {
+		if err := tx.del(k, "operation "+id+" index"); err != nil {
+			return err
+		}
 	}
 	return tx.del(opRunningKey(id), "operation "+id+" index")
 }

@@ -40,6 +40,8 @@ type Store struct {
 	// Close, so Close waits for them and nothing runs on a closed database.
 	mu     sync.RWMutex
 	closed bool
+	// maintainMu makes Maintain one at a time.
+	maintainMu sync.Mutex
 
 	// newID draws a candidate id; tests replace it to force collisions.
 	newID func(model.Kind) string

@@ -318,6 +318,15 @@ func (o *globalOptions) ledgerTable(es []model.LedgerEntry) error {
 		if e.Forgiven > 0 {
 			note = "forgiven " + e.Forgiven.String() + ": the balance ran out"
 		}
+		if e.Charges > 0 {
+			// An old day's charges of one VM, folded by the history
+			// pass: the sums are exact.
+			folded := "charges ×" + strconv.Itoa(e.Charges) + " (one day, folded)"
+			if note != "" {
+				folded += "; " + note
+			}
+			note = folded
+		}
 		rows = append(rows, []string{o.fmtTime(e.At), string(e.Kind), e.Amount.String(), e.BalanceAfter.String(), dash(e.VMID), period, dash(note)})
 	}
 	return o.table([]string{"AT", "KIND", "AMOUNT", "BALANCE", "VM", "PERIOD", "NOTE"}, rows)

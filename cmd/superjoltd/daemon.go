@@ -138,6 +138,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		Logger:        log,
 		BuildImage:    build,
 		Images:        newImageMaker(cfg.agent, filepath.Join(cfg.stateDir, "tmp"), log),
+		HistoryWindow: cfg.historyWindow,
 	})
 	if err != nil {
 		return fmt.Errorf("open the appliance: %w", err)

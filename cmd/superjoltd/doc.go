@@ -4,8 +4,9 @@
 // built-in VM image into the pool on the first start, takes over the VMs
 // an earlier superjoltd left running and boots those that should run,
 // serves the local API on a UNIX socket, and runs billing, the daily
-// backups and the reaper until SIGTERM or SIGINT; then it leaves the VMs
-// running. It tells systemd when it is ready and pings its watchdog
+// backups, the reaper and the daily history pass (events, finished
+// operations and charges one by one kept for --history-window) until
+// SIGTERM or SIGINT; then it leaves the VMs running. It tells systemd when it is ready and pings its watchdog
 // (Type=notify; the unit `superjolt install` writes is in package systemd).
 //
 // With systemd as PID 1 (--supervisor=auto or systemd) every VM runs as a
@@ -24,7 +25,7 @@
 //	           [--http-listen ADDR|off] [--https-listen ADDR|off] [--tls-cert-dir DIR]
 //	           [--acme-email EMAIL [--acme-ca URL]]
 //	           [--listen ADDR [--listen-name NAME]... | --listen ADDR --tls-cert FILE --tls-key FILE]
-//	           [--clock=manual|real] [--run-dir DIR]
+//	           [--clock=manual|real] [--run-dir DIR] [--history-window 30d]
 //	           [--agent FILE] [--log-level debug|info|warn|error]
 //
 // Exit codes: 0 after a clean stop, 1 when it could not start or failed

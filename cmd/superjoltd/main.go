@@ -13,9 +13,11 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/superjolt/superjolt/appliance"
 	"github.com/superjolt/superjolt/appliance/api"
+	"github.com/superjolt/superjolt/appliance/model"
 )
 
 // defaultMemoryLimit is the Go heap's soft limit unless GOMEMLIMIT says
@@ -95,6 +97,7 @@ type config struct {
 	runDir            string
 	agent             string
 	logLevel          slog.Level
+	historyWindow     time.Duration // --history-window
 }
 
 func parseFlags(args []string) (config, error) {
@@ -102,6 +105,7 @@ func parseFlags(args []string) (config, error) {
 		cfg                     config
 		poolSize, subnet, clock string
 		logLevel, network, dns  string
+		historyWindow           string
 	)
 	fs := flag.NewFlagSet("superjoltd", flag.ContinueOnError)
 	fs.StringVar(&cfg.stateDir, "state-dir", "/var/lib/superjolt", "directory for the state store and, by default, the pool image")
@@ -135,6 +139,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.runDir, "run-dir", appliance.DefaultRunDir, "per-VM runtime directories (sockets, logs, pid files)")
 	fs.StringVar(&cfg.agent, "agent", "", "the guest agent binary for the built-in image (default: superjolt-agent next to superjoltd, else built from the source tree)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&historyWindow, "history-window", api.Duration(model.DefaultHistoryWindow).String(), "how long events, finished operations and charges one by one are kept (older charges are folded into one ledger entry per VM and day): 30d, 90d, 36h; at least 1d")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: superjoltd [flags]\n\nThe superjolt appliance daemon. Exit codes: 0 clean stop, 1 failure, 2 bad flags.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -210,6 +215,15 @@ func parseFlags(args []string) (config, error) {
 	default:
 		return cfg, fmt.Errorf("--clock=%q: use real or manual", clock)
 	}
+	w, err := api.ParseDuration(historyWindow)
+	if err != nil {
+		return cfg, fmt.Errorf("--history-window: %w", err)
+	}
+	if w < model.MinHistoryWindow || w > model.MaxHistoryWindow {
+		return cfg, fmt.Errorf("--history-window %s: keep history at least %s and at most %s, like 30d", historyWindow,
+			api.Duration(model.MinHistoryWindow), api.Duration(model.MaxHistoryWindow))
+	}
+	cfg.historyWindow = w
 	if err := cfg.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return cfg, fmt.Errorf("--log-level: %w", err)
 	}

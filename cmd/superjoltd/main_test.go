@@ -23,7 +23,8 @@ func TestParseFlags(t *testing.T) {
 		{nil, true, func(c config) bool {
 			return c.stateDir == "/var/lib/superjolt" && c.poolImage == "/var/lib/superjolt/pool.img" && c.poolSize == 20<<30 &&
 				c.socket == "/run/superjolt/superjolt.sock" && c.subnet.String() == appliance.DefaultSubnet && !c.manual &&
-				c.network && c.bridge == "sjbr0" && len(c.dns) == 0 && c.httpListen == ":80" && c.httpsListen == ":443"
+				c.network && c.bridge == "sjbr0" && len(c.dns) == 0 && c.httpListen == ":80" && c.httpsListen == ":443" &&
+				c.historyWindow == 30*24*time.Hour
 		}},
 		{[]string{"--http-listen", "off", "--https-listen", "127.0.0.1:8443"}, true, func(c config) bool {
 			ports, err := c.listenPorts()
@@ -70,6 +71,11 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"--subnet", "fd00::/64"}, false, nil},
 		{[]string{"--clock=fast"}, false, nil},
 		{[]string{"--log-level", "loud"}, false, nil},
+		{[]string{"--history-window", "90d"}, true, func(c config) bool { return c.historyWindow == 90*24*time.Hour }},
+		{[]string{"--history-window", "36h"}, true, func(c config) bool { return c.historyWindow == 36*time.Hour }},
+		{[]string{"--history-window", "1h"}, false, nil},
+		{[]string{"--history-window", "-3d"}, false, nil},
+		{[]string{"--history-window", "forever"}, false, nil},
 		{[]string{"--bogus"}, false, nil},
 		{[]string{"extra"}, false, nil},
 	}
