@@ -356,16 +356,18 @@ func (s *Store) Maintain(ctx context.Context) error {
 // can reach the deletes it holds. Badger has no call for that alone;
 // DropPrefix of a key written for the purpose does it. DropPrefix refuses
 // commits meanwhile (ErrBlockedWrites) instead of making them wait, so it
-// runs with s.mu held exclusively: transactions in flight finish first,
-// and new ones (reads too) wait for it. It also compacts level 0 into the
-// next: 160 ms right after folding 30 days of 50 VMs' charges
+// runs with s.writeMu held exclusively: Updates in flight finish first and
+// new ones wait for it; reads (View) go on. It also compacts level 0 into
+// the next: 160 ms right after folding 30 days of 50 VMs' charges
 // (BenchmarkHistoryFold), less on an ordinary day, once a day.
 func (s *Store) flushMemtable() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed {
 		return errClosed
 	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	if s.db.Opts().InMemory {
 		return nil
 	}

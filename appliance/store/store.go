@@ -40,6 +40,10 @@ type Store struct {
 	// Close, so Close waits for them and nothing runs on a closed database.
 	mu     sync.RWMutex
 	closed bool
+	// writeMu is held shared by every Update and exclusively while Maintain
+	// writes the memtable out, during which Badger refuses commits; reads
+	// go on meanwhile.
+	writeMu sync.RWMutex
 	// maintainMu makes Maintain one at a time.
 	maintainMu sync.Mutex
 
@@ -177,6 +181,8 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if s.closed {
 		return errClosed
 	}
+	s.writeMu.RLock()
+	defer s.writeMu.RUnlock()
 	var err error
 	for try := range updateTries {
 		if err := ctx.Err(); err != nil {
