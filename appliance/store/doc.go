@@ -25,6 +25,7 @@
 //	v/<vm>                             VM
 //	va/<account>/<vm>                  (empty) index: an account's VMs
 //	vs/<state>/<vm>                    (empty) index: VMs in a state
+//	vb/<account>/<vm>                  Billing (binary, ~40 bytes): what billing reads and writes of a VM
 //	b/<vm>/<^taken_at BE>/<backup>     Backup; a VM's backups, newest first (all: by VM, one scan)
 //	bi/<backup>                        <vm><^taken_at BE>: where the b/ key is
 //	bv/<vm>                            (empty) written by PutBackup, read by DeleteVM

@@ -22,6 +22,7 @@ const (
 	pVM         = "v/"
 	pVMAccount  = "va/"
 	pVMState    = "vs/"
+	pBilling    = "vb/"
 	pBackup     = "b/"
 	pBackupIdx  = "bi/"
 	pBackupVer  = "bv/"
@@ -76,6 +77,14 @@ func vmStateKey(state model.VMState, vm string) []byte {
 }
 
 func vmStatePrefix(state model.VMState) []byte { return key(pVMState, string(state), "/") }
+
+// billingKey: vb/<account id>/<vm id> → the VM's Billing (billing.go: a
+// format byte, flags, tier, created_at, billed_until; some 40 bytes). One
+// per VM, written by PutVM and SetBilledUntil; a billing period is a scan
+// of vb/, an account's burn rate a scan of vb/<account id>/.
+func billingKey(acct, vm string) []byte { return key(pBilling, acct, "/", vm) }
+
+func billingPrefix(acct string) []byte { return key(pBilling, acct, "/") }
 
 // backupKey: b/<vm id>/<^taken_at BE>/<backup id> → Backup JSON.
 //
