@@ -233,3 +233,35 @@ func median(ds []time.Duration) float64 {
 	slices.Sort(s)
 	return float64(s[len(s)/2].Microseconds()) / 1000
 }
+
+// BenchmarkAdvance30d: `superjolt debug clock advance 30d` on an appliance
+// with 10 running VMs (stub guests, a real pool) of two accounts, one of
+// which runs out of credit on the way (archival) and one that does not
+// (30 daily backups each, retention 1). Each op is a fresh appliance.
+func BenchmarkAdvance30d(b *testing.B) {
+	ctx := context.Background()
+	var took []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		e := newEnv(b, envOptions{})
+		rich := e.account("rich", 1_000_000*model.Credit, 1)
+		poor := e.account("poor", 3*model.Credit, 1)
+		for i := range 10 {
+			if i%5 == 4 {
+				e.vm(poor.ID)
+			} else {
+				e.vm(rich.ID)
+			}
+		}
+		b.StartTimer()
+		t := time.Now()
+		if _, err := e.a.AdvanceClock(ctx, 30*24*time.Hour); err != nil {
+			b.Fatal(err)
+		}
+		took = append(took, time.Since(t))
+		b.StopTimer()
+		e.close()
+		b.StartTimer()
+	}
+	b.ReportMetric(median(took), "median-ms/op")
+}
