@@ -169,6 +169,7 @@ func (tx *Tx) ForEachBilling(acct string, after BillingCursor, fn func(Billing) 
 		// The smallest key after the cursor's: its own with a 0 byte.
 		seek = append(billingKey(after.AccountID, after.VMID), 0)
 	}
+	acctID := ""
 	return tx.scan(prefix, seek, true, func(item *badger.Item) error {
 		k := item.Key()[len(pBilling):]
 		// <account>/<vm>: ids have fixed lengths but are split on '/'
@@ -177,7 +178,10 @@ func (tx *Tx) ForEachBilling(acct string, after BillingCursor, fn func(Billing) 
 		if i < 0 {
 			return fmt.Errorf("store: malformed billing key %q (the state directory is damaged)", item.Key())
 		}
-		b := Billing{AccountID: string(k[:i]), VMID: string(k[i+1:])}
+		if string(k[:i]) != acctID { // one string per account, not per row
+			acctID = string(k[:i])
+		}
+		b := Billing{AccountID: acctID, VMID: string(k[i+1:])}
 		if err := item.Value(func(v []byte) error { return decodeBilling(v, &b) }); err != nil {
 			return err
 		}

@@ -7,7 +7,9 @@
 // Update runs its function again when the commit loses to a concurrent one,
 // so read-modify-write (a balance, a counter) needs no lock of its own.
 // A transaction holds about 1.2 MiB of writes at most: work over all 10,000
-// VMs reads them with ForEachVM and writes them in several Updates.
+// VMs reads them with ForEachVM and writes them in several Updates, or, as
+// a billing period does, walks rows inside Updates that each stop when
+// Tx.Room says little is left and go on from where the last one stopped.
 //
 // # Keys
 //
@@ -52,8 +54,12 @@
 // JSON, 7 MiB on disk once Badger compresses it, so a binary encoding would
 // save little that matters; decoding JSON is most of the time of a scan
 // (about 15 µs a VM on this project's test machines), which is fine at
-// this size. Values are kept under 1 MiB, so they all
-// live in the LSM tree and the value log never needs garbage collection.
+// this size. The one exception is a VM's billing row (vb/, Billing in
+// billing.go): some 40 bytes of binary that a billing period reads and
+// rewrites for every VM, so that a period neither decodes nor rewrites VM
+// JSON; it holds the VM's BilledUntil, which the v/ row stores zeroed.
+// Values are kept under 1 MiB, so they all live in the LSM tree and the
+// value log never needs garbage collection.
 //
 // # Who deletes what
 //

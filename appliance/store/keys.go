@@ -127,7 +127,10 @@ func backupVerKey(vm string) []byte { return key(pBackupVer, vm) }
 // Both numbers are inverted, so a forward scan of l/<account id>/ is newest
 // first, and entries booked at the same instant come out latest-booked first.
 func ledgerKey(acct string, at time.Time, seq uint64) []byte {
-	return key(pLedger, acct, "/", string(be64(invTime(at))), "/", string(be64(^seq)))
+	b := make([]byte, 0, len(pLedger)+len(acct)+1+8+1+8)
+	b = append(append(append(b, pLedger...), acct...), '/')
+	b = append(binary.BigEndian.AppendUint64(b, invTime(at)), '/')
+	return binary.BigEndian.AppendUint64(b, ^seq)
 }
 
 func ledgerPrefix(acct string) []byte { return key(pLedger, acct, "/") }

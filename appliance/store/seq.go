@@ -86,7 +86,7 @@ func (tx *Tx) AppendLedgers(es []model.LedgerEntry) error {
 	}
 	for i := range es {
 		es[i].Seq = seq + uint64(i)
-		if err := tx.put(ledgerKey(es[i].AccountID, es[i].At, es[i].Seq), fmt.Sprintf("ledger entry %d", es[i].Seq), es[i]); err != nil {
+		if err := tx.put(ledgerKey(es[i].AccountID, es[i].At, es[i].Seq), "ledger entry", es[i]); err != nil {
 			return err
 		}
 	}
