@@ -163,6 +163,11 @@ func (a *Appliance) nextStep(ctx context.Context, now, target time.Time) (time.T
 	a.bgMu.Lock()
 	grid := a.nextBilling
 	a.bgMu.Unlock()
+	if !grid.After(now) {
+		// Overdue (the clock was moved by other means): the next step
+		// books it, at the last period start it reaches.
+		grid = grid.Add((now.Sub(grid)/BillingPeriod + 1) * BillingPeriod)
+	}
 	next := target
 	err := a.view(ctx, func(tx *store.Tx) error {
 		err := tx.ForEachVM(func(vm model.VM) error {
