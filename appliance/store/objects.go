@@ -299,10 +299,14 @@ func (tx *Tx) VMs(f VMFilter) ([]model.VM, error) {
 		ids, err = tx.suffixes(vmStatePrefix(f.State))
 	default:
 		out := []model.VM{}
-		return out, tx.ForEachVM(func(vm model.VM) error {
+		err := tx.ForEachVM(func(vm model.VM) error {
 			out = append(out, vm)
 			return nil
 		})
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
 	}
 	if err != nil {
 		return nil, err
