@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/superjolt/superjolt/appliance/model"
@@ -169,9 +170,10 @@ type Appliance struct {
 	usageMu sync.Mutex
 	samples map[int]cpuSample // the last usage sample of each VM process, by pid (usage.go)
 
-	bgMu        sync.Mutex // one background pass at a time
-	nextBilling time.Time  // when the next billing pass is due
-	nextPurge   time.Time  // when set-aside orphans are next looked at
+	bgMu        sync.Mutex   // one background pass at a time
+	advancing   atomic.Int32 // AdvanceClock calls in progress: Run leaves the work to them
+	nextBilling time.Time    // when the next billing pass is due
+	nextPurge   time.Time    // when set-aside orphans are next looked at
 
 	historyWindow time.Duration // Options.HistoryWindow (history.go)
 	nextHistory   time.Time     // when the history pass is next due

@@ -184,31 +184,28 @@ func warnLowBalance(tx *store.Tx, now time.Time, acct model.Account, before, bur
 }
 
 // burnRate returns what the account's billing VMs cost per hour, and how
-// many there are.
+// many there are, from their billing rows.
 func burnRate(tx *store.Tx, acctID string) (model.Micro, int, error) {
-	vms, err := tx.VMs(store.VMFilter{AccountID: acctID})
-	if err != nil {
-		return 0, 0, err
-	}
 	rates := map[string]model.Micro{}
 	var burn model.Micro
 	n := 0
-	for _, vm := range vms {
-		if !vm.State.Bills() {
-			continue
+	err := tx.ForEachBilling(acctID, store.BillingCursor{}, func(b store.Billing) error {
+		if !b.Bills {
+			return nil
 		}
-		rate, ok := rates[vm.Tier]
+		rate, ok := rates[b.Tier]
 		if !ok {
-			t, err := tx.Tier(vm.Tier)
+			t, err := tx.Tier(b.Tier)
 			if err != nil {
-				return 0, 0, err
+				return err
 			}
-			rate, rates[vm.Tier] = t.RatePerHour, t.RatePerHour
+			rate, rates[b.Tier] = t.RatePerHour, t.RatePerHour
 		}
 		burn += rate
 		n++
-	}
-	return burn, n, nil
+		return nil
+	})
+	return burn, n, err
 }
 
 // bookCharge charges vm to acct (not put) and appends the ledger entry. It
@@ -264,100 +261,211 @@ func resumeRunway(tx *store.Tx, acct model.Account, vm model.VM) error {
 		acct.ID, acct.Balance, vm.ID, what, need, burn, short, acct.ID, short, vm.ID)
 }
 
-// billingChunk bounds the VMs charged in one transaction.
-const billingChunk = 200
-
 // billingPass charges every billing VM up to now, then archives the VMs of
 // every account whose balance is zero or less.
+//
+// It is one walk of the VMs' billing rows (store.Billing, vb/: ordered by
+// account, some 40 bytes each, no JSON), in as few transactions as hold
+// its writes: each Update goes on from where the last one stopped and
+// stops when little room is left (store.Tx.Room). Per VM it rewrites that
+// row (BilledUntil) and books a ledger entry; per account it puts the
+// account once and warns of a low balance (warnLowBalance).
+//
+// Concurrent changes. The rows are read inside the Update, so each is in
+// its conflict set, as is each account it reads. A stop, destroy or
+// archive books the VM's final charge (chargeInTx) and puts the VM, which
+// rewrites the same row: whichever of the two commits second conflicts and
+// runs again on fresh data. If the final charge won, the period finds the
+// row no longer billing, or billed until the final charge, and books
+// nothing more for it; if the period won, the final charge starts from the
+// BilledUntil the period booked. Either way nothing is charged twice and
+// the final charge is never missed. A VM created during the walk (a row it
+// did not see) is billed from its BilledUntil at the next period.
 func (a *Appliance) billingPass(ctx context.Context, now time.Time) error {
-	byAcct := map[string][]string{}
-	var order []string
-	tiers := map[string]model.Micro{}
-	burns := map[string]model.Micro{} // what each account's billing VMs cost per hour
-	if err := a.view(ctx, func(tx *store.Tx) error {
-		ts, err := tx.Tiers()
-		if err != nil {
-			return err
-		}
-		for _, t := range ts {
-			tiers[t.Name] = t.RatePerHour
-		}
-		return tx.ForEachVM(func(vm model.VM) error {
-			if vm.State.Bills() {
-				if _, ok := byAcct[vm.AccountID]; !ok {
-					order = append(order, vm.AccountID)
-				}
-				byAcct[vm.AccountID] = append(byAcct[vm.AccountID], vm.ID)
-				burns[vm.AccountID] += tiers[vm.Tier]
-			}
-			return nil
-		})
-	}); err != nil {
-		return err
-	}
 	var errs []error
-	for _, acctID := range order {
-		ids := byAcct[acctID]
-		for start := 0; start < len(ids); start += billingChunk {
-			chunk := ids[start:min(start+billingChunk, len(ids))]
-			err := a.update(ctx, func(tx *store.Tx) error {
-				acct, err := tx.Account(acctID)
-				if err != nil {
-					return err
-				}
-				before := acct.Balance
-				var total model.Micro
-				for _, id := range chunk {
-					vm, err := tx.VM(id)
-					if errors.Is(err, model.ErrNotFound) {
-						continue
-					}
-					if err != nil {
-						return err
-					}
-					if !vm.State.Bills() {
-						continue
-					}
-					rate, ok := tiers[vm.Tier]
-					if !ok {
-						t, err := tx.Tier(vm.Tier)
-						if err != nil {
-							return err
-						}
-						rate = t.RatePerHour
-					}
-					before := vm.BilledUntil
-					amt, err := bookCharge(tx, &vm, &acct, rate, now, false)
-					if err != nil {
-						return err
-					}
-					if amt == 0 && vm.BilledUntil.Equal(before) {
-						continue
-					}
-					total += amt
-					if err := tx.PutVM(vm); err != nil {
-						return err
-					}
-				}
-				if total == 0 {
-					return nil
-				}
-				if err := tx.PutAccount(acct); err != nil {
-					return err
-				}
-				// Each charge is in the ledger (`superjolt account ledger`);
-				// events are for what an operator should notice.
-				return warnLowBalance(tx, now, acct, before, burns[acctID], len(ids))
-			})
-			if err != nil {
-				errs = append(errs, err)
+	var after store.BillingCursor
+	for {
+		var p *period
+		err := a.update(ctx, func(tx *store.Tx) error {
+			p = &period{tx: tx, now: now, reached: after}
+			return p.run(after)
+		})
+		switch {
+		case p == nil:
+			errs = append(errs, err)
+		case err != nil:
+			errs = append(errs, err)
+			if ctx.Err() == nil && p.failed != after {
+				// The rows of this transaction up to the one that failed
+				// are billed at the next period, from their BilledUntil
+				// (the charges telescope): the rest must not wait.
+				after = p.failed
+				continue
 			}
+		case !p.done && p.reached != after:
+			after = p.reached
+			continue
 		}
+		break
 	}
 	if err := a.archiveBroke(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// period is one transaction of a billing pass.
+type period struct {
+	tx    *store.Tx
+	now   time.Time
+	tiers map[string]model.Micro
+
+	// reached is the last row handled; failed the row being handled when
+	// an error stopped the transaction; done: no row is left.
+	reached, failed store.BillingCursor
+	done, stopped   bool
+	rows            int // handled in this transaction
+
+	open    bool          // acct is loaded
+	acct    model.Account // the account of the rows being handled
+	before  model.Micro   // its balance before this transaction
+	whole   bool          // its rows are all handled in this transaction
+	burn    model.Micro   // what its billing rows seen here cost per hour
+	n       int           // and how many
+	charged bool
+	pending []model.LedgerEntry
+}
+
+// billingRowsPerTx, when positive, bounds the rows a transaction of a
+// billing pass handles: tests set it to cut a pass into many.
+var billingRowsPerTx = 0
+
+// Room a row may take: its billing row and its ledger entry (JSON, under
+// 400 bytes); and what closing an account takes at most (its row, a
+// low-balance event, the seq counters).
+const (
+	rowRoom   = 512
+	closeRoom = 4 << 10
+)
+
+func (p *period) run(after store.BillingCursor) error {
+	ts, err := p.tx.Tiers()
+	if err != nil {
+		return err
+	}
+	p.tiers = make(map[string]model.Micro, len(ts))
+	for _, t := range ts {
+		p.tiers[t.Name] = t.RatePerHour
+	}
+	p.failed = after
+	err = p.tx.ForEachBilling("", after, func(b store.Billing) error {
+		bytes, writes := p.tx.Room()
+		if bytes < closeRoom+rowRoom*int64(len(p.pending)+1) || writes < int64(len(p.pending))+16 ||
+			billingRowsPerTx > 0 && p.rows >= billingRowsPerTx {
+			p.stopped = true
+			return store.ErrStop
+		}
+		p.rows++
+		p.failed = store.BillingCursor{AccountID: b.AccountID, VMID: b.VMID}
+		if !p.open || b.AccountID != p.acct.ID {
+			if err := p.closeAccount(); err != nil {
+				return err
+			}
+			acct, err := p.tx.Account(b.AccountID)
+			if err != nil {
+				return err
+			}
+			// The cursor's account had rows before it, billed in the
+			// transaction before this one.
+			whole := b.AccountID != after.AccountID
+			p.acct, p.before, p.whole, p.burn, p.n, p.charged, p.open = acct, acct.Balance, whole, 0, 0, false, true
+		}
+		if err := p.book(b); err != nil {
+			return err
+		}
+		p.reached = p.failed
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	p.done = !p.stopped
+	if p.stopped {
+		// Stopped for room: the account's rows after this one are not
+		// seen here.
+		p.whole = false
+	}
+	return p.closeAccount()
+}
+
+// book charges b's VM up to now, if it bills.
+func (p *period) book(b store.Billing) error {
+	if !b.Bills {
+		return nil
+	}
+	rate, ok := p.tiers[b.Tier]
+	if !ok {
+		t, err := p.tx.Tier(b.Tier)
+		if err != nil {
+			return fmt.Errorf("bill %s: %w", b.VMID, err)
+		}
+		rate = t.RatePerHour
+	}
+	p.burn += rate
+	p.n++
+	from := b.BilledUntil
+	if from.IsZero() {
+		from = b.CreatedAt
+	}
+	price, until := charge(rate, from, p.now, false)
+	if price == 0 && until.Equal(b.BilledUntil) {
+		return nil
+	}
+	if err := p.tx.SetBilledUntil(b, until); err != nil {
+		return err
+	}
+	if price == 0 {
+		return nil
+	}
+	amount := min(price, max(p.acct.Balance, 0))
+	p.acct.Balance -= amount
+	p.charged = true
+	p.pending = append(p.pending, model.LedgerEntry{AccountID: p.acct.ID, At: p.now, Amount: -amount, Kind: model.Charge,
+		VMID: b.VMID, PeriodStart: from, PeriodEnd: until, BalanceAfter: p.acct.Balance, Forgiven: price - amount})
+	if len(p.pending) >= 256 {
+		return p.flush()
+	}
+	return nil
+}
+
+func (p *period) flush() error {
+	err := p.tx.AppendLedgers(p.pending)
+	p.pending = p.pending[:0]
+	return err
+}
+
+// closeAccount books what was charged to the account whose rows were
+// being handled.
+func (p *period) closeAccount() error {
+	if err := p.flush(); err != nil || !p.charged {
+		return err
+	}
+	p.charged = false
+	if err := p.tx.PutAccount(p.acct); err != nil {
+		return err
+	}
+	burn, n := p.burn, p.n
+	if !p.whole && mayWarn(p.acct, p.before) {
+		// Some of its rows are billed in another transaction: the warning
+		// needs the rates of them all.
+		var err error
+		if burn, n, err = burnRate(p.tx, p.acct.ID); err != nil {
+			return err
+		}
+	}
+	// Each charge is in the ledger (`superjolt account ledger`); events
+	// are for what an operator should notice.
+	return warnLowBalance(p.tx, p.now, p.acct, p.before, burn, n)
 }
 
 // archiveBroke archives every live VM of every account whose balance is

@@ -263,8 +263,12 @@ func TestHistoryWindowConfigurable(t *testing.T) {
 	e := newEnv(t, envOptions{historyWindow: 48 * time.Hour})
 	acct := e.account("short", 10*model.Credit, 0)
 	vm := e.vm(acct.ID)
-	e.advance(5 * 24 * time.Hour)
-	e.advance(time.Hour)
+	// In 10-minute steps: one advance books the periods where billing
+	// decides nothing as one charge, and the days in the window are to
+	// hold a charge per period.
+	for range (5*24 + 1) * time.Hour / BillingPeriod {
+		e.advance(BillingPeriod)
+	}
 	now := e.clk.Now()
 	cut := e.lastHistoryPass().Add(-48 * time.Hour)
 	evs := e.eventsWhere(func(model.Event) bool { return true })

@@ -7,7 +7,9 @@
 // Update runs its function again when the commit loses to a concurrent one,
 // so read-modify-write (a balance, a counter) needs no lock of its own.
 // A transaction holds about 1.2 MiB of writes at most: work over all 10,000
-// VMs reads them with ForEachVM and writes them in several Updates.
+// VMs reads them with ForEachVM and writes them in several Updates, or, as
+// a billing period does, walks rows inside Updates that each stop when
+// Tx.Room says little is left and go on from where the last one stopped.
 //
 // # Keys
 //
@@ -28,6 +30,7 @@
 //	v/<vm>                             VM
 //	va/<account>/<vm>                  (empty) index: an account's VMs
 //	vs/<state>/<vm>                    (empty) index: VMs in a state
+//	vb/<account>/<vm>                  Billing (binary, ~40 bytes): what billing reads and writes of a VM
 //	b/<vm>/<^taken_at BE>/<backup>     Backup; a VM's backups, newest first (all: by VM, one scan)
 //	bi/<backup>                        <vm><^taken_at BE>: where the b/ key is
 //	bv/<vm>                            (empty) written by PutBackup, read by DeleteVM
@@ -55,8 +58,12 @@
 // JSON, 7 MiB on disk once Badger compresses it, so a binary encoding would
 // save little that matters; decoding JSON is most of the time of a scan
 // (about 15 µs a VM on this project's test machines), which is fine at
-// this size. Values are kept under 1 MiB, so they all
-// live in the LSM tree and the value log holds next to nothing.
+// this size. The one exception is a VM's billing row (vb/, Billing in
+// billing.go): some 40 bytes of binary that a billing period reads and
+// rewrites for every VM, so that a period neither decodes nor rewrites VM
+// JSON; it holds the VM's BilledUntil, which the v/ row stores zeroed.
+// Values are kept under 1 MiB, so they all live in the LSM tree and the
+// value log holds next to nothing.
 //
 // # Disk space
 //
@@ -65,8 +72,8 @@
 // the last level drops them, and Badger compacts only when a level outgrows
 // its target, which a store of a few MiB rarely does. The appliance deletes
 // as much as it writes (pruned events and operations, folded charges), so
-// its daily history pass calls Maintain: the memtable written out (every
-// transaction waits for that, some 100-200 ms), a compaction of the whole
+// its daily history pass calls Maintain: the memtable written out (writes
+// wait for that, some 100-200 ms; reads go on), a compaction of the whole
 // tree into one level (Flatten), then the value log's garbage collection
 // until it finds nothing to rewrite (cheap, since values stay in the LSM
 // tree; it is there so that a value ever written to the log does not stay

@@ -22,6 +22,7 @@ const (
 	pVM         = "v/"
 	pVMAccount  = "va/"
 	pVMState    = "vs/"
+	pBilling    = "vb/"
 	pBackup     = "b/"
 	pBackupIdx  = "bi/"
 	pBackupVer  = "bv/"
@@ -81,6 +82,14 @@ func vmStateKey(state model.VMState, vm string) []byte {
 
 func vmStatePrefix(state model.VMState) []byte { return key(pVMState, string(state), "/") }
 
+// billingKey: vb/<account id>/<vm id> → the VM's Billing (billing.go: a
+// format byte, flags, tier, created_at, billed_until; some 40 bytes). One
+// per VM, written by PutVM and SetBilledUntil; a billing period is a scan
+// of vb/, an account's burn rate a scan of vb/<account id>/.
+func billingKey(acct, vm string) []byte { return key(pBilling, acct, "/", vm) }
+
+func billingPrefix(acct string) []byte { return key(pBilling, acct, "/") }
+
 // backupKey: b/<vm id>/<^taken_at BE>/<backup id> → Backup JSON.
 //
 // taken_at is stored inverted (bitwise NOT of its order-preserving uint64
@@ -122,7 +131,10 @@ func backupVerKey(vm string) []byte { return key(pBackupVer, vm) }
 // Both numbers are inverted, so a forward scan of l/<account id>/ is newest
 // first, and entries booked at the same instant come out latest-booked first.
 func ledgerKey(acct string, at time.Time, seq uint64) []byte {
-	return key(pLedger, acct, "/", string(be64(invTime(at))), "/", string(be64(^seq)))
+	b := make([]byte, 0, len(pLedger)+len(acct)+1+8+1+8)
+	b = append(append(append(b, pLedger...), acct...), '/')
+	b = append(binary.BigEndian.AppendUint64(b, invTime(at)), '/')
+	return binary.BigEndian.AppendUint64(b, ^seq)
 }
 
 func ledgerPrefix(acct string) []byte { return key(pLedger, acct, "/") }

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -125,17 +126,36 @@ func (tx *Tx) DeleteImage(name string) error {
 
 // VM returns the VM with id.
 func (tx *Tx) VM(id string) (model.VM, error) {
+	vm, _, err := tx.vm(id)
+	return vm, err
+}
+
+// vm returns the VM with id, its BilledUntil from its billing row, and
+// whether it has one (a VM put by a superjolt before schema 2, not yet
+// migrated, has not: its v/ row still holds its BilledUntil).
+func (tx *Tx) vm(id string) (model.VM, bool, error) {
 	var vm model.VM
 	if err := model.ValidateID(model.KindVM, id); err != nil {
-		return vm, err
+		return vm, false, err
 	}
 	if err := tx.get(vmKey(id), "VM "+id, &vm); err != nil {
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return vm, notFound("VM", id, "it may have been reclaimed; `superjolt vm list` shows the VMs")
+			return vm, false, notFound("VM", id, "it may have been reclaimed; `superjolt vm list` shows the VMs")
 		}
-		return vm, err
+		return vm, false, err
 	}
-	return vm, nil
+	if model.ValidateID(model.KindAccount, vm.AccountID) != nil {
+		return vm, false, fmt.Errorf("store: VM %s has a malformed account id %q (the state directory is damaged)", id, vm.AccountID)
+	}
+	b, err := tx.billing(vm.AccountID, id)
+	switch {
+	case errors.Is(err, errNoBilling):
+		return vm, false, nil
+	case err != nil:
+		return vm, false, err
+	}
+	vm.BilledUntil = b.BilledUntil
+	return vm, true, nil
 }
 
 // PutVM creates or replaces a VM and keeps its account and state index
@@ -153,16 +173,33 @@ func (tx *Tx) PutVM(vm model.VM) error {
 		return fmt.Errorf("VM %s: %w", vm.ID, err)
 	}
 	vm.DropStale()
-	old, err := tx.VM(vm.ID)
+	old, hasBilling, err := tx.vm(vm.ID)
 	isNew := errors.Is(err, model.ErrNotFound)
 	if err != nil && !isNew {
 		return err
 	}
+	// BilledUntil lives in the billing row (vb/), which billing rewrites
+	// alone each period; the v/ row holds it zeroed, so there is one truth.
+	// Reading the old row above put it in this transaction's conflict set:
+	// a billing period that commits first makes this Update run again with
+	// the BilledUntil it booked, and the other way round.
+	nb := billingOf(vm)
+	vm.BilledUntil = time.Time{}
 	if err := tx.put(vmKey(vm.ID), "VM "+vm.ID, vm); err != nil {
 		return err
 	}
-	// Index entries are written only when they change: billing rewrites
-	// every VM each period, and a transaction's size is bounded.
+	if isNew || !hasBilling || !billingOf(old).same(nb) {
+		if !isNew && old.AccountID != vm.AccountID {
+			if err := tx.del(billingKey(old.AccountID, vm.ID), "VM "+vm.ID+" billing"); err != nil {
+				return err
+			}
+		}
+		if err := tx.putBilling(nb); err != nil {
+			return err
+		}
+	}
+	// Index entries are written only when they change: a transaction's
+	// size is bounded.
 	if isNew || old.AccountID != vm.AccountID {
 		if !isNew {
 			if err := tx.del(vmAccountKey(old.AccountID, vm.ID), "VM "+vm.ID+" account index"); err != nil {
@@ -225,7 +262,7 @@ func (tx *Tx) DeleteVM(id string) error {
 			return err
 		}
 	}
-	for _, k := range [][]byte{vmAccountKey(vm.AccountID, id), vmStateKey(vm.State, id), backupVerKey(id), vmKey(id)} {
+	for _, k := range [][]byte{vmAccountKey(vm.AccountID, id), vmStateKey(vm.State, id), billingKey(vm.AccountID, id), backupVerKey(id), vmKey(id)} {
 		if err := tx.del(k, "VM "+id); err != nil {
 			return err
 		}
@@ -261,7 +298,15 @@ func (tx *Tx) VMs(f VMFilter) ([]model.VM, error) {
 	case f.State != "":
 		ids, err = tx.suffixes(vmStatePrefix(f.State))
 	default:
-		return scanValues[model.VM](tx, []byte(pVM), nil, "VM", 0)
+		out := []model.VM{}
+		err := tx.ForEachVM(func(vm model.VM) error {
+			out = append(out, vm)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
 	}
 	if err != nil {
 		return nil, err
@@ -283,14 +328,34 @@ func (tx *Tx) VMs(f VMFilter) ([]model.VM, error) {
 // ForEachVM calls fn with every VM, ordered by id, decoding one at a time so
 // that 10,000 VMs are never all in memory at once. An error from fn stops the
 // walk and is returned as it is.
+//
+// Each VM's BilledUntil comes from its billing row: all of them are read
+// first, in one scan of vb/ (some 60 bytes a VM), not looked up one by one.
 func (tx *Tx) ForEachVM(fn func(model.VM) error) error {
+	billed, err := tx.billedUntil()
+	if err != nil {
+		return err
+	}
 	return tx.scan([]byte(pVM), nil, true, func(item *badger.Item) error {
 		var vm model.VM
 		if err := item.Value(func(b []byte) error { return decode(b, "VM "+string(item.Key()[len(pVM):]), &vm) }); err != nil {
 			return err
 		}
+		if t, ok := billed[vm.ID]; ok {
+			vm.BilledUntil = t
+		}
 		return fn(vm)
 	})
+}
+
+// billedUntil returns every VM's BilledUntil from its billing row.
+func (tx *Tx) billedUntil() (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	err := tx.ForEachBilling("", BillingCursor{}, func(b Billing) error {
+		out[b.VMID] = b.BilledUntil
+		return nil
+	})
+	return out, err
 }
 
 // Backup returns the backup with id.

@@ -16,6 +16,12 @@ import (
 // only if the transaction commits, and two transactions that take one
 // conflict (one of them retries) instead of taking the same.
 func (tx *Tx) nextSeq(k, what string) (uint64, error) {
+	return tx.nextSeqs(k, what, 1)
+}
+
+// nextSeqs takes n seqs at once from the counter at k (one write of it)
+// and returns the first; the others follow it.
+func (tx *Tx) nextSeqs(k, what string, n uint64) (uint64, error) {
 	var cur uint64
 	item, err := tx.txn.Get([]byte(k))
 	switch {
@@ -34,11 +40,10 @@ func (tx *Tx) nextSeq(k, what string) (uint64, error) {
 			return 0, err
 		}
 	}
-	next := cur + 1
-	if err := tx.set([]byte(k), be64(next), what+" counter"); err != nil {
+	if err := tx.set([]byte(k), be64(cur+n), what+" counter"); err != nil {
 		return 0, err
 	}
-	return next, nil
+	return cur + 1, nil
 }
 
 // AppendLedger stores e under a new ledger seq (one counter for the whole
@@ -61,6 +66,44 @@ func (tx *Tx) AppendLedger(e model.LedgerEntry) (model.LedgerEntry, error) {
 	}
 	e.Seq = seq
 	return e, tx.put(ledgerKey(e.AccountID, e.At, seq), fmt.Sprintf("ledger entry %d", seq), e)
+}
+
+// AppendLedgers stores es as AppendLedger would, one after the other, with
+// one write of the seq counter for them all (a billing period books
+// thousands), and sets their Seq.
+func (tx *Tx) AppendLedgers(es []model.LedgerEntry) error {
+	if len(es) == 0 {
+		return nil
+	}
+	for _, e := range es {
+		if err := checkLedgerEntry(e); err != nil {
+			return err
+		}
+	}
+	seq, err := tx.nextSeqs(keyLedgerSq, "ledger", uint64(len(es)))
+	if err != nil {
+		return err
+	}
+	for i := range es {
+		es[i].Seq = seq + uint64(i)
+		if err := tx.put(ledgerKey(es[i].AccountID, es[i].At, es[i].Seq), "ledger entry", es[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkLedgerEntry(e model.LedgerEntry) error {
+	if err := model.ValidateID(model.KindAccount, e.AccountID); err != nil {
+		return fmt.Errorf("ledger entry: %w", err)
+	}
+	if err := keyTime("ledger entry time", e.At); err != nil {
+		return err
+	}
+	if e.Kind != model.Charge && e.Kind != model.TopUp && e.Kind != model.Adjustment {
+		return invalid("ledger entry kind %q: use %q, %q or %q", e.Kind, model.Charge, model.TopUp, model.Adjustment)
+	}
+	return nil
 }
 
 // Ledger returns an account's ledger entries, newest first (by At, then by

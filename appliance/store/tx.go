@@ -23,6 +23,9 @@ type Tx struct {
 	ctx   context.Context
 	s     *Store
 	write bool
+	// size and count are what Badger counts of the writes so far (see
+	// Room).
+	size, count int64
 }
 
 // get decodes the value at k into v. A missing key is returned as
@@ -76,6 +79,8 @@ func (tx *Tx) set(k, v []byte, what string) error {
 	if err := tx.txn.Set(k, v); err != nil {
 		return writeErr("write", what, err)
 	}
+	tx.size += int64(len(k)+len(v)) + 12
+	tx.count++
 	return nil
 }
 
@@ -83,6 +88,8 @@ func (tx *Tx) del(k []byte, what string) error {
 	if err := tx.txn.Delete(k); err != nil {
 		return writeErr("delete", what, err)
 	}
+	tx.size += int64(len(k)) + 12
+	tx.count++
 	return nil
 }
 
