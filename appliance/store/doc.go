@@ -51,7 +51,11 @@
 // JSON, 7 MiB on disk once Badger compresses it, so a binary encoding would
 // save little that matters; decoding JSON is most of the time of a scan
 // (about 15 µs a VM on this project's test machines), which is fine at
-// this size. Values are kept under 1 MiB, so they all
+// this size. Lists of many VMs or backups (VMRows, BackupRows) do not decode
+// at all: they hand on each row as it is stored, with the few fields they
+// order by read straight from the row's bytes (rows.go), and the API writes
+// the rows to its answer as they are; 1,000 VMs then take about a millisecond
+// of the store's time instead of 10. Values are kept under 1 MiB, so they all
 // live in the LSM tree and the value log never needs garbage collection.
 //
 // # Who deletes what
