@@ -67,7 +67,9 @@ func (tx *Tx) VMRows(f VMFilter) ([]VMRow, error) {
 			return nil, err
 		}
 	default:
-		err := tx.scan([]byte(pVM), nil, true, func(item *badger.Item) error {
+		// Values are read one at a time (item.Value), not prefetched:
+		// prefetching copies each one first.
+		err := tx.scan([]byte(pVM), nil, false, func(item *badger.Item) error {
 			id := string(item.Key()[len(pVM):])
 			return item.Value(func(v []byte) error { return add(id, v) })
 		})
@@ -430,12 +432,21 @@ func skipSpace(b []byte, i int) int {
 // skipString returns the index after the string that starts at b[i] ('"'),
 // or -1.
 func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
+	for i++; i < len(b); {
+		q := bytes.IndexByte(b[i:], '"')
+		if q < 0 {
+			return -1
+		}
+		i += q
+		// The quote ends the string unless an odd number of backslashes
+		// escapes it.
+		n := 0
+		for j := i - 1; j >= 0 && b[j] == '\\'; j-- {
+			n++
+		}
+		i++
+		if n%2 == 0 {
+			return i
 		}
 	}
 	return -1
