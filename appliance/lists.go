@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -58,7 +57,7 @@ const (
 )
 
 func encodeCursor(parts ...string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strings.Join(parts, ":")))
+	return base64.RawURLEncoding.EncodeToString([]byte(strings.Join(parts, " ")))
 }
 
 // decodeCursor returns the n parts of cursor c of the list tagged tag.
@@ -67,7 +66,7 @@ func decodeCursor(c, tag, list string, n int) ([]string, error) {
 	if err != nil {
 		return nil, badCursor(c, list)
 	}
-	parts := strings.Split(string(b), ":")
+	parts := strings.Split(string(b), " ")
 	if len(parts) != n+1 || parts[0] != tag {
 		return nil, badCursor(c, list)
 	}
@@ -137,11 +136,11 @@ func (a *Appliance) VMRows(ctx context.Context, f VMFilter, p Page) (Rows, error
 		if err != nil {
 			return Rows{}, err
 		}
-		ns, err := strconv.ParseInt(parts[0], 10, 64)
+		t, err := time.Parse(time.RFC3339Nano, parts[0])
 		if err != nil || model.ValidateID(model.KindVM, parts[1]) != nil {
 			return Rows{}, badCursor(p.Cursor, "`vm list`")
 		}
-		afterCreated, afterID = time.Unix(0, ns), parts[1]
+		afterCreated, afterID = t, parts[1]
 	}
 	var rows []store.VMRow
 	err := a.view(ctx, func(tx *store.Tx) error {
@@ -167,7 +166,7 @@ func (a *Appliance) VMRows(ctx context.Context, f VMFilter, p Page) (Rows, error
 	if p.Limit > 0 && len(rows) > p.Limit {
 		rows = rows[:p.Limit]
 		last := rows[len(rows)-1]
-		out.Next = encodeCursor(vmCursorTag, strconv.FormatInt(last.CreatedAt.UnixNano(), 10), last.ID)
+		out.Next = encodeCursor(vmCursorTag, last.CreatedAt.Format(time.RFC3339Nano), last.ID)
 	}
 	out.Rows = make([][]byte, len(rows))
 	for i, r := range rows {
@@ -212,11 +211,11 @@ func (a *Appliance) BackupRows(ctx context.Context, f BackupFilter, p Page) (Row
 		if err != nil {
 			return Rows{}, err
 		}
-		ns, err := strconv.ParseInt(parts[1], 10, 64)
+		t, err := time.Parse(time.RFC3339Nano, parts[1])
 		if err != nil || model.ValidateID(model.KindVM, parts[0]) != nil || model.ValidateID(model.KindBackup, parts[2]) != nil {
 			return Rows{}, badCursor(p.Cursor, "`backup list`")
 		}
-		sf.After = store.BackupPos{VMID: parts[0], TakenAt: time.Unix(0, ns), ID: parts[2]}
+		sf.After = store.BackupPos{VMID: parts[0], TakenAt: t, ID: parts[2]}
 	}
 	if p.Limit > 0 {
 		sf.Limit = p.Limit + 1 // one more, to know whether a page follows
@@ -237,7 +236,7 @@ func (a *Appliance) BackupRows(ctx context.Context, f BackupFilter, p Page) (Row
 	if p.Limit > 0 && len(rows) > p.Limit {
 		rows = rows[:p.Limit]
 		last := rows[len(rows)-1]
-		out.Next = encodeCursor(backupCursorTag, last.VMID, strconv.FormatInt(last.TakenAt.UnixNano(), 10), last.ID)
+		out.Next = encodeCursor(backupCursorTag, last.VMID, last.TakenAt.Format(time.RFC3339Nano), last.ID)
 	}
 	out.Rows = make([][]byte, len(rows))
 	for i, r := range rows {

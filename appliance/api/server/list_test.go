@@ -262,11 +262,12 @@ func TestListBadPages(t *testing.T) {
 		{"/v1/vms?limit=ten", "1 to 1000"},
 		{"/v1/backups?limit=-5", "1 to 1000"},
 		{"/v1/vms?limit=5&cursor=%25%25%25", "without a cursor to start from the first page"},
-		{"/v1/vms?limit=5&cursor=" + b64("vm1:12:vm-x"), "without a cursor"},
-		{"/v1/vms?limit=5&cursor=" + b64("vm1:noon:"+ids[0]), "without a cursor"},
-		{"/v1/vms?limit=5&cursor=" + b64("bk1:"+ids[0]+":0:bk-0000000001"), "not one that `vm list` gave out"},
+		{"/v1/vms?limit=5&cursor=" + b64("vm1 2026-10-01T00:00:00Z vm-x"), "without a cursor"},
+		{"/v1/vms?limit=5&cursor=" + b64("vm1 noon "+ids[0]), "without a cursor"},
+		{"/v1/vms?limit=5&cursor=" + b64("vm1 2026-10-01T00:00:00Z "+ids[0]+" more"), "without a cursor"},
+		{"/v1/vms?limit=5&cursor=" + b64("bk1 "+ids[0]+" 2026-10-01T00:00:00Z bk-0000000001"), "not one that `vm list` gave out"},
 		{"/v1/backups?limit=5&cursor=" + vmCursor, "not one that `backup list` gave out"},
-		{"/v1/backups?limit=5&cursor=" + b64("bk1:"+ids[0]+":0:vm-abcdef"), "without a cursor"},
+		{"/v1/backups?limit=5&cursor=" + b64("bk1 "+ids[0]+" 2026-10-01T00:00:00Z vm-abcdef"), "without a cursor"},
 		{"/v1/vms?name_prefix=-x", "name prefix"},
 		{"/v1/backups?kind=daily", "scheduled or on_demand"},
 	} {
@@ -276,14 +277,20 @@ func TestListBadPages(t *testing.T) {
 		}
 	}
 	// A cursor of the right form that names no VM is still a place.
-	from := b64(fmt.Sprintf("vm1:%d:vm-zzzzzz", listEpoch.Add(90*time.Minute).UnixNano()))
+	from := b64("vm1 " + listEpoch.Add(90*time.Minute).Format(time.RFC3339Nano) + " vm-zzzzzz")
 	got, next, err := c.VMPage(ctx, api.VMFilter{}, api.Page{Limit: 2, Cursor: from})
 	if err != nil || !slices.Equal(vmIDs(got), ids[2:4]) || next == "" {
 		t.Errorf("VMPage after 1.5 h = %v, %q, %v; want %v and a next page", vmIDs(got), next, err, ids[2:4])
 	}
+	// Times out of Unix nanoseconds' range page like any other.
+	odd := append(putVMs(t, st, acct.ID, 1, func(int) time.Time { return time.Time{} }),
+		putVMs(t, st, acct.ID, 1, func(int) time.Time { return time.Date(2400, 1, 1, 0, 0, 0, 0, time.UTC) })...)
+	if all, err := c.VMsByPage(ctx, api.VMFilter{}, 1); err != nil || !slices.Equal(vmIDs(all), append(append([]string{odd[0]}, ids...), odd[1])) {
+		t.Errorf("VMsByPage(1) with VMs made in year 1 and 2400 = %v, %v", vmIDs(all), err)
+	}
 	// A cursor without a limit: the rest of the list.
-	if got, next, err := c.VMPage(ctx, api.VMFilter{}, api.Page{Cursor: from}); err != nil || !slices.Equal(vmIDs(got), ids[2:]) || next != "" {
-		t.Errorf("VMPage after 1.5 h without limit = %v, %q, %v; want %v", vmIDs(got), next, err, ids[2:])
+	if got, next, err := c.VMPage(ctx, api.VMFilter{}, api.Page{Cursor: from}); err != nil || !slices.Equal(vmIDs(got), append(ids[2:], odd[1])) || next != "" {
+		t.Errorf("VMPage after 1.5 h without limit = %v, %q, %v; want %v", vmIDs(got), next, err, append(ids[2:], odd[1]))
 	}
 }
 
