@@ -413,8 +413,9 @@ func (a *Appliance) Backups(ctx context.Context, vmID string) ([]model.Backup, e
 
 // BackupFilter selects backups across VMs; zero fields select all.
 type BackupFilter struct {
-	AccountID string `json:"account_id,omitempty"`
-	VMID      string `json:"vm_id,omitempty"`
+	AccountID string           `json:"account_id,omitempty"`
+	VMID      string           `json:"vm_id,omitempty"`
+	Kind      model.BackupKind `json:"kind,omitempty"`
 }
 
 // ListBackups lists the backups of every stored VM (running, stopped, in
@@ -424,30 +425,16 @@ type BackupFilter struct {
 // Backups reads it fresh from the pool, one VM at a time. An account or VM
 // that does not exist is an error, not an empty list.
 func (a *Appliance) ListBackups(ctx context.Context, f BackupFilter) ([]model.Backup, error) {
-	if f.AccountID != "" {
-		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
-			return nil, err
-		}
-	}
-	if f.VMID != "" {
-		if err := model.ValidateID(model.KindVM, f.VMID); err != nil {
-			return nil, err
-		}
+	if err := validateBackupFilter(f); err != nil {
+		return nil, err
 	}
 	var out []model.Backup
 	err := a.view(ctx, func(tx *store.Tx) error {
-		if f.AccountID != "" {
-			if _, err := getAccount(tx, f.AccountID); err != nil {
-				return err
-			}
-		}
-		if f.VMID != "" {
-			if _, err := getVM(tx, f.VMID); err != nil {
-				return err
-			}
+		if err := backupFilterTargets(tx, f); err != nil {
+			return err
 		}
 		var err error
-		out, err = tx.ListBackups(store.BackupFilter{AccountID: f.AccountID, VMID: f.VMID})
+		out, err = tx.ListBackups(store.BackupFilter{AccountID: f.AccountID, VMID: f.VMID, Kind: f.Kind})
 		return err
 	})
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/superjolt/superjolt/appliance/model"
@@ -40,6 +39,10 @@ type CreateVMRequest struct {
 type VMFilter struct {
 	AccountID string        `json:"account_id,omitempty"`
 	State     model.VMState `json:"state,omitempty"`
+	// NamePrefix keeps the VMs whose name starts with it.
+	NamePrefix string `json:"name_prefix,omitempty"`
+	// Image keeps the VMs made from the image of that name.
+	Image string `json:"image,omitempty"`
 }
 
 // DestroyResult is what DestroyVM did.
@@ -294,17 +297,11 @@ func checkVMLimit(tx *store.Tx, acct model.Account) error {
 	return nil
 }
 
-// VMs lists VMs, oldest first.
+// VMs lists VMs, oldest first (then by id): the whole of VMRows' list,
+// decoded.
 func (a *Appliance) VMs(ctx context.Context, f VMFilter) ([]model.VM, error) {
-	if f.AccountID != "" {
-		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
-			return nil, err
-		}
-	}
-	if f.State != "" {
-		if _, err := model.ParseVMState(string(f.State)); err != nil {
-			return nil, err
-		}
+	if err := validateVMFilter(f); err != nil {
+		return nil, err
 	}
 	var out []model.VM
 	err := a.view(ctx, func(tx *store.Tx) error {
@@ -315,15 +312,10 @@ func (a *Appliance) VMs(ctx context.Context, f VMFilter) ([]model.VM, error) {
 			}
 		}
 		var err error
-		out, err = tx.VMs(store.VMFilter{AccountID: f.AccountID, State: f.State})
+		out, err = tx.VMs(store.VMFilter{AccountID: f.AccountID, State: f.State, NamePrefix: f.NamePrefix, Image: f.Image})
 		return err
 	})
-	sort.SliceStable(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
+	slices.SortFunc(out, func(x, y model.VM) int { return vmBefore(x.CreatedAt, x.ID, y.CreatedAt, y.ID) })
 	return out, categorised(err, "list VMs")
 }
 

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -190,6 +191,10 @@ func (f *fixture) VMs(context.Context, appliance.VMFilter) ([]model.VM, error) {
 	defer f.mu.Unlock()
 	return slices.Clone(f.vms), nil
 }
+func (f *fixture) VMRows(ctx context.Context, filter appliance.VMFilter, _ appliance.Page) (appliance.Rows, error) {
+	vms, err := f.VMs(ctx, filter)
+	return fixtureRows(vms), err
+}
 func (f *fixture) VM(_ context.Context, id string) (model.VM, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -225,6 +230,24 @@ func (f *fixture) ListBackups(_ context.Context, _ appliance.BackupFilter) ([]mo
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.backups), nil
+}
+func (f *fixture) BackupRows(ctx context.Context, filter appliance.BackupFilter, _ appliance.Page) (appliance.Rows, error) {
+	bs, err := f.ListBackups(ctx, filter)
+	return fixtureRows(bs), err
+}
+
+// fixtureRows encodes a whole list as the rows the store would hand the
+// server.
+func fixtureRows[T any](items []T) appliance.Rows {
+	rows := appliance.Rows{Rows: make([][]byte, len(items))}
+	for i, it := range items {
+		b, err := json.Marshal(it)
+		if err != nil {
+			panic(err)
+		}
+		rows.Rows[i] = b
+	}
+	return rows
 }
 func (f *fixture) VMUsage(context.Context) ([]model.VMUsage, error) {
 	return []model.VMUsage{{VMID: "vm-7k2p9q", MemoryBytes: 312 << 20, CPUPercent: 4, CPUTime: 95 * time.Second, Source: model.UsageFromProc}, {VMID: "vm-m3x8aa", MemoryBytes: 1 << 30, CPUPercent: 37}}, nil

@@ -36,7 +36,7 @@
 //	GET    /v1/images                          []model.Image
 //	GET    /v1/pool                            Pool: size, used, free, what uses it
 //	GET    /v1/ca                              CA: the local CA's certificate (PEM) that signs the domains' HTTPS certificates
-//	GET    /v1/vms?account=ID&state=S          []model.VM
+//	GET    /v1/vms?account=ID&state=S&name_prefix=P&image=I  []model.VM, oldest first (paged: see below)
 //	POST   /v1/vms                             CreateVMRequest -> model.VM
 //	GET    /v1/vms/usage                       []model.VMUsage: memory and CPU of each running VM's process
 //	GET    /v1/vms/{id}                        model.VM
@@ -56,13 +56,24 @@
 //	POST   /v1/vms/{id}/backups                model.Backup (on demand)
 //	GET    /v1/vms/{id}/backups/resolve?from=F model.Backup (F: latest, yesterday, YYYY-MM-DD)
 //	POST   /v1/vms/{id}/restore                RestoreRequest -> model.VM
-//	GET    /v1/backups?account=ID&vm=ID        []model.Backup of every stored VM, by VM id, newest first
+//	GET    /v1/backups?account=ID&vm=ID&kind=K []model.Backup of every stored VM, by VM id, newest first (paged)
 //	DELETE /v1/backups/{id}                    204
 //	GET    /v1/operations/{id}                 model.Operation
 //	GET    /v1/events?after=N&limit=M          []model.Event
 //	GET    /v1/events?tail=N                   []model.Event: the newest N, oldest first
 //	GET    /v1/events?after=N&follow=1         model.Event per line (NDJSON), until the client leaves
 //	POST   /v1/debug/clock/advance             AdvanceClockRequest -> ClockResult
+//
+// The two lists of many objects, GET /v1/vms and GET /v1/backups, filter in
+// the daemon and come whole by default. With limit=N (1 to [MaxPageLimit])
+// they come a page at a time: the answer is the same JSON list, at most N
+// long, and when more follow its [NextCursorHeader] holds the cursor to
+// pass as cursor=C (with the same filters) for the next page; [CountHeader]
+// says how many items the answer holds. A cursor names the place of a
+// page's last item in the list's order, so pages never repeat an item nor
+// skip one that existed throughout, however VMs come and go between them;
+// one that no list gave out is a 400. [Client.VMsByPage] and
+// [Client.BackupsByPage] follow every page.
 //
 // Every operation's life is on the event stream, each event's Object its
 // id: op.started when it is recorded, op.step for each step (its message

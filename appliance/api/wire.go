@@ -163,13 +163,16 @@ func (r CreateVMRequest) Validate() error {
 	return err
 }
 
-// VMFilter selects VMs for GET /v1/vms (query parameters account and state).
+// VMFilter selects VMs for GET /v1/vms (query parameters account, state,
+// name_prefix and image); zero fields select all.
 type VMFilter struct {
-	AccountID string
-	State     model.VMState
+	AccountID  string
+	State      model.VMState
+	NamePrefix string
+	Image      string
 }
 
-// Validate checks the filter's id and state when set.
+// Validate checks the filter's fields when set.
 func (f VMFilter) Validate() error {
 	if f.AccountID != "" {
 		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
@@ -181,17 +184,28 @@ func (f VMFilter) Validate() error {
 			return err
 		}
 	}
+	if f.NamePrefix != "" {
+		if err := model.ValidateVMNamePrefix(f.NamePrefix); err != nil {
+			return err
+		}
+	}
+	if f.Image != "" {
+		if err := model.ValidateImageName(f.Image); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 // BackupFilter selects backups across VMs for GET /v1/backups (query
-// parameters account and vm); zero fields select all.
+// parameters account, vm and kind); zero fields select all.
 type BackupFilter struct {
 	AccountID string
 	VMID      string
+	Kind      model.BackupKind
 }
 
-// Validate checks the filter's ids when set.
+// Validate checks the filter's fields when set.
 func (f BackupFilter) Validate() error {
 	if f.AccountID != "" {
 		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
@@ -202,6 +216,43 @@ func (f BackupFilter) Validate() error {
 		if err := model.ValidateID(model.KindVM, f.VMID); err != nil {
 			return err
 		}
+	}
+	if f.Kind != "" {
+		if _, err := model.ParseBackupKind(string(f.Kind)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Page selects a page of GET /v1/vms or GET /v1/backups (query parameters
+// limit and cursor). With no limit the answer is the whole list, as one
+// JSON array. With a limit of 1 to MaxPageLimit it is at most that many
+// items, and when more follow, the NextCursorHeader of the answer holds the
+// cursor to pass for the next page. A cursor names a place in the list's
+// order (not an offset): pages walked while VMs come and go never repeat
+// an item nor skip one that existed throughout.
+type Page struct {
+	Limit  int
+	Cursor string
+}
+
+// MaxPageLimit is the largest page limit.
+const MaxPageLimit = 1000
+
+// NextCursorHeader is the answer header with the cursor of the next page;
+// absent on the last page.
+const NextCursorHeader = "X-Next-Cursor"
+
+// CountHeader is the answer header with the number of items in a list's
+// answer (a page or the whole list), for a client to size what it decodes
+// into.
+const CountHeader = "X-Count"
+
+// Validate checks the page's limit.
+func (p Page) Validate() error {
+	if p.Limit < 0 || p.Limit > MaxPageLimit {
+		return fmt.Errorf("%w: page limit %d is out of range: ask for 1 to %d items a page (or give no limit for the whole list)", model.ErrInvalid, p.Limit, MaxPageLimit)
 	}
 	return nil
 }

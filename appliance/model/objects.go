@@ -284,8 +284,10 @@ type VM struct {
 
 	// WantRunning is the state to return to on resume or daemon start.
 	WantRunning bool `json:"want_running"`
-	// BilledUntil is the end of the last period booked to the ledger.
-	BilledUntil time.Time `json:"billed_until"`
+	// BilledUntil is the end of the last period booked to the ledger. The
+	// store keeps it in the VM's billing row, not in its JSON, so lists
+	// (which hand on stored rows) leave it out; `vm show` has it.
+	BilledUntil time.Time `json:"billed_until,omitzero"`
 	// NextBackupAt is when the scheduler takes this VM's next daily backup.
 	NextBackupAt time.Time `json:"next_backup_at,omitzero"`
 }

@@ -58,12 +58,17 @@
 // JSON, 7 MiB on disk once Badger compresses it, so a binary encoding would
 // save little that matters; decoding JSON is most of the time of a scan
 // (about 15 µs a VM on this project's test machines), which is fine at
-// this size. The one exception is a VM's billing row (vb/, Billing in
-// billing.go): some 40 bytes of binary that a billing period reads and
-// rewrites for every VM, so that a period neither decodes nor rewrites VM
-// JSON; it holds the VM's BilledUntil, which the v/ row stores zeroed.
-// Values are kept under 1 MiB, so they all live in the LSM tree and the
-// value log holds next to nothing.
+// this size. Lists of many VMs or backups (VMRows, BackupRows) do not decode
+// at all: they hand on each row as it is stored, with the few fields they
+// order by read straight from the row's bytes (rows.go), and the API writes
+// the rows to its answer as they are; 1,000 VMs then take about a millisecond
+// of the store's time instead of 10. The one value that is not JSON is a
+// VM's billing row (vb/, Billing in billing.go): some 40 bytes of binary
+// that a billing period reads and rewrites for every VM, so that a period
+// neither decodes nor rewrites VM JSON; it holds the VM's BilledUntil, which
+// the v/ row leaves out (so lists, which hand on v/ rows, do not show it;
+// VM, VMs and ForEachVM fill it in). Values are kept under 1 MiB, so they
+// all live in the LSM tree and the value log holds next to nothing.
 //
 // # Disk space
 //

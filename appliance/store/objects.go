@@ -274,55 +274,37 @@ func (tx *Tx) DeleteVM(id string) error {
 type VMFilter struct {
 	AccountID string
 	State     model.VMState
+	// NamePrefix keeps the VMs whose name starts with it.
+	NamePrefix string
+	// Image keeps the VMs made from the image of that name.
+	Image string
 }
 
-// VMs returns the VMs that match f, ordered by id. A filter on the account
-// reads that account's index entries, a filter on the state alone that
-// state's, so neither scans every VM.
+// VMs returns the VMs that match f, ordered by id: VMRows, decoded.
 func (tx *Tx) VMs(f VMFilter) ([]model.VM, error) {
-	if f.AccountID != "" {
-		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
-			return nil, err
-		}
-	}
-	if f.State != "" {
-		if _, err := model.ParseVMState(string(f.State)); err != nil {
-			return nil, err
-		}
-	}
-	var ids []string
-	var err error
-	switch {
-	case f.AccountID != "":
-		ids, err = tx.suffixes(vmAccountPrefix(f.AccountID))
-	case f.State != "":
-		ids, err = tx.suffixes(vmStatePrefix(f.State))
-	default:
-		out := []model.VM{}
-		err := tx.ForEachVM(func(vm model.VM) error {
-			out = append(out, vm)
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-		return out, nil
-	}
+	rows, err := tx.VMRows(f)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]model.VM, 0, len(ids))
-	for _, id := range ids {
-		vm, err := tx.VM(id)
-		if err != nil {
-			return nil, fmt.Errorf("store: VM index names %s: %w", id, err)
-		}
-		if f.State != "" && vm.State != f.State {
-			continue
-		}
-		out = append(out, vm)
+	vms, err := decodeRows[model.VM](len(rows), "VM", func(i int) ([]byte, string) { return rows[i].JSON, rows[i].ID })
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	// BilledUntil is in the billing rows (the v/ rows hold it zeroed): one
+	// scan of the account's, or of all.
+	billed := map[string]time.Time{}
+	if err := tx.ForEachBilling(f.AccountID, BillingCursor{}, func(b Billing) error {
+		billed[b.VMID] = b.BilledUntil
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	for i := range vms {
+		if t, ok := billed[vms[i].ID]; ok {
+			vms[i].BilledUntil = t
+		}
+	}
+	return vms, nil
 }
 
 // ForEachVM calls fn with every VM, ordered by id, decoding one at a time so
@@ -467,68 +449,23 @@ func (tx *Tx) Backups(vmID string) ([]model.Backup, error) {
 type BackupFilter struct {
 	AccountID string
 	VMID      string
+	Kind      model.BackupKind
+	// After starts the list after this backup's place, when its VMID is
+	// set (see BackupPos).
+	After BackupPos
+	// Limit is the most backups to return; 0 returns all.
+	Limit int
 }
 
 // ListBackups returns the backups that match f, of live and retired VMs
 // alike, ordered by VM id, then newest first: the order of their keys, so
-// nothing is sorted. With no filter it is one scan of b/; a filter on the
-// account reads the account's index entries and seeks one iterator to each
-// of its VMs' backups; a filter on the VM is Backups, kept only when the VM
-// is the account's. 10,000 VMs with 5 backups each are one iteration, never
-// a transaction or an iterator per VM.
+// nothing is sorted. It is BackupRows, decoded.
 func (tx *Tx) ListBackups(f BackupFilter) ([]model.Backup, error) {
-	if f.AccountID != "" {
-		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
-			return nil, err
-		}
+	rows, err := tx.BackupRows(f)
+	if err != nil {
+		return nil, err
 	}
-	if f.VMID != "" {
-		if err := model.ValidateID(model.KindVM, f.VMID); err != nil {
-			return nil, err
-		}
-	}
-	var vms []string
-	switch {
-	case f.VMID != "" && f.AccountID != "":
-		ok, err := tx.has(vmAccountKey(f.AccountID, f.VMID))
-		if err != nil || !ok {
-			return []model.Backup{}, err
-		}
-		return tx.Backups(f.VMID)
-	case f.VMID != "":
-		return tx.Backups(f.VMID)
-	case f.AccountID != "":
-		ids, err := tx.suffixes(vmAccountPrefix(f.AccountID))
-		if err != nil {
-			return nil, err
-		}
-		vms = ids
-	default:
-		return scanValues[model.Backup](tx, []byte(pBackup), nil, "backup", 0)
-	}
-	out := []model.Backup{}
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = []byte(pBackup)
-	opts.PrefetchValues = false // most VMs' seeks find few backups
-	it := tx.txn.NewIterator(opts)
-	defer it.Close()
-	for i, vm := range vms { // ordered by id: the va/ keys are
-		if i%256 == 255 {
-			if err := tx.ctx.Err(); err != nil {
-				return nil, err
-			}
-		}
-		prefix := backupPrefix(vm)
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-			var b model.Backup
-			item := it.Item()
-			if err := item.Value(func(v []byte) error { return decode(v, "backup of "+vm, &b) }); err != nil {
-				return nil, err
-			}
-			out = append(out, b)
-		}
-	}
-	return out, nil
+	return decodeRows[model.Backup](len(rows), "backup", func(i int) ([]byte, string) { return rows[i].JSON, rows[i].ID })
 }
 
 // Operation returns the operation with id.

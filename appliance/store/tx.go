@@ -104,8 +104,10 @@ func writeErr(verb, what string, err error) error {
 }
 
 // scan calls fn for each key under prefix, in key order, starting at seek
-// (nil: the start of prefix). With values false only keys are read, and
-// item.Value must not be called. fn may return errStop to end the scan early.
+// (nil: the start of prefix). With values false, values are not prefetched:
+// a scan of keys reads no value, and one that reads some (item.Value) reads
+// them one at a time, without the copy prefetching makes of each. fn may
+// return errStop to end the scan early.
 // The transaction's context is checked as the scan goes.
 func (tx *Tx) scan(prefix, seek []byte, values bool, fn func(item *badger.Item) error) error {
 	opts := badger.DefaultIteratorOptions

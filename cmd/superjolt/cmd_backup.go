@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/superjolt/superjolt/appliance/api"
 	"github.com/superjolt/superjolt/appliance/model"
 )
 
@@ -50,25 +51,82 @@ func newBackupCreateCommand(o *globalOptions) *cobra.Command {
 }
 
 func newBackupListCommand(o *globalOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:     "list VM",
+	var account, kind string
+	var pg pageFlags
+	c := &cobra.Command{
+		Use:     "list [VM] [--account ID] [--kind K] [--limit N [--cursor C]]",
 		Aliases: []string{"ls"},
-		Short:   "List a VM's backups, newest first",
-		Args:    args("VM"),
+		Short:   "List backups: a VM's, newest first, or every VM's (by VM, newest first)",
+		Long: `List backups: a VM's, newest first, or with no VM every stored VM's
+(by VM id, then newest first). The filters are applied by superjoltd. A
+VM's list alone measures each backup's size afresh; the others show the
+size recorded when it was taken.
+
+With --limit, one page of at most N backups is listed; when more follow,
+the cursor of the next page is printed (on stderr after the table; as
+next_cursor with -o json, where the page is {"backups": [...], "next_cursor": "..."}).
+Pass it with --cursor, the same filters and a limit, for the next page.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return fmt.Errorf("%w: %s takes at most one VM, got %d arguments", model.ErrInvalid, cmd.CommandPath(), len(args))
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.resolveVM(cmd.Context(), &args[0]); err != nil {
+			ctx := cmd.Context()
+			f := api.BackupFilter{Kind: model.BackupKind(kind)}
+			if len(args) == 1 {
+				f.VMID = args[0]
+				if err := o.resolveVM(ctx, &f.VMID); err != nil {
+					return err
+				}
+			}
+			if account != "" {
+				f.AccountID = account
+				if err := o.resolveAccount(ctx, &f.AccountID); err != nil {
+					return err
+				}
+			}
+			if err := f.Validate(); err != nil {
 				return err
 			}
-			bs, err := o.client.Backups(cmd.Context(), args[0])
+			p, paged, err := pg.page(cmd)
+			if err != nil {
+				return err
+			}
+			var bs []model.Backup
+			var next string
+			switch {
+			case paged:
+				bs, next, err = o.client.BackupPage(ctx, f, p)
+			case f.VMID != "" && f.AccountID == "" && f.Kind == "":
+				bs, err = o.client.Backups(ctx, f.VMID)
+			default:
+				bs, err = o.client.ListBackups(ctx, f)
+			}
 			if err != nil {
 				return err
 			}
 			if o.json() {
+				if paged {
+					return o.printJSON(struct {
+						Backups    []model.Backup `json:"backups"`
+						NextCursor string         `json:"next_cursor"`
+					}{bs, next})
+				}
 				return o.printJSON(bs)
 			}
-			return o.backupTable(bs)
+			if err := o.backupTable(bs); err != nil {
+				return err
+			}
+			o.nextPage(next)
+			return nil
 		},
 	}
+	c.Flags().StringVar(&account, "account", "", "only this account's VMs' backups (its id or its name)")
+	c.Flags().StringVar(&kind, "kind", "", "only backups of this kind: scheduled or on_demand")
+	pg.add(c, "backups")
+	return c
 }
 
 func newBackupShowCommand(o *globalOptions) *cobra.Command {

@@ -92,34 +92,66 @@ Only a create writes keys: a restore or a resume keeps what the disk holds.`,
 }
 
 func newVMListCommand(o *globalOptions) *cobra.Command {
-	var account, state string
+	var account, state, name, image string
+	var pg pageFlags
 	c := &cobra.Command{
-		Use:     "list [--account ID] [--state S]",
+		Use:     "list [--account ID] [--state S] [--name PREFIX] [--image NAME] [--limit N [--cursor C]]",
 		Aliases: []string{"ls"},
-		Short:   "List VMs",
-		Args:    args(),
+		Short:   "List VMs, oldest first",
+		Long: `List VMs, oldest first. The filters are applied by superjoltd.
+
+With --limit, one page of at most N VMs is listed; when more follow, the
+cursor of the next page is printed (on stderr after the table; as
+next_cursor with -o json, where the page is {"vms": [...], "next_cursor": "..."}).
+Pass it with --cursor, the same filters and a limit, for the next page:
+pages never repeat a VM nor skip one, even while VMs come and go.`,
+		Args: args(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if account != "" {
 				if err := o.resolveAccount(cmd.Context(), &account); err != nil {
 					return err
 				}
 			}
-			f := api.VMFilter{AccountID: account, State: model.VMState(state)}
+			f := api.VMFilter{AccountID: account, State: model.VMState(state), NamePrefix: name, Image: image}
 			if err := f.Validate(); err != nil {
 				return err
 			}
-			vms, err := o.client.VMs(cmd.Context(), f)
+			p, paged, err := pg.page(cmd)
+			if err != nil {
+				return err
+			}
+			if !paged {
+				vms, err := o.client.VMs(cmd.Context(), f)
+				if err != nil {
+					return err
+				}
+				if o.json() {
+					return o.printJSON(vms)
+				}
+				return o.vmTable(vms)
+			}
+			vms, next, err := o.client.VMPage(cmd.Context(), f, p)
 			if err != nil {
 				return err
 			}
 			if o.json() {
-				return o.printJSON(vms)
+				return o.printJSON(struct {
+					VMs        []model.VM `json:"vms"`
+					NextCursor string     `json:"next_cursor"`
+				}{vms, next})
 			}
-			return o.vmTable(vms)
+			if err := o.vmTable(vms); err != nil {
+				return err
+			}
+			o.nextPage(next)
+			return nil
 		},
 	}
 	c.Flags().StringVar(&account, "account", "", "only this account's VMs (its id or its name)")
 	c.Flags().StringVar(&state, "state", "", "only VMs in this state: creating, running, stopped, graveyard, archived")
+	c.Flags().StringVar(&name, "name", "", "only VMs whose name starts with this")
+	c.Flags().StringVar(&image, "image", "", "only VMs made from this image")
+	pg.add(c, "VMs")
 	return c
 }
 

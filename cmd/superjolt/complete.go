@@ -213,6 +213,7 @@ func addCompletions(root *cobra.Command, o *globalOptions) {
 	flags := map[string]map[string]cobra.CompletionFunc{
 		"superjolt vm create":      {"account": accounts, "tier": completeTiers(o)},
 		"superjolt vm list":        {"account": accounts, "state": completeNames("creating", "running", "stopped", "graveyard", "archived")},
+		"superjolt backup list":    {"account": accounts, "kind": completeNames(string(model.Scheduled), string(model.OnDemand))},
 		"superjolt backup restore": {"from": completeNames("latest", "yesterday")},
 	}
 	var walk func(c *cobra.Command)

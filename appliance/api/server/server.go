@@ -50,6 +50,7 @@ type Appliance interface {
 	// runs on in the daemon (see appliance's Submit methods).
 	SubmitCreateVM(ctx context.Context, req appliance.CreateVMRequest) (model.Operation, error)
 	VMs(ctx context.Context, f appliance.VMFilter) ([]model.VM, error)
+	VMRows(ctx context.Context, f appliance.VMFilter, p appliance.Page) (appliance.Rows, error)
 	VMUsage(ctx context.Context) ([]model.VMUsage, error)
 	VM(ctx context.Context, id string) (model.VM, error)
 	SubmitStopVM(ctx context.Context, id string) (model.Operation, error)
@@ -69,6 +70,7 @@ type Appliance interface {
 	Backup(ctx context.Context, id string) (model.Backup, error)
 	Backups(ctx context.Context, vmID string) ([]model.Backup, error)
 	ListBackups(ctx context.Context, f appliance.BackupFilter) ([]model.Backup, error)
+	BackupRows(ctx context.Context, f appliance.BackupFilter, p appliance.Page) (appliance.Rows, error)
 	SubmitDeleteBackup(ctx context.Context, backupID string) (model.Operation, error)
 	ResolveBackup(ctx context.Context, vmID, from string, loc *time.Location) (model.Backup, error)
 	SubmitRestore(ctx context.Context, vmID, backupID string) (model.Operation, error)
@@ -420,19 +422,78 @@ func (s *Server) images(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, http.StatusOK, nonNil(is), err)
 }
 
+// vms lists VMs, with the query parameters account, state, name_prefix
+// and image as optional filters, and limit and cursor for a page (see
+// api.Page).
 func (s *Server) vms(w http.ResponseWriter, r *http.Request) {
-	if err := onlyQuery(r, "account", "state"); err != nil {
+	if err := onlyQuery(r, "account", "state", "name_prefix", "image", "limit", "cursor"); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	q := r.URL.Query()
-	f := api.VMFilter{AccountID: q.Get("account"), State: model.VMState(q.Get("state"))}
+	f := api.VMFilter{AccountID: q.Get("account"), State: model.VMState(q.Get("state")), NamePrefix: q.Get("name_prefix"), Image: q.Get("image")}
 	if err := f.Validate(); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	vms, err := s.app.VMs(r.Context(), appliance.VMFilter{AccountID: f.AccountID, State: f.State})
-	s.reply(w, r, http.StatusOK, nonNil(vms), err)
+	p, err := pageQuery(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rows, err := s.app.VMRows(r.Context(), appliance.VMFilter{AccountID: f.AccountID, State: f.State, NamePrefix: f.NamePrefix, Image: f.Image}, p)
+	s.replyRows(w, r, rows, err)
+}
+
+// pageQuery reads the query parameters limit and cursor.
+func pageQuery(r *http.Request) (appliance.Page, error) {
+	q := r.URL.Query()
+	p := appliance.Page{Cursor: q.Get("cursor")}
+	if l, ok := q["limit"]; ok {
+		n, err := strconv.Atoi(l[0])
+		if err != nil || n < 1 || n > api.MaxPageLimit {
+			return p, invalidf("limit %q is not allowed: give a whole number of items a page from 1 to %d, or no limit for the whole list", clip(l[0]), api.MaxPageLimit)
+		}
+		p.Limit = n
+	}
+	return p, nil
+}
+
+// replyRows writes a page of stored rows as one JSON array, each row as it
+// is (a row is its object's wire form, see appliance.Rows), with the
+// number of items and the next page's cursor in its headers. The rows go
+// straight to the connection's buffer: nothing is encoded or copied whole.
+func (s *Server) replyRows(w http.ResponseWriter, r *http.Request, rows appliance.Rows, err error) {
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	n := len("[]\n") + max(len(rows.Rows)-1, 0)
+	for _, row := range rows.Rows {
+		n += len(row)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(n))
+	h.Set(api.CountHeader, strconv.Itoa(len(rows.Rows)))
+	if rows.Next != "" {
+		h.Set(api.NextCursorHeader, rows.Next)
+	}
+	w.WriteHeader(http.StatusOK)
+	sep := []byte{'['}
+	for _, row := range rows.Rows {
+		if _, err := w.Write(sep); err != nil {
+			return
+		}
+		if _, err := w.Write(row); err != nil {
+			return
+		}
+		sep[0] = ','
+	}
+	if len(rows.Rows) == 0 {
+		_, _ = w.Write(sep)
+	}
+	_, _ = w.Write([]byte("]\n"))
 }
 
 func (s *Server) vmUsage(w http.ResponseWriter, r *http.Request) {
@@ -597,21 +658,27 @@ func (sw *startedWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// listBackups lists backups across VMs, with the query parameters account
-// and vm as optional filters.
+// listBackups lists backups across VMs, with the query parameters account,
+// vm and kind as optional filters, and limit and cursor for a page (see
+// api.Page).
 func (s *Server) listBackups(w http.ResponseWriter, r *http.Request) {
-	if err := onlyQuery(r, "account", "vm"); err != nil {
+	if err := onlyQuery(r, "account", "vm", "kind", "limit", "cursor"); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	q := r.URL.Query()
-	f := api.BackupFilter{AccountID: q.Get("account"), VMID: q.Get("vm")}
+	f := api.BackupFilter{AccountID: q.Get("account"), VMID: q.Get("vm"), Kind: model.BackupKind(q.Get("kind"))}
 	if err := f.Validate(); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	bs, err := s.app.ListBackups(r.Context(), appliance.BackupFilter{AccountID: f.AccountID, VMID: f.VMID})
-	s.reply(w, r, http.StatusOK, nonNil(bs), err)
+	p, err := pageQuery(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rows, err := s.app.BackupRows(r.Context(), appliance.BackupFilter{AccountID: f.AccountID, VMID: f.VMID, Kind: f.Kind}, p)
+	s.replyRows(w, r, rows, err)
 }
 
 func (s *Server) resolveBackup(w http.ResponseWriter, r *http.Request) {

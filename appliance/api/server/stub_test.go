@@ -118,6 +118,10 @@ func (s *errApp) VMs(_ context.Context, f appliance.VMFilter) ([]model.VM, error
 	s.rec("VMs", f)
 	return nil, s.err
 }
+func (s *errApp) VMRows(_ context.Context, f appliance.VMFilter, p appliance.Page) (appliance.Rows, error) {
+	s.rec("VMRows", f, p)
+	return appliance.Rows{}, s.err
+}
 func (s *errApp) VMUsage(context.Context) ([]model.VMUsage, error) {
 	s.rec("VMUsage")
 	return nil, s.err
@@ -197,6 +201,10 @@ func (s *errApp) Backups(_ context.Context, id string) ([]model.Backup, error) {
 func (s *errApp) ListBackups(_ context.Context, f appliance.BackupFilter) ([]model.Backup, error) {
 	s.rec("ListBackups", f)
 	return nil, s.err
+}
+func (s *errApp) BackupRows(_ context.Context, f appliance.BackupFilter, p appliance.Page) (appliance.Rows, error) {
+	s.rec("BackupRows", f, p)
+	return appliance.Rows{}, s.err
 }
 func (s *errApp) SubmitDeleteBackup(_ context.Context, id string) (model.Operation, error) {
 	s.rec("SubmitDeleteBackup", id)

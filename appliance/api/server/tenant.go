@@ -392,17 +392,28 @@ func (t *Tenant) SubmitCreateVM(ctx context.Context, req appliance.CreateVMReque
 }
 
 func (t *Tenant) VMs(ctx context.Context, f appliance.VMFilter) ([]model.VM, error) {
+	return tenantVMs(t, ctx, f, func(f appliance.VMFilter) ([]model.VM, error) { return t.app.VMs(ctx, f) })
+}
+
+func (t *Tenant) VMRows(ctx context.Context, f appliance.VMFilter, pg appliance.Page) (appliance.Rows, error) {
+	return tenantVMs(t, ctx, f, func(f appliance.VMFilter) (appliance.Rows, error) { return t.app.VMRows(ctx, f, pg) })
+}
+
+// tenantVMs runs a list of VMs for the operator as it is, and for a token
+// on its own account's VMs only (another account's are as if it did not
+// exist), every page of it.
+func tenantVMs[T any](t *Tenant, ctx context.Context, f appliance.VMFilter, list func(appliance.VMFilter) (T, error)) (T, error) {
 	p, ok := tenant(ctx)
 	if !ok {
-		return t.app.VMs(ctx, f)
+		return list(f)
 	}
 	if f.AccountID == "" {
 		f.AccountID = p.AccountID
 	}
-	return on(t, ctx, model.KindAccount, f.AccountID, ownAccount, func(id string) ([]model.VM, error) {
+	return on(t, ctx, model.KindAccount, f.AccountID, ownAccount, func(id string) (T, error) {
 		g := f
 		g.AccountID = id
-		return t.app.VMs(ctx, g)
+		return list(g)
 	})
 }
 
@@ -526,16 +537,26 @@ func (t *Tenant) Backups(ctx context.Context, vmID string) ([]model.Backup, erro
 }
 
 func (t *Tenant) ListBackups(ctx context.Context, f appliance.BackupFilter) ([]model.Backup, error) {
+	return tenantBackups(t, ctx, f, func(f appliance.BackupFilter) ([]model.Backup, error) { return t.app.ListBackups(ctx, f) })
+}
+
+func (t *Tenant) BackupRows(ctx context.Context, f appliance.BackupFilter, pg appliance.Page) (appliance.Rows, error) {
+	return tenantBackups(t, ctx, f, func(f appliance.BackupFilter) (appliance.Rows, error) { return t.app.BackupRows(ctx, f, pg) })
+}
+
+// tenantBackups runs a list of backups for the operator as it is, and for
+// a token on its own account's VMs' backups only, every page of it.
+func tenantBackups[T any](t *Tenant, ctx context.Context, f appliance.BackupFilter, list func(appliance.BackupFilter) (T, error)) (T, error) {
 	p, ok := tenant(ctx)
 	if !ok {
-		return t.app.ListBackups(ctx, f)
+		return list(f)
 	}
 	if f.VMID != "" {
-		bs, err := onVM(t, ctx, f.VMID, func(id string) ([]model.Backup, error) {
+		bs, err := onVM(t, ctx, f.VMID, func(id string) (T, error) {
 			g := f
 			g.VMID = id
 			g.AccountID = ""
-			return t.app.ListBackups(ctx, g)
+			return list(g)
 		})
 		if err != nil || f.AccountID == "" {
 			return bs, err
@@ -544,10 +565,10 @@ func (t *Tenant) ListBackups(ctx context.Context, f appliance.BackupFilter) ([]m
 	if f.AccountID == "" {
 		f.AccountID = p.AccountID
 	}
-	return on(t, ctx, model.KindAccount, f.AccountID, ownAccount, func(id string) ([]model.Backup, error) {
+	return on(t, ctx, model.KindAccount, f.AccountID, ownAccount, func(id string) (T, error) {
 		g := f
 		g.AccountID = id
-		return t.app.ListBackups(ctx, g)
+		return list(g)
 	})
 }
 

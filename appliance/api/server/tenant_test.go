@@ -3,12 +3,14 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,7 +189,7 @@ var tenantRules = map[string][]tenantRequest{
 	"DELETE /v1/images/{name}":                   {{rule: operatorsRule}},
 	"GET /v1/pool":                               {{rule: operatorsRule}},
 	"GET /v1/ca":                                 {{rule: filteredRule}},
-	"GET /v1/vms":                                {{rule: filteredRule}, {query: "account={acct}", rule: asMissingRule}, {query: "account={acct}&state=stopped", rule: asMissingRule}},
+	"GET /v1/vms":                                {{rule: filteredRule}, {query: "account={acct}", rule: asMissingRule}, {query: "account={acct}&state=stopped", rule: asMissingRule}, {query: "limit=1", rule: filteredRule}, {query: "account={acct}&limit=1", rule: asMissingRule}},
 	"POST /v1/vms":                               {{body: `{"account_id":"{acct}","tier":"nano"}`, rule: asMissingRule}},
 	"GET /v1/vms/usage":                          {{rule: filteredRule}},
 	"GET /v1/vms/{id}":                           {{rule: asMissingRule}},
@@ -209,7 +211,7 @@ var tenantRules = map[string][]tenantRequest{
 	"POST /v1/vms/{id}/backups":                  {{rule: asMissingRule}},
 	"GET /v1/vms/{id}/backups/resolve":           {{query: "from=latest", rule: asMissingRule}},
 	"POST /v1/vms/{id}/restore":                  {{body: `{"backup_id":"{bk}"}`, rule: asMissingRule}, {body: `{"from":"latest"}`, rule: asMissingRule}},
-	"GET /v1/backups":                            {{rule: filteredRule}, {query: "account={acct}", rule: asMissingRule}, {query: "vm={vm}", rule: asMissingRule}},
+	"GET /v1/backups":                            {{rule: filteredRule}, {query: "account={acct}", rule: asMissingRule}, {query: "vm={vm}", rule: asMissingRule}, {query: "limit=1&kind=on_demand", rule: filteredRule}, {query: "vm={vm}&limit=1", rule: asMissingRule}},
 	"GET /v1/backups/{id}":                       {{rule: asMissingRule}},
 	"DELETE /v1/backups/{id}":                    {{rule: asMissingRule}},
 	"GET /v1/operations":                         {{rule: filteredRule}, {query: "vm={vm}", rule: asMissingRule}},
@@ -517,4 +519,94 @@ func FuzzRemote(f *testing.F) {
 			t.Fatalf("%q %s %q = %d without the valid token", auth, method, path, w.Code)
 		}
 	})
+}
+
+// TestTenantPages: a token's pages hold its account's VMs and backups
+// only, every page of them, even from a cursor the operator's list gave
+// out at another account's VM.
+func TestTenantPages(t *testing.T) {
+	f := newTenantFixture(t)
+	at := func(i int) time.Time {
+		return time.Date(2026, 10, 2, 0, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Minute)
+	}
+	aVMs := append([]string{f.a.vm}, putVMs(t, f.st, f.a.acct, 9, at)...)
+	bVMs := append([]string{f.b.vm}, putVMs(t, f.st, f.b.acct, 9, at)...)
+	putBackups(t, f.st, aVMs[1:], 2)
+	putBackups(t, f.st, bVMs[1:], 2)
+
+	// walk follows X-Next-Cursor from cursor and returns the ids listed.
+	walk := func(token, path, cursor string) []string {
+		t.Helper()
+		var got []string
+		for range 100 {
+			p := path
+			if cursor != "" {
+				p += "&cursor=" + cursor
+			}
+			req, err := http.NewRequest("GET", f.url+p, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := f.hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var items []struct {
+				ID string `json:"id"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&items)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || err != nil {
+				t.Fatalf("GET %s = %d, %v", p, resp.StatusCode, err)
+			}
+			if n := resp.Header.Get("X-Count"); n != fmt.Sprint(len(items)) {
+				t.Errorf("GET %s: X-Count %q for %d items", p, n, len(items))
+			}
+			for _, it := range items {
+				got = append(got, it.ID)
+			}
+			if cursor = resp.Header.Get("X-Next-Cursor"); cursor == "" {
+				return got
+			}
+		}
+		t.Fatalf("GET %s: no last page after 100", path)
+		return nil
+	}
+	sorted := func(ids []string) []string { return slices.Sorted(slices.Values(ids)) }
+	if got := walk(tokB, "/v1/vms?limit=3", ""); !slices.Equal(sorted(got), sorted(bVMs)) {
+		t.Errorf("B's pages of VMs = %v, want B's %v", got, bVMs)
+	}
+	opAll := walk(tokA, "/v1/vms?limit=1000", "")
+	if len(opAll) != 10 {
+		t.Fatalf("A sees %d VMs, want 10", len(opAll))
+	}
+	// The operator's cursor at A's first VM: B still sees only its own.
+	rows, err := f.app.VMRows(context.Background(), appliance.VMFilter{}, appliance.Page{Limit: 1})
+	if err != nil || rows.Next == "" {
+		t.Fatalf("operator's first page: %v", err)
+	}
+	for _, id := range walk(tokB, "/v1/vms?limit=2", rows.Next) {
+		if !slices.Contains(bVMs, id) {
+			t.Errorf("B's pages from the operator's cursor list %s, not B's", id)
+		}
+	}
+	bBackups := walk(tokB, "/v1/backups?limit=4", "")
+	if len(bBackups) != 1+9*2 {
+		t.Errorf("B's pages of backups = %d backups, want %d", len(bBackups), 1+9*2)
+	}
+	for _, id := range bBackups {
+		if id == f.a.bk {
+			t.Errorf("B's pages of backups list A's %s", id)
+		}
+	}
+	aBackups, err := f.app.ListBackups(context.Background(), appliance.BackupFilter{AccountID: f.a.acct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range aBackups {
+		if slices.Contains(bBackups, b.ID) {
+			t.Errorf("B's pages of backups list A's %s", b.ID)
+		}
+	}
 }
