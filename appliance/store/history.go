@@ -147,8 +147,8 @@ func (tx *Tx) IndexFinishedOperations(limit int) (bool, error) {
 // FoldStats counts what FoldCharges did.
 type FoldStats struct {
 	// Entries is how many folded entries were written, one per VM and UTC
-	// day; Removed how many ledger rows went (the charges they replace,
-	// less the one each overwrites).
+	// day; Removed how many ledger entries went (the charges they replace,
+	// less the one each takes the place of).
 	Entries, Removed int
 }
 
@@ -160,11 +160,15 @@ type FoldStats struct {
 // BalanceAfter stays true). The other rows of the group are deleted in the
 // same transaction, so the ledger's sum never changes. Top-ups and
 // adjustments are never folded; a group that is one row already (folded, or
-// a lone charge) is left as it is, so folding again changes nothing.
+// a lone charge) is left as it is, so folding again changes nothing. A page
+// (a billing period's charges of the account, ledger.go) is read whole: its
+// key is deleted and each of its entries folds into its VM's day, or, if
+// nothing folds into it, is written back as a row of its own.
 //
 // since and before are UTC midnights (since may be zero: the account's
 // first entry). The scan seeks to before and reads back to since, newest
-// first, and stops once it has maxRows rows to delete (<= 0: 1,000), so a
+// first, and stops once it has maxRows entries to delete (<= 0: 1,000; a
+// page counts all its entries and is taken whole, or first), so a
 // transaction stays small whatever the number of VMs; it then returns the
 // before to call it with next (the end of the day it stopped in; zero when
 // it got to since). A day that takes more than one call is folded in steps:
@@ -190,13 +194,47 @@ func (tx *Tx) FoldCharges(accountID string, since, before time.Time, maxRows int
 	}
 	type group struct {
 		latest    model.LedgerEntry // the first read: the newest
-		latestKey []byte
-		others    [][]byte
+		latestKey []byte            // its row's key; nil: it was in a page
+		others    [][]byte          // rows folded into latest
+		folded    int               // entries folded into latest
 	}
 	groups := map[groupKey]*group{}
 	var order []*group
-	rows := 0 // rows to delete
+	var pages [][]byte            // pages read: deleted, their entries rewritten
+	var loose []model.LedgerEntry // entries of those pages that fold into nothing
+	rows := 0                     // entries to delete (all of a page's)
 	var resume time.Time
+	var es []model.LedgerEntry
+	// take adds e, read from a row at key k (nil: from a page), to its
+	// group; it reports false if e is not a charge of a VM.
+	take := func(e model.LedgerEntry, day time.Time, k []byte) bool {
+		if e.Kind != model.Charge || e.VMID == "" {
+			return false
+		}
+		gk := groupKey{e.VMID, day.Unix()}
+		g := groups[gk]
+		if g == nil {
+			g = &group{latest: e, latestKey: k}
+			groups[gk] = g
+			order = append(order, g)
+			return true
+		}
+		if k != nil {
+			g.others = append(g.others, k)
+		}
+		g.folded++
+		f := &g.latest
+		f.Charges = max(f.Charges, 1) + max(e.Charges, 1)
+		f.Amount += e.Amount
+		f.Forgiven += e.Forgiven
+		if !e.PeriodStart.IsZero() && (f.PeriodStart.IsZero() || e.PeriodStart.Before(f.PeriodStart)) {
+			f.PeriodStart = e.PeriodStart
+		}
+		if e.PeriodEnd.After(f.PeriodEnd) {
+			f.PeriodEnd = e.PeriodEnd
+		}
+		return true
+	}
 	prefix := ledgerPrefix(accountID)
 	seek := ledgerKey(accountID, before.Add(-1), math.MaxUint64)
 	err := tx.scan(prefix, seek, true, func(item *badger.Item) error {
@@ -209,57 +247,74 @@ func (tx *Tx) FoldCharges(accountID string, since, before time.Time, maxRows int
 			return errStop
 		}
 		day := at.UTC().Truncate(24 * time.Hour)
-		var e model.LedgerEntry
-		if err := item.Value(func(v []byte) error { return decode(v, "ledger entry", &e) }); err != nil {
+		err := item.Value(func(v []byte) error {
+			var err error
+			es, err = decodeLedger(v, es[:0])
+			return err
+		})
+		if err != nil {
 			return err
 		}
+		if len(es) > 1 {
+			// A page: all of it at at, so all in day. It goes whole, in
+			// one transaction, or not at all.
+			if rows > 0 && rows+len(es) > maxRows {
+				resume = day.Add(24 * time.Hour)
+				return errStop
+			}
+			rows += len(es)
+			pages = append(pages, item.KeyCopy(nil))
+			for _, e := range es {
+				if !take(e, day, nil) {
+					loose = append(loose, e)
+				}
+			}
+			return nil
+		}
+		e := es[0]
 		if e.Kind != model.Charge || e.VMID == "" {
 			return nil
 		}
-		gk := groupKey{e.VMID, day.Unix()}
-		g := groups[gk]
-		if g == nil {
-			e.Charges = max(e.Charges, 1)
-			g = &group{latest: e, latestKey: item.KeyCopy(nil)}
-			groups[gk] = g
-			order = append(order, g)
-			return nil
+		if groups[groupKey{e.VMID, day.Unix()}] != nil {
+			if rows >= maxRows {
+				resume = day.Add(24 * time.Hour)
+				return errStop
+			}
+			rows++
 		}
-		if rows >= maxRows {
-			resume = day.Add(24 * time.Hour)
-			return errStop
-		}
-		g.others = append(g.others, item.KeyCopy(nil))
-		rows++
-		f := &g.latest
-		f.Charges += max(e.Charges, 1)
-		f.Amount += e.Amount
-		f.Forgiven += e.Forgiven
-		if !e.PeriodStart.IsZero() && (f.PeriodStart.IsZero() || e.PeriodStart.Before(f.PeriodStart)) {
-			f.PeriodStart = e.PeriodStart
-		}
-		if e.PeriodEnd.After(f.PeriodEnd) {
-			f.PeriodEnd = e.PeriodEnd
-		}
+		take(e, day, item.KeyCopy(nil))
 		return nil
 	})
 	if err != nil {
 		return st, time.Time{}, err
 	}
-	for _, g := range order {
-		if len(g.others) == 0 {
-			continue
-		}
-		if err := tx.put(g.latestKey, fmt.Sprintf("ledger entry %d", g.latest.Seq), g.latest); err != nil {
+	// Deletes first: a group's entry may be written back where a page was.
+	for _, k := range pages {
+		if err := tx.del(k, "ledger page"); err != nil {
 			return st, time.Time{}, err
+		}
+	}
+	for _, g := range order {
+		if g.folded == 0 && g.latestKey != nil {
+			continue // one row already
 		}
 		for _, k := range g.others {
 			if err := tx.del(k, "ledger entry"); err != nil {
 				return st, time.Time{}, err
 			}
 		}
-		st.Entries++
-		st.Removed += len(g.others)
+		if err := tx.putLedger([]model.LedgerEntry{g.latest}); err != nil {
+			return st, time.Time{}, err
+		}
+		if g.folded > 0 {
+			st.Entries++
+			st.Removed += g.folded
+		}
+	}
+	for _, e := range loose {
+		if err := tx.putLedger([]model.LedgerEntry{e}); err != nil {
+			return st, time.Time{}, err
+		}
 	}
 	return st, resume, nil
 }

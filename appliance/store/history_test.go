@@ -529,7 +529,32 @@ func foldAll(tb testing.TB, s *Store, accts []string, since, cut time.Time) int 
 // 30-day window (30 days of charges), and the daily fold that follows (one
 // more day). It reports the ledger's rows and bytes before and after, and
 // the state directory once Maintain has run. Run with -benchtime 1x.
-func BenchmarkHistoryFold(b *testing.B) {
+func BenchmarkHistoryFold(b *testing.B) { benchmarkHistoryFold(b, false) }
+
+// BenchmarkHistoryFoldPages is BenchmarkHistoryFold with the charges booked
+// as the billing pass books them: each account's charges of a period in one
+// AppendLedgers call, so one page of 10 entries (rows-before counts values,
+// entries-before the entries in them).
+func BenchmarkHistoryFoldPages(b *testing.B) { benchmarkHistoryFold(b, true) }
+
+// ledgerEntries counts the entries of accts' ledgers.
+func ledgerEntries(tb testing.TB, s *Store, accts []string) int {
+	tb.Helper()
+	n := 0
+	view(tb, s, func(tx *Tx) error {
+		for _, a := range accts {
+			es, err := tx.Ledger(a, 0)
+			if err != nil {
+				return err
+			}
+			n += len(es)
+		}
+		return nil
+	})
+	return n
+}
+
+func benchmarkHistoryFold(b *testing.B, pages bool) {
 	const vms, days, accounts = 50, 60, 5
 	day0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for range b.N {
@@ -544,21 +569,29 @@ func BenchmarkHistoryFold(b *testing.B) {
 		for p := range days * 144 {
 			at := day0.Add(time.Duration(p+1) * 10 * time.Minute)
 			update(b, s, func(tx *Tx) error {
-				for v := range vms {
-					bal -= 833
-					_, err := tx.AppendLedger(model.LedgerEntry{AccountID: accts[v%accounts], At: at, Amount: -833, Kind: model.Charge,
-						VMID: fmt.Sprintf("vm-%06d", v), PeriodStart: at.Add(-10 * time.Minute), PeriodEnd: at, BalanceAfter: bal})
-					if err != nil {
-						return err
+				var es []model.LedgerEntry
+				for a := range accounts {
+					for v := a; v < vms; v += accounts {
+						bal -= 833
+						e := model.LedgerEntry{AccountID: accts[a], At: at, Amount: -833, Kind: model.Charge,
+							VMID: fmt.Sprintf("vm-%06d", v), PeriodStart: at.Add(-10 * time.Minute), PeriodEnd: at, BalanceAfter: bal}
+						if !pages {
+							if _, err := tx.AppendLedger(e); err != nil {
+								return err
+							}
+							continue
+						}
+						es = append(es, e)
 					}
 				}
-				return nil
+				return tx.AppendLedgers(es)
 			})
 		}
 		if err := s.Maintain(context.Background()); err != nil {
 			b.Fatal(err)
 		}
 		rows0, bytes0 := ledgerBytes(b, s)
+		entries0 := ledgerEntries(b, s, accts)
 		disk0 := dirBytes(b, dir)
 		cut := day0.Add(30 * 24 * time.Hour)
 		b.StartTimer()
@@ -580,14 +613,19 @@ func BenchmarkHistoryFold(b *testing.B) {
 		daily := time.Since(start)
 		b.StopTimer()
 		rows1, bytes1 := ledgerBytes(b, s)
+		entries1 := ledgerEntries(b, s, accts)
 		disk1 := dirBytes(b, dir)
 		// Per VM: 31 folded days, 29 days of 144 charges in the window,
 		// and the charge at the last midnight.
-		if rows0-rows1 != removed || rows1 != (31+29*144+1)*vms {
-			b.Fatalf("rows %d → %d, removed %d; want %d left", rows0, rows1, removed, (31+29*144+1)*vms)
+		if entries0-entries1 != removed || entries1 != (31+29*144+1)*vms || (!pages && rows1 != entries1) {
+			b.Fatalf("entries %d → %d (rows %d → %d), removed %d; want %d left", entries0, entries1, rows0, rows1, removed, (31+29*144+1)*vms)
 		}
 		b.ReportMetric(float64(rows0), "rows-before")
 		b.ReportMetric(float64(rows1), "rows-after")
+		if pages {
+			b.ReportMetric(float64(entries0), "entries-before")
+			b.ReportMetric(float64(entries1), "entries-after")
+		}
 		b.ReportMetric(float64(bytes0)/(1<<20), "MiB-before")
 		b.ReportMetric(float64(bytes1)/(1<<20), "MiB-after")
 		b.ReportMetric(float64(disk0)/(1<<20), "disk-MiB-before")

@@ -126,10 +126,13 @@ func backupKeyFromIdx(v []byte, bk string) ([]byte, bool) {
 // are added concurrently).
 func backupVerKey(vm string) []byte { return key(pBackupVer, vm) }
 
-// ledgerKey: l/<account id>/<^at BE>/<^seq BE> → LedgerEntry JSON.
+// ledgerKey: l/<account id>/<^at BE>/<^seq BE> → one LedgerEntry, or a page
+// of an account's entries booked at one instant with contiguous seqs, under
+// the highest (binary, ledger.go; JSON in stores written before pages).
 //
 // Both numbers are inverted, so a forward scan of l/<account id>/ is newest
-// first, and entries booked at the same instant come out latest-booked first.
+// first, and entries booked at the same instant come out latest-booked first
+// (a page's seqs are contiguous, so no other entry sorts inside one).
 func ledgerKey(acct string, at time.Time, seq uint64) []byte {
 	b := make([]byte, 0, len(pLedger)+len(acct)+1+8+1+8)
 	b = append(append(append(b, pLedger...), acct...), '/')

@@ -65,12 +65,15 @@ func (tx *Tx) AppendLedger(e model.LedgerEntry) (model.LedgerEntry, error) {
 		return e, err
 	}
 	e.Seq = seq
-	return e, tx.put(ledgerKey(e.AccountID, e.At, seq), fmt.Sprintf("ledger entry %d", seq), e)
+	return e, tx.putLedger([]model.LedgerEntry{e})
 }
 
 // AppendLedgers stores es as AppendLedger would, one after the other, with
 // one write of the seq counter for them all (a billing period books
-// thousands), and sets their Seq.
+// thousands), and sets their Seq. Each run of entries of one account at one
+// instant (up to maxPage of them) is one value, a page (ledger.go), instead
+// of a row each: a billing period writes 100 values for 100 accounts' 10,000
+// charges. Readers see the entries one by one, as if they were rows.
 func (tx *Tx) AppendLedgers(es []model.LedgerEntry) error {
 	if len(es) == 0 {
 		return nil
@@ -86,9 +89,16 @@ func (tx *Tx) AppendLedgers(es []model.LedgerEntry) error {
 	}
 	for i := range es {
 		es[i].Seq = seq + uint64(i)
-		if err := tx.put(ledgerKey(es[i].AccountID, es[i].At, es[i].Seq), "ledger entry", es[i]); err != nil {
+	}
+	for len(es) > 0 {
+		n := 1
+		for n < len(es) && n < maxPage && es[n].AccountID == es[0].AccountID && es[n].At.Equal(es[0].At) {
+			n++
+		}
+		if err := tx.putLedger(es[:n]); err != nil {
 			return err
 		}
+		es = es[n:]
 	}
 	return nil
 }
@@ -112,7 +122,22 @@ func (tx *Tx) Ledger(accountID string, limit int) ([]model.LedgerEntry, error) {
 	if err := model.ValidateID(model.KindAccount, accountID); err != nil {
 		return nil, err
 	}
-	return scanValues[model.LedgerEntry](tx, ledgerPrefix(accountID), nil, "ledger entry", limit)
+	out := []model.LedgerEntry{}
+	err := tx.scan(ledgerPrefix(accountID), nil, true, func(item *badger.Item) error {
+		return item.Value(func(v []byte) error {
+			var err error
+			out, err = decodeLedger(v, out)
+			if err == nil && limit > 0 && len(out) >= limit {
+				out = out[:limit]
+				return errStop
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // AppendEvent stores e under the next event seq and returns it with Seq set.
