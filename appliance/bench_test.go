@@ -10,12 +10,14 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/superjolt/superjolt/appliance/images"
 	"github.com/superjolt/superjolt/appliance/model"
 	"github.com/superjolt/superjolt/appliance/store"
 	"github.com/superjolt/superjolt/guest"
 	"github.com/superjolt/superjolt/testvm"
+	"golang.org/x/sys/unix"
 )
 
 // putVMs stores n VMs of acct in state st directly (no process, no
@@ -68,15 +70,19 @@ func BenchmarkSchedulerPass(b *testing.B) {
 	putVMs(b, e, []string{acct.ID}, 1000, model.StateStopped, true)
 	ctx := context.Background()
 	b.Run("all-due", func(b *testing.B) {
+		var commits uint64
 		for b.Loop() {
 			b.StopTimer()
 			now := e.clk.Advance(24 * time.Hour)
+			gen := btrfsGeneration(b, e.pool.Root())
 			b.StartTimer()
 			if err := e.a.schedulerPass(ctx, now); err != nil {
 				b.Fatal(err)
 			}
+			commits += btrfsGeneration(b, e.pool.Root()) - gen
 		}
 		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "µs/vm")
+		b.ReportMetric(float64(commits)/float64(b.N)/1000, "commits/vm")
 	})
 	b.Run("none-due", func(b *testing.B) {
 		now := e.clk.Now()
@@ -86,6 +92,123 @@ func BenchmarkSchedulerPass(b *testing.B) {
 			}
 		}
 	})
+}
+
+// btrfsGeneration returns the generation of the Btrfs filesystem holding
+// dir: one more at each transaction commit.
+func btrfsGeneration(b *testing.B, dir string) uint64 {
+	b.Helper()
+	f, err := os.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	// struct btrfs_ioctl_fs_info_args (1024 bytes); flags asks for the
+	// generation (BTRFS_FS_INFO_FLAG_GENERATION).
+	var args struct {
+		maxID, numDevices  uint64
+		fsid               [16]byte
+		nodesize, sectsize uint32
+		cloneAlign         uint32
+		csumType, csumSize uint16
+		flags, generation  uint64
+		metadataUUID       [16]byte
+		reserved           [944]byte
+	}
+	args.flags = 1 << 1
+	const iocFSInfo = 0x8400941f // _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), iocFSInfo, uintptr(unsafe.Pointer(&args))); errno != 0 {
+		b.Fatalf("btrfs fs info of %s: %v", dir, errno)
+	}
+	return args.generation
+}
+
+// BenchmarkAPIDuringPass: the latency of API calls made while a scheduler
+// pass backs up 500 stopped VMs (all due): reading a VM, listing the VMs,
+// and submitting an on-demand backup of a VM the pass does not touch
+// (waiting for each to end before the next). The pass must never make them
+// wait for more than a few milliseconds. It reports p50 and p99 of each.
+func BenchmarkAPIDuringPass(b *testing.B) {
+	e := newEnv(b, envOptions{poolSize: 4 << 30})
+	acct := e.account("bench", 1_000_000*model.Credit, 1)
+	putVMs(b, e, []string{acct.ID}, 500, model.StateStopped, true)
+	other := putVMs(b, e, []string{acct.ID}, 1, model.StateStopped, true)[0]
+	ctx := context.Background()
+	var vmLat, listLat, submitLat []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		now := e.clk.Advance(24 * time.Hour)
+		// The other VM is not due: the pass leaves it to the API calls.
+		if err := e.st.Update(ctx, func(tx *store.Tx) error {
+			vm, err := tx.VM(other)
+			if err != nil {
+				return err
+			}
+			vm.NextBackupAt = now.Add(time.Hour)
+			return tx.PutVM(vm)
+		}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		done := make(chan error, 1)
+		go func() { done <- e.a.schedulerPass(ctx, now) }()
+		for running := true; running; {
+			select {
+			case err := <-done:
+				if err != nil {
+					b.Fatal(err)
+				}
+				running = false
+				continue
+			default:
+			}
+			t := time.Now()
+			if _, err := e.a.VM(ctx, other); err != nil {
+				b.Fatal(err)
+			}
+			vmLat = append(vmLat, time.Since(t))
+			t = time.Now()
+			if _, err := e.a.VMs(ctx, VMFilter{}); err != nil {
+				b.Fatal(err)
+			}
+			listLat = append(listLat, time.Since(t))
+			t = time.Now()
+			o, err := e.a.SubmitBackup(ctx, other)
+			submitLat = append(submitLat, time.Since(t))
+			if err != nil {
+				b.Fatal(err)
+			}
+			// A client's pace: the next round once this backup is taken.
+			for step := o.Step; ; {
+				rec, err := e.a.WaitOperation(ctx, o.ID, step)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if rec.State.Finished() {
+					break
+				}
+				step = rec.Step
+			}
+		}
+	}
+	for _, m := range []struct {
+		name string
+		ds   []time.Duration
+	}{{"vm", vmLat}, {"vms", listLat}, {"submit-backup", submitLat}} {
+		b.ReportMetric(percentile(m.ds, 50), m.name+"-p50-ms")
+		b.ReportMetric(percentile(m.ds, 99), m.name+"-p99-ms")
+	}
+	b.Logf("%d calls of each during the passes", len(vmLat))
+}
+
+// percentile returns the p-th percentile of ds in milliseconds.
+func percentile(ds []time.Duration, p int) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return float64(s[min(len(s)*p/100, len(s)-1)].Microseconds()) / 1000
 }
 
 // BenchmarkBillingPass: one billing period over 10,000 running VMs of 100
