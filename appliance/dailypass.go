@@ -47,6 +47,9 @@ func (a *Appliance) scheduledBackups(ctx context.Context, now time.Time, ids []s
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if a.shuttingDown() {
+			return nil // the next start's pass takes the rest
+		}
 		errs = append(errs, a.backupBatch(ctx, now, ids[start:min(start+passBatch, len(ids))])...)
 	}
 	return errors.Join(errs...)
@@ -64,6 +67,9 @@ func (a *Appliance) backupBatch(ctx context.Context, now time.Time, ids []string
 		return a.failScheduled(ctx, now, failed)
 	}
 	ops, err := a.beginBackups(ctx, ids)
+	if err != nil && a.shuttingDown() {
+		return nil // nothing was begun, nothing is put off
+	}
 	if err != nil {
 		failed := make(map[string]error, len(ids))
 		for _, id := range ids {
@@ -80,8 +86,10 @@ func (a *Appliance) backupBatch(ctx context.Context, now time.Time, ids []string
 		}
 	}()
 	failed := map[string]error{}
+	// A backup cancelled, or cut short by a shutdown, is taken at the next
+	// pass; one that failed is put off by an hour.
 	fail := func(o *op, err error) {
-		if ferr := o.finish(err, nil); ferr != nil && !errors.Is(err, errCancelled) {
+		if ferr := o.finish(err, nil); ferr != nil && !errors.Is(err, errCancelled) && !a.shuttingDown() {
 			failed[o.rec.VMID] = ferr
 		}
 	}
@@ -179,6 +187,10 @@ func (a *Appliance) backupBatch(ctx context.Context, now time.Time, ids []string
 	})
 	if err != nil {
 		for _, o := range taken {
+			// Not saved after all: the record must not say it was.
+			o.in.Steps = o.in.Steps[:len(o.in.Steps)-1]
+			o.unrecorded = o.unrecorded[:len(o.unrecorded)-1]
+			o.rec.Step = o.in.Steps[len(o.in.Steps)-1]
 			fail(o, categorised(err, "record step saved"))
 		}
 		return a.failScheduled(ctx, now, failed)
@@ -333,6 +345,14 @@ func (a *Appliance) beginBackups(ctx context.Context, ids []string) ([]*op, erro
 		o.allowCancel()
 	}
 	return ops, nil
+}
+
+// shuttingDown reports whether Close has begun: the daily pass stops
+// between batches and puts nothing off.
+func (a *Appliance) shuttingDown() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.closing || a.life.Err() != nil
 }
 
 // failScheduled puts off the scheduled backups of the VMs in failed (by
