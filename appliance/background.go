@@ -321,8 +321,9 @@ func nextBackupAt(id string, t time.Time) time.Time {
 }
 
 // schedulerPass takes the scheduled backup of every live VM whose
-// NextBackupAt has come. A VM busy with another operation is tried at the
-// next pass; a failed backup an hour later.
+// NextBackupAt has come, in batches (see scheduledBackups). A VM busy with
+// another operation is tried at the next pass; a failed backup an hour
+// later.
 func (a *Appliance) schedulerPass(ctx context.Context, now time.Time) error {
 	due, err := a.vmIDsWhere(ctx, func(vm model.VM) bool {
 		return (vm.State == model.StateRunning || vm.State == model.StateStopped) && !vm.NextBackupAt.After(now)
@@ -330,34 +331,7 @@ func (a *Appliance) schedulerPass(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, id := range due {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		_, _, err := a.takeBackup(ctx, id, model.Scheduled)
-		cause := err
-		switch {
-		case err == nil:
-		case errors.Is(err, model.ErrConflict):
-			// busy, or no longer live: the next pass sees
-		default:
-			a.log.Warn("scheduled backup failed; retrying in an hour", "vm", id, "err", err)
-			errs = append(errs, err)
-			_ = a.update(ctx, func(tx *store.Tx) error {
-				vm, err := getVM(tx, id)
-				if err != nil {
-					return err
-				}
-				vm.NextBackupAt = now.Add(time.Hour)
-				if err := tx.PutVM(vm); err != nil {
-					return err
-				}
-				return event(tx, now, "backup.failed", id, vm.AccountID, "scheduled backup of %s failed (%v); retrying in an hour", id, cause)
-			})
-		}
-	}
-	return errors.Join(errs...)
+	return a.scheduledBackups(ctx, now, due)
 }
 
 // vmIDsWhere returns the ids of the VMs for which match is true, read in one

@@ -112,6 +112,46 @@ func (a *Appliance) submitBackup(ctx context.Context, vmID string, kind model.Ba
 // and records the backup.
 func (a *Appliance) runBackup(ctx context.Context, o *op, kind model.BackupKind) error {
 	vmID, bkID := o.rec.VMID, o.rec.BackupID
+	if err := a.snapshotBackup(ctx, o); err != nil {
+		return o.finish(err, nil)
+	}
+	// The steps of the snapshot, written once the guest is thawed: a
+	// follower sees them before the backup is saved. (The daily pass
+	// writes them with the save, for a batch of VMs at once.)
+	if err := o.record(nil); err != nil {
+		return o.finish(err, nil)
+	}
+	bg := context.WithoutCancel(ctx)
+	bk, err := a.saveBackup(bg, o, vmID, bkID, kind, o.in.Consistency)
+	if err != nil {
+		return o.finish(err, nil)
+	}
+	if kind == model.Scheduled {
+		if err := a.prune(bg, o); err != nil {
+			o.log.Warn("pruning scheduled backups failed; the next backup tries again", "err", err)
+		}
+	}
+	if err := o.finish(nil, nil); err != nil {
+		return err
+	}
+	o.log.Info("backup taken", "backup", bkID, "consistency", bk.Consistency, "size_bytes", bk.SizeBytes, "frozen_for", o.frozen)
+	return nil
+}
+
+// snapshotBackup takes the snapshot of backup operation o: for a running
+// VM whose agent answers, its filesystems are frozen just around the
+// snapshot ioctl and thawed the moment it returns (consistency frozen;
+// crash when the agent does not answer). It reaches the steps frozen (when
+// the freeze held), snapshot and thawed without writing them: nothing waits
+// on the store while the guest is frozen. Until the snapshot, the operation
+// can be cancelled, leaving nothing behind. On error nothing is on disk and
+// the guest is thawed; the caller finishes o.
+//
+// A crash after the snapshot and before its steps are written leaves a
+// snapshot that recovery keeps, as crash-consistent: it cannot tell that
+// the freeze held, and never claims one it cannot prove.
+func (a *Appliance) snapshotBackup(ctx context.Context, o *op) error {
+	vmID, bkID := o.rec.VMID, o.rec.BackupID
 	log := o.log.With("backup", bkID)
 	// The guest must never stay frozen because of what happens to this
 	// operation: thawing is bounded on its own, off the operation's context.
@@ -158,56 +198,38 @@ func (a *Appliance) runBackup(ctx context.Context, o *op, kind model.BackupKind)
 	a.testPoint(ctx, "backup:cancellable")
 	if err := o.pointOfNoReturn(); err != nil {
 		thaw()
-		return o.finish(err, nil)
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		thaw()
-		return o.finish(fmt.Errorf("%w: %s ran out of time before its snapshot: %v", model.ErrUnavailable, o.rec.ID, err), nil)
+		return fmt.Errorf("%w: %s ran out of time before its snapshot: %v", model.ErrUnavailable, o.rec.ID, err)
 	}
 	if o.in.Consistency == model.Frozen && !frozenAt.IsZero() {
-		if err := o.step("frozen", 20, nil); err != nil {
-			thaw()
-			return o.finish(err, nil)
-		}
+		o.reach("frozen", 20)
 	} else if o.in.Consistency == model.Frozen {
 		o.in.Consistency = model.Crash
 	}
 
 	if _, err := a.pool.Backup(bg, vmID, bkID); err != nil {
 		thaw()
-		return o.finish(a.noSpaceOr(bg, err, "back up "+vmID, unavailablef("cannot snapshot the disk of %s: %v", vmID, err)), nil)
+		return a.noSpaceOr(bg, err, "back up "+vmID, unavailablef("cannot snapshot the disk of %s: %v", vmID, err))
 	}
-	if err := o.step("snapshot", 50, nil); err != nil {
-		thaw()
-		return o.finish(err, nil)
-	}
+	o.reach("snapshot", 50)
 	if !frozenAt.IsZero() {
 		thaw()
-		if err := o.step("thawed", 60, nil); err != nil {
-			return o.finish(err, nil)
-		}
+		o.reach("thawed", 60)
 	}
-
-	bk, err := a.saveBackup(bg, o, vmID, bkID, kind, o.in.Consistency)
-	if err != nil {
-		return o.finish(err, nil)
-	}
-	if kind == model.Scheduled {
-		if err := a.prune(bg, o); err != nil {
-			log.Warn("pruning scheduled backups failed; the next backup tries again", "err", err)
-		}
-	}
-	if err := o.finish(nil, nil); err != nil {
-		return err
-	}
-	log.Info("backup taken", "consistency", bk.Consistency, "size_bytes", bk.SizeBytes, "frozen_for", o.frozen)
 	return nil
 }
 
-// recoverBackup ends a backup the daemon left unfinished. A snapshot that
-// exists is kept and recorded (consistency frozen only if the freeze was
-// recorded, else crash), and retention pruning planned before the crash is
-// finished; with no snapshot it is rolled back. The guest cannot stay
+// recoverBackup ends a backup the daemon left unfinished, looking at the
+// pool, not at how far its steps were written. A snapshot that exists is
+// kept and recorded (consistency frozen only if the freeze was recorded,
+// else crash: the steps are written after the thaw, so a crash right after
+// a frozen snapshot records it as crash-consistent), and retention pruning
+// planned before the crash is finished; with no snapshot it is rolled back.
+// A scheduled backup of a batch (dailypass.go) is recovered alone, like any
+// other. The guest cannot stay
 // frozen: its process died with the daemon (or is killed before the VM
 // boots again), and the agent thaws by itself at its deadline anyway; a
 // thaw is still sent if an agent answers.

@@ -375,3 +375,79 @@ func TestCrashPrune(t *testing.T) {
 	}
 	e.checkConsistent()
 }
+
+// TestCrashSchedulerBatch kills the appliance in the middle of a daily pass
+// that backs up several VMs in one batch: after the first VM's snapshot
+// (the others are not taken yet), after every snapshot of the batch and
+// before their records, and after the batch's pruning and before its rows
+// went. Each backup is recovered alone: a snapshot taken is kept, one not
+// taken is rolled back and taken at the next pass, pruning planned is
+// finished, and nothing is left unfinished or inconsistent.
+func TestCrashSchedulerBatch(t *testing.T) {
+	for _, step := range []string{"snapshot", "saved", "pruned"} {
+		t.Run("backup:"+step, func(t *testing.T) {
+			e := newEnv(t, envOptions{})
+			ctx := context.Background()
+			acct := e.account("batch", 1000*model.Credit, 1)
+			var vms []model.VM
+			for range 4 {
+				vm := e.vm(acct.ID)
+				if _, err := e.a.StopVM(ctx, vm.ID); err != nil {
+					t.Fatal(err)
+				}
+				vms = append(vms, vm)
+			}
+			e.advance(24 * time.Hour) // one scheduled backup each
+			// All due at once (as after a day the box was off), so that
+			// one pass backs them up in one batch.
+			day := e.clk.Now()
+			if err := e.st.Update(ctx, func(tx *store.Tx) error {
+				for _, vm := range vms {
+					cur, err := tx.VM(vm.ID)
+					if err != nil {
+						return err
+					}
+					cur.NextBackupAt = day.Add(time.Hour)
+					if err := tx.PutVM(cur); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			e.crashAt("backup:"+step, "advance 2h0m0s")
+			ops, err := e.a.Operations(ctx, OpFilter{Running: true})
+			if err != nil || len(ops) != 0 {
+				t.Fatalf("after the restart: operations still running %+v (%v)", ops, err)
+			}
+			kept := 0
+			for _, vm := range vms {
+				bks, _ := e.a.Backups(ctx, vm.ID)
+				if len(bks) == 0 {
+					t.Fatalf("%s lost its backups in the crash", vm.ID)
+				}
+				if bks[0].TakenAt.After(day) {
+					kept++
+				}
+			}
+			// At "snapshot" the first VM's snapshot is taken; at the
+			// later steps every one is.
+			if want := map[string]int{"snapshot": 1, "saved": 4, "pruned": 4}[step]; kept != want {
+				t.Errorf("crash at %s: %d of 4 VMs kept the day's backup, want %d", step, kept, want)
+			}
+			e.checkConsistent()
+			// The next pass takes what was rolled back; retention then
+			// keeps one scheduled backup each.
+			e.advance(time.Minute)
+			e.advance(24 * time.Hour)
+			for _, vm := range vms {
+				bks, _ := e.a.Backups(ctx, vm.ID)
+				if len(bks) != 1 || !bks[0].TakenAt.After(day.Add(2*time.Hour)) {
+					t.Errorf("%s a day after the crash: backups %+v, want one from that day", vm.ID, bks)
+				}
+			}
+			e.checkConsistent()
+		})
+	}
+}

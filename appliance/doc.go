@@ -17,6 +17,7 @@
 //	retention.go  which scheduled backups a VM keeps (a pure function)
 //	restore.go    restore in place: stop, reflink, boot, new boot id
 //	background.go the daily schedule, the background pass, the manual clock
+//	dailypass.go  the scheduled backups of the VMs due, in batches that share commits
 //	billing.go    charges (no debt), runway to resume, low-balance warnings, archiving at zero
 //	accounts.go   accounts, top-ups, adjustments, the ledger, accounts' SSH keys
 //	tokens.go     account tokens: create (the secret shown once, its hash kept), list, revoke, authenticate
@@ -49,7 +50,9 @@
 // account whose balance reaches zero has every VM archived), the scheduler
 // (one scheduled backup per live VM per day at an offset derived from the
 // VM's id, so that backups spread across the day; a missed day is caught up
-// once, not once per missed day; retention pruned after each), and the
+// once, not once per missed day; retention pruned after each; the VMs due
+// at one pass are backed up in batches whose store transactions and btrfs
+// commits are shared, see dailypass.go), and the
 // reaper (graveyard and archived VMs whose ReclaimAt has passed are
 // reclaimed); once a day, the history pass (history.go) prunes events and
 // finished operations older than the history window, folds older charges

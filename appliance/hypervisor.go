@@ -34,6 +34,9 @@ type Pool interface {
 	BackupVMs(ctx context.Context) ([]string, error)
 	DeleteBackup(ctx context.Context, vmID, bkID string) error
 	DeleteBackups(ctx context.Context, vmID string) error
+	// DeleteBackupList deletes several backups with one commit (the daily
+	// pass's pruning), with an error per backup.
+	DeleteBackupList(ctx context.Context, refs []btrfs.BackupRef) []error
 	// RestoreFile atomically replaces vms/<vmID>/<file> by a reflink of the backup's.
 	RestoreFile(ctx context.Context, vmID, bkID, file string) error
 
@@ -47,6 +50,8 @@ type Pool interface {
 
 	// Usage returns the quota-group figures of a subvolume of the pool.
 	Usage(ctx context.Context, path string) (btrfs.Usage, error)
+	// Usages reads several subvolumes' figures with one commit, by path.
+	Usages(ctx context.Context, paths []string) (map[string]btrfs.Usage, error)
 
 	// Space says how full the pool is (cheap); Status adds what images, VMs
 	// and backups use. CheckSpace returns a *btrfs.NoSpaceError while the

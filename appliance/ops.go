@@ -90,6 +90,8 @@ type op struct {
 	// frozen is how long the guest stayed frozen (backups), for logs and
 	// benchmarks.
 	frozen time.Duration
+	// unrecorded are the steps reached and not yet written (see reach).
+	unrecorded []stepDone
 }
 
 // lock takes the per-VM lock for operation opID; it fails with ErrConflict
@@ -186,16 +188,22 @@ func (a *Appliance) begin(ctx context.Context, kind model.OpKind, vmID string, i
 			return nil, err
 		}
 	}
-	o.log = a.log.With("op", opID, "vm", o.rec.VMID, "kind", string(kind))
+	begun = true
+	a.started(o)
+	return o, nil
+}
+
+// started makes o, whose record is written, a running operation: its log,
+// its context, and its place among those CancelOperation finds.
+func (a *Appliance) started(o *op) {
+	o.log = a.log.With("op", o.rec.ID, "vm", o.rec.VMID, "kind", string(o.rec.Kind))
 	o.ctx, o.cancel = context.WithTimeout(a.life, OperationTimeout)
 	o.accepted = o.rec
 	a.mu.Lock()
-	a.running[opID] = o
+	a.running[o.rec.ID] = o
 	a.mu.Unlock()
-	begun = true
 	o.log.Info("operation started")
-	a.testPoint(o.ctx, string(kind)+":recorded")
-	return o, nil
+	a.testPoint(o.ctx, string(o.rec.Kind)+":recorded")
 }
 
 // launch runs the rest of operation o, run, in its own goroutine on the
@@ -270,10 +278,31 @@ var errCancelled = errors.New("cancelled on request")
 // optionally with more changes in the same transaction, with an op.step
 // event: a follower of the event stream sees each step as it is recorded.
 func (o *op) step(step string, progress int, also func(tx *store.Tx) error) error {
+	o.reach(step, progress)
+	return o.record(also)
+}
+
+// reach notes that step is done, after giving the crash hook its chance,
+// without writing it: record (or recordIn, in a transaction shared with
+// other operations) writes every step reached since the last write. A crash
+// between the two leaves the step unrecorded, which recovery must allow
+// for, as it does for a crash at the hook.
+func (o *op) reach(step string, progress int) {
 	o.a.testPoint(o.ctx, string(o.rec.Kind)+":"+step)
 	o.in.Steps = append(o.in.Steps, step)
-	raw, _ := json.Marshal(o.in)
-	o.rec.Intent, o.rec.Step, o.rec.Progress = raw, step, progress
+	o.rec.Step, o.rec.Progress = step, progress
+	o.unrecorded = append(o.unrecorded, stepDone{step, progress})
+}
+
+// stepDone is a step reached and not yet written.
+type stepDone struct {
+	name     string
+	progress int
+}
+
+// record writes the steps reached since the last write, with more changes
+// (also, nil for none) in the same transaction.
+func (o *op) record(also func(tx *store.Tx) error) error {
 	// Recorded even when the operation's deadline has passed: the store
 	// must say what was done.
 	err := o.a.update(context.WithoutCancel(o.ctx), func(tx *store.Tx) error {
@@ -282,16 +311,38 @@ func (o *op) step(step string, progress int, also func(tx *store.Tx) error) erro
 				return err
 			}
 		}
-		if err := tx.PutOperation(o.rec); err != nil {
-			return err
-		}
-		return event(tx, o.a.clock.Now(), "op.step", o.rec.ID, o.account, "%s of %s: %s (%d%%)", o.rec.Kind, o.rec.VMID, step, progress)
+		return o.recordIn(tx)
 	})
 	if err != nil {
-		return categorised(err, "record step "+step)
+		return categorised(err, "record step "+o.rec.Step)
 	}
-	o.log.Debug("operation step done", "step", step)
+	o.recorded()
 	return nil
+}
+
+// recordIn writes the operation's record in tx, with an op.step event per
+// step reached since the last write; once tx is committed, call recorded.
+func (o *op) recordIn(tx *store.Tx) error {
+	raw, _ := json.Marshal(o.in)
+	o.rec.Intent = raw
+	if err := tx.PutOperation(o.rec); err != nil {
+		return err
+	}
+	now := o.a.clock.Now()
+	for _, s := range o.unrecorded {
+		if err := event(tx, now, "op.step", o.rec.ID, o.account, "%s of %s: %s (%d%%)", o.rec.Kind, o.rec.VMID, s.name, s.progress); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recorded notes that the steps reached are written.
+func (o *op) recorded() {
+	for _, s := range o.unrecorded {
+		o.log.Debug("operation step done", "step", s.name)
+	}
+	o.unrecorded = nil
 }
 
 // finish ends the operation: done when err is nil, cancelled when err is
@@ -301,14 +352,26 @@ func (o *op) step(step string, progress int, also func(tx *store.Tx) error) erro
 // end.
 func (o *op) finish(err error, also func(tx *store.Tx) error) error {
 	a := o.a
-	defer func() {
-		a.unlock(o.rec.VMID, o.rec.ID)
-		a.mu.Lock()
-		delete(a.running, o.rec.ID)
-		a.mu.Unlock()
-		close(o.done)
-	}()
-	o.rec.FinishedAt = a.clock.Now()
+	defer o.release()
+	err = o.end(err)
+	// The network follows before the end is recorded: whoever waits for
+	// the operation may act on the VM the moment it reads "done".
+	o.leaveNetwork()
+	uerr := a.update(context.WithoutCancel(o.ctx), func(tx *store.Tx) error {
+		if also != nil {
+			if err := also(tx); err != nil {
+				return err
+			}
+		}
+		return o.endIn(tx)
+	})
+	return o.ended(err, uerr)
+}
+
+// end sets the operation's final state from err (see finish) and returns
+// err as the operation reports it.
+func (o *op) end(err error) error {
+	o.rec.FinishedAt = o.a.clock.Now()
 	o.rec.State = model.OpDone
 	o.rec.Progress = 100
 	switch {
@@ -322,24 +385,25 @@ func (o *op) finish(err error, also func(tx *store.Tx) error) error {
 	}
 	raw, _ := json.Marshal(o.in)
 	o.rec.Intent = raw
-	// The network follows before the end is recorded: whoever waits for
-	// the operation may act on the VM the moment it reads "done".
-	o.leaveNetwork()
-	uerr := a.update(context.WithoutCancel(o.ctx), func(tx *store.Tx) error {
-		if also != nil {
-			if err := also(tx); err != nil {
-				return err
-			}
-		}
-		if err := tx.PutOperation(o.rec); err != nil {
-			return err
-		}
-		msg := fmt.Sprintf("%s of %s: %s", o.rec.Kind, o.rec.VMID, o.rec.State)
-		if o.rec.Error != "" {
-			msg += ": " + o.rec.Error
-		}
-		return event(tx, o.rec.FinishedAt, "op."+string(o.rec.State), o.rec.ID, o.account, "%s", msg)
-	})
+	return err
+}
+
+// endIn writes the operation's end (set by end) in tx, with its event and
+// the events of steps reached and not yet written.
+func (o *op) endIn(tx *store.Tx) error {
+	if err := o.recordIn(tx); err != nil {
+		return err
+	}
+	msg := fmt.Sprintf("%s of %s: %s", o.rec.Kind, o.rec.VMID, o.rec.State)
+	if o.rec.Error != "" {
+		msg += ": " + o.rec.Error
+	}
+	return event(tx, o.rec.FinishedAt, "op."+string(o.rec.State), o.rec.ID, o.account, "%s", msg)
+}
+
+// ended logs the end of the operation, given err (from end) and uerr, the
+// error of writing it; it returns what finish returns.
+func (o *op) ended(err, uerr error) error {
 	if uerr != nil {
 		// The store did not take the end: the record still says running,
 		// and the next start recovers it.
@@ -347,6 +411,7 @@ func (o *op) finish(err error, also func(tx *store.Tx) error) error {
 		o.log.Error("cannot record the end of an operation; the next start recovers it", "err", uerr)
 		return categorised(uerr, "record the end of "+o.rec.ID)
 	}
+	o.recorded()
 	switch {
 	case o.rec.State == model.OpCancelled:
 		o.log.Info("operation cancelled")
@@ -357,6 +422,17 @@ func (o *op) finish(err error, also func(tx *store.Tx) error) error {
 	}
 	o.log.Info("operation done", "took", o.rec.FinishedAt.Sub(o.rec.StartedAt))
 	return nil
+}
+
+// release gives up the VM lock and wakes those who wait for the
+// operation: its end is final.
+func (o *op) release() {
+	a := o.a
+	a.unlock(o.rec.VMID, o.rec.ID)
+	a.mu.Lock()
+	delete(a.running, o.rec.ID)
+	a.mu.Unlock()
+	close(o.done)
 }
 
 // vmAccount returns the account of VM id as tx sees it, or "" when there is

@@ -11,9 +11,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/superjolt/superjolt/btrfs"
 	"github.com/superjolt/superjolt/btrfs/btrfstest"
@@ -261,5 +263,123 @@ func BenchmarkPool(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// BenchmarkSnapshotWithSubvolumes times one backup (a read-only snapshot of
+// a VM, after the VM wrote 64 KiB) in a pool that holds 50, 500 and 5,000
+// subvolumes laid out as the appliance lays them out: small VMs made from
+// one image, each with 4 backups (5 subvolumes per VM), every VM having
+// written 64 KiB of its own before each backup. With data=shared the image
+// holds 4 MiB that every VM and backup shares (as VMs made from one image
+// do); with data=own the image is empty and each VM writes 1 MiB of its own
+// first, shared only with its own backups. For each it compares quotas off,
+// simple quotas and full quota groups (what the pool runs). The subvolumes
+// are made with quotas off (full quotas would take minutes for 5,000), then
+// quotas are switched on and rescanned. 21 snapshots per case, each deleted
+// again untimed; median-ms is their median. Run it with -benchtime 1x; the
+// results and what they mean are in the package documentation.
+func BenchmarkSnapshotWithSubvolumes(b *testing.B) {
+	btrfstest.Skip(b)
+	for _, data := range []string{"shared", "own"} {
+		b.Run("data="+data, func(b *testing.B) { snapshotWithSubvolumes(b, data == "shared") })
+	}
+}
+
+func snapshotWithSubvolumes(b *testing.B, shared bool) {
+	ctx := context.Background()
+	dir := b.TempDir()
+	p, err := btrfs.OpenImage(ctx, btrfs.OpenImageOptions{
+		Image: filepath.Join(dir, "pool.img"), MountPoint: filepath.Join(dir, "pool"), Size: 16 << 30,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := btrfs.SetQuotas(p, "full"); err != nil {
+			b.Error(err)
+		}
+		if err := p.Close(); err != nil {
+			b.Error(err)
+		}
+	}()
+	imageSize := int64(4 << 20)
+	if !shared {
+		imageSize = 0
+	}
+	if err := p.CreateImage(ctx, "small", func(dir string) error {
+		fillFile(b, filepath.Join(dir, btrfs.RootfsFile), imageSize)
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	src := rand.NewChaCha8([32]byte{7})
+	rng := rand.New(src)
+	write := func(vmID string) {
+		vm, _ := p.VMPath(vmID)
+		f, err := os.OpenFile(filepath.Join(vm, btrfs.RootfsFile), os.O_WRONLY, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		_, _ = src.Read(buf)
+		if _, err := f.WriteAt(buf, rng.Int64N((4<<20)-int64(len(buf)))&^4095); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var vms []string
+	subvols := 1 // the image
+	for _, n := range []int{50, 500, 5000} {
+		if err := btrfs.SetQuotas(p, "off"); err != nil {
+			b.Fatal(err)
+		}
+		for subvols < n {
+			id := fmt.Sprintf("vm-%06d", len(vms))
+			vm, err := p.CreateVM(ctx, id, "small")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !shared {
+				fillFile(b, filepath.Join(vm, btrfs.RootfsFile), 1<<20)
+			}
+			for k := range 4 {
+				write(id)
+				if _, err := p.Backup(ctx, id, fmt.Sprintf("bk-%d", k)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			vms = append(vms, id)
+			subvols += 5
+		}
+		for _, mode := range []string{"off", "simple", "full"} {
+			b.Run(fmt.Sprintf("subvols=%d/quotas=%s", n, mode), func(b *testing.B) {
+				if err := btrfs.SetQuotas(p, mode); err != nil {
+					b.Skip(err)
+				}
+				var took []time.Duration
+				for b.Loop() {
+					for i := range 21 {
+						b.StopTimer()
+						vm := vms[(i*7919)%len(vms)]
+						write(vm)
+						syncPool(b, p)
+						b.StartTimer()
+						t := time.Now()
+						if _, err := p.Backup(ctx, vm, "bk-timed"); err != nil {
+							b.Fatal(err)
+						}
+						took = append(took, time.Since(t))
+						b.StopTimer()
+						if err := p.DeleteBackup(ctx, vm, "bk-timed"); err != nil {
+							b.Fatal(err)
+						}
+						b.StartTimer()
+					}
+				}
+				slices.Sort(took)
+				b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "median-ms")
+			})
+		}
 	}
 }

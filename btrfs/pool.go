@@ -400,6 +400,39 @@ func (p *Pool) DeleteBackup(ctx context.Context, vmID, bkID string) error {
 	return p.delete(ctx, path, "backup."+vmID+"."+bkID)
 }
 
+// BackupRef names one backup: backups/<VM>/<Backup>.
+type BackupRef struct{ VM, Backup string }
+
+// DeleteBackupList deletes the backups refs names, as DeleteBackup does
+// each, but commits the transaction once at the end rather than once per
+// backup: what the appliance's daily pass uses to prune a batch of VMs. It
+// returns one error per ref (nil when that backup is deleted; one wrapping
+// ErrNotFound when it was not there); when the final commit fails, every
+// delete gets its error (the deletes happened but are not yet durable).
+func (p *Pool) DeleteBackupList(ctx context.Context, refs []BackupRef) []error {
+	errs := make([]error, len(refs))
+	deleted := false
+	for i, r := range refs {
+		path, err := p.backup(r.VM, r.Backup)
+		if err == nil {
+			err = p.deleteNoCommit(ctx, path, "backup."+r.VM+"."+r.Backup)
+		}
+		errs[i] = err
+		deleted = deleted || err == nil
+	}
+	if !deleted {
+		return errs
+	}
+	if err := p.commit(); err != nil {
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = fmt.Errorf("delete backup %s of %s: %w", refs[i].Backup, refs[i].VM, err)
+			}
+		}
+	}
+	return errs
+}
+
 // DeleteBackups deletes backups/<vmID> with every backup in it, as when a VM
 // is reclaimed.
 func (p *Pool) DeleteBackups(ctx context.Context, vmID string) error {
@@ -424,6 +457,18 @@ func (p *Pool) DeleteBackups(ctx context.Context, vmID string) error {
 // with subvolumes nested in it, which takes several steps and which this
 // package never makes, has its flag cleared and goes through trash/.
 func (p *Pool) delete(ctx context.Context, path, label string) error {
+	if err := p.deleteNoCommit(ctx, path, label); err != nil {
+		return err
+	}
+	if err := p.commit(); err != nil {
+		return fmt.Errorf("delete %s: %w", path, err)
+	}
+	return nil
+}
+
+// deleteNoCommit is delete without the final commit: the delete is done
+// (the name is gone) but durable only at the next commit.
+func (p *Pool) deleteNoCommit(ctx context.Context, path, label string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -441,7 +486,11 @@ func (p *Pool) delete(ctx context.Context, path, label string) error {
 				return fmt.Errorf("delete %s: %w", path, err)
 			}
 			if len(nested) == 0 {
-				return p.deleteInPlace(path)
+				if err := btrfs.SubvolDelete(path); err != nil {
+					return fmt.Errorf("delete subvolume %s: %w", path, err)
+				}
+				p.log.Info("btrfs: deleted", "subvolume", path)
+				return nil
 			}
 			if err := setReadOnly(path, false); err != nil {
 				return fmt.Errorf("delete %s: %w", path, err)
@@ -455,22 +504,6 @@ func (p *Pool) delete(ctx context.Context, path, label string) error {
 	}
 	p.log.Info("btrfs: deleting", "subvolume", path, "trash", dst)
 	p.deleteLogged(context.WithoutCancel(ctx), dst)
-	if err := p.commit(); err != nil {
-		return fmt.Errorf("delete %s: %w", path, err)
-	}
-	return nil
-}
-
-// deleteInPlace deletes the subvolume at path, which has no nested
-// subvolumes, and commits the transaction so that the delete is durable.
-func (p *Pool) deleteInPlace(path string) error {
-	if err := btrfs.SubvolDelete(path); err != nil {
-		return fmt.Errorf("delete subvolume %s: %w", path, err)
-	}
-	if err := p.commit(); err != nil {
-		return fmt.Errorf("delete subvolume %s: %w", path, err)
-	}
-	p.log.Info("btrfs: deleted", "subvolume", path)
 	return nil
 }
 

@@ -114,15 +114,22 @@ func unallocated(f *os.File) (int64, error) {
 // subvolume), by subvolume id, read with as few tree searches as the items
 // need (one per 55 subvolumes: a 4 KiB buffer of 72-byte items).
 func qgroupInfos(f *os.File) (map[uint64]Usage, error) {
+	return qgroupInfosIn(f, 0, 1<<48-1)
+}
+
+// qgroupInfosIn returns the figures of the level-0 quota groups of the
+// subvolumes with ids from lo to hi, by subvolume id.
+func qgroupInfosIn(f *os.File, lo, hi uint64) (map[uint64]Usage, error) {
 	out := map[uint64]Usage{}
 	var args searchArgs
-	minOffset := uint64(0)
+	minOffset := lo
+	hi = min(hi, 1<<48-1) // level 0 only
 	for {
 		args.key = searchKey{
 			treeID:      quotaTreeObjectID,
 			minObjectID: 0, maxObjectID: 0,
 			minType: qgroupInfoKey, maxType: qgroupInfoKey,
-			minOffset: minOffset, maxOffset: 1<<48 - 1, // level 0 only
+			minOffset: minOffset, maxOffset: hi,
 			maxTransID: ^uint64(0),
 			nrItems:    4096,
 		}
@@ -155,7 +162,7 @@ func qgroupInfos(f *os.File) (map[uint64]Usage, error) {
 				Exclusive:  int64(binary.LittleEndian.Uint64(item[24:])),
 			}
 		}
-		if last == 1<<48-1 {
+		if last >= hi {
 			return out, nil
 		}
 		minOffset = last + 1

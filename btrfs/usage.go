@@ -83,3 +83,73 @@ func (p *Pool) Usage(ctx context.Context, path string) (Usage, error) {
 		return Usage{Referenced: rfer, Exclusive: excl}, nil
 	}
 }
+
+// Usages returns the space used by each subvolume in paths, all inside the
+// pool, by path, with one transaction commit and one quota-tree search for
+// all of them (where [Pool.Usage] commits once per subvolume): what the
+// appliance's daily pass uses after a batch of snapshots. A path that is not
+// a subvolume (gone meanwhile), or whose quota group is missing, is left out
+// of the map; the error is for the pool as a whole (quotas off, the commit or
+// the search failed).
+func (p *Pool) Usages(ctx context.Context, paths []string) (map[string]Usage, error) {
+	ids := make(map[string]uint64, len(paths))
+	lo, hi := uint64(1<<64-1), uint64(0)
+	for _, path := range paths {
+		if !p.contains(path) {
+			return nil, fmt.Errorf("usage of %s: %w: the path is outside the pool %s", path, ErrInvalidName, p.root)
+		}
+		if btrfs.IsSubvolume(path) != nil {
+			continue
+		}
+		id, err := btrfs.SubvolID(path)
+		if err != nil {
+			continue
+		}
+		ids[path] = id
+		lo, hi = min(lo, id), max(hi, id)
+	}
+	out := make(map[string]Usage, len(ids))
+	if len(ids) == 0 {
+		return out, ctx.Err()
+	}
+	f, err := os.Open(p.root)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := waitRescan(f); err != nil {
+			return nil, err
+		}
+		if err := syncFS(f); err != nil {
+			return nil, err
+		}
+		flags, on, err := quotaStatus(f)
+		if err != nil {
+			return nil, err
+		}
+		if !on {
+			return nil, fmt.Errorf("usage of %d subvolumes: btrfs quotas are off: reopen the pool or run `btrfs quota enable %s`", len(ids), p.root)
+		}
+		if flags&qgroupStatusInconsis != 0 && attempt == 0 {
+			p.log.Info("btrfs: quota figures inconsistent, rescanning", "subvolume", p.root)
+			if err := rescanQuota(f); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		groups, err := qgroupInfosIn(f, lo, hi)
+		if err != nil {
+			return nil, fmt.Errorf("usage of %d subvolumes: %w", len(ids), err)
+		}
+		for path, id := range ids {
+			if u, ok := groups[id]; ok {
+				out[path] = u
+			}
+		}
+		return out, nil
+	}
+}

@@ -113,3 +113,88 @@ func TestUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestUsages: the figures of several subvolumes read at once are those
+// Usage reads one by one, a path that is gone is left out, and a path
+// outside the pool is refused.
+func TestUsages(t *testing.T) {
+	ctx := context.Background()
+	p := btrfstest.NewPool(t, 0)
+	const MiB = 1 << 20
+	newImage(t, p, "base", MiB)
+	var paths []string
+	for i, id := range []string{"vm-aaaaa1", "vm-aaaaa2", "vm-aaaaa3"} {
+		vm, err := p.CreateVM(ctx, id, "base")
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeRandom(t, filepath.Join(vm, "a"), (i+1)*MiB, uint64(i))
+		bk, err := p.Backup(ctx, id, "bk-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Rewritten: the backup now holds (i+1) MiB alone.
+		writeRandom(t, filepath.Join(vm, "a"), MiB, uint64(10+i))
+		paths = append(paths, vm, bk)
+	}
+	gone, _ := p.BackupPath("vm-aaaaa1", "bk-gone")
+	got, err := p.Usages(ctx, append(paths, gone))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := got[gone]; ok || len(got) != len(paths) {
+		t.Errorf("Usages returned %d figures (%v for a missing backup); want %d", len(got), ok, len(paths))
+	}
+	for i, path := range paths {
+		want, err := p.Usage(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[path] != want {
+			t.Errorf("%s: Usages %+v, Usage %+v", path, got[path], want)
+		}
+		if i%2 == 1 && want.Exclusive < int64(i/2+1)*MiB {
+			t.Errorf("backup %s holds %d bytes alone; want at least %d", path, want.Exclusive, (i/2+1)*MiB)
+		}
+	}
+	if _, err := p.Usages(ctx, []string{"/etc"}); !errors.Is(err, btrfs.ErrInvalidName) {
+		t.Errorf("Usages of a path outside the pool: %v; want ErrInvalidName", err)
+	}
+}
+
+// TestDeleteBackupList: the backups listed are gone (their names at once,
+// for good after the one commit), one that is not there gets ErrNotFound
+// without stopping the others, and the rest of the pool is untouched.
+func TestDeleteBackupList(t *testing.T) {
+	ctx := context.Background()
+	p := btrfstest.NewPool(t, 0)
+	newImage(t, p, "base", 1<<20)
+	for _, id := range []string{"vm-bbbbb1", "vm-bbbbb2"} {
+		if _, err := p.CreateVM(ctx, id, "base"); err != nil {
+			t.Fatal(err)
+		}
+		for _, bk := range []string{"bk-1", "bk-2"} {
+			if _, err := p.Backup(ctx, id, bk); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	errs := p.DeleteBackupList(ctx, []btrfs.BackupRef{
+		{VM: "vm-bbbbb1", Backup: "bk-1"}, {VM: "vm-bbbbb1", Backup: "bk-nothere"}, {VM: "vm-bbbbb2", Backup: "bk-2"},
+	})
+	if len(errs) != 3 || errs[0] != nil || !errors.Is(errs[1], btrfs.ErrNotFound) || errs[2] != nil {
+		t.Fatalf("DeleteBackupList: %v; want nil, ErrNotFound, nil", errs)
+	}
+	for id, want := range map[string]string{"vm-bbbbb1": "bk-2", "vm-bbbbb2": "bk-1"} {
+		got, err := p.Backups(ctx, id)
+		if err != nil || len(got) != 1 || got[0] != want {
+			t.Errorf("backups of %s after the delete: %v, %v; want [%s]", id, got, err, want)
+		}
+	}
+	if vms, _ := p.VMs(ctx); len(vms) != 2 {
+		t.Errorf("VMs after deleting backups: %v", vms)
+	}
+	if errs := p.DeleteBackupList(ctx, []btrfs.BackupRef{{VM: "vm-bbbbb1", Backup: "../x"}}); !errors.Is(errs[0], btrfs.ErrInvalidName) {
+		t.Errorf("DeleteBackupList of a bad name: %v; want ErrInvalidName", errs)
+	}
+}
