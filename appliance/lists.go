@@ -89,27 +89,7 @@ func clipCursor(c string) string {
 // validateVMFilter checks f's account id, state, name prefix and image
 // name when set.
 func validateVMFilter(f VMFilter) error {
-	if f.AccountID != "" {
-		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
-			return err
-		}
-	}
-	if f.State != "" {
-		if _, err := model.ParseVMState(string(f.State)); err != nil {
-			return err
-		}
-	}
-	if f.NamePrefix != "" {
-		if err := model.ValidateVMNamePrefix(f.NamePrefix); err != nil {
-			return err
-		}
-	}
-	if f.Image != "" {
-		if err := model.ValidateImageName(f.Image); err != nil {
-			return err
-		}
-	}
-	return nil
+	return model.ValidateVMFilter(f.AccountID, f.State, f.NamePrefix, f.Image)
 }
 
 // vmBefore is the order of VM lists: oldest first, then by id.
@@ -177,22 +157,7 @@ func (a *Appliance) VMRows(ctx context.Context, f VMFilter, p Page) (Rows, error
 
 // validateBackupFilter checks f's ids and kind when set.
 func validateBackupFilter(f BackupFilter) error {
-	if f.AccountID != "" {
-		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
-			return err
-		}
-	}
-	if f.VMID != "" {
-		if err := model.ValidateID(model.KindVM, f.VMID); err != nil {
-			return err
-		}
-	}
-	if f.Kind != "" {
-		if _, err := model.ParseBackupKind(string(f.Kind)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return model.ValidateBackupFilter(f.AccountID, f.VMID, f.Kind)
 }
 
 // BackupRows lists the backups that f selects, in the order of

@@ -174,27 +174,7 @@ type VMFilter struct {
 
 // Validate checks the filter's fields when set.
 func (f VMFilter) Validate() error {
-	if f.AccountID != "" {
-		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
-			return err
-		}
-	}
-	if f.State != "" {
-		if _, err := model.ParseVMState(string(f.State)); err != nil {
-			return err
-		}
-	}
-	if f.NamePrefix != "" {
-		if err := model.ValidateVMNamePrefix(f.NamePrefix); err != nil {
-			return err
-		}
-	}
-	if f.Image != "" {
-		if err := model.ValidateImageName(f.Image); err != nil {
-			return err
-		}
-	}
-	return nil
+	return model.ValidateVMFilter(f.AccountID, f.State, f.NamePrefix, f.Image)
 }
 
 // BackupFilter selects backups across VMs for GET /v1/backups (query
@@ -207,22 +187,7 @@ type BackupFilter struct {
 
 // Validate checks the filter's fields when set.
 func (f BackupFilter) Validate() error {
-	if f.AccountID != "" {
-		if err := model.ValidateID(model.KindAccount, f.AccountID); err != nil {
-			return err
-		}
-	}
-	if f.VMID != "" {
-		if err := model.ValidateID(model.KindVM, f.VMID); err != nil {
-			return err
-		}
-	}
-	if f.Kind != "" {
-		if _, err := model.ParseBackupKind(string(f.Kind)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return model.ValidateBackupFilter(f.AccountID, f.VMID, f.Kind)
 }
 
 // Page selects a page of GET /v1/vms or GET /v1/backups (query parameters

@@ -22,3 +22,51 @@ func ParseBackupKind(s string) (BackupKind, error) {
 	}
 	return "", invalidf("unknown backup kind %q: use %s or %s", clip(s), Scheduled, OnDemand)
 }
+
+// ValidateVMFilter checks what a VM list is filtered by, each when set: the
+// account's id, the state, the start of the name and the image's name. The
+// API's client and the appliance both check with it.
+func ValidateVMFilter(account string, state VMState, namePrefix, image string) error {
+	if account != "" {
+		if err := ValidateID(KindAccount, account); err != nil {
+			return err
+		}
+	}
+	if state != "" {
+		if _, err := ParseVMState(string(state)); err != nil {
+			return err
+		}
+	}
+	if namePrefix != "" {
+		if err := ValidateVMNamePrefix(namePrefix); err != nil {
+			return err
+		}
+	}
+	if image != "" {
+		if err := ValidateImageName(image); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ValidateBackupFilter checks what a backup list is filtered by, each when
+// set: the account's and the VM's ids and the kind.
+func ValidateBackupFilter(account, vm string, kind BackupKind) error {
+	if account != "" {
+		if err := ValidateID(KindAccount, account); err != nil {
+			return err
+		}
+	}
+	if vm != "" {
+		if err := ValidateID(KindVM, vm); err != nil {
+			return err
+		}
+	}
+	if kind != "" {
+		if _, err := ParseBackupKind(string(kind)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
