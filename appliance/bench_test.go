@@ -68,13 +68,16 @@ func putVMs(b *testing.B, e *env, acctIDs []string, n int, st model.VMState, dis
 // proportion to the subvolumes sharing the data it references, here all
 // of them (VMs of one image that never write; see btrfs/doc.go).
 //
-// Measured on the 2-core box (load 2-4 from other jobs), -benchtime 1x
-// -count 2, the first pass (no pruning) then the next (pruning):
+// Measured on the 2-core box, -benchtime 1x: the first pass (no pruning),
+// before (a695b30) and after batching, run side by side on a quiet box
+// (n=2, medians), and the next pass (pruning) under load from other jobs:
 //
-//	                          first pass        next pass
-//	before (a695b30)          32.2 s, 1.00 c/vm  55.4 s, 2.96 c/vm
-//	batches of 32             26.8 s, 1.00 c/vm  36.9 s, 1.09 c/vm
-//	same, simple quotas       4.1 s              6.9 s   (not used: see btrfs/doc.go)
+//	                          first pass          next pass (loaded)
+//	before (a695b30)          22.5 s, 1.00 c/vm   55.4 s, 2.96 c/vm
+//	batches of 32             18.7 s, 1.00 c/vm   36.9 s, 1.09 c/vm
+//	same, simple quotas       4.1 s               6.9 s   (not used: see btrfs/doc.go)
+//
+// BenchmarkSchedulerPassOwnData, side by side: 6.6 s before, 4.4 s after.
 func BenchmarkSchedulerPass(b *testing.B) {
 	e := newEnv(b, envOptions{poolSize: 4 << 30})
 	acct := e.account("bench", 1_000_000*model.Credit, 1)
