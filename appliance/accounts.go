@@ -242,6 +242,25 @@ func (a *Appliance) Ledger(ctx context.Context, accountID string, limit int) ([]
 	return out, categorised(err, "read the ledger")
 }
 
+// LedgerTotals adds up an account's whole ledger (model.LedgerTotals): the
+// answer for the account's whole life, however many entries it holds and
+// however many days of charges the history pass has folded.
+func (a *Appliance) LedgerTotals(ctx context.Context, accountID string) (model.LedgerTotals, error) {
+	if err := model.ValidateID(model.KindAccount, accountID); err != nil {
+		return model.LedgerTotals{}, err
+	}
+	var t model.LedgerTotals
+	err := a.view(ctx, func(tx *store.Tx) error {
+		if _, err := getAccount(tx, accountID); err != nil {
+			return err
+		}
+		var err error
+		t, err = tx.LedgerTotals(accountID)
+		return err
+	})
+	return t, categorised(err, "read the ledger")
+}
+
 func clampLimit(limit int) int {
 	if limit <= 0 {
 		return 100

@@ -130,6 +130,15 @@ func TestHistoryWindow(t *testing.T) {
 	if forgiven == 0 || poorSum != 0 {
 		t.Fatalf("poor: forgiven %s, ledger sum %s; want some forgiven and nothing left", forgiven, poorSum)
 	}
+	// poor's VM is archived: nothing is booked to it any more, so what its
+	// whole ledger adds up to must not move when its days are folded.
+	poorTotals, err := e.a.LedgerTotals(ctx, poor.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if poorTotals.Sum != 0 || poorTotals.Forgiven != forgiven || poorTotals.Charges != poorTotals.Entries-1 {
+		t.Fatalf("poor's ledger totals %+v; want sum 0, forgiven %s, one entry per charge besides the opening top-up", poorTotals, forgiven)
+	}
 	richRows := e.ledgerOf(rich.ID)
 	if len(e.eventsOfType("history.pruned")) != 0 {
 		t.Fatalf("history pruned within the first 30 days")
@@ -145,6 +154,17 @@ func TestHistoryWindow(t *testing.T) {
 	now := e.clk.Now()
 	cut := e.lastHistoryPass().Add(-model.DefaultHistoryWindow)
 	foldCut := cut.UTC().Truncate(24 * time.Hour)
+	after, err := e.a.LedgerTotals(ctx, poor.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Entries >= poorTotals.Entries {
+		t.Errorf("poor's ledger holds %d entries after the history passes, %d before: nothing was folded", after.Entries, poorTotals.Entries)
+	}
+	after.Entries = poorTotals.Entries
+	if after != poorTotals {
+		t.Errorf("poor's whole-life ledger totals %+v after folding, %+v before; want them unchanged", after, poorTotals)
+	}
 
 	// Charges: every day before the fold cut is one row per VM with the
 	// same sums; days from the cut on are as they were, row for row.

@@ -253,6 +253,13 @@ func TestSimulatedYear(t *testing.T) {
 			if sum != acct.Balance {
 				t.Fatalf("day %d: %s has a balance of %s but its ledger sums to %s", day, a.id, acct.Balance, sum)
 			}
+			lt, err := e.a.LedgerTotals(ctx, a.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lt.Sum != acct.Balance || lt.Charged != tot.charged || lt.Forgiven != tot.forgiven || lt.ToppedUp+lt.Adjusted != tot.credited {
+				t.Fatalf("day %d: %s's ledger totals %+v; its entries add up to %+v and its balance is %s", day, a.id, lt, tot, acct.Balance)
+			}
 			if tot.credited != a.topups {
 				t.Fatalf("day %d: %s's ledger credits %s, the test topped up %s", day, a.id, tot.credited, a.topups)
 			}

@@ -127,6 +127,12 @@ func (c *Client) RevokeToken(ctx context.Context, id string) (model.Token, error
 	return t, c.do(ctx, http.MethodPost, "/v1/tokens/"+url.PathEscape(id)+"/revoke", nil, nil, &t)
 }
 
+// LedgerTotals adds up an account's whole ledger.
+func (c *Client) LedgerTotals(ctx context.Context, accountID string) (model.LedgerTotals, error) {
+	var t model.LedgerTotals
+	return t, c.do(ctx, http.MethodGet, "/v1/accounts/"+url.PathEscape(accountID)+"/ledger/totals", nil, nil, &t)
+}
+
 // Ledger returns the newest limit ledger entries of an account (0: the
 // daemon's default).
 func (c *Client) Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error) {

@@ -368,6 +368,41 @@ type LedgerEntry struct {
 	Charges int `json:"charges,omitempty"`
 }
 
+// LedgerTotals add up an account's ledger over its whole life. Sum is what
+// the balance must be; folding old charges (the history pass) changes none
+// of them but Entries.
+type LedgerTotals struct {
+	// Entries is how many entries the ledger holds (a folded day counts
+	// once); Charges how many charges they stand for.
+	Entries int `json:"entries"`
+	Charges int `json:"charges"`
+	// ToppedUp and Adjusted are the sums of top-ups and of adjustments,
+	// Charged what charges took (positive), Forgiven what they did not
+	// take because the balance ran out.
+	ToppedUp Micro `json:"topped_up"`
+	Adjusted Micro `json:"adjusted"`
+	Charged  Micro `json:"charged"`
+	Forgiven Micro `json:"forgiven"`
+	// Sum is the sum of every entry's amount.
+	Sum Micro `json:"sum"`
+}
+
+// Add counts e in t.
+func (t *LedgerTotals) Add(e LedgerEntry) {
+	t.Entries++
+	t.Sum += e.Amount
+	switch e.Kind {
+	case TopUp:
+		t.ToppedUp += e.Amount
+	case Adjustment:
+		t.Adjusted += e.Amount
+	case Charge:
+		t.Charged -= e.Amount
+		t.Forgiven += e.Forgiven
+		t.Charges += max(e.Charges, 1)
+	}
+}
+
 // OpKind is the kind of a long operation.
 type OpKind string
 

@@ -180,6 +180,16 @@ func TestFoldPages(t *testing.T) {
 		update(t, s, func(tx *Tx) error { return tx.AppendLedgers(es) })
 	}
 	before, _ := sumLedger(t, s, acct)
+	totals := func() model.LedgerTotals {
+		var lt model.LedgerTotals
+		view(t, s, func(tx *Tx) error {
+			var err error
+			lt, err = tx.LedgerTotals(acct)
+			return err
+		})
+		return lt
+	}
+	totalsBefore := totals()
 	const batch = 100
 	fold := func() (calls int) {
 		for b := day.Add(48 * time.Hour); !b.IsZero(); calls++ {
@@ -198,6 +208,10 @@ func TestFoldPages(t *testing.T) {
 		return calls
 	}
 	calls := fold()
+	if got := totals(); got.Entries >= totalsBefore.Entries || got.Sum != totalsBefore.Sum || got.Charged != totalsBefore.Charged ||
+		got.Forgiven != totalsBefore.Forgiven || got.Charges != totalsBefore.Charges || got.Adjusted != totalsBefore.Adjusted {
+		t.Errorf("LedgerTotals after folding %+v, before %+v: want fewer entries and the same sums", got, totalsBefore)
+	}
 	after, es := sumLedger(t, s, acct)
 	if want := 2*vms + 2; after.rows != want || after.sum != before.sum || after.forgiven != before.forgiven || after.charges != before.charges {
 		t.Errorf("after folding in %d calls: %d entries, sum %s (was %s), forgiven %s (was %s), %d charges (was %d); want %d entries, the same sums",

@@ -140,6 +140,30 @@ func (tx *Tx) Ledger(accountID string, limit int) ([]model.LedgerEntry, error) {
 	return out, nil
 }
 
+// LedgerTotals adds up an account's whole ledger, one value at a time (a
+// page's entries are decoded into one reused slice): what a history fold
+// never changes.
+func (tx *Tx) LedgerTotals(accountID string) (model.LedgerTotals, error) {
+	var t model.LedgerTotals
+	if err := model.ValidateID(model.KindAccount, accountID); err != nil {
+		return t, err
+	}
+	var buf []model.LedgerEntry
+	err := tx.scan(ledgerPrefix(accountID), nil, true, func(item *badger.Item) error {
+		return item.Value(func(v []byte) error {
+			var err error
+			if buf, err = decodeLedger(v, buf[:0]); err != nil {
+				return err
+			}
+			for _, e := range buf {
+				t.Add(e)
+			}
+			return nil
+		})
+	})
+	return t, err
+}
+
 // AppendEvent stores e under the next event seq and returns it with Seq set.
 // Seqs only grow: the counter survives restarts and events being pruned, so
 // a follower that remembers the last seq it saw never misses or repeats one.

@@ -256,26 +256,62 @@ authorized_keys. VMs that exist keep the keys they were created with.`,
 
 func newAccountLedgerCommand(o *globalOptions) *cobra.Command {
 	var limit int
+	var totals bool
 	c := &cobra.Command{
-		Use:   "ledger ID",
+		Use:   "ledger ID [--limit N] [--totals]",
 		Short: "Show an account's charges, top-ups and adjustments, newest first",
-		Args:  args("ID"),
+		Long: `Show an account's newest ledger entries, then what its whole ledger adds
+up to: top-ups, adjustments, charges and what was forgiven, over the whole
+life of the account. Charges older than the daemon's history window are
+folded into one entry per VM and day with the same sums, so the totals do
+not change when they are. --totals shows the totals alone.`,
+		Args: args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.resolveAccount(cmd.Context(), &args[0]); err != nil {
 				return err
 			}
-			es, err := o.client.Ledger(cmd.Context(), args[0], limit)
+			var es []model.LedgerEntry
+			if !totals {
+				var err error
+				if es, err = o.client.Ledger(cmd.Context(), args[0], limit); err != nil {
+					return err
+				}
+				if o.json() {
+					return o.printJSON(es)
+				}
+			}
+			t, err := o.client.LedgerTotals(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			if o.json() {
-				return o.printJSON(es)
+			if totals {
+				if o.json() {
+					return o.printJSON(t)
+				}
+				return o.ledgerTotals(t)
 			}
-			return o.ledgerTable(es)
+			if err := o.ledgerTable(es); err != nil {
+				return err
+			}
+			fmt.Fprintln(o.stdout)
+			return o.ledgerTotals(t)
 		},
 	}
 	c.Flags().IntVar(&limit, "limit", 50, "how many entries")
+	c.Flags().BoolVar(&totals, "totals", false, "show only what the whole ledger adds up to")
 	return c
+}
+
+// ledgerTotals prints what an account's whole ledger adds up to.
+func (o *globalOptions) ledgerTotals(t model.LedgerTotals) error {
+	return o.fields(
+		"Whole life", fmt.Sprintf("%d entries (%d charges)", t.Entries, t.Charges),
+		"Topped up", t.ToppedUp.String(),
+		"Adjusted", t.Adjusted.String(),
+		"Charged", t.Charged.String(),
+		"Forgiven", t.Forgiven.String()+" (not charged: the balance ran out)",
+		"Sum", t.Sum.String()+" credits, the balance",
+	)
 }
 
 func (o *globalOptions) printAccount(a model.Account, ledger []model.LedgerEntry) error {

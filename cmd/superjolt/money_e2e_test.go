@@ -46,7 +46,17 @@ func TestCLIAccountAdjust(t *testing.T) {
 	}
 
 	ledger := d.ok(t, "account", "ledger", a.ID)
-	lines := strings.Split(strings.TrimSpace(ledger), "\n")
+	table, totals, _ := strings.Cut(ledger, "\n\n")
+	for _, want := range []string{"4 entries (0 charges)", "Topped up:   525\n", "Adjusted:    -447.5\n", "Sum:         77.5 credits, the balance"} {
+		if !strings.Contains(totals, want) {
+			t.Errorf("account ledger's whole-life totals do not say %q:\n%s", want, totals)
+		}
+	}
+	if tot := okJSON[model.LedgerTotals](t, d, "account", "ledger", a.ID, "--totals"); tot.ToppedUp != 525*model.Credit ||
+		tot.Adjusted != -447_500_000 || tot.Sum != 77_500_000 || tot.Entries != 4 {
+		t.Errorf("account ledger --totals -o json = %+v; want 525 topped up, -447.5 adjusted, sum 77.5, 4 entries", tot)
+	}
+	lines := strings.Split(strings.TrimSpace(table), "\n")
 	if len(lines) != 5 || !strings.Contains(lines[0], "NOTE") ||
 		!strings.Contains(lines[1], "adjustment") || !strings.Contains(lines[1], "2.5") || !strings.Contains(lines[1], "goodwill for the outage") ||
 		!strings.Contains(lines[2], "adjustment") || !strings.Contains(lines[2], "-450") || !strings.Contains(lines[2], "top-up of 50 typed as 500") ||

@@ -35,6 +35,7 @@ type Appliance interface {
 	Adjust(ctx context.Context, id string, amount model.Micro, reason string) (model.Account, error)
 	SetAccountSSHKeys(ctx context.Context, id string, keys []string) (model.Account, error)
 	Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error)
+	LedgerTotals(ctx context.Context, accountID string) (model.LedgerTotals, error)
 	CreateToken(ctx context.Context, req appliance.CreateTokenRequest) (model.Token, string, error)
 	Tokens(ctx context.Context, accountID string) ([]model.Token, error)
 	RevokeToken(ctx context.Context, id string) (model.Token, error)
@@ -232,6 +233,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/accounts/{id}/adjust", post(s, model.KindAccount, s.adjust))
 	m.HandleFunc("PUT /v1/accounts/{id}/ssh-keys", post(s, model.KindAccount, s.setSSHKeys))
 	m.HandleFunc("GET /v1/accounts/{id}/ledger", s.ledger)
+	m.HandleFunc("GET /v1/accounts/{id}/ledger/totals", s.ledgerTotals)
 	// Tokens are the operator's to make, list and revoke.
 	m.HandleFunc("POST /v1/accounts/{id}/tokens", postStatus(s, model.KindAccount, http.StatusCreated, s.createToken))
 	m.HandleFunc("GET /v1/accounts/{id}/tokens", get(s, model.KindAccount, s.tokens))
@@ -410,6 +412,16 @@ func (s *Server) ledger(w http.ResponseWriter, r *http.Request) {
 	}
 	es, err := s.app.Ledger(r.Context(), id, limit)
 	s.reply(w, r, http.StatusOK, nonNil(es), err)
+}
+
+func (s *Server) ledgerTotals(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id", model.KindAccount)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	t, err := s.app.LedgerTotals(r.Context(), id)
+	s.reply(w, r, http.StatusOK, t, err)
 }
 
 func (s *Server) tiers(w http.ResponseWriter, r *http.Request) {

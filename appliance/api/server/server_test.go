@@ -272,6 +272,7 @@ func TestGoodRequestsReachTheAppliance(t *testing.T) {
 		{"POST", "/v1/accounts/ac-abc123/topup", `{"amount":1}`, "TopUp", "[ac-abc123 0.000001]"},
 		{"POST", "/v1/accounts/ac-abc123/adjust", `{"amount":-2500000,"reason":"top-up typed twice"}`, "Adjust", "[ac-abc123 -2.5 top-up typed twice]"},
 		{"GET", "/v1/accounts/ac-abc123/ledger?limit=5", ``, "Ledger", "[ac-abc123 5]"},
+		{"GET", "/v1/accounts/ac-abc123/ledger/totals", ``, "LedgerTotals", "[ac-abc123]"},
 		{"POST", "/v1/accounts/ac-abc123/tokens", `{"name":"Claude's laptop","read_only":true,"expires_in":"30d"}`, "CreateToken", "[{ac-abc123 Claude's laptop true 720h0m0s}]"},
 		{"POST", "/v1/accounts/ac-abc123/tokens", `{}`, "CreateToken", "[{ac-abc123  false 0s}]"},
 		{"GET", "/v1/accounts/ac-abc123/tokens", ``, "Tokens", "[ac-abc123]"},

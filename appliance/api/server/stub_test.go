@@ -78,6 +78,10 @@ func (s *errApp) Ledger(_ context.Context, id string, limit int) ([]model.Ledger
 	s.rec("Ledger", id, limit)
 	return nil, s.err
 }
+func (s *errApp) LedgerTotals(_ context.Context, id string) (model.LedgerTotals, error) {
+	s.rec("LedgerTotals", id)
+	return model.LedgerTotals{}, s.err
+}
 func (s *errApp) CreateToken(_ context.Context, req appliance.CreateTokenRequest) (model.Token, string, error) {
 	s.rec("CreateToken", req)
 	return model.Token{}, "", s.err

@@ -48,7 +48,7 @@ import (
 //	CreateToken, Tokens,
 //	RevokeToken                    operator's: a token mints no other
 //	Accounts                       filtered: the token's own account
-//	Account, Ledger                own account only, read
+//	Account, Ledger, LedgerTotals  own account only, read
 //	SetAccountSSHKeys              own account only, change
 //	Tiers, Images                  read: what a VM can be made from
 //	ImportImage, BuildImage,
@@ -341,6 +341,10 @@ func (t *Tenant) SetAccountSSHKeys(ctx context.Context, id string, keys []string
 
 func (t *Tenant) Ledger(ctx context.Context, accountID string, limit int) ([]model.LedgerEntry, error) {
 	return on(t, ctx, model.KindAccount, accountID, ownAccount, func(id string) ([]model.LedgerEntry, error) { return t.app.Ledger(ctx, id, limit) })
+}
+
+func (t *Tenant) LedgerTotals(ctx context.Context, accountID string) (model.LedgerTotals, error) {
+	return on(t, ctx, model.KindAccount, accountID, ownAccount, func(id string) (model.LedgerTotals, error) { return t.app.LedgerTotals(ctx, id) })
 }
 
 // Tiers may be read: a tenant chooses one for a VM.

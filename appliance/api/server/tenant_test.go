@@ -179,6 +179,7 @@ var tenantRules = map[string][]tenantRequest{
 	"POST /v1/accounts/{id}/adjust":              {{body: `{"amount":-1000000,"reason":"mine now"}`, rule: operatorsRule}},
 	"PUT /v1/accounts/{id}/ssh-keys":             {{body: `{"ssh_keys":[]}`, rule: asMissingRule}},
 	"GET /v1/accounts/{id}/ledger":               {{rule: asMissingRule}},
+	"GET /v1/accounts/{id}/ledger/totals":        {{rule: asMissingRule}},
 	"POST /v1/accounts/{id}/tokens":              {{body: `{"name":"minted"}`, rule: operatorsRule}},
 	"GET /v1/accounts/{id}/tokens":               {{rule: operatorsRule}},
 	"POST /v1/tokens/{id}/revoke":                {{rule: operatorsRule}},
