@@ -39,8 +39,9 @@ func (a *Appliance) SubmitBackup(ctx context.Context, vmID string) (model.Operat
 	return accepted(a.submitBackup(ctx, vmID, model.OnDemand))
 }
 
-// takeBackup runs a backup of kind on vmID to its end, for the scheduler
-// and benchmarks.
+// takeBackup runs a backup of kind on vmID to its end, with its
+// measurements, for benchmarks (the daily pass takes scheduled backups in
+// batches: dailypass.go).
 func (a *Appliance) takeBackup(ctx context.Context, vmID string, kind model.BackupKind) (model.Backup, backupStats, error) {
 	t0 := time.Now()
 	o, err := a.submitBackup(ctx, vmID, kind)
