@@ -64,20 +64,21 @@ func putVMs(b *testing.B, e *env, acctIDs []string, n int, st model.VMState, dis
 // second pass on each also prunes the VM's previous backup, so the pool
 // stays at 1,000 VMs and about 1,000 backups however many passes run) and
 // when none is (the scan alone). commits/vm counts btrfs transaction
-// commits. The snapshots dominate: with full quota groups each costs in
-// proportion to the subvolumes sharing the data it references, here all
-// of them (VMs of one image that never write; see btrfs/doc.go).
+// commits. The VMs are of one image and never write, so every snapshot
+// references data all 2,000 subvolumes share: with the quota groups the
+// pool used to keep, each snapshot's commit walked all of them (see
+// btrfs/doc.go).
 //
-// Measured on the 2-core box, -benchtime 1x: the first pass (no pruning),
-// before (a695b30) and after batching, run side by side on a quiet box
-// (n=2, medians), and the next pass (pruning) under load from other jobs:
+// Measured on the 2-core box, quiet, side by side in one run each
+// (scripts/bench-compare, n=3, medians): the first pass (-benchtime 1x),
+// and the mean of the first and two pruning passes (-benchtime 3x):
 //
-//	                          first pass          next pass (loaded)
-//	before (a695b30)          22.5 s, 1.00 c/vm   55.4 s, 2.96 c/vm
-//	batches of 32             18.7 s, 1.00 c/vm   36.9 s, 1.09 c/vm
-//	same, simple quotas       4.1 s               6.9 s   (not used: see btrfs/doc.go)
+//	                                     first pass   3 passes
+//	a695b30 (one backup at a time)       14.9 s
+//	0d152b6 (batches, quota groups)      14.5 s       22.6 s, 1.05 c/vm
+//	batches, sizes from extent maps      2.24 s       2.75 s, 1.02 c/vm
 //
-// BenchmarkSchedulerPassOwnData, side by side: 6.6 s before, 4.4 s after.
+// The same box under load from other jobs measured a695b30 at 22.5 s.
 func BenchmarkSchedulerPass(b *testing.B) {
 	e := newEnv(b, envOptions{poolSize: 4 << 30})
 	acct := e.account("bench", 1_000_000*model.Credit, 1)
@@ -97,8 +98,7 @@ func BenchmarkSchedulerPass(b *testing.B) {
 // BenchmarkSchedulerPassOwnData is BenchmarkSchedulerPass/all-due when each
 // VM's disk holds data of its own (written once after the VM is made, as a
 // guest rewrites its disk), so that what a snapshot references is shared
-// only with the VM's own backups, not with the 999 other VMs of the image:
-// the pass without the quota groups' cost of data shared pool-wide.
+// only with the VM's own backups, not with the 999 other VMs of the image.
 func BenchmarkSchedulerPassOwnData(b *testing.B) {
 	e := newEnv(b, envOptions{poolSize: 4 << 30})
 	acct := e.account("bench", 1_000_000*model.Credit, 1)

@@ -48,9 +48,10 @@ type Pool interface {
 	QuarantineBackup(ctx context.Context, vmID, bkID string, at time.Time) (btrfs.Quarantined, error)
 	PurgeQuarantine(ctx context.Context, before time.Time) ([]btrfs.Quarantined, error)
 
-	// Usage returns the quota-group figures of a subvolume of the pool.
+	// Usage returns what a subvolume of the pool holds, referenced and
+	// alone (from its files' extent maps).
 	Usage(ctx context.Context, path string) (btrfs.Usage, error)
-	// Usages reads several subvolumes' figures with one commit, by path.
+	// Usages reads several subvolumes' figures, by path.
 	Usages(ctx context.Context, paths []string) (map[string]btrfs.Usage, error)
 
 	// Space says how full the pool is (cheap); Status adds what images, VMs

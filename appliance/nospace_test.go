@@ -203,7 +203,7 @@ func waitFree(t *testing.T, e *env) {
 }
 
 // TestPoolStatus: the appliance's pool status counts its images, VMs and
-// backups, with their quota-group figures.
+// backups, with what each kind holds.
 func TestPoolStatus(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	ctx := context.Background()

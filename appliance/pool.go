@@ -29,7 +29,7 @@ type PoolStatus struct {
 	// Full is true below the reserve (for data or metadata).
 	Full bool `json:"full"`
 	// Images, VMs and Backups are what each kind of subvolume uses, from
-	// Btrfs quota groups.
+	// the extent maps of their files (as `btrfs filesystem du` reads them).
 	Images  PoolUsage `json:"images"`
 	VMs     PoolUsage `json:"vms"`
 	Backups PoolUsage `json:"backups"`

@@ -383,3 +383,65 @@ func snapshotWithSubvolumes(b *testing.B, shared bool) {
 		}
 	}
 }
+
+// BenchmarkUsage reads what a VM and its backup hold (Pool.Usage: the
+// extent maps of their files) when the VM's disk is made of 1,000 or 10,000
+// extents, half of them rewritten since the backup, so that each side holds
+// half alone and shares the other half. ns/extent is the cost per extent.
+func BenchmarkUsage(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range []int{1_000, 10_000} {
+		b.Run(fmt.Sprintf("extents=%d", n), func(b *testing.B) {
+			p := benchPool(b)
+			vmID := fmt.Sprintf("vm-usage%d", n)
+			vm, err := p.CreateVM(ctx, vmID, "bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() {
+				_ = p.DeleteBackups(ctx, vmID)
+				_ = p.DeleteVM(ctx, vmID)
+			})
+			disk := filepath.Join(vm, btrfs.RootfsFile)
+			// 4 KiB blocks with a hole between each: one extent each.
+			write := func(every int) {
+				f, err := os.OpenFile(disk, os.O_WRONLY|os.O_CREATE, 0o600)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer f.Close()
+				buf := make([]byte, 4096)
+				for i := 0; i < n; i += every {
+					binary.LittleEndian.PutUint64(buf, uint64(i)<<8|uint64(every))
+					if _, err := f.WriteAt(buf, int64(i)*8192); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := f.Sync(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			write(1)
+			bk, err := p.Backup(ctx, vmID, "bk-usage")
+			if err != nil {
+				b.Fatal(err)
+			}
+			write(2)
+			syncPool(b, p)
+			for _, side := range []struct{ name, path string }{{"vm", vm}, {"backup", bk}} {
+				b.Run(side.name, func(b *testing.B) {
+					var u btrfs.Usage
+					for b.Loop() {
+						if u, err = p.Usage(ctx, side.path); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if u.Exclusive < int64(n/2)*4096 || u.Referenced < int64(n)*4096 {
+						b.Fatalf("%s holds %+v; want %d extents of 4 KiB, half alone", side.name, u, n)
+					}
+					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/extent")
+				})
+			}
+		})
+	}
+}

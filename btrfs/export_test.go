@@ -8,16 +8,18 @@ import (
 	"unsafe"
 )
 
-// Quota control commands (BTRFS_QUOTA_CTL_*) the package does not use itself.
+// Quota ioctls and commands the package does not use itself: the pool runs
+// with quotas off; tests and benchmarks switch them on to compare.
 const (
-	quotaCtlDisable      = 2 // BTRFS_QUOTA_CTL_DISABLE
-	quotaCtlEnableSimple = 4 // BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA (kernel 6.7+)
+	iocQuotaRescanWait   = 0x942e // _IO(0x94, 46)
+	quotaCtlEnable       = 1      // BTRFS_QUOTA_CTL_ENABLE
+	quotaCtlEnableSimple = 4      // BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA (kernel 6.7+)
 )
 
-// SetQuotas switches the quotas of p's filesystem, for benchmarks that
-// compare: "off", "full" (quota groups, what Open turns on; it waits for the
-// rescan) or "simple" (simple quotas, which need kernel 6.7). Quotas are
-// switched off first.
+// SetQuotas switches the quotas of p's filesystem, for tests and benchmarks
+// that compare: "off" (what the pool runs), "full" (quota groups, what
+// superjolt turned on before; it waits for the rescan) or "simple" (simple
+// quotas, which need kernel 6.7). Quotas are switched off first.
 func SetQuotas(p *Pool, mode string) error {
 	f, err := os.Open(p.root)
 	if err != nil {
@@ -28,11 +30,11 @@ func SetQuotas(p *Pool, mode string) error {
 		args := struct{ cmd, status uint64 }{cmd: cmd}
 		return ioctlPtr(f, iocQuotaCtl, unsafe.Pointer(&args))
 	}
-	if _, on, err := quotaStatus(f); err != nil {
+	if on, err := QuotasOn(p); err != nil {
 		return err
 	} else if on {
-		if err := ctl(quotaCtlDisable); err != nil {
-			return fmt.Errorf("disable quotas: %w", err)
+		if err := disableQuota(f); err != nil {
+			return err
 		}
 	}
 	switch mode {
@@ -47,10 +49,21 @@ func SetQuotas(p *Pool, mode string) error {
 		if err := ctl(quotaCtlEnable); err != nil {
 			return fmt.Errorf("enable quotas: %w", err)
 		}
-		if err := waitRescan(f); err != nil {
-			return err
+		if err := ioctlPtr(f, iocQuotaRescanWait, nil); err != nil {
+			return fmt.Errorf("wait for the quota rescan: %w", err)
 		}
 		return syncFS(f)
 	}
 	return fmt.Errorf("quota mode %q: want off, full or simple", mode)
+}
+
+// QuotasOn reports whether quotas (full or simple) are on for p's filesystem.
+func QuotasOn(p *Pool) (bool, error) {
+	f, err := os.Open(p.root)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	on, err := quotaOn(f)
+	return on, err
 }

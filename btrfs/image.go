@@ -97,7 +97,7 @@ func OpenImage(ctx context.Context, opts OpenImageOptions) (*Pool, error) {
 	}
 	if mounted {
 		log.Info("btrfs: pool image already mounted, using it", "image", image, "subvolume", mnt)
-		p, err := open(ctx, mnt, log)
+		p, err := open(ctx, mnt, log, true)
 		if err != nil {
 			return nil, err
 		}
@@ -118,7 +118,7 @@ func OpenImage(ctx context.Context, opts OpenImageOptions) (*Pool, error) {
 		return nil, err
 	}
 	log.Info("btrfs: pool image mounted", "image", image, "device", m.dev, "subvolume", mnt)
-	p, err := open(ctx, mnt, log)
+	p, err := open(ctx, mnt, log, true)
 	if err != nil {
 		if cerr := m.close(); cerr != nil {
 			log.Warn("btrfs: cannot unmount pool image after failed open", "subvolume", mnt, "err", cerr)

@@ -16,21 +16,16 @@ import (
 // from linux/btrfs.h and linux/btrfs_tree.h (checked against the C headers of
 // Debian 12's linux-libc-dev).
 const (
-	iocSync              = 0x9408     // _IO(0x94, 8)
-	iocTreeSearch        = 0xd0009411 // _IOWR(0x94, 17, struct btrfs_ioctl_search_args)
-	iocSubvolGetflags    = 0x80089419 // _IOR(0x94, 25, __u64)
-	iocSubvolSetflags    = 0x4008941a // _IOW(0x94, 26, __u64)
-	iocQuotaCtl          = 0xc0109428 // _IOWR(0x94, 40, struct btrfs_ioctl_quota_ctl_args)
-	iocQuotaRescan       = 0x4040942c // _IOW(0x94, 44, struct btrfs_ioctl_quota_rescan_args)
-	iocQuotaRescanWait   = 0x942e     // _IO(0x94, 46)
-	subvolRdonly         = 1 << 1     // BTRFS_SUBVOL_RDONLY
-	quotaCtlEnable       = 1          // BTRFS_QUOTA_CTL_ENABLE
-	quotaTreeObjectID    = 8          // BTRFS_QUOTA_TREE_OBJECTID
-	qgroupStatusKey      = 240        // BTRFS_QGROUP_STATUS_KEY
-	qgroupInfoKey        = 242        // BTRFS_QGROUP_INFO_KEY
-	qgroupStatusOn       = 1 << 0     // BTRFS_QGROUP_STATUS_FLAG_ON
-	qgroupStatusRescan   = 1 << 1     // BTRFS_QGROUP_STATUS_FLAG_RESCAN
-	qgroupStatusInconsis = 1 << 2     // BTRFS_QGROUP_STATUS_FLAG_INCONSISTENT
+	iocSync           = 0x9408     // _IO(0x94, 8)
+	iocTreeSearch     = 0xd0009411 // _IOWR(0x94, 17, struct btrfs_ioctl_search_args)
+	iocSubvolGetflags = 0x80089419 // _IOR(0x94, 25, __u64)
+	iocSubvolSetflags = 0x4008941a // _IOW(0x94, 26, __u64)
+	iocQuotaCtl       = 0xc0109428 // _IOWR(0x94, 40, struct btrfs_ioctl_quota_ctl_args)
+	subvolRdonly      = 1 << 1     // BTRFS_SUBVOL_RDONLY
+	quotaCtlDisable   = 2          // BTRFS_QUOTA_CTL_DISABLE
+	quotaTreeObjectID = 8          // BTRFS_QUOTA_TREE_OBJECTID
+	qgroupStatusKey   = 240        // BTRFS_QGROUP_STATUS_KEY
+	qgroupStatusOn    = 1 << 0     // BTRFS_QGROUP_STATUS_FLAG_ON
 )
 
 // searchKey is struct btrfs_ioctl_search_key (104 bytes).
@@ -127,31 +122,12 @@ func setReadOnly(path string, ro bool) error {
 	return nil
 }
 
-// enableQuota turns quota groups on for the filesystem holding f. The kernel
-// starts a rescan by itself; quotaStatus reports it.
-func enableQuota(f *os.File) error {
-	args := struct{ cmd, status uint64 }{cmd: quotaCtlEnable}
+// disableQuota turns quota groups off for the filesystem holding f. The
+// kernel drops the quota tree; no data moves.
+func disableQuota(f *os.File) error {
+	args := struct{ cmd, status uint64 }{cmd: quotaCtlDisable}
 	if err := ioctlPtr(f, iocQuotaCtl, unsafe.Pointer(&args)); err != nil {
-		return fmt.Errorf("enable btrfs quotas on %s: %w", f.Name(), err)
-	}
-	return nil
-}
-
-// rescanQuota starts a full quota rescan and waits for it to finish. A rescan
-// already running (EINPROGRESS) is waited for instead.
-func rescanQuota(f *os.File) error {
-	var args [8]uint64 // struct btrfs_ioctl_quota_rescan_args, all zero
-	if err := ioctlPtr(f, iocQuotaRescan, unsafe.Pointer(&args)); err != nil && !errors.Is(err, unix.EINPROGRESS) {
-		return fmt.Errorf("start btrfs quota rescan on %s: %w", f.Name(), err)
-	}
-	return waitRescan(f)
-}
-
-// waitRescan blocks until a running quota rescan is done (returns at once if
-// none runs).
-func waitRescan(f *os.File) error {
-	if err := ioctlPtr(f, iocQuotaRescanWait, nil); err != nil {
-		return fmt.Errorf("wait for btrfs quota rescan on %s: %w", f.Name(), err)
+		return fmt.Errorf("disable btrfs quotas on %s: %w", f.Name(), err)
 	}
 	return nil
 }
@@ -189,36 +165,16 @@ func searchOne(f *os.File, treeID, objectid uint64, typ uint32, offset uint64) (
 	return append([]byte(nil), args.buf[searchHeaderLen:searchHeaderLen+int(n)]...), nil
 }
 
-// quotaStatus returns the flags of the quota status item (qgroupStatus*), and
-// on=false when quotas are off.
-func quotaStatus(f *os.File) (flags uint64, on bool, err error) {
+// quotaOn reports whether quotas (quota groups or simple quotas) are on for
+// the filesystem holding f.
+func quotaOn(f *os.File) (bool, error) {
 	item, err := searchOne(f, quotaTreeObjectID, 0, qgroupStatusKey, 0)
 	if errors.Is(err, unix.ENOENT) {
-		return 0, false, nil
+		return false, nil
 	}
-	if err != nil {
-		return 0, false, err
-	}
-	if len(item) < 24 {
-		return 0, false, nil
+	if err != nil || len(item) < 24 {
+		return false, err
 	}
 	// struct btrfs_qgroup_status_item: version, generation, flags, rescan (__le64).
-	flags = binary.LittleEndian.Uint64(item[16:])
-	return flags, flags&qgroupStatusOn != 0, nil
-}
-
-// qgroupInfo returns the referenced and exclusive byte counts of qgroup
-// 0/<subvolID>, and found=false when the qgroup does not exist.
-func qgroupInfo(f *os.File, subvolID uint64) (rfer, excl int64, found bool, err error) {
-	item, err := searchOne(f, quotaTreeObjectID, 0, qgroupInfoKey, subvolID)
-	if err != nil || item == nil {
-		return 0, 0, false, err
-	}
-	if len(item) < 40 {
-		return 0, 0, false, fmt.Errorf("btrfs qgroup info item of %d bytes, want 40", len(item))
-	}
-	// struct btrfs_qgroup_info_item: generation, rfer, rfer_cmpr, excl, excl_cmpr (__le64).
-	rfer = int64(binary.LittleEndian.Uint64(item[8:]))
-	excl = int64(binary.LittleEndian.Uint64(item[24:]))
-	return rfer, excl, true, nil
+	return binary.LittleEndian.Uint64(item[16:])&qgroupStatusOn != 0, nil
 }

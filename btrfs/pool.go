@@ -39,16 +39,18 @@ type Pool struct {
 
 // Open opens the pool in dir, a directory on a mounted Btrfs filesystem (the
 // root of the filesystem or any directory on it). It creates the pool's
-// top-level directories when missing, turns Btrfs quotas on when they are off
-// (space figures come from quota groups), and purges whatever an earlier run
-// left in trash/.
+// top-level directories when missing and purges whatever an earlier run left
+// in trash/. Btrfs quota groups are not needed; when they are on, Open logs
+// how to turn them off (the pool's own image file turns them off itself).
 //
 // A dir that is not on Btrfs is refused with an error wrapping [ErrNotBtrfs].
 func Open(ctx context.Context, dir string) (*Pool, error) {
-	return open(ctx, dir, slog.Default())
+	return open(ctx, dir, slog.Default(), false)
 }
 
-func open(ctx context.Context, dir string, log *slog.Logger) (*Pool, error) {
+// open opens the pool in dir; own says the filesystem is the pool's own
+// image (OpenImage), not an operator's.
+func open(ctx context.Context, dir string, log *slog.Logger, own bool) (*Pool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -68,7 +70,7 @@ func open(ctx context.Context, dir string, log *slog.Logger) (*Pool, error) {
 			return nil, fmt.Errorf("open pool %s: %w", abs, err)
 		}
 	}
-	if err := p.ensureQuota(); err != nil {
+	if err := p.checkQuotas(own); err != nil {
 		return nil, err
 	}
 	if err := p.Purge(ctx); err != nil {
@@ -93,26 +95,37 @@ func checkBtrfs(dir string) error {
 	return nil
 }
 
-// ensureQuota turns quotas on unless they are.
-func (p *Pool) ensureQuota() error {
+// checkQuotas looks at the filesystem's quota groups, which the pool does
+// not use (sizes come from extent maps: [Pool.Usage]) and which make every
+// snapshot slower the more subvolumes share its data (the package
+// documentation says why). On the pool's own filesystem (a loop-backed image,
+// own=true) they are turned off: earlier versions of superjolt turned them
+// on. On an operator's filesystem they may serve something else, so they are
+// left as they are, with a warning that says how to turn them off.
+func (p *Pool) checkQuotas(own bool) error {
 	f, err := os.Open(p.root)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	_, on, err := quotaStatus(f)
+	on, err := quotaOn(f)
 	if errors.Is(err, unix.EPERM) {
 		return fmt.Errorf("open pool %s: read quota status: %w: the pool needs root (CAP_SYS_ADMIN)", p.root, err)
 	}
 	if err != nil {
 		return fmt.Errorf("open pool %s: read quota status: %w", p.root, err)
 	}
-	if on {
+	switch {
+	case !on:
 		return nil
-	}
-	p.log.Info("btrfs: enabling quotas for space accounting", "subvolume", p.root)
-	if err := enableQuota(f); err != nil {
-		return fmt.Errorf("open pool %s: %w: run `btrfs quota enable %s` by hand to see why", p.root, err, p.root)
+	case own:
+		p.log.Info("btrfs: turning quota groups off: superjolt no longer reads them, and they slow every snapshot as VMs share an image", "subvolume", p.root)
+		if err := disableQuota(f); err != nil {
+			return fmt.Errorf("open pool %s: %w: run `btrfs quota disable %s` by hand to see why", p.root, err, p.root)
+		}
+	default:
+		p.log.Warn("btrfs: quota groups are on; superjolt does not use them, and they make each backup slower the more VMs share an image: "+
+			"unless something else on this filesystem needs them, run `btrfs quota disable "+p.root+"`", "subvolume", p.root)
 	}
 	return nil
 }

@@ -82,21 +82,70 @@ func TestOpenRefusesNonBtrfs(t *testing.T) {
 	}
 }
 
-func TestOpenLayoutAndQuota(t *testing.T) {
+func TestOpenLayout(t *testing.T) {
 	p := btrfstest.NewPool(t, 0)
 	for _, d := range []string{"images", "vms", "backups", "trash"} {
 		if fi, err := os.Stat(filepath.Join(p.Root(), d)); err != nil || !fi.IsDir() {
 			t.Errorf("%s/%s: %v", p.Root(), d, err)
 		}
 	}
-	// Quotas on: the pool root's qgroup 0/5 is listed.
-	out, err := runBtrfs(t, "qgroup", "show", "--raw", p.Root())
-	if err != nil || !strings.Contains(out, "0/5") {
-		t.Errorf("btrfs qgroup show: %v\n%s", err, out)
+	// The pool runs without quota groups (sizes come from extent maps).
+	if out, err := runBtrfs(t, "qgroup", "show", p.Root()); err == nil {
+		t.Errorf("btrfs qgroup show on a new pool succeeded; want quotas off:\n%s", out)
 	}
 	// Opening again (as the daemon does at its next start) is fine.
 	if _, err := btrfs.Open(context.Background(), p.Root()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestOpenQuotas: quota groups an earlier superjolt turned on are turned off
+// when the pool's own image is opened again, and left on (the pool still
+// works, its figures the same) on a filesystem that is the operator's.
+func TestOpenQuotas(t *testing.T) {
+	btrfstest.Skip(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	opts := btrfs.OpenImageOptions{Image: filepath.Join(dir, "pool.img"), MountPoint: filepath.Join(dir, "pool")}
+	p := openImage(t, opts)
+	newImage(t, p, "base", 1<<20)
+	vm, err := p.CreateVM(ctx, "vm-abc123", "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, filepath.Join(vm, btrfs.RootfsFile), 1<<20, 7)
+	before, err := p.Usage(ctx, vm)
+	if err != nil || before != (btrfs.Usage{Referenced: 1 << 20, Exclusive: 1 << 20}) {
+		t.Fatalf("usage of a VM that rewrote its 1 MiB disk: %+v, %v", before, err)
+	}
+	if err := btrfs.SetQuotas(p, "full"); err != nil {
+		t.Fatal(err)
+	}
+
+	// An operator's filesystem: Open leaves the quotas on.
+	theirs, err := btrfs.Open(ctx, p.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if on, err := btrfs.QuotasOn(theirs); err != nil || !on {
+		t.Errorf("quotas on after Open of an operator's filesystem: %v, %v; want them left on", on, err)
+	}
+	if u, err := theirs.Usage(ctx, vm); err != nil || u != before {
+		t.Errorf("usage with quota groups on: %+v, %v; want %+v as with them off", u, err, before)
+	}
+	if _, err := theirs.Backup(ctx, "vm-abc123", "bk-1"); err != nil {
+		t.Fatalf("backup with quota groups on: %v", err)
+	}
+	shared := btrfs.Usage{Referenced: before.Referenced} // all shared with the backup now
+
+	// The pool's own image (here still mounted, as after a daemon that
+	// died): OpenImage turns them off.
+	again := openImage(t, opts)
+	if on, err := btrfs.QuotasOn(again); err != nil || on {
+		t.Errorf("quotas on after OpenImage: %v, %v; want off", on, err)
+	}
+	if u, err := again.Usage(ctx, vm); err != nil || u != shared || u != duShow(t, vm) {
+		t.Errorf("usage after quotas went off: %+v, %v; want %+v", u, err, shared)
 	}
 }
 

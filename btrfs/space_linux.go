@@ -3,7 +3,6 @@
 package btrfs
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 	"unsafe"
@@ -108,63 +107,4 @@ func unallocated(f *os.File) (int64, error) {
 		free += int64(di.totalBytes) - int64(di.bytesUsed)
 	}
 	return free, nil
-}
-
-// qgroupInfos returns the figures of every level-0 quota group (one per
-// subvolume), by subvolume id, read with as few tree searches as the items
-// need (one per 55 subvolumes: a 4 KiB buffer of 72-byte items).
-func qgroupInfos(f *os.File) (map[uint64]Usage, error) {
-	return qgroupInfosIn(f, 0, 1<<48-1)
-}
-
-// qgroupInfosIn returns the figures of the level-0 quota groups of the
-// subvolumes with ids from lo to hi, by subvolume id.
-func qgroupInfosIn(f *os.File, lo, hi uint64) (map[uint64]Usage, error) {
-	out := map[uint64]Usage{}
-	var args searchArgs
-	minOffset := lo
-	hi = min(hi, 1<<48-1) // level 0 only
-	for {
-		args.key = searchKey{
-			treeID:      quotaTreeObjectID,
-			minObjectID: 0, maxObjectID: 0,
-			minType: qgroupInfoKey, maxType: qgroupInfoKey,
-			minOffset: minOffset, maxOffset: hi,
-			maxTransID: ^uint64(0),
-			nrItems:    4096,
-		}
-		if err := ioctlPtr(f, iocTreeSearch, unsafe.Pointer(&args)); err != nil {
-			return nil, fmt.Errorf("btrfs tree search of the quota groups on %s: %w", f.Name(), err)
-		}
-		n := int(args.key.nrItems)
-		if n == 0 {
-			return out, nil
-		}
-		buf, last := args.buf[:], uint64(0)
-		for range n {
-			if len(buf) < searchHeaderLen {
-				break
-			}
-			off := binary.NativeEndian.Uint64(buf[16:])
-			typ := binary.NativeEndian.Uint32(buf[24:])
-			l := int(binary.NativeEndian.Uint32(buf[28:]))
-			if len(buf) < searchHeaderLen+l {
-				return nil, fmt.Errorf("btrfs tree search on %s: item of %d bytes overruns the buffer", f.Name(), l)
-			}
-			item := buf[searchHeaderLen : searchHeaderLen+l]
-			buf = buf[searchHeaderLen+l:]
-			last = off
-			if typ != qgroupInfoKey || len(item) < 40 {
-				continue
-			}
-			out[off] = Usage{
-				Referenced: int64(binary.LittleEndian.Uint64(item[8:])),
-				Exclusive:  int64(binary.LittleEndian.Uint64(item[24:])),
-			}
-		}
-		if last >= hi {
-			return out, nil
-		}
-		minOffset = last + 1
-	}
 }

@@ -37,8 +37,8 @@ func fsUsage(tb testing.TB, root, field string) int64 {
 	return 0
 }
 
-// TestStatus: the breakdown adds up the quota groups of images/*, vms/* and
-// backups/*/*, as Usage reads them one by one; the space figures are the
+// TestStatus: the breakdown adds up the figures of images/*, vms/* and
+// backups/*/*, as btrfs filesystem du reads them one by one; the space figures are the
 // ones btrfs-progs prints.
 func TestStatus(t *testing.T) {
 	ctx := context.Background()
@@ -87,13 +87,13 @@ func TestStatus(t *testing.T) {
 	} {
 		var want btrfs.KindUsage
 		for _, path := range c.paths {
-			u := qgroupShow(t, path)
+			u := duShow(t, path)
 			want.Count++
 			want.Referenced += u.Referenced
 			want.Exclusive += u.Exclusive
 		}
 		if c.got != want {
-			t.Errorf("%s: %+v, want %+v (from btrfs qgroup show)", c.name, c.got, want)
+			t.Errorf("%s: %+v, want %+v (from btrfs filesystem du)", c.name, c.got, want)
 		}
 	}
 	if st.Size != btrfstest.DefaultSize {

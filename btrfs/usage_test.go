@@ -5,45 +5,44 @@ package btrfs_test
 import (
 	"context"
 	"errors"
-	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
-	cbtrfs "github.com/containerd/btrfs/v2"
 	"github.com/superjolt/superjolt/btrfs"
 	"github.com/superjolt/superjolt/btrfs/btrfstest"
 )
 
-// qgroupShow returns the figures `btrfs qgroup show --raw -f` prints for the
-// subvolume at path.
-func qgroupShow(tb testing.TB, path string) btrfs.Usage {
+// duShow returns the figures `btrfs filesystem du -s --raw` prints for the
+// subvolume at path (Total and Exclusive), which maps the extents of its
+// files with FIEMAP as Usage does, after the filesystem is synced (du counts
+// no data that is not yet on disk).
+func duShow(tb testing.TB, path string) btrfs.Usage {
 	tb.Helper()
-	id, err := cbtrfs.SubvolID(path)
-	if err != nil {
-		tb.Fatal(err)
+	if out, err := runBtrfs(tb, "filesystem", "sync", path); err != nil {
+		tb.Fatalf("btrfs filesystem sync: %v\n%s", err, out)
 	}
-	out, err := runBtrfs(tb, "qgroup", "show", "--raw", "-f", path)
+	out, err := runBtrfs(tb, "filesystem", "du", "-s", "--raw", path)
 	if err != nil {
-		tb.Fatalf("btrfs qgroup show: %v\n%s", err, out)
+		tb.Fatalf("btrfs filesystem du: %v\n%s", err, out)
 	}
-	// Qgroupid    Referenced    Exclusive   Path
-	// 0/256          3162112      3162112   a
-	want := fmt.Sprintf("0/%d", id)
+	//      Total   Exclusive  Set shared  Filename
+	//    5242880     2097152     3145728  /…/vms/vm-abc123
 	for _, l := range strings.Split(out, "\n") {
 		f := strings.Fields(l)
-		if len(f) < 3 || f[0] != want {
+		if len(f) != 4 || f[3] != path {
 			continue
 		}
-		rfer, err1 := strconv.ParseInt(f[1], 10, 64)
-		excl, err2 := strconv.ParseInt(f[2], 10, 64)
+		total, err1 := strconv.ParseInt(f[0], 10, 64)
+		excl, err2 := strconv.ParseInt(f[1], 10, 64)
 		if err := errors.Join(err1, err2); err != nil {
-			tb.Fatalf("btrfs qgroup show line %q: %v", l, err)
+			tb.Fatalf("btrfs filesystem du line %q: %v", l, err)
 		}
-		return btrfs.Usage{Referenced: rfer, Exclusive: excl}
+		return btrfs.Usage{Referenced: total, Exclusive: excl}
 	}
-	tb.Fatalf("btrfs qgroup show -f %s has no line for %s:\n%s", path, want, out)
+	tb.Fatalf("btrfs filesystem du -s %s has no line for it:\n%s", path, out)
 	return btrfs.Usage{}
 }
 
@@ -62,21 +61,22 @@ func TestUsage(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Rewrite a: its first 2 MiB now live only in the backup; the new 3 MiB
-	// only in the VM.
+	// only in the VM. A second link to a counts once.
 	writeRandom(t, filepath.Join(vm, "a"), 3*MiB, 2)
+	if err := os.Link(filepath.Join(vm, "a"), filepath.Join(vm, "a-link")); err != nil {
+		t.Fatal(err)
+	}
 	img, _ := p.ImagePath("base")
 
 	tests := []struct {
-		name    string
-		path    string
-		minRfer int64
-		minExcl int64
-		maxExcl int64
+		name string
+		path string
+		want btrfs.Usage
 	}{
 		// rootfs.img is shared by all three: referenced, not exclusive.
-		{"image", img, 4 * MiB, 0, MiB},
-		{"vm", vm, 4*MiB + 3*MiB, 3 * MiB, 4 * MiB},
-		{"backup", bk, 4*MiB + 2*MiB, 2 * MiB, 3 * MiB},
+		{"image", img, btrfs.Usage{Referenced: 4 * MiB}},
+		{"vm", vm, btrfs.Usage{Referenced: 4*MiB + 3*MiB, Exclusive: 3 * MiB}},
+		{"backup", bk, btrfs.Usage{Referenced: 4*MiB + 2*MiB, Exclusive: 2 * MiB}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -84,15 +84,11 @@ func TestUsage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%s: %+v", tt.path, got)
-			if want := qgroupShow(t, tt.path); got != want {
-				t.Errorf("Usage = %+v, btrfs qgroup show says %+v", got, want)
+			if got != tt.want {
+				t.Errorf("Usage = %+v, want %+v", got, tt.want)
 			}
-			if got.Referenced < tt.minRfer {
-				t.Errorf("referenced %d, want at least %d", got.Referenced, tt.minRfer)
-			}
-			if got.Exclusive < tt.minExcl || got.Exclusive > tt.maxExcl {
-				t.Errorf("exclusive %d, want %d..%d", got.Exclusive, tt.minExcl, tt.maxExcl)
+			if du := duShow(t, tt.path); got != du {
+				t.Errorf("Usage = %+v, btrfs filesystem du says %+v", got, du)
 			}
 		})
 	}

@@ -22,8 +22,8 @@ type Pool struct {
 	// restores are refused with no_space; Full says the pool is below it.
 	ReserveBytes int64 `json:"reserve_bytes"`
 	Full         bool  `json:"full"`
-	// Images, VMs and Backups are what each kind uses, from Btrfs quota
-	// groups.
+	// Images, VMs and Backups are what each kind uses, from the extent
+	// maps of their files.
 	Images  PoolUsage `json:"images"`
 	VMs     PoolUsage `json:"vms"`
 	Backups PoolUsage `json:"backups"`

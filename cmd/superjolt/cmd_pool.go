@@ -16,8 +16,11 @@ func newPoolCommand(o *globalOptions) *cobra.Command {
 		Short: "Show the storage pool: size, used, free, and what uses it",
 		Long: `Show the storage pool that holds the images, the VMs' disks and the backups:
 its size, what is used and free, and how much the images, VMs and backups use
-(from Btrfs quota groups: "referenced" is all the data each can reach,
-"exclusive" what deleting it would free).
+("referenced" is all the data each can reach, "exclusive" what deleting it
+would free, as 'btrfs filesystem du' reads them: a backup just taken holds
+nothing alone until its VM rewrites what it holds). They come from the extent
+map of every file in the pool: a pool of many large, much-rewritten disks
+takes seconds (about 2 µs per extent).
 
 When the pool is full (below its reserve), new VMs, backups and restores fail
 with exit code 7 until space is freed: delete on-demand backups
