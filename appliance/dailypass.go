@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/superjolt/superjolt/appliance/model"
@@ -20,13 +21,16 @@ import (
 //     first, then each VM's lock is taken, then they are recorded);
 //   - the snapshots are taken one after the other, each running guest
 //     frozen just around its own snapshot ioctl;
-//   - the new backups' sizes are read with one btrfs commit and one search
-//     of the quota tree (Pool.Usages), not one commit each;
 //   - their rows, the VMs' next backup times, their events and their steps
 //     (frozen, snapshot, thawed, saved) are written in one transaction;
 //   - the backups retention drops are deleted with one btrfs commit for the
 //     batch (Pool.DeleteBackupList), not one each;
-//   - their rows go, and the operations end, in one transaction.
+//   - the sizes of the backups each VM keeps are read again (Pool.Usages:
+//     what a backup holds alone grows as its VM rewrites its disk), so
+//     that a list across VMs, which reads stored rows, shows sizes of the
+//     last day at most;
+//   - the pruned rows go, the sizes are written, and the operations end,
+//     in one transaction.
 //
 // A batch holds no lock an API request waits for: the VMs' own locks (an
 // operation on one of them is refused as busy, as during any backup), and
@@ -95,8 +99,7 @@ func (a *Appliance) backupBatch(ctx context.Context, now time.Time, ids []string
 	}
 
 	// The snapshots, one after the other: each guest is frozen only
-	// around its own (concurrent snapshot ioctls do not share a commit
-	// while quotas are on: each accounts its own before the next).
+	// around its own.
 	var taken []*op
 	for _, o := range ops {
 		if err := a.snapshotBackup(o.ctx, o); err != nil {
@@ -109,25 +112,17 @@ func (a *Appliance) backupBatch(ctx context.Context, now time.Time, ids []string
 		return a.failScheduled(ctx, now, failed)
 	}
 
-	// Their sizes, with one commit. A just-taken snapshot holds nothing
-	// alone yet (it shares everything with its VM), and Backups reads
-	// sizes fresh; this is the size as taken, for ListBackups.
+	// A just-taken snapshot holds nothing alone (it shares everything
+	// with its VM): its size is 0 until the guest rewrites what it holds.
 	bg := context.WithoutCancel(ctx)
-	paths := make([]string, len(taken))
-	for i, o := range taken {
-		paths[i], _ = a.pool.BackupPath(o.rec.VMID, o.rec.BackupID)
-	}
-	sizes, err := a.pool.Usages(bg, paths)
-	if err != nil {
-		a.log.Warn("cannot read the sizes of new backups", "backups", len(paths), "err", err)
-	}
 
 	// What retention drops, planned from one read of the store.
 	bks := make([]model.Backup, len(taken))
+	kept := make(map[*op][]string, len(taken)) // the VM's older backups that stay
 	at := a.clock.Now()
 	for i, o := range taken {
 		bks[i] = model.Backup{ID: o.rec.BackupID, VMID: o.rec.VMID, Kind: model.Scheduled, TakenAt: at,
-			Consistency: o.in.Consistency, SizeBytes: sizes[paths[i]].Exclusive}
+			Consistency: o.in.Consistency}
 		if bks[i].Consistency == model.Frozen && o.frozen > 0 {
 			bks[i].FrozenMS = max(o.frozen.Milliseconds(), 1)
 		}
@@ -148,6 +143,11 @@ func (a *Appliance) backupBatch(ctx context.Context, now time.Time, ids []string
 				return err
 			}
 			o.in.Prune = toRemove(applyRetention(append(old, bks[i]), acct.Entitlements.BackupRetention))
+			for _, b := range old {
+				if !slices.Contains(o.in.Prune, b.ID) {
+					kept[o] = append(kept[o], b.ID)
+				}
+			}
 		}
 		return nil
 	}); err != nil {
@@ -222,6 +222,7 @@ func (a *Appliance) backupBatch(ctx context.Context, now time.Time, ids []string
 			o.reach("pruned", 95)
 		}
 	}
+	sizes := a.backupSizes(bg, taken, kept)
 	for _, o := range taken {
 		_ = o.end(nil)
 	}
@@ -231,6 +232,9 @@ func (a *Appliance) backupBatch(ctx context.Context, now time.Time, ids []string
 				if err := a.dropBackupRows(tx, o.rec.VMID, o.in.Prune); err != nil {
 					return err
 				}
+			}
+			if err := resizeBackups(tx, sizes[o]); err != nil {
+				return err
 			}
 			if err := o.endIn(tx); err != nil {
 				return err
@@ -242,7 +246,7 @@ func (a *Appliance) backupBatch(ctx context.Context, now time.Time, ids []string
 		if err := o.ended(nil, uerr); err != nil {
 			failed[o.rec.VMID] = err
 		} else {
-			o.log.Info("backup taken", "backup", o.rec.BackupID, "consistency", bks[i].Consistency, "size_bytes", bks[i].SizeBytes, "frozen_for", o.frozen)
+			o.log.Info("backup taken", "backup", o.rec.BackupID, "consistency", bks[i].Consistency, "frozen_for", o.frozen)
 		}
 		o.release()
 	}
@@ -389,4 +393,60 @@ func (a *Appliance) failScheduled(ctx context.Context, now time.Time, failed map
 		a.log.Warn("cannot put off failed scheduled backups", "err", err)
 	}
 	return errs
+}
+
+// backupSizes reads what each of the backups kept (by op) holds alone now,
+// keyed by op and backup id. A backup whose size cannot be read keeps the
+// size it had; the failure is logged. Data a backup shared only with one
+// pruned in the same pass counts as shared until the Btrfs cleaner has
+// dropped the pruned one (seconds): the next day's figure has it.
+func (a *Appliance) backupSizes(ctx context.Context, taken []*op, kept map[*op][]string) map[*op]map[string]int64 {
+	var paths []string
+	for _, o := range taken {
+		for _, id := range kept[o] {
+			if p, err := a.pool.BackupPath(o.rec.VMID, id); err == nil {
+				paths = append(paths, p)
+			}
+		}
+	}
+	us, err := a.pool.Usages(ctx, paths)
+	if err != nil {
+		a.log.Warn("cannot read the sizes of kept backups; they keep the sizes they had", "backups", len(paths), "err", err)
+		return nil
+	}
+	out := make(map[*op]map[string]int64, len(taken))
+	for _, o := range taken {
+		for _, id := range kept[o] {
+			p, _ := a.pool.BackupPath(o.rec.VMID, id)
+			if u, ok := us[p]; ok {
+				if out[o] == nil {
+					out[o] = map[string]int64{}
+				}
+				out[o][id] = u.Exclusive
+			}
+		}
+	}
+	return out
+}
+
+// resizeBackups writes the sizes read by backupSizes into the backups'
+// rows; a backup deleted meanwhile is left out.
+func resizeBackups(tx *store.Tx, sizes map[string]int64) error {
+	for id, size := range sizes {
+		b, err := tx.Backup(id)
+		if errors.Is(err, model.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if b.SizeBytes == size {
+			continue
+		}
+		b.SizeBytes = size
+		if err := tx.PutBackup(b); err != nil {
+			return err
+		}
+	}
+	return nil
 }

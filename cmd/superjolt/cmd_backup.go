@@ -58,9 +58,12 @@ func newBackupListCommand(o *globalOptions) *cobra.Command {
 		Aliases: []string{"ls"},
 		Short:   "List backups: a VM's, newest first, or every VM's (by VM, newest first)",
 		Long: `List backups: a VM's, newest first, or with no VM every stored VM's
-(by VM id, then newest first). The filters are applied by superjoltd. A
-VM's list alone measures each backup's size afresh; the others show the
-size recorded when it was taken.
+(by VM id, then newest first). The filters are applied by superjoltd.
+
+SIZE is what deleting the backup would free: 0 when just taken (it shares
+everything with its VM), growing as the guest rewrites what it holds. A
+VM's list measures it afresh; the others show it as of the VM's last daily
+backup.
 
 With --limit, one page of at most N backups is listed; when more follow,
 the cursor of the next page is printed (on stderr after the table; as
