@@ -64,7 +64,7 @@ func (a *Appliance) Capacity(ctx context.Context) (model.Capacity, error) {
 		return c, categorised(err, "read the capacity")
 	}
 	if sp, err := a.pool.Space(ctx); err == nil {
-		c.PoolBytes = sp.Size
+		c.PoolBytes, c.PoolUsedBytes = sp.Size, sp.Used
 	} else {
 		a.log.Warn("cannot read the pool's size", "err", err)
 	}

@@ -153,7 +153,7 @@ func (f *fixture) emit(typ, obj, acct, msg string) {
 
 func (f *fixture) Clock() clock.Clock { return f.clk }
 func (f *fixture) Capacity(context.Context) (model.Capacity, error) {
-	return model.Capacity{Accel: "tcg", MemoryMiB: 16384, CPUs: 2}, nil
+	return model.Capacity{Accel: "tcg", MemoryMiB: 16384, CPUs: 2, PoolBytes: 200 << 30, PoolUsedBytes: 76 << 30}, nil
 }
 func (f *fixture) PoolStatus(context.Context) (appliance.PoolStatus, error) {
 	return appliance.PoolStatus{}, fmt.Errorf("%w: no pool in the fixture", model.ErrUnavailable)

@@ -35,7 +35,6 @@ const (
 type (
 	snapshotMsg struct {
 		snap  snapshot
-		pool  *api.Pool
 		usage []model.VMUsage
 		err   error
 	}
@@ -68,7 +67,6 @@ type (
 	}
 	accountsMsg struct {
 		accounts []model.Account
-		pool     *api.Pool
 		status   *api.Status
 		err      error
 	}
@@ -117,9 +115,6 @@ func (m *Model) loadSnapshot() tea.Cmd {
 		}
 		s.ops = append(s.ops, running...)
 		msg := snapshotMsg{snap: s}
-		if p, err := c.Pool(ctx); err == nil {
-			msg.pool = &p
-		}
 		if u, err := c.VMUsage(ctx); err == nil {
 			msg.usage = u
 		}
@@ -339,9 +334,6 @@ func (m *Model) readAccounts() tea.Cmd {
 		msg := accountsMsg{accounts: as}
 		if st, err := c.Status(ctx); err == nil {
 			msg.status = &st
-		}
-		if p, err := c.Pool(ctx); err == nil {
-			msg.pool = &p
 		}
 		return msg
 	})

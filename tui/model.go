@@ -54,7 +54,6 @@ type Model struct {
 	// statusAt is when (on this machine's monotonic clock) the daemon's
 	// status was read, to move its clock on between reads.
 	statusAt time.Time
-	pool     *api.Pool
 
 	// Connection: stream is the one event subscription; down is why
 	// superjoltd cannot be reached (empty when it can); loaded says a
@@ -205,9 +204,6 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		m.d.load(msg.snap)
 		m.setStatus(msg.snap.status)
-		if msg.pool != nil {
-			m.pool = msg.pool
-		}
 		m.setUsage(msg.usage)
 		m.loaded, m.down, m.retry = true, "", reconnectMin
 		return m, m.subscribe(m.d.seq)
@@ -263,9 +259,6 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			}
 			if msg.status != nil {
 				m.setStatus(*msg.status)
-			}
-			if msg.pool != nil {
-				m.pool = msg.pool
 			}
 		}
 		return m, nil
@@ -539,8 +532,8 @@ func (m *Model) header(w int) string {
 	left := " superjolt · " + m.opts.Host
 	if m.loaded {
 		left += fmt.Sprintf(" · %s", model.Count(len(d.vms), "VM"))
-		if m.pool != nil && m.pool.SizeBytes > 0 {
-			left += fmt.Sprintf(" · pool %d%% of %s", m.pool.UsedBytes*100/m.pool.SizeBytes, fmtBytes(m.pool.SizeBytes))
+		if c := d.status.Capacity; c.PoolBytes > 0 {
+			left += fmt.Sprintf(" · pool %d%% of %s", c.PoolUsedBytes*100/c.PoolBytes, fmtBytes(c.PoolBytes))
 		}
 		if a := d.status.Capacity.Accel; a != "" {
 			left += " · " + strings.ToUpper(a)

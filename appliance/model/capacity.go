@@ -18,9 +18,12 @@ type Capacity struct {
 	// LiveVMs counts the VMs that hold memory.
 	LiveVMs int `json:"live_vms"`
 	// DiskGiB is what the live VMs' disks may grow to (sparse: they take
-	// only what their guests write); PoolBytes is the pool's size.
-	DiskGiB   int64 `json:"disk_gib"`
-	PoolBytes int64 `json:"pool_bytes"`
+	// only what their guests write); PoolBytes is the pool's size and
+	// PoolUsedBytes what of it is used (as df shows them; `superjolt pool`
+	// says what uses it).
+	DiskGiB       int64 `json:"disk_gib"`
+	PoolBytes     int64 `json:"pool_bytes"`
+	PoolUsedBytes int64 `json:"pool_used_bytes"`
 }
 
 // DisksOvercommitted reports whether the live VMs' disks could outgrow the
