@@ -217,9 +217,10 @@ type Status struct {
 }
 
 // Status returns the pool's space and what its images, VMs and backups use,
-// each subvolume's figures read as [Pool.Usage] reads them. Its cost is the
-// number of extents in the pool (a few milliseconds for a thousand small
-// VMs), with no transaction commit.
+// each subvolume's figures read as [Pool.Usage] reads them, with no
+// transaction commit. Its cost grows with the number of subvolumes and of
+// their extents: about 50 µs per subvolume of a few extents (50 ms for
+// 1,001 of them, BenchmarkStatus), plus about 2 µs per extent.
 func (p *Pool) Status(ctx context.Context) (Status, error) {
 	sp, err := p.Space(ctx)
 	if err != nil {
