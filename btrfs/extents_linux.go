@@ -70,31 +70,29 @@ func subvolumeUsage(ctx context.Context, dir string) (Usage, error) {
 	seen := map[uint64]bool{}
 	args := new(fiemapArgs)
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && path != dir {
+			return nil // removed while its directory was read
+		}
 		if err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if d.IsDir() {
-			if path == dir {
-				return nil
-			}
-			var st unix.Stat_t
-			if err := unix.Lstat(path, &st); err != nil {
-				return err
-			}
-			if st.Dev != root.Dev {
-				return filepath.SkipDir // a subvolume of its own
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() {
+		if !d.IsDir() && !d.Type().IsRegular() {
 			return nil
 		}
 		var st unix.Stat_t
-		if err := unix.Lstat(path, &st); err != nil {
+		if err := unix.Lstat(path, &st); errors.Is(err, unix.ENOENT) && path != dir {
+			return nil
+		} else if err != nil {
 			return err
+		}
+		if d.IsDir() {
+			if path != dir && st.Dev != root.Dev {
+				return filepath.SkipDir // a subvolume of its own
+			}
+			return nil
 		}
 		if st.Nlink > 1 {
 			if seen[st.Ino] {
@@ -119,7 +117,7 @@ func fileExtents(ctx context.Context, path string, args *fiemapArgs, u *Usage) e
 		f, err = os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil // removed while the directory was read
+		return nil // removed while its directory was read
 	}
 	if err != nil {
 		return err

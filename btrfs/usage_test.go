@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	cbtrfs "github.com/containerd/btrfs/v2"
 	"github.com/superjolt/superjolt/btrfs"
 	"github.com/superjolt/superjolt/btrfs/btrfstest"
 )
@@ -192,5 +193,34 @@ func TestDeleteBackupList(t *testing.T) {
 	}
 	if errs := p.DeleteBackupList(ctx, []btrfs.BackupRef{{VM: "vm-bbbbb1", Backup: "../x"}}); !errors.Is(errs[0], btrfs.ErrInvalidName) {
 		t.Errorf("DeleteBackupList of a bad name: %v; want ErrInvalidName", errs)
+	}
+}
+
+// TestUsageLeavesNestedSubvolumesOut: a subvolume made inside a VM's (by
+// hand: the pool makes none) is not the VM's data, and deleting the VM
+// would not free it.
+func TestUsageLeavesNestedSubvolumesOut(t *testing.T) {
+	ctx := context.Background()
+	p := btrfstest.NewPool(t, 0)
+	newImage(t, p, "base", 1<<20)
+	vm, err := p.CreateVM(ctx, "vm-abc123", "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := p.Usage(ctx, vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nested := filepath.Join(vm, "nested")
+	if err := cbtrfs.SubvolCreate(nested); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cbtrfs.SubvolDelete(nested) })
+	writeRandom(t, filepath.Join(nested, "data"), 2<<20, 3)
+	if got, err := p.Usage(ctx, vm); err != nil || got != before {
+		t.Errorf("usage with a nested subvolume holding 2 MiB: %+v, %v; want %+v as without it", got, err, before)
+	}
+	if got, err := p.Usage(ctx, nested); err != nil || got != (btrfs.Usage{Referenced: 2 << 20, Exclusive: 2 << 20}) {
+		t.Errorf("usage of the nested subvolume itself: %+v, %v; want 2 MiB, all its own", got, err)
 	}
 }
