@@ -64,6 +64,5 @@ func QuotasOn(p *Pool) (bool, error) {
 		return false, err
 	}
 	defer f.Close()
-	on, err := quotaOn(f)
-	return on, err
+	return quotaOn(f)
 }

@@ -6,11 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
-	"github.com/containerd/btrfs/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -236,17 +235,14 @@ func (p *Pool) Status(ctx context.Context) (Status, error) {
 		{&st.Backups, filepath.Join(p.root, backupsDir, "*", "*")},
 	} {
 		paths, _ := filepath.Glob(kind.glob)
-		for _, path := range paths {
-			if checkName(fileName, "", filepath.Base(path)) != nil || btrfs.IsSubvolume(path) != nil {
-				continue
-			}
-			u, err := subvolumeUsage(ctx, path)
-			if errors.Is(err, fs.ErrNotExist) {
-				continue // deleted meanwhile
-			}
-			if err != nil {
-				return Status{}, fmt.Errorf("pool status: %w", err)
-			}
+		paths = slices.DeleteFunc(paths, func(path string) bool {
+			return checkName(fileName, "", filepath.Base(path)) != nil
+		})
+		us, err := p.Usages(ctx, paths)
+		if err != nil {
+			return Status{}, fmt.Errorf("pool status: %w", err)
+		}
+		for _, u := range us {
 			kind.k.Count++
 			kind.k.Referenced += u.Referenced
 			kind.k.Exclusive += u.Exclusive
