@@ -401,10 +401,16 @@ func (a *Appliance) failScheduled(ctx context.Context, now time.Time, failed map
 // pruned in the same pass counts as shared until the Btrfs cleaner has
 // dropped the pruned one (seconds): the next day's figure has it.
 func (a *Appliance) backupSizes(ctx context.Context, taken []*op, kept map[*op][]string) map[*op]map[string]int64 {
+	type kept1 struct {
+		o        *op
+		id, path string
+	}
+	var all []kept1
 	var paths []string
 	for _, o := range taken {
 		for _, id := range kept[o] {
 			if p, err := a.pool.BackupPath(o.rec.VMID, id); err == nil {
+				all = append(all, kept1{o, id, p})
 				paths = append(paths, p)
 			}
 		}
@@ -415,15 +421,12 @@ func (a *Appliance) backupSizes(ctx context.Context, taken []*op, kept map[*op][
 		return nil
 	}
 	out := make(map[*op]map[string]int64, len(taken))
-	for _, o := range taken {
-		for _, id := range kept[o] {
-			p, _ := a.pool.BackupPath(o.rec.VMID, id)
-			if u, ok := us[p]; ok {
-				if out[o] == nil {
-					out[o] = map[string]int64{}
-				}
-				out[o][id] = u.Exclusive
+	for _, k := range all {
+		if u, ok := us[k.path]; ok {
+			if out[k.o] == nil {
+				out[k.o] = map[string]int64{}
 			}
+			out[k.o][k.id] = u.Exclusive
 		}
 	}
 	return out
